@@ -1,0 +1,139 @@
+/**
+ * Buffered reading of a byte stream as the protocol needs it: bounded lines,
+ * then bodies of a known length, over one reused buffer.
+ *
+ * @module
+ */
+
+/** Anything with a `read` like `Deno.Conn` or `Deno.FsFile`. */
+export interface Reader {
+  /** Reads into `buffer`; resolves to the byte count, or null at the end. */
+  read(buffer: Uint8Array): Promise<number | null>;
+}
+
+/** A line was longer than the bound given to {@linkcode ByteReader.readLine}. */
+export class LineTooLongError extends Error {
+  constructor(limit: number) {
+    super(`line longer than ${limit} bytes`);
+    this.name = "LineTooLongError";
+  }
+}
+
+/** The stream ended in the middle of a line or a body. */
+export class UnexpectedEofError extends Error {
+  constructor(what: string) {
+    super(`connection closed in the middle of ${what}`);
+    this.name = "UnexpectedEofError";
+  }
+}
+
+const LF = 0x0a;
+
+/**
+ * Reads lines and fixed-length bodies from a {@linkcode Reader}. Bytes read
+ * past the current line stay buffered for the next call, which is what makes
+ * pipelining work.
+ */
+export class ByteReader {
+  #source: Reader;
+  #buffer: Uint8Array;
+  #start = 0;
+  #end = 0;
+
+  /**
+   * @param source where the bytes come from
+   * @param bufferSize the buffer's size; it bounds the longest line
+   */
+  constructor(source: Reader, bufferSize = 64 * 1024) {
+    this.#source = source;
+    this.#buffer = new Uint8Array(bufferSize);
+  }
+
+  /** The number of bytes read from the source but not yet consumed. */
+  get buffered(): number {
+    return this.#end - this.#start;
+  }
+
+  /**
+   * Reads one line, LF included in `maxBytes` but not in the result.
+   * Resolves to null when the stream ends before the first byte of a line.
+   *
+   * @throws {LineTooLongError} once `maxBytes` bytes arrived without an LF;
+   *   no more than the bound is ever looked at.
+   * @throws {UnexpectedEofError} when the stream ends inside a line.
+   */
+  async readLine(maxBytes: number): Promise<Uint8Array | null> {
+    if (maxBytes > this.#buffer.length) {
+      throw new RangeError("maxBytes exceeds the buffer size");
+    }
+    let scanned = 0;
+    while (true) {
+      const window = this.#buffer.subarray(this.#start + scanned, this.#end);
+      const found = window.indexOf(LF);
+      if (found >= 0) {
+        const lineEnd = this.#start + scanned + found;
+        if (lineEnd - this.#start + 1 > maxBytes) {
+          throw new LineTooLongError(maxBytes);
+        }
+        const line = this.#buffer.slice(this.#start, lineEnd);
+        this.#start = lineEnd + 1;
+        return line;
+      }
+      scanned = this.#end - this.#start;
+      if (scanned >= maxBytes) throw new LineTooLongError(maxBytes);
+      if (!await this.#fill()) {
+        if (scanned === 0) return null;
+        throw new UnexpectedEofError("a line");
+      }
+    }
+  }
+
+  /**
+   * Passes the next `length` bytes to `sink` in chunks. A chunk is a view of
+   * the internal buffer, valid only until `sink`'s promise settles: copy it
+   * to keep it.
+   *
+   * @throws {UnexpectedEofError} when the stream ends first.
+   */
+  async readBody(
+    length: number,
+    sink: (chunk: Uint8Array) => Promise<void> | void,
+  ): Promise<void> {
+    let left = length;
+    while (left > 0) {
+      if (this.#start === this.#end && !await this.#fill()) {
+        throw new UnexpectedEofError("a body");
+      }
+      const take = Math.min(left, this.#end - this.#start);
+      await sink(this.#buffer.subarray(this.#start, this.#start + take));
+      this.#start += take;
+      left -= take;
+    }
+  }
+
+  /** Reads more bytes into the buffer; false at the end of the stream. */
+  async #fill(): Promise<boolean> {
+    if (this.#start === this.#end) {
+      this.#start = this.#end = 0;
+    } else if (this.#end === this.#buffer.length) {
+      this.#buffer.copyWithin(0, this.#start, this.#end);
+      this.#end -= this.#start;
+      this.#start = 0;
+    }
+    const count = await this.#source.read(this.#buffer.subarray(this.#end));
+    if (count === null) return false;
+    this.#end += count;
+    return true;
+  }
+}
+
+/** Writes all of `bytes`, however many calls the writer needs. */
+export async function writeAll(
+  writer: { write(bytes: Uint8Array): Promise<number> },
+  bytes: Uint8Array,
+): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) {
+    written += await writer.write(bytes.subarray(written));
+  }
+}

@@ -1,0 +1,419 @@
+/**
+ * A byte-bounded cache of files in a directory of its own.
+ *
+ * The cache knows nothing of sockets. A promise-chain lock serialises the
+ * bookkeeping of admission and eviction, and only that: bytes are copied and
+ * sent outside it. Space is reserved before a file is copied in, so the bytes
+ * of entries plus the bytes of admissions in flight never exceed the
+ * capacity. A file is written under a temporary name and renamed into place
+ * once complete and verified; eviction unlinks it, and readers that already
+ * opened it keep reading (POSIX semantics).
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { writeAll } from "./byte_reader.ts";
+import { OriginChangedError, type OriginStat } from "./origin.ts";
+
+/** The name of the file that marks a directory as a tcpcache cache. */
+export const CACHE_MARKER = ".tcpcache";
+
+/** The default capacity: 64 MiB. */
+export const DEFAULT_CAPACITY = 64 * 1024 * 1024;
+
+/**
+ * An eviction policy: the order in which entries leave the cache. Keys are
+ * protocol paths; the cache calls these under its lock.
+ */
+export interface EvictionPolicy {
+  /** The policy's name, as given to `--policy`. */
+  readonly name: string;
+  /** Records a newly admitted key. */
+  insert(key: string, size: number): void;
+  /** Records a hit on a key. */
+  touch(key: string): void;
+  /** Chooses the key to evict next; the cache then calls `remove` on it. */
+  chooseVictim(): string | undefined;
+  /** Forgets a key (evicted or invalidated). */
+  remove(key: string): void;
+  /** The keys in the order they would be evicted, next victim first. */
+  evictionOrder(): string[];
+}
+
+/** First in, first out: the oldest admission leaves first; hits change nothing. */
+export class FifoPolicy implements EvictionPolicy {
+  readonly name = "fifo";
+  // A Set iterates in insertion order and deletes in O(1).
+  #queue = new Set<string>();
+
+  insert(key: string): void {
+    this.#queue.add(key);
+  }
+
+  touch(): void {}
+
+  chooseVictim(): string | undefined {
+    return this.#queue.values().next().value;
+  }
+
+  remove(key: string): void {
+    this.#queue.delete(key);
+  }
+
+  evictionOrder(): string[] {
+    return [...this.#queue];
+  }
+}
+
+/** The policies `--policy` accepts, by name. */
+export const POLICIES: Record<string, () => EvictionPolicy> = {
+  fifo: () => new FifoPolicy(),
+};
+
+/** A lock made of a promise chain: tasks run one at a time, in call order. */
+export class Mutex {
+  #tail: Promise<unknown> = Promise.resolve();
+
+  /** Runs `task` once every task queued before it has settled. */
+  run<T>(task: () => T | Promise<T>): Promise<T> {
+    const result = this.#tail.then(task);
+    this.#tail = result.catch(() => {});
+    return result;
+  }
+}
+
+/** One file in the cache. */
+export interface CacheEntry {
+  /** The protocol path it was fetched under. */
+  path: string;
+  /** Its size in bytes. */
+  size: number;
+  /** The origin file's mtime when it was copied, ms since the epoch. */
+  mtime: number;
+  /** The origin validator it was copied under (see `OriginStat`). */
+  validator: string;
+  /** Hex sha256 digest of the whole file. */
+  sha256: string;
+  /** When it was admitted, ms since the epoch. */
+  admitted: number;
+  /** Its file name inside the cache directory. */
+  file: string;
+}
+
+/** Where a fill reads a file's bytes from. */
+export interface FillSource {
+  /** The size, mtime and validator the bytes must match. */
+  stat: OriginStat;
+  /**
+   * Passes the file's bytes to `sink`, in order. It must throw if the file
+   * turns out not to match `stat` (changed while it was read).
+   */
+  read(sink: (chunk: Uint8Array) => Promise<void>): Promise<void>;
+}
+
+/** Options of {@linkcode FileCache.open}. */
+export interface FileCacheOptions {
+  /** The cache directory; created when missing. */
+  dir: string;
+  /**
+   * The most bytes the cache may hold.
+   * @default {67108864}
+   */
+  capacity?: number;
+  /**
+   * The eviction policy's name (a key of {@linkcode POLICIES}).
+   * @default {"fifo"}
+   */
+  policy?: string;
+  /**
+   * Called once per kind of problem with the cache directory (full disk,
+   * unwritable), never once per request.
+   * @default {console.error}
+   */
+  onWarning?: (message: string) => void;
+}
+
+/** The cache. Create it with {@linkcode FileCache.open}. */
+export class FileCache {
+  /** The cache directory. */
+  readonly dir: string;
+  /** The most bytes the cache may hold. */
+  readonly capacity: number;
+  #policy: EvictionPolicy;
+  #index = new Map<string, CacheEntry>();
+  #inflight = new Map<string, Promise<CacheEntry | undefined>>();
+  #lock = new Mutex();
+  #used = 0;
+  #reserved = 0;
+  #evictions = 0;
+  #sequence = 0;
+  #warned = new Set<string>();
+  #onWarning: (message: string) => void;
+
+  private constructor(
+    dir: string,
+    capacity: number,
+    policy: EvictionPolicy,
+    onWarning: (message: string) => void,
+  ) {
+    this.dir = dir;
+    this.capacity = capacity;
+    this.#policy = policy;
+    this.#onWarning = onWarning;
+  }
+
+  /**
+   * Prepares the cache directory and returns an empty cache.
+   *
+   * A missing directory is created; an empty one is adopted; one that holds
+   * the {@linkcode CACHE_MARKER} file is emptied. Any other directory is left
+   * untouched and the call fails.
+   *
+   * @example
+   * ```ts
+   * import { FileCache } from "./cache.ts";
+   * const cache = await FileCache.open({ dir: await Deno.makeTempDir() });
+   * cache.capacity; // 67108864
+   * ```
+   */
+  static async open(options: FileCacheOptions): Promise<FileCache> {
+    const capacity = options.capacity ?? DEFAULT_CAPACITY;
+    if (!Number.isSafeInteger(capacity) || capacity < 0) {
+      throw new RangeError(`invalid cache capacity: ${capacity}`);
+    }
+    const makePolicy = POLICIES[options.policy ?? "fifo"];
+    if (!makePolicy) {
+      throw new RangeError(
+        `unknown policy "${options.policy}" (known: ${Object.keys(POLICIES).join(", ")})`,
+      );
+    }
+    await prepareDirectory(options.dir);
+    return new FileCache(options.dir, capacity, makePolicy(), options.onWarning ?? console.error);
+  }
+
+  /** The eviction policy's name. */
+  get policy(): string {
+    return this.#policy.name;
+  }
+
+  /** Bytes held by admitted entries. */
+  get used(): number {
+    return this.#used;
+  }
+
+  /** Bytes reserved by admissions in flight. */
+  get reserved(): number {
+    return this.#reserved;
+  }
+
+  /** The number of entries. */
+  get count(): number {
+    return this.#index.size;
+  }
+
+  /** Entries evicted to make room since the cache was opened. */
+  get evictions(): number {
+    return this.#evictions;
+  }
+
+  /** The entry for `path`, if any, without counting a hit. */
+  lookup(path: string): CacheEntry | undefined {
+    return this.#index.get(path);
+  }
+
+  /** Counts a hit on `path` for the eviction policy. */
+  touch(path: string): void {
+    if (this.#index.has(path)) this.#policy.touch(path);
+  }
+
+  /** The entries in eviction order, next victim first. */
+  entries(): CacheEntry[] {
+    return this.#policy.evictionOrder().map((path) => this.#index.get(path)!);
+  }
+
+  /**
+   * Opens an entry's file for reading. Resolves to undefined when the entry
+   * was evicted in the meantime; an open file stays readable after eviction.
+   */
+  async openEntry(entry: CacheEntry): Promise<Deno.FsFile | undefined> {
+    try {
+      return await Deno.open(`${this.dir}/${entry.file}`, { read: true });
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * Removes the entry for `path` (its origin changed or vanished). With
+   * `entry`, removes it only if it is still that entry.
+   */
+  remove(path: string, entry?: CacheEntry): Promise<void> {
+    return this.#lock.run(async () => {
+      const current = this.#index.get(path);
+      if (current && (entry === undefined || current === entry)) {
+        await this.#drop(current);
+      }
+    });
+  }
+
+  /**
+   * Copies a file into the cache, evicting as the policy says until it fits.
+   * Concurrent fills of one path share one copy (single flight), so the
+   * origin is read once.
+   *
+   * Resolves to the new entry, or to undefined when the file is not admitted:
+   * larger than the capacity, no room beside admissions in flight, or a
+   * cache-directory failure (full disk, unwritable), which is reported once
+   * through `onWarning`.
+   *
+   * @throws whatever `source.read` throws (the origin failed or changed);
+   *   nothing is admitted then.
+   */
+  fill(path: string, source: FillSource): Promise<CacheEntry | undefined> {
+    const running = this.#inflight.get(path);
+    if (running) return running;
+    const fill = this.#fill(path, source).finally(() => this.#inflight.delete(path));
+    this.#inflight.set(path, fill);
+    return fill;
+  }
+
+  async #fill(path: string, source: FillSource): Promise<CacheEntry | undefined> {
+    const { size } = source.stat;
+    if (size > this.capacity) return undefined;
+    if (!await this.#lock.run(() => this.#reserve(size))) return undefined;
+    const file = `${++this.#sequence}`;
+    let copied: { sha256: string } | undefined;
+    try {
+      copied = await this.#copyIn(path, file, source);
+    } finally {
+      if (!copied) await this.#lock.run(() => this.#reserved -= size);
+    }
+    if (!copied) return undefined;
+    const entry: CacheEntry = {
+      path,
+      size,
+      mtime: source.stat.mtime,
+      validator: source.stat.validator,
+      sha256: copied.sha256,
+      admitted: Date.now(),
+      file,
+    };
+    await this.#lock.run(() => this.#commit(entry));
+    return entry;
+  }
+
+  /**
+   * Writes the source to `<file>.part`, hashing as it goes, and renames it to
+   * `file` once the byte count matches. Resolves to undefined when the cache
+   * directory failed; rethrows the source's own errors.
+   */
+  async #copyIn(
+    path: string,
+    file: string,
+    source: FillSource,
+  ): Promise<{ sha256: string } | undefined> {
+    const { size } = source.stat;
+    const partial = `${this.dir}/${file}.part`;
+    let target: Deno.FsFile;
+    try {
+      target = await Deno.open(partial, { write: true, createNew: true });
+    } catch (error) {
+      return this.#cacheDirFailed(error);
+    }
+    const hash = createHash("sha256");
+    let count = 0;
+    let diskError: unknown;
+    try {
+      await source.read(async (chunk) => {
+        count += chunk.length;
+        if (count > size) throw new OriginChangedError(path);
+        hash.update(chunk);
+        await writeAll(target, chunk).catch((error) => {
+          diskError = error;
+          throw error;
+        });
+      });
+      if (count !== size) throw new OriginChangedError(path);
+    } catch (error) {
+      target.close();
+      await Deno.remove(partial).catch(() => {});
+      if (error === diskError) return this.#cacheDirFailed(error);
+      throw error;
+    }
+    target.close();
+    try {
+      await Deno.rename(partial, `${this.dir}/${file}`);
+    } catch (error) {
+      await Deno.remove(partial).catch(() => {});
+      return this.#cacheDirFailed(error);
+    }
+    return { sha256: hash.digest("hex") };
+  }
+
+  /** Makes room for `size` bytes and reserves them; false if it cannot. */
+  async #reserve(size: number): Promise<boolean> {
+    // Admissions in flight cannot be evicted: past them, there is no room.
+    if (this.#reserved + size > this.capacity) return false;
+    while (this.#used + this.#reserved + size > this.capacity) {
+      const victim = this.#index.get(this.#policy.chooseVictim()!);
+      if (!victim) throw new Error("cache accounting is inconsistent");
+      await this.#drop(victim);
+      this.#evictions++;
+    }
+    this.#reserved += size;
+    return true;
+  }
+
+  async #commit(entry: CacheEntry): Promise<void> {
+    this.#reserved -= entry.size;
+    const previous = this.#index.get(entry.path);
+    if (previous) await this.#drop(previous);
+    this.#index.set(entry.path, entry);
+    this.#policy.insert(entry.path, entry.size);
+    this.#used += entry.size;
+  }
+
+  async #drop(entry: CacheEntry): Promise<void> {
+    this.#index.delete(entry.path);
+    this.#policy.remove(entry.path);
+    this.#used -= entry.size;
+    await Deno.remove(`${this.dir}/${entry.file}`).catch(() => {});
+  }
+
+  /** Reports a cache-directory failure, once per kind of error. */
+  #cacheDirFailed(error: unknown): undefined {
+    const kind = error instanceof Error ? error.name : "Error";
+    if (!this.#warned.has(kind)) {
+      this.#warned.add(kind);
+      const message = error instanceof Error ? error.message : String(error);
+      this.#onWarning(`cache directory ${this.dir} failed (${message}); serving without caching`);
+    }
+    return undefined;
+  }
+}
+
+async function prepareDirectory(dir: string): Promise<void> {
+  const names: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) {
+      throw new Error(`cannot use cache directory ${dir}: ${(error as Error).message}`);
+    }
+    await Deno.mkdir(dir, { recursive: true });
+  }
+  if (names.length > 0 && !names.includes(CACHE_MARKER)) {
+    throw new Error(
+      `refusing to use cache directory ${dir}: it is not empty and was not created by tcpcache (no ${CACHE_MARKER} file in it)`,
+    );
+  }
+  for (const name of names) {
+    if (name !== CACHE_MARKER) await Deno.remove(`${dir}/${name}`, { recursive: true });
+  }
+  await Deno.writeTextFile(
+    `${dir}/${CACHE_MARKER}`,
+    "This directory is a tcpcache cache. The server empties it at every start.\n",
+  );
+}

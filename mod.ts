@@ -1,0 +1,87 @@
+/**
+ * tcpcache: a caching file server over TCP, and its client.
+ *
+ * As a library:
+ *
+ * ```ts
+ * import { connect, startServer } from "./mod.ts";
+ * const server = await startServer({ dir: "files", port: 0 });
+ * const client = await connect({ port: server.addr.port });
+ * const { bytes, cache } = await client.get("hello.txt");
+ * client.close();
+ * await server.close();
+ * ```
+ *
+ * As a program: `tcpcache serve --dir files`, `tcpcache get hello.txt`,
+ * `tcpcache list` (see `tcpcache --help`).
+ *
+ * @module
+ */
+
+import { clientMain } from "./client.ts";
+import { serverMain } from "./server.ts";
+import { VERSION } from "./version.ts";
+
+export {
+  type CacheListing,
+  clientMain,
+  connect,
+  ConnectionError,
+  type ConnectOptions,
+  download,
+  type DownloadOptions,
+  type FileListing,
+  type FileStat,
+  type GetOptions,
+  type GetResult,
+  IntegrityError,
+  ServerError,
+  type Stats,
+  TcpCacheClient,
+} from "./client.ts";
+export {
+  SAMPLE_DIR,
+  type ServerHandle,
+  serverMain,
+  type ServerOptions,
+  type ServerStats,
+  startServer,
+} from "./server.ts";
+export {
+  type CacheEntry,
+  DEFAULT_CAPACITY,
+  type EvictionPolicy,
+  FileCache,
+  type FileCacheOptions,
+  POLICIES,
+} from "./cache.ts";
+export { DEFAULT_PORT, ProtocolError } from "./protocol.ts";
+export { VERSION } from "./version.ts";
+
+const USAGE = `tcpcache ${VERSION}: a caching file server over TCP, and its client
+
+Usage:
+  tcpcache serve [options]          run a server (tcpcache serve --help)
+  tcpcache COMMAND [ARGS] [options] talk to one: get, list, files, stat,
+                                    stats, ping (tcpcache --help-client)
+  tcpcache --version
+`;
+
+/**
+ * The `tcpcache` command line: `serve` runs the server, every other command
+ * goes to the client. Resolves to the exit status.
+ */
+export function main(args: string[]): Promise<number> {
+  const [first, ...rest] = args;
+  if (first === "serve") return serverMain(rest);
+  if (first === undefined || first === "-h" || first === "--help") {
+    console.log(USAGE);
+    return Promise.resolve(first === undefined ? 2 : 0);
+  }
+  if (first === "--help-client") return clientMain(["--help"]);
+  return clientMain(args);
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

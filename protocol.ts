@@ -1,0 +1,331 @@
+/**
+ * The tcpcache wire protocol, version 1: pure encoding and decoding of
+ * request lines and response headers, percent-coding and path checks.
+ *
+ * This module does no I/O, so every change to the wire format is a change
+ * here and nowhere else. The contract it implements is `PROTOCOL.md`.
+ *
+ * @module
+ */
+
+/** The TCP port a server listens on and a client connects to by default. */
+export const DEFAULT_PORT = 9089;
+
+/** The longest request line, LF included, in bytes. */
+export const MAX_REQUEST_LINE = 8192;
+
+/** The largest number (offset, length) a request may carry: 15 digits. */
+const MAX_DIGITS = 15;
+
+/** The error codes of the protocol and their meaning (as in HTTP). */
+export const ERROR_CODES = {
+  400: "bad request",
+  403: "forbidden",
+  404: "not found",
+  408: "request timeout",
+  413: "request line too long",
+  416: "range not satisfiable",
+  500: "server error",
+  503: "server busy",
+} as const;
+
+/** A protocol error code. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/**
+ * An error that has a protocol answer: the server sends `ERR <code> <message>`
+ * for it, and the client raises it when the server answered with one.
+ */
+export class ProtocolError extends Error {
+  /** The three-digit code sent on the wire. */
+  readonly code: ErrorCode;
+
+  /** Creates an error with the given code and human-readable message. */
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = "ProtocolError";
+    this.code = code;
+  }
+}
+
+/** A parsed request line: one variant per command. */
+export type Request =
+  | { command: "GET"; path: string; offset?: number; length?: number }
+  | { command: "LIST" }
+  | { command: "FILES"; path: string }
+  | { command: "STAT"; path: string }
+  | { command: "STATS" }
+  | { command: "PING" }
+  | { command: "QUIT" };
+
+/** The command names a request may start with. */
+export type Command = Request["command"];
+
+/** How many arguments each command takes: [at least, at most]. */
+const ARITY: Record<Command, [number, number]> = {
+  GET: [1, 3],
+  LIST: [0, 0],
+  FILES: [0, 1],
+  STAT: [1, 1],
+  STATS: [0, 0],
+  PING: [0, 0],
+  QUIT: [0, 0],
+};
+
+const utf8 = new TextEncoder();
+// ignoreBOM keeps a leading byte-order mark as an ordinary character, as the
+// protocol requires; fatal turns invalid UTF-8 into an error (a 400).
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+const SPACE = 0x20;
+const PERCENT = 0x25;
+const DEL = 0x7f;
+
+/**
+ * Parses one request line (without its LF; a trailing CR is ignored).
+ *
+ * @throws {ProtocolError} 400 for anything malformed.
+ * @example
+ * ```ts
+ * import { parseRequest } from "./protocol.ts";
+ * const req = parseRequest(new TextEncoder().encode("GET docs/a%20b.txt 0 10"));
+ * // { command: "GET", path: "docs/a b.txt", offset: 0, length: 10 }
+ * ```
+ */
+export function parseRequest(line: Uint8Array): Request {
+  if (line.length > 0 && line[line.length - 1] === 0x0d) {
+    line = line.subarray(0, line.length - 1);
+  }
+  if (line.length === 0) throw badRequest("empty request line");
+  for (const byte of line) {
+    if (byte < SPACE || byte === DEL) {
+      throw badRequest("control bytes must be percent-encoded");
+    }
+  }
+  const tokens = splitOnSpace(line);
+  if (tokens.some((token) => token.length === 0)) {
+    throw badRequest("tokens must be separated by exactly one space");
+  }
+  const [commandBytes, ...rawArgs] = tokens;
+  const command = decodeCommand(commandBytes);
+  const [min, max] = ARITY[command];
+  if (rawArgs.length < min || rawArgs.length > max) {
+    throw badRequest(`${command} takes ${describeArity(min, max)}`);
+  }
+  const args = rawArgs.map(percentDecode);
+  switch (command) {
+    case "GET":
+      return {
+        command,
+        path: checkPath(args[0]),
+        offset: args[1] === undefined ? undefined : parseNumber(args[1]),
+        length: args[2] === undefined ? undefined : parseNumber(args[2]),
+      };
+    case "FILES":
+      return { command, path: args[0] === undefined ? "" : checkPath(args[0]) };
+    case "STAT":
+      return { command, path: checkPath(args[0]) };
+    default:
+      return { command };
+  }
+}
+
+function describeArity(min: number, max: number): string {
+  if (max === 0) return "no arguments";
+  if (min === max) return `${min} argument${min === 1 ? "" : "s"}`;
+  return `${min} to ${max} arguments`;
+}
+
+function splitOnSpace(line: Uint8Array): Uint8Array[] {
+  const tokens: Uint8Array[] = [];
+  let start = 0;
+  for (let i = 0; i <= line.length; i++) {
+    if (i === line.length || line[i] === SPACE) {
+      tokens.push(line.subarray(start, i));
+      start = i + 1;
+    }
+  }
+  return tokens;
+}
+
+function decodeCommand(bytes: Uint8Array): Command {
+  let name = "";
+  for (const byte of bytes) {
+    if (byte > 0x7e) throw badRequest("the command must be ASCII");
+    name += String.fromCharCode(byte);
+  }
+  const command = name.toUpperCase();
+  if (!Object.hasOwn(ARITY, command)) {
+    throw badRequest(`unknown command: ${percentEncode(name)}`);
+  }
+  return command as Command;
+}
+
+/**
+ * Decodes `%XX` escapes to bytes, then the bytes as strict UTF-8.
+ *
+ * @throws {ProtocolError} 400 on an invalid escape or invalid UTF-8.
+ */
+export function percentDecode(bytes: Uint8Array | string): string {
+  if (typeof bytes === "string") bytes = utf8.encode(bytes);
+  if (!bytes.includes(PERCENT)) return decodeUtf8(bytes);
+  const out = new Uint8Array(bytes.length);
+  let length = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] !== PERCENT) {
+      out[length++] = bytes[i];
+      continue;
+    }
+    const high = hexValue(bytes[i + 1]);
+    const low = hexValue(bytes[i + 2]);
+    if (high < 0 || low < 0) throw badRequest("invalid percent escape");
+    out[length++] = high * 16 + low;
+    i += 2;
+  }
+  return decodeUtf8(out.subarray(0, length));
+}
+
+function decodeUtf8(bytes: Uint8Array): string {
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    throw badRequest("invalid UTF-8");
+  }
+}
+
+function hexValue(byte: number | undefined): number {
+  if (byte === undefined) return -1;
+  if (byte >= 0x30 && byte <= 0x39) return byte - 0x30;
+  if (byte >= 0x41 && byte <= 0x46) return byte - 0x41 + 10;
+  if (byte >= 0x61 && byte <= 0x66) return byte - 0x61 + 10;
+  return -1;
+}
+
+const HEX = "0123456789ABCDEF";
+
+/**
+ * Percent-encodes a string for the wire: every byte 0x00-0x20, 0x7F, `%`
+ * and every non-ASCII byte is escaped, so the encoded text is plain ASCII
+ * without spaces. `/` is kept as it is.
+ *
+ * @example
+ * ```ts
+ * import { percentEncode } from "./protocol.ts";
+ * percentEncode("my docs/ü.txt"); // "my%20docs/%C3%BC.txt"
+ * ```
+ */
+export function percentEncode(text: string): string {
+  let out = "";
+  for (const byte of utf8.encode(text)) {
+    if (byte <= SPACE || byte >= DEL || byte === PERCENT) {
+      out += "%" + HEX[byte >> 4] + HEX[byte & 15];
+    } else {
+      out += String.fromCharCode(byte);
+    }
+  }
+  return out;
+}
+
+/**
+ * Checks a decoded path: relative, no empty, `.` or `..` segments, no NUL.
+ * Returns it unchanged when valid.
+ *
+ * @throws {ProtocolError} 400 when the path is malformed.
+ */
+export function checkPath(path: string): string {
+  if (path.length === 0) throw badRequest("empty path");
+  if (path.includes("\0")) throw badRequest("path contains NUL");
+  if (path.startsWith("/")) throw badRequest("path must be relative");
+  for (const segment of path.split("/")) {
+    if (segment === "" || segment === "." || segment === "..") {
+      throw badRequest("path has an empty, '.' or '..' segment");
+    }
+  }
+  return path;
+}
+
+function parseNumber(text: string): number {
+  if (!/^[0-9]+$/.test(text) || text.length > MAX_DIGITS) {
+    throw badRequest(`not a number: ${percentEncode(text)}`);
+  }
+  return Number(text);
+}
+
+function badRequest(message: string): ProtocolError {
+  return new ProtocolError(400, message);
+}
+
+/** Metadata carried as `key=value` pairs on an `OK` header. */
+export type HeaderFields = Record<string, string | number>;
+
+/**
+ * Formats a request line (LF included) from a command and its arguments,
+ * percent-encoding each argument.
+ *
+ * @example
+ * ```ts
+ * import { formatRequest } from "./protocol.ts";
+ * formatRequest("GET", ["a b.txt", 0, 10]); // "GET a%20b.txt 0 10\n"
+ * ```
+ */
+export function formatRequest(
+  command: Command,
+  args: ReadonlyArray<string | number> = [],
+): string {
+  const parts = [command, ...args.map((arg) => percentEncode(String(arg)))];
+  return parts.join(" ") + "\n";
+}
+
+/**
+ * Formats an `OK` header line (LF included) for a body of `length` bytes.
+ *
+ * @example
+ * ```ts
+ * import { formatOk } from "./protocol.ts";
+ * formatOk(5, { size: 5, cache: "hit" }); // "OK 5 size=5 cache=hit\n"
+ * ```
+ */
+export function formatOk(length: number, fields: HeaderFields = {}): string {
+  let line = `OK ${length}`;
+  for (const [key, value] of Object.entries(fields)) {
+    line += ` ${key}=${percentEncode(String(value))}`;
+  }
+  return line + "\n";
+}
+
+/**
+ * Formats an `ERR` line (LF included). Line breaks and other control
+ * characters in the message are percent-encoded so it stays one line.
+ */
+export function formatError(code: ErrorCode, message: string): string {
+  // deno-lint-ignore no-control-regex
+  const safe = message.replace(/[\x00-\x1f\x7f%]/g, (c) => percentEncode(c));
+  return `ERR ${code} ${safe}\n`;
+}
+
+/** A parsed response header line. */
+export type ResponseHeader =
+  | { ok: true; length: number; fields: Record<string, string> }
+  | { ok: false; code: number; message: string };
+
+/**
+ * Parses a response header line (without its LF).
+ *
+ * @throws {SyntaxError} when the line is not a valid header.
+ */
+export function parseResponseHeader(line: string): ResponseHeader {
+  if (line.endsWith("\r")) line = line.slice(0, -1);
+  const error = /^ERR ([0-9]{3}) ?(.*)$/.exec(line);
+  if (error) return { ok: false, code: Number(error[1]), message: error[2] };
+  const [status, length, ...pairs] = line.split(" ");
+  if (status !== "OK" || !/^[0-9]{1,15}$/.test(length ?? "")) {
+    throw new SyntaxError(`invalid response header: ${percentEncode(line)}`);
+  }
+  const fields: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) continue; // not key=value: ignored like an unknown key
+    fields[pair.slice(0, eq)] = percentDecode(pair.slice(eq + 1));
+  }
+  return { ok: true, length: Number(length), fields };
+}
