@@ -206,9 +206,12 @@ function mapFsError(path: string): (error: unknown) => never {
   return (error: unknown) => {
     if (error instanceof ProtocolError) throw error;
     if (error instanceof Deno.errors.NotFound) throw notFound(path);
+    // No file can exist under such a path: a name too long, a loop of links,
+    // a file where a directory should be.
     if (
       error instanceof Deno.errors.NotADirectory ||
-      error instanceof Deno.errors.FilesystemLoop
+      error instanceof Deno.errors.FilesystemLoop ||
+      (error as { code?: string }).code === "ENAMETOOLONG"
     ) throw notFound(path);
     if (error instanceof Deno.errors.PermissionDenied) {
       throw new ProtocolError(403, `not readable: ${path}`);

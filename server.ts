@@ -395,7 +395,7 @@ class Server {
       case "FILES":
         return { path: request.path, entries: await this.#origin.list(request.path) };
       case "STAT": {
-        const stat = await this.#origin.stat(request.path);
+        const stat = await this.#originStat(request.path);
         const entry = this.#cache.lookup(request.path);
         const fresh = entry?.validator === stat.validator;
         return {
@@ -421,7 +421,7 @@ class Server {
     request: Extract<Request, { command: "GET" }>,
   ): Promise<void> {
     const { path } = request;
-    const stat = await this.#origin.stat(path);
+    const stat = await this.#originStat(path);
     const range = checkRange(stat.size, request.offset, request.length);
     const whole = range.offset === 0 && range.length === stat.size;
     for (let attempt = 0; attempt < LOOKUP_ATTEMPTS; attempt++) {
@@ -450,6 +450,16 @@ class Server {
       return;
     }
     await this.#bypass(conn, path, request);
+  }
+
+  /** Stats an origin file; one that is gone leaves the cache too. */
+  async #originStat(path: string): Promise<OriginStat> {
+    try {
+      return await this.#origin.stat(path);
+    } catch (error) {
+      if (error instanceof ProtocolError && error.code === 404) await this.#cache.remove(path);
+      throw error;
+    }
   }
 
   /** Streams from the origin without admitting anything. */

@@ -1,0 +1,176 @@
+/**
+ * What the test suites share: temporary file trees, a server started on a
+ * free port, and a raw socket that speaks the protocol byte by byte.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { ByteReader, writeAll } from "../byte_reader.ts";
+import { parseResponseHeader } from "../protocol.ts";
+import { type ServerHandle, type ServerOptions, startServer } from "../server.ts";
+
+/** Files to create: path relative to the root → contents. */
+export type Tree = Record<string, string | Uint8Array>;
+
+/** Writes `tree` below `root`, creating directories as needed. */
+export async function writeTree(root: string, tree: Tree): Promise<void> {
+  for (const [path, content] of Object.entries(tree)) {
+    const full = `${root}/${path}`;
+    await Deno.mkdir(full.slice(0, full.lastIndexOf("/")), { recursive: true });
+    if (typeof content === "string") await Deno.writeTextFile(full, content);
+    else await Deno.writeFile(full, content);
+  }
+}
+
+/** Deterministic pseudo-random bytes (xorshift32), so failures reproduce. */
+export function seededBytes(length: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** A seeded random number generator returning floats in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 2 ** 32;
+  };
+}
+
+/** Hex sha256 of `bytes`. */
+export function sha256(bytes: Uint8Array | string): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** A server on a free port over a temporary served directory. */
+export interface TestServer {
+  /** The running server. */
+  server: ServerHandle;
+  /** Its port on 127.0.0.1. */
+  port: number;
+  /** The served directory. */
+  dir: string;
+  /** The cache directory. */
+  cacheDir: string;
+  /** Lines the server reported through `onError`. */
+  errors: string[];
+}
+
+/**
+ * Runs `test` against a fresh server that serves `tree`, then closes the
+ * server and removes every temporary file, whether the test passed or not.
+ */
+export async function withServer(
+  tree: Tree,
+  options: Omit<ServerOptions, "dir" | "cacheDir" | "port">,
+  test: (context: TestServer) => Promise<void>,
+): Promise<void> {
+  const root = await Deno.makeTempDir({ prefix: "tcpcache-test-" });
+  const dir = `${root}/files`;
+  const cacheDir = `${root}/cache`;
+  await Deno.mkdir(dir);
+  await writeTree(dir, tree);
+  const errors: string[] = [];
+  const server = await startServer({
+    onError: (line) => errors.push(line),
+    ...options,
+    dir,
+    cacheDir,
+    port: 0,
+  });
+  try {
+    await test({ server, port: server.addr.port, dir, cacheDir, errors });
+  } finally {
+    await server.close();
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
+/** A response read off a raw socket; `fields` is empty and `code` 0 for `OK`. */
+export interface RawResponse {
+  ok: boolean;
+  line: string;
+  fields: Record<string, string>;
+  code: number;
+  message: string;
+  body: Uint8Array;
+}
+
+/** A plain TCP connection for sending exactly the bytes a test wants. */
+export class RawConnection {
+  readonly conn: Deno.TcpConn;
+  readonly reader: ByteReader;
+
+  private constructor(conn: Deno.TcpConn) {
+    this.conn = conn;
+    this.reader = new ByteReader(conn);
+  }
+
+  /** Connects to 127.0.0.1:`port`. */
+  static async open(port: number): Promise<RawConnection> {
+    return new RawConnection(await Deno.connect({ hostname: "127.0.0.1", port }));
+  }
+
+  /** Sends text (UTF-8) or bytes as they are. */
+  async send(data: string | Uint8Array): Promise<void> {
+    await writeAll(this.conn, typeof data === "string" ? new TextEncoder().encode(data) : data);
+  }
+
+  /** Reads one response: its header line and, for `OK`, its body. */
+  async response(): Promise<RawResponse> {
+    const raw = await this.reader.readLine(64 * 1024);
+    if (raw === null) throw new Error("connection closed before a response");
+    const line = new TextDecoder().decode(raw);
+    const header = parseResponseHeader(line);
+    const body = new Uint8Array(header.ok ? header.length : 0);
+    let filled = 0;
+    await this.reader.readBody(body.length, (chunk) => {
+      body.set(chunk, filled);
+      filled += chunk.length;
+    });
+    return header.ok
+      ? { ok: true, line, fields: header.fields, code: 0, message: "", body }
+      : { ok: false, line, fields: {}, code: header.code, message: header.message, body };
+  }
+
+  /** Sends a request line (LF added) and reads its response. */
+  async request(line: string): Promise<RawResponse> {
+    await this.send(line + "\n");
+    return await this.response();
+  }
+
+  /** True once the server has closed the connection with nothing more to read. */
+  async closedByServer(): Promise<boolean> {
+    if (this.reader.buffered > 0) return false;
+    try {
+      return await this.conn.read(new Uint8Array(4096)) === null;
+    } catch {
+      return true; // reset by the server also ends it
+    }
+  }
+
+  /** Closes the connection from this side. */
+  close(): void {
+    try {
+      this.conn.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/** The body of an `OK` response parsed as JSON. */
+export function json<T = Record<string, unknown>>(response: RawResponse): T {
+  if (!response.ok) throw new Error(`expected OK, got: ${response.line}`);
+  return JSON.parse(new TextDecoder().decode(response.body)) as T;
+}

@@ -1,0 +1,577 @@
+import assert from "node:assert/strict";
+import { connect, type TcpCacheClient } from "../client.ts";
+import { DirectoryOrigin, type Origin } from "../origin.ts";
+import { MAX_REQUEST_LINE } from "../protocol.ts";
+import type { ServerStats } from "../server.ts";
+import {
+  json,
+  RawConnection,
+  type RawResponse,
+  seededBytes,
+  sha256,
+  type TestServer,
+  withServer,
+} from "./helpers.ts";
+
+const MiB = 1024 * 1024;
+const hello = "hello, tcpcache\n";
+const tree = {
+  "hello.txt": hello,
+  "docs/a.txt": "alpha\n",
+  "docs/b.txt": "bravo\n",
+  "docs/deep/c.txt": "charlie\n",
+  "bin/medium.bin": seededBytes(300_000, 3),
+};
+
+function text(response: RawResponse): string {
+  return new TextDecoder().decode(response.body);
+}
+
+async function stats(port: number): Promise<ServerStats> {
+  const conn = await RawConnection.open(port);
+  try {
+    return json<ServerStats>(await conn.request("STATS"));
+  } finally {
+    conn.close();
+  }
+}
+
+/** Polls a condition on the server's own counters (bounded: about 5 s). */
+async function eventually(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.fail(`timed out waiting for: ${what}`);
+}
+
+Deno.test("GET: a miss admits the file, then hits are served from the cache", async () => {
+  await withServer(tree, {}, async ({ port }) => {
+    const conn = await RawConnection.open(port);
+    try {
+      const miss = await conn.request("GET hello.txt");
+      assert.ok(miss.ok);
+      assert.equal(text(miss), hello);
+      assert.equal(miss.fields.cache, "miss");
+      assert.equal(miss.fields.size, String(hello.length));
+      assert.equal(miss.fields.offset, "0");
+      assert.equal(miss.fields.sha256, sha256(hello));
+      assert.match(miss.fields.mtime, /^[0-9]+$/);
+      const hit = await conn.request("GET hello.txt");
+      assert.ok(hit.ok);
+      assert.equal(hit.fields.cache, "hit");
+      assert.equal(text(hit), hello);
+      assert.equal(hit.fields.sha256, sha256(hello));
+      const big = await conn.request("GET bin/medium.bin");
+      assert.equal(sha256(big.body), sha256(tree["bin/medium.bin"]));
+      const listing = json<{ entries: { path: string }[] }>(await conn.request("LIST"));
+      assert.deepEqual(listing.entries.map((e) => e.path), ["hello.txt", "bin/medium.bin"]);
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("GET: a file larger than the cache is streamed, never admitted", async () => {
+  const big = seededBytes(3 * MiB, 9);
+  await withServer({ "big.bin": big }, { cacheSize: 2 * MiB }, async ({ port }) => {
+    const client = await connect({ port });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const result = await client.get("big.bin");
+        assert.equal(result.cache, "bypass");
+        assert.equal(result.sha256, undefined);
+        assert.equal(sha256(result.bytes!), sha256(big));
+      }
+      assert.deepEqual((await client.list()).entries, []);
+      const counters = await client.stats();
+      assert.equal(counters.bypasses, 2);
+      assert.equal(counters.misses, 0);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+Deno.test("GET ranges: served from the cache when cached, else bypass without admission", async () => {
+  const bytes = tree["bin/medium.bin"];
+  await withServer(tree, {}, async ({ port }) => {
+    const conn = await RawConnection.open(port);
+    try {
+      const cold = await conn.request("GET bin/medium.bin 1000 5000");
+      assert.equal(cold.fields.cache, "bypass");
+      assert.equal(cold.fields.offset, "1000");
+      assert.equal(cold.fields.size, String(bytes.length));
+      assert.deepEqual(cold.body, bytes.subarray(1000, 6000));
+      assert.deepEqual(json(await conn.request("LIST")).entries, []);
+      await conn.request("GET bin/medium.bin");
+      const warm = await conn.request("GET bin/medium.bin 200000");
+      assert.equal(warm.fields.cache, "hit");
+      assert.equal(warm.fields.sha256, sha256(bytes), "sha256 is the whole file's");
+      assert.deepEqual(warm.body, bytes.subarray(200000));
+      const empty = await conn.request(`GET bin/medium.bin ${bytes.length}`);
+      assert.equal(empty.line.startsWith("OK 0 "), true);
+      const zero = await conn.request("GET bin/medium.bin 5 0");
+      assert.equal(zero.line.startsWith("OK 0 "), true);
+      const past = await conn.request(`GET bin/medium.bin ${bytes.length + 1}`);
+      assert.deepEqual([past.ok, !past.ok && past.code], [false, 416]);
+      const over = await conn.request(`GET bin/medium.bin 10 ${bytes.length}`);
+      assert.deepEqual([over.ok, !over.ok && over.code], [false, 416]);
+      assert.ok((await conn.request("PING")).ok, "416 leaves the connection open");
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("errors: each code of PROTOCOL.md, and the connection stays usable after it", async () => {
+  await withServer(tree, {}, async ({ port, dir }) => {
+    await Deno.symlink("/etc", `${dir}/outside`);
+    await Deno.symlink(`${dir}/hello.txt`, `${dir}/inside-link`);
+    const conn = await RawConnection.open(port);
+    try {
+      const cases: [string, number, RegExp][] = [
+        ["FROB", 400, /unknown command/],
+        ["GET", 400, /GET takes 1 to 3 arguments/],
+        ["PING now", 400, /no arguments/],
+        ["GET  hello.txt", 400, /exactly one space/],
+        ["GET hello.txt -1", 400, /not a number/],
+        ["GET hello.txt 1234567890123456", 400, /not a number/],
+        ["GET %zz", 400, /invalid percent escape/],
+        ["GET %C3%28", 400, /invalid UTF-8/],
+        ["GET /etc/passwd", 400, /relative/],
+        ["GET docs/../hello.txt", 400, /segment/],
+        ["GET docs%2F..%2Fhello.txt", 400, /segment/],
+        ["GET %2e%2e/x", 400, /segment/],
+        ["GET a%00b", 400, /NUL/],
+        ["GET outside/passwd", 403, /outside the served directory/],
+        ["GET nope.txt", 404, /not found: nope.txt/],
+        ["GET docs", 404, /not found: docs/],
+        ["STAT nope.txt", 404, /not found/],
+        ["FILES nope", 404, /not found/],
+      ];
+      for (const [line, code, message] of cases) {
+        const response = await conn.request(line);
+        assert.ok(!response.ok, `${line}: expected an error, got ${response.line}`);
+        assert.equal(response.code, code, `${line}: ${response.line}`);
+        assert.match(response.message, message, line);
+        assert.ok((await conn.request("PING")).ok, `connection usable after ${line}`);
+      }
+      const linked = await conn.request("GET inside-link");
+      assert.equal(text(linked), hello, "a link that stays inside is served");
+      const counters = json<ServerStats>(await conn.request("STATS"));
+      assert.deepEqual(counters.errors, { "400": 13, "403": 1, "404": 4 });
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("errors: 500 when the origin fails, and the connection stays usable", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${root}/ok.txt`, "fine");
+    const real = await DirectoryOrigin.open(root);
+    const failing: Origin = {
+      stat: (path) => real.stat(path),
+      list: (path) => real.list(path),
+      open: (path) =>
+        path === "ok.txt" ? real.open(path) : Promise.reject(new Error("EIO: injected")),
+    };
+    await Deno.writeTextFile(`${root}/broken.txt`, "unreadable");
+    await withServer({}, { origin: failing }, async ({ port, errors }) => {
+      const conn = await RawConnection.open(port);
+      try {
+        const response = await conn.request("GET broken.txt");
+        assert.ok(!response.ok);
+        assert.equal(response.code, 500);
+        assert.match(response.message, /EIO: injected/);
+        assert.equal(text(await conn.request("GET ok.txt")), "fine");
+        assert.deepEqual(
+          json<{ entries: { path: string }[] }>(await conn.request("LIST")).entries.map((e) =>
+            e.path
+          ),
+          ["ok.txt"],
+        );
+        assert.equal(errors.length, 1, "the failure is logged");
+      } finally {
+        conn.close();
+      }
+    });
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("errors: 408 for an idle client and for one trickling its request line", async () => {
+  await withServer(tree, { idleTimeoutMs: 300 }, async ({ port }) => {
+    const idle = await RawConnection.open(port);
+    const slow = await RawConnection.open(port);
+    try {
+      await slow.send("PI");
+      const started = performance.now();
+      const [a, b] = await Promise.all([idle.response(), slow.response()]);
+      for (const response of [a, b]) {
+        assert.ok(!response.ok);
+        assert.equal(response.code, 408);
+      }
+      assert.ok(performance.now() - started >= 250, "not before the timeout");
+      assert.ok(await idle.closedByServer());
+      assert.ok(await slow.closedByServer());
+      // A request that arrives in time on a fresh connection is answered.
+      const fresh = await RawConnection.open(port);
+      assert.ok((await fresh.request("PING")).ok);
+      fresh.close();
+    } finally {
+      idle.close();
+      slow.close();
+    }
+  });
+});
+
+Deno.test("errors: 413 past 8192 bytes, then closed; 8192 bytes with the LF is accepted", async () => {
+  await withServer(tree, {}, async ({ port }) => {
+    const conn = await RawConnection.open(port);
+    try {
+      // "GET " + path + "\n" = exactly MAX_REQUEST_LINE bytes: a valid, missing path.
+      const longest = "GET " + "a".repeat(MAX_REQUEST_LINE - 5);
+      const fits = await conn.request(longest);
+      assert.ok(!fits.ok);
+      assert.equal(fits.code, 404);
+      await conn.send("GET " + "a".repeat(MAX_REQUEST_LINE - 4) + "\n");
+      const tooLong = await conn.response();
+      assert.ok(!tooLong.ok);
+      assert.equal(tooLong.code, 413);
+      assert.ok(await conn.closedByServer());
+    } finally {
+      conn.close();
+    }
+    // No LF at all: the server answers after the bound, without waiting for more.
+    const endless = await RawConnection.open(port);
+    try {
+      await endless.send("x".repeat(MAX_REQUEST_LINE + 100));
+      const response = await endless.response();
+      assert.ok(!response.ok && response.code === 413);
+    } finally {
+      endless.close();
+    }
+  });
+});
+
+Deno.test("errors: 503 past --max-connections; existing connections are untouched", async () => {
+  await withServer(tree, { maxConnections: 2 }, async ({ port, server }) => {
+    const first = await RawConnection.open(port);
+    const second = await RawConnection.open(port);
+    try {
+      assert.ok((await first.request("PING")).ok);
+      assert.ok((await second.request("PING")).ok);
+      const third = await RawConnection.open(port);
+      const rejected = await third.response();
+      assert.ok(!rejected.ok);
+      assert.equal(rejected.code, 503);
+      assert.ok(await third.closedByServer());
+      third.close();
+      assert.equal(text(await first.request("GET hello.txt")), hello);
+      assert.equal(server.stats().connections.rejected, 1);
+      second.close();
+      await eventually(() => server.stats().connections.open === 1, "the second to close");
+      const replacement = await RawConnection.open(port);
+      assert.ok((await replacement.request("PING")).ok, "a freed slot is usable again");
+      replacement.close();
+    } finally {
+      first.close();
+      second.close();
+    }
+  });
+});
+
+Deno.test("QUIT answers OK 0 and the server closes the connection", async () => {
+  await withServer(tree, {}, async ({ port }) => {
+    const conn = await RawConnection.open(port);
+    try {
+      const response = await conn.request("quit");
+      assert.equal(response.line, "OK 0");
+      assert.ok(await conn.closedByServer());
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("pipelining: 300 requests in one write are answered in order", async () => {
+  await withServer(tree, {}, async ({ port }) => {
+    const conn = await RawConnection.open(port);
+    try {
+      const lines: string[] = [];
+      for (let i = 0; i < 100; i++) {
+        lines.push(i % 2 ? "GET docs/a.txt" : "GET docs/b.txt\r", "NOPE", "PING");
+      }
+      await conn.send(lines.join("\n") + "\n");
+      for (let i = 0; i < 100; i++) {
+        const file = await conn.response();
+        assert.equal(text(file), i % 2 ? "alpha\n" : "bravo\n");
+        const error = await conn.response();
+        assert.ok(!error.ok && error.code === 400);
+        assert.equal((await conn.response()).line, "OK 0");
+      }
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("50 concurrent downloads all verify, and each file is read from the origin once", async () => {
+  const files: Record<string, Uint8Array> = {};
+  for (let i = 0; i < 5; i++) files[`f${i}.bin`] = seededBytes(200_000 + i * 77_777, 100 + i);
+  await withServer(files, {}, async ({ port, server }) => {
+    const clients: TcpCacheClient[] = await Promise.all(
+      Array.from({ length: 50 }, () => connect({ port })),
+    );
+    try {
+      const results = await Promise.all(
+        clients.map((client, i) => client.get(`f${i % 5}.bin`)),
+      );
+      results.forEach((result, i) => {
+        assert.equal(result.verified, true);
+        assert.equal(sha256(result.bytes!), sha256(files[`f${i % 5}.bin`]));
+      });
+      const counters = server.stats();
+      const total = Object.values(files).reduce((sum, f) => sum + f.length, 0);
+      assert.equal(counters.bytesFromOrigin, total, "single flight: one origin read per file");
+      assert.equal(counters.misses + counters.hits, 50);
+    } finally {
+      clients.forEach((client) => client.close());
+    }
+  });
+});
+
+Deno.test("a client that stops reading does not delay another client", async () => {
+  const big = seededBytes(24 * MiB, 21);
+  await withServer({ "big.bin": big, "small.txt": "small" }, {}, async ({ port }) => {
+    const warm = await connect({ port });
+    await warm.get("big.bin"); // cached: the stalled transfer is a hit
+    warm.close();
+    const stalled = await RawConnection.open(port);
+    try {
+      await stalled.send("GET big.bin\n");
+      const header = await stalled.reader.readLine(1024);
+      assert.match(new TextDecoder().decode(header!), /^OK 25165824 /);
+      // The stalled client reads nothing more; socket buffers fill up and the
+      // server's write to it blocks. Others must still be served, many times.
+      const fast = await connect({ port });
+      for (let i = 0; i < 20; i++) {
+        assert.equal(new TextDecoder().decode((await fast.get("small.txt")).bytes), "small");
+      }
+      fast.close();
+      // The stalled client, reading at last, gets every byte.
+      const rest = new Uint8Array(big.length);
+      let filled = 0;
+      await stalled.reader.readBody(big.length, (chunk) => {
+        rest.set(chunk, filled);
+        filled += chunk.length;
+      });
+      assert.equal(sha256(rest), sha256(big));
+    } finally {
+      stalled.close();
+    }
+  });
+});
+
+Deno.test("a client that disconnects mid-body harms neither the server nor the cache", async () => {
+  const big = seededBytes(8 * MiB, 33);
+  await withServer({ "big.bin": big }, {}, async ({ port, server }) => {
+    for (let i = 0; i < 10; i++) {
+      const conn = await RawConnection.open(port);
+      await conn.send("GET big.bin\n");
+      await conn.reader.readLine(1024);
+      await conn.reader.readBody(100_000, () => {});
+      conn.close();
+    }
+    await eventually(() => server.stats().connections.open === 0, "connections to close");
+    const client = await connect({ port });
+    try {
+      const result = await client.get("big.bin");
+      assert.equal(result.cache, "hit");
+      assert.equal(result.verified, true);
+      assert.equal(sha256(result.bytes!), sha256(big));
+      const listing = await client.list();
+      assert.equal(listing.used, big.length);
+      assert.equal(server.stats().bytesFromOrigin, big.length);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+Deno.test("an entry evicted while a slow client reads it still arrives whole", async () => {
+  const first = seededBytes(6 * MiB, 41);
+  const second = seededBytes(6 * MiB, 42);
+  await withServer(
+    { "first.bin": first, "second.bin": second },
+    { cacheSize: 8 * MiB },
+    async ({ port }) => {
+      const client = await connect({ port });
+      await client.get("first.bin");
+      const slow = await RawConnection.open(port);
+      try {
+        await slow.send("GET first.bin\n");
+        const header = await slow.reader.readLine(1024);
+        assert.match(new TextDecoder().decode(header!), /cache=hit/);
+        await client.get("second.bin"); // evicts first.bin
+        assert.deepEqual((await client.list()).entries.map((e) => e.path), ["second.bin"]);
+        const body = new Uint8Array(first.length);
+        let filled = 0;
+        await slow.reader.readBody(first.length, (chunk) => {
+          body.set(chunk, filled);
+          filled += chunk.length;
+        });
+        assert.equal(sha256(body), sha256(first));
+      } finally {
+        slow.close();
+        client.close();
+      }
+    },
+  );
+});
+
+Deno.test("a changed origin file is served fresh, never stale; a deleted one is a 404", async () => {
+  await withServer(tree, {}, async ({ port, dir }) => {
+    const conn = await RawConnection.open(port);
+    try {
+      assert.equal((await conn.request("GET hello.txt")).fields.cache, "miss");
+      await Deno.writeTextFile(`${dir}/hello.txt`, "changed and longer\n");
+      const refreshed = await conn.request("GET hello.txt");
+      assert.equal(refreshed.fields.cache, "miss");
+      assert.equal(text(refreshed), "changed and longer\n");
+      // Same size, new mtime: still refetched.
+      await Deno.writeTextFile(`${dir}/hello.txt`, "CHANGED AND LONGER\n");
+      await Deno.utime(`${dir}/hello.txt`, 1, 1_000_000);
+      const sameSize = await conn.request("GET hello.txt");
+      assert.equal(text(sameSize), "CHANGED AND LONGER\n");
+      assert.equal(sameSize.fields.cache, "miss");
+      assert.equal(sameSize.fields.mtime, "1000000000");
+      await Deno.remove(`${dir}/hello.txt`);
+      const gone = await conn.request("GET hello.txt");
+      assert.ok(!gone.ok && gone.code === 404);
+      const listing = json<{ entries: unknown[]; used: number }>(await conn.request("LIST"));
+      assert.deepEqual([listing.entries, listing.used], [[], 0], "the deleted file left the cache");
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("LIST shows entries in FIFO eviction order with capacity, used and policy", async () => {
+  const files = {
+    "a.bin": seededBytes(400_000, 1),
+    "b.bin": seededBytes(400_000, 2),
+    "c.bin": seededBytes(400_000, 3),
+  };
+  await withServer(files, { cacheSize: 1_000_000 }, async ({ port }) => {
+    const conn = await RawConnection.open(port);
+    try {
+      for (const name of ["a.bin", "b.bin", "a.bin", "c.bin"]) await conn.request(`GET ${name}`);
+      const listing = json<{
+        capacity: number;
+        used: number;
+        policy: string;
+        entries: { path: string; size: number; admitted: number }[];
+      }>(await conn.request("LIST"));
+      assert.equal(listing.capacity, 1_000_000);
+      assert.equal(listing.used, 800_000);
+      assert.equal(listing.policy, "fifo");
+      assert.deepEqual(listing.entries.map((e) => [e.path, e.size]), [
+        ["b.bin", 400_000],
+        ["c.bin", 400_000],
+      ]);
+      assert.ok(listing.entries.every((e) => Math.abs(e.admitted - Date.now()) < 60_000));
+      const counters = json<ServerStats>(await conn.request("STATS"));
+      assert.equal(counters.evictions, 1);
+      assert.deepEqual(
+        [counters.hits, counters.misses, counters.bypasses],
+        [1, 3, 0],
+      );
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("FILES, STAT and STATS answer with the documented JSON", async () => {
+  await withServer(tree, {}, async ({ port, dir }) => {
+    const conn = await RawConnection.open(port);
+    try {
+      const root = json<{ path: string; entries: { name: string; type: string; size: number }[] }>(
+        await conn.request("FILES"),
+      );
+      assert.equal(root.path, "");
+      assert.deepEqual(root.entries.map((e) => [e.name, e.type]), [
+        ["bin", "dir"],
+        ["docs", "dir"],
+        ["hello.txt", "file"],
+      ]);
+      assert.equal(root.entries[2].size, hello.length);
+      const docs = json<{ path: string; entries: { name: string }[] }>(
+        await conn.request("FILES docs"),
+      );
+      assert.equal(docs.path, "docs");
+      assert.deepEqual(docs.entries.map((e) => e.name), ["a.txt", "b.txt", "deep"]);
+      const before = json(await conn.request("STAT hello.txt"));
+      const info = await Deno.stat(`${dir}/hello.txt`);
+      assert.deepEqual(before, {
+        path: "hello.txt",
+        size: hello.length,
+        mtime: info.mtime!.getTime(),
+        cached: false,
+        sha256: null,
+      });
+      await conn.request("GET hello.txt");
+      const after = json(await conn.request("STAT hello.txt"));
+      assert.equal(after.cached, true);
+      assert.equal(after.sha256, sha256(hello));
+      const counters = json<ServerStats>(await conn.request("STATS"));
+      assert.equal(counters.requests, 6);
+      assert.equal(counters.misses, 1);
+      assert.equal(counters.bytesFromOrigin, hello.length);
+      assert.deepEqual(counters.connections, { open: 1, total: 1, rejected: 0 });
+      assert.deepEqual(counters.cache, {
+        capacity: 64 * MiB,
+        used: hello.length,
+        entries: 1,
+        policy: "fifo",
+      });
+      assert.ok(counters.bytesSent > hello.length);
+      assert.match(counters.version, /^[0-9]+\.[0-9]+\.[0-9]+/);
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("close() lets a transfer in progress finish, then stops", async () => {
+  const big = seededBytes(16 * MiB, 55);
+  await withServer({ "big.bin": big }, {}, async ({ port, server }: TestServer) => {
+    const idle = await RawConnection.open(port);
+    const busy = await RawConnection.open(port);
+    try {
+      assert.ok((await idle.request("PING")).ok);
+      await busy.send("GET big.bin\n");
+      await busy.reader.readLine(1024);
+      const closed = server.close();
+      const body = new Uint8Array(big.length);
+      let filled = 0;
+      await busy.reader.readBody(big.length, (chunk) => {
+        body.set(chunk, filled);
+        filled += chunk.length;
+      });
+      assert.equal(sha256(body), sha256(big));
+      await closed;
+      assert.ok(await idle.closedByServer(), "idle connections are closed");
+      assert.ok(await busy.closedByServer());
+      await assert.rejects(RawConnection.open(port), "no longer accepting");
+    } finally {
+      idle.close();
+      busy.close();
+    }
+  });
+});
