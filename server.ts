@@ -149,15 +149,17 @@ const encoder = new TextEncoder();
  */
 export async function startServer(options: ServerOptions = {}): Promise<ServerHandle> {
   const cacheDir = options.cacheDir ?? "./cache";
-  const origin = options.origin ??
-    await DirectoryOrigin.open(options.dir ?? SAMPLE_DIR, { hide: cacheDir });
   const onError = options.onError ?? console.error;
+  // The cache directory exists once the cache is open, so the origin can
+  // then resolve it and hide it when it lies inside the served directory.
   const cache = await FileCache.open({
     dir: cacheDir,
     capacity: options.cacheSize ?? DEFAULT_CAPACITY,
     policy: options.policy,
     onWarning: onError,
   });
+  const origin = options.origin ??
+    await DirectoryOrigin.open(options.dir ?? SAMPLE_DIR, { hide: cacheDir });
   const listener = Deno.listen({
     hostname: options.host ?? "127.0.0.1",
     port: options.port ?? DEFAULT_PORT,

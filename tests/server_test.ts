@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { connect, type TcpCacheClient } from "../client.ts";
 import { DirectoryOrigin, type Origin } from "../origin.ts";
 import { MAX_REQUEST_LINE } from "../protocol.ts";
-import type { ServerStats } from "../server.ts";
+import { type ServerStats, startServer } from "../server.ts";
 import {
   json,
   RawConnection,
@@ -25,15 +25,6 @@ const tree = {
 
 function text(response: RawResponse): string {
   return new TextDecoder().decode(response.body);
-}
-
-async function stats(port: number): Promise<ServerStats> {
-  const conn = await RawConnection.open(port);
-  try {
-    return json<ServerStats>(await conn.request("STATS"));
-  } finally {
-    conn.close();
-  }
 }
 
 /** Polls a condition on the server's own counters (bounded: about 5 s). */
@@ -574,4 +565,27 @@ Deno.test("close() lets a transfer in progress finish, then stops", async () => 
       busy.close();
     }
   });
+});
+
+Deno.test("a cache directory inside the served directory is invisible to clients", async () => {
+  const root = await Deno.makeTempDir();
+  const server = await startServer({ dir: root, cacheDir: `${root}/cache`, port: 0 });
+  try {
+    await Deno.writeTextFile(`${root}/a.txt`, "a");
+    const conn = await RawConnection.open(server.addr.port);
+    try {
+      await conn.request("GET a.txt");
+      const files = json<{ entries: { name: string }[] }>(await conn.request("FILES"));
+      assert.deepEqual(files.entries.map((e) => e.name), ["a.txt"]);
+      const marker = await conn.request("GET cache/.tcpcache");
+      assert.ok(!marker.ok && marker.code === 403, marker.line);
+      const entry = await conn.request("GET cache/1");
+      assert.ok(!entry.ok && entry.code === 403, entry.line);
+    } finally {
+      conn.close();
+    }
+  } finally {
+    await server.close();
+    await Deno.remove(root, { recursive: true });
+  }
 });
