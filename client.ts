@@ -628,8 +628,18 @@ function formatRecord(record: Record<string, unknown>, indent = ""): string {
       const inner = formatRecord(value as Record<string, unknown>, indent + "  ");
       return `${indent}${key}:` + (inner === "" ? " {}" : `\n${inner}`);
     }
-    return `${indent}${key}: ${value}`;
+    return `${indent}${key}: ${describeValue(key, value)}`;
   }).join("\n");
+}
+
+/** A value with a readable form beside it: times as dates, byte counts in units. */
+function describeValue(key: string, value: unknown): string {
+  if (typeof value !== "number") return String(value);
+  if (key === "mtime" || key === "admitted") return `${value} (${formatTime(value)} UTC)`;
+  if (/^(size|used|capacity|bytes)/.test(key) && value >= 1024) {
+    return `${value} (${formatBytes(value)})`;
+  }
+  return String(value);
 }
 
 /** Escapes control characters so a hostile name cannot drive the terminal. */
