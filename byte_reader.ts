@@ -134,6 +134,8 @@ export async function writeAll(
 ): Promise<void> {
   let written = 0;
   while (written < bytes.length) {
-    written += await writer.write(bytes.subarray(written));
+    const n = await writer.write(bytes.subarray(written));
+    if (n <= 0) throw new Error("write made no progress");
+    written += n;
   }
 }

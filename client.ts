@@ -11,9 +11,9 @@ import { ByteReader, writeAll } from "./byte_reader.ts";
 import {
   type Command,
   DEFAULT_PORT,
+  escapeControls,
   formatRequest,
   parseResponseHeader,
-  percentEncode,
 } from "./protocol.ts";
 import { formatBytes } from "./units.ts";
 import { VERSION } from "./version.ts";
@@ -594,7 +594,7 @@ function formatListing(listing: CacheListing): string {
       String(i + 1),
       formatBytes(entry.size),
       formatTime(entry.admitted),
-      printable(entry.path),
+      escapeControls(entry.path),
     ]);
   });
   const percent = listing.capacity > 0 ? (100 * listing.used / listing.capacity).toFixed(1) : "0";
@@ -615,7 +615,7 @@ function formatFiles(listing: FileListing): string {
       entry.type,
       dir ? "-" : formatBytes(entry.size),
       formatTime(entry.mtime),
-      printable(entry.name) + (dir ? "/" : ""),
+      escapeControls(entry.name) + (dir ? "/" : ""),
     ]);
   }
   return `${title}\n${formatTable(rows, [1])}`;
@@ -640,12 +640,6 @@ function describeValue(key: string, value: unknown): string {
     return `${value} (${formatBytes(value)})`;
   }
   return String(value);
-}
-
-/** Escapes control characters so a hostile name cannot drive the terminal. */
-function printable(name: string): string {
-  // deno-lint-ignore no-control-regex
-  return /[\x00-\x1f\x7f]/.test(name) ? percentEncode(name) : name;
 }
 
 if (import.meta.main) {

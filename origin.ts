@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ProtocolError } from "./protocol.ts";
+import { escapeControls, ProtocolError } from "./protocol.ts";
 
 /** What the server needs to know of an origin file before serving it. */
 export interface OriginStat {
@@ -111,11 +111,9 @@ export class DirectoryOrigin implements Origin {
       if (!(await Deno.stat(root)).isDirectory) throw new Error("not a directory");
       await Deno.readDir(root)[Symbol.asyncIterator]().next();
     } catch (error) {
-      throw new Error(`cannot serve ${dir}: ${describe(error)}`);
+      throw new Error(`cannot serve ${escapeControls(dir)}: ${describe(error)}`);
     }
-    const hide = options.hide === undefined
-      ? undefined
-      : await Deno.realPath(options.hide).catch(() => undefined);
+    const hide = options.hide === undefined ? undefined : await resolvePath(options.hide);
     return new DirectoryOrigin(root, hide);
   }
 
@@ -190,6 +188,23 @@ export class DirectoryOrigin implements Origin {
   #contains(real: string): boolean {
     if (this.#hide !== undefined && isWithin(real, this.#hide)) return false;
     return isWithin(real, this.root);
+  }
+}
+
+/**
+ * The real path of `path`, which need not exist yet: the real path of its
+ * nearest existing ancestor, with the missing names appended.
+ */
+async function resolvePath(path: string): Promise<string> {
+  try {
+    return await Deno.realPath(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    const trimmed = path.replace(/\/+$/, "");
+    const slash = trimmed.lastIndexOf("/");
+    const parent = slash < 0 ? "." : slash === 0 ? "/" : trimmed.slice(0, slash);
+    const base = await resolvePath(parent);
+    return `${base === "/" ? "" : base}/${trimmed.slice(slash + 1)}`;
   }
 }
 

@@ -294,13 +294,22 @@ export function formatOk(length: number, fields: HeaderFields = {}): string {
 }
 
 /**
- * Formats an `ERR` line (LF included). Line breaks and other control
- * characters in the message are percent-encoded so it stays one line.
+ * Percent-encodes the control characters of a text (0x00-0x1F, 0x7F, and
+ * the line and paragraph separators U+2028/U+2029) and nothing else, so that
+ * a name inside a message can neither break its line nor drive a terminal.
+ */
+export function escapeControls(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/[\x00-\x1f\x7f\u2028\u2029]/g, (c) => percentEncode(c));
+}
+
+/**
+ * Formats an `ERR` line (LF included). The message is human-readable text;
+ * its control characters are escaped (see {@linkcode escapeControls}) so it
+ * stays one line.
  */
 export function formatError(code: ErrorCode, message: string): string {
-  // deno-lint-ignore no-control-regex
-  const safe = message.replace(/[\x00-\x1f\x7f%]/g, (c) => percentEncode(c));
-  return `ERR ${code} ${safe}\n`;
+  return `ERR ${code} ${escapeControls(message)}\n`;
 }
 
 /** A parsed response header line. */
@@ -315,8 +324,8 @@ export type ResponseHeader =
  */
 export function parseResponseHeader(line: string): ResponseHeader {
   if (line.endsWith("\r")) line = line.slice(0, -1);
-  const error = /^ERR ([0-9]{3}) ?(.*)$/.exec(line);
-  if (error) return { ok: false, code: Number(error[1]), message: error[2] };
+  const error = /^ERR ([0-9]{3})(?: (.*))?$/s.exec(line);
+  if (error) return { ok: false, code: Number(error[1]), message: error[2] ?? "" };
   const [status, length, ...pairs] = line.split(" ");
   if (status !== "OK" || !/^[0-9]{1,15}$/.test(length ?? "")) {
     throw new SyntaxError(`invalid response header: ${percentEncode(line)}`);
@@ -325,7 +334,11 @@ export function parseResponseHeader(line: string): ResponseHeader {
   for (const pair of pairs) {
     const eq = pair.indexOf("=");
     if (eq <= 0) continue; // not key=value: ignored like an unknown key
-    fields[pair.slice(0, eq)] = percentDecode(pair.slice(eq + 1));
+    try {
+      fields[pair.slice(0, eq)] = percentDecode(pair.slice(eq + 1));
+    } catch {
+      // a value that does not decode is ignored like an unknown key
+    }
   }
   return { ok: true, length: Number(length), fields };
 }

@@ -38,7 +38,10 @@ export function parseSize(text: string): number {
       `invalid size "${text}": use bytes or a number with K, KiB, M, MiB, G, GiB, KB, MB or GB`,
     );
   }
-  const bytes = Math.floor(Number(match[1]) * unit);
+  // Exact decimal arithmetic: 4.1GB is 4100000000 bytes, not one less.
+  const [whole, fraction = ""] = match[1].split(".");
+  const scaled = BigInt(whole + fraction) * BigInt(unit) / 10n ** BigInt(fraction.length);
+  const bytes = Number(scaled);
   if (!Number.isSafeInteger(bytes)) throw new RangeError(`size too large: ${text}`);
   return bytes;
 }
@@ -55,12 +58,12 @@ export function parseSize(text: string): number {
 export function formatBytes(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
   const units = ["KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = "B";
-  for (const next of units) {
-    if (value < 1024) break;
+  let value = bytes / 1024;
+  let unit = 0;
+  // Move up while the rounded figure would read 1024 or more.
+  while (value >= 1023.5 && unit < units.length - 1) {
     value /= 1024;
-    unit = next;
+    unit++;
   }
-  return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${unit}`;
+  return `${value < 9.95 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
 }
