@@ -150,16 +150,16 @@ const encoder = new TextEncoder();
 export async function startServer(options: ServerOptions = {}): Promise<ServerHandle> {
   const cacheDir = options.cacheDir ?? "./cache";
   const onError = options.onError ?? console.error;
-  // The cache directory exists once the cache is open, so the origin can
-  // then resolve it and hide it when it lies inside the served directory.
+  // The origin first: a server that cannot serve its directory must not
+  // create or empty a cache directory.
+  const origin = options.origin ??
+    await DirectoryOrigin.open(options.dir ?? SAMPLE_DIR, { hide: cacheDir });
   const cache = await FileCache.open({
     dir: cacheDir,
     capacity: options.cacheSize ?? DEFAULT_CAPACITY,
     policy: options.policy,
     onWarning: onError,
   });
-  const origin = options.origin ??
-    await DirectoryOrigin.open(options.dir ?? SAMPLE_DIR, { hide: cacheDir });
   const listener = Deno.listen({
     hostname: options.host ?? "127.0.0.1",
     port: options.port ?? DEFAULT_PORT,
@@ -711,16 +711,17 @@ export async function serverMain(args: string[]): Promise<number> {
     console.error(`tcpcache: ${(error as Error).message}`);
     return 1;
   }
+  // Handlers first: a supervisor may signal as soon as it reads the line.
+  const stopped = Promise.withResolvers<void>();
+  const stop = () => stopped.resolve();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
   const { hostname, port } = server.addr;
   console.log(
     `tcpcache ${VERSION} listening on ${hostname}:${port} ` +
       `(dir ${options.dir ?? SAMPLE_DIR}, cache ${options.cacheDir ?? "./cache"}, ` +
       `capacity ${server.cache.capacity} bytes, policy ${server.cache.policy})`,
   );
-  const stopped = Promise.withResolvers<void>();
-  const stop = () => stopped.resolve();
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
   await stopped.promise;
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
