@@ -54,6 +54,11 @@ export class ByteReader {
     return this.#end - this.#start;
   }
 
+  /** True when a whole line is already buffered (a pipelined request). */
+  get hasBufferedLine(): boolean {
+    return this.#buffer.subarray(this.#start, this.#end).includes(LF);
+  }
+
   /**
    * Reads one line, LF included in `maxBytes` but not in the result.
    * Resolves to null when the stream ends before the first byte of a line.

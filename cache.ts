@@ -258,6 +258,11 @@ export class FileCache {
     });
   }
 
+  /** True while a fill of `path` is in flight (a new fill would join it). */
+  filling(path: string): boolean {
+    return this.#inflight.has(path);
+  }
+
   /**
    * Copies a file into the cache, evicting as the policy says until it fits.
    * Concurrent fills of one path share one copy (single flight), so the

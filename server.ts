@@ -10,6 +10,8 @@
 
 import { parseArgs } from "node:util";
 import { ByteReader, LineTooLongError, writeAll } from "./byte_reader.ts";
+import { Outbox } from "./outbox.ts";
+import { Semaphore } from "./semaphore.ts";
 import {
   type CacheEntry,
   DEFAULT_CAPACITY,
@@ -85,6 +87,24 @@ export interface ServerOptions {
    */
   idleTimeoutMs?: number;
   /**
+   * Milliseconds a client may go without taking a byte of a response before
+   * the server drops the connection and frees what it held.
+   * @default {60000}
+   */
+  sendTimeoutMs?: number;
+  /**
+   * Milliseconds `close()` waits for responses in progress before it closes
+   * their connections.
+   * @default {10000}
+   */
+  shutdownTimeoutMs?: number;
+  /**
+   * Files (origin and cache) open at once; further requests wait for one.
+   * A cache fill holds two.
+   * @default {512}
+   */
+  maxOpenFiles?: number;
+  /**
    * The origin to serve instead of `dir` (tests inject faults through it).
    * @default {undefined}
    */
@@ -108,6 +128,8 @@ export interface ServerStats {
   evictions: number;
   bytesSent: number;
   bytesFromOrigin: number;
+  /** Connections dropped because the client stopped taking bytes. */
+  sendTimeouts: number;
   errors: Record<string, number>;
   cache: { capacity: number; used: number; entries: number; policy: string };
 }
@@ -122,7 +144,8 @@ export interface ServerHandle {
   stats(): ServerStats;
   /**
    * Stops accepting, closes idle connections, lets responses in progress
-   * finish, and resolves once every connection is closed.
+   * finish (for at most `shutdownTimeoutMs`, then closes them too), and
+   * resolves once every connection is closed.
    */
   close(): Promise<void>;
 }
@@ -164,18 +187,21 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     hostname: options.host ?? "127.0.0.1",
     port: options.port ?? DEFAULT_PORT,
   });
-  const server = new Server(listener, cache, origin, {
+  const limits: Limits = {
     maxConnections: options.maxConnections ?? 1024,
     idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
+    sendTimeoutMs: options.sendTimeoutMs ?? 60_000,
+    maxOpenFiles: options.maxOpenFiles ?? 512,
     onError,
-  });
+  };
+  const server = new Server(listener, cache, origin, limits);
   const accepting = server.acceptLoop();
   return {
     addr: listener.addr,
     cache,
     stats: () => server.stats(),
     close: () => {
-      server.shutdown();
+      server.shutdown(options.shutdownTimeoutMs ?? 10_000);
       return accepting;
     },
   };
@@ -184,6 +210,8 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
 interface Limits {
   maxConnections: number;
   idleTimeoutMs: number;
+  sendTimeoutMs: number;
+  maxOpenFiles: number;
   onError: (message: string) => void;
 }
 
@@ -195,6 +223,13 @@ type Body =
 /** Raised when a body could not be completed after its header was sent. */
 class TruncatedBodyError extends Error {}
 
+/** One client connection and what the server keeps for it. */
+interface Session {
+  conn: Deno.TcpConn;
+  reader: ByteReader;
+  outbox: Outbox;
+}
+
 /** The state shared by every connection of one server. */
 class Server {
   #listener: Deno.TcpListener;
@@ -203,8 +238,14 @@ class Server {
   #limits: Limits;
   #started = Date.now();
   #connections = new Set<Promise<void>>();
+  #sessions = new Set<Session>();
   #closing = false;
   #shutdown = Promise.withResolvers<"shutdown">();
+  #sweeper: ReturnType<typeof setInterval>;
+  #files: Semaphore;
+  // A descriptor held in reserve: when accept fails for lack of descriptors,
+  // closing it makes room to accept one client and tell it ERR 503.
+  #spare: Deno.FsFile | undefined;
   #counts = {
     open: 0,
     total: 0,
@@ -215,6 +256,7 @@ class Server {
     bypasses: 0,
     bytesSent: 0,
     bytesFromOrigin: 0,
+    sendTimeouts: 0,
   };
   #errors: Record<string, number> = {};
   #buffers: Uint8Array[] = [];
@@ -224,6 +266,10 @@ class Server {
     this.#cache = cache;
     this.#origin = origin;
     this.#limits = limits;
+    this.#files = new Semaphore(limits.maxOpenFiles);
+    this.#spare = openSpare();
+    const every = Math.max(10, Math.min(1000, limits.sendTimeoutMs / 4));
+    this.#sweeper = setInterval(() => this.#dropStalledWriters(), every);
   }
 
   stats(): ServerStats {
@@ -239,6 +285,7 @@ class Server {
       evictions: this.#cache.evictions,
       bytesSent: c.bytesSent,
       bytesFromOrigin: c.bytesFromOrigin,
+      sendTimeouts: c.sendTimeouts,
       errors: { ...this.#errors },
       cache: {
         capacity: this.#cache.capacity,
@@ -261,13 +308,12 @@ class Server {
         conn = await this.#listener.accept();
       } catch (error) {
         if (this.#closing) break;
-        this.#limits.onError(`accept failed: ${(error as Error).message}`);
-        await new Promise((resolve) => setTimeout(resolve, 10));
+        await this.#acceptFailed(error);
         continue;
       }
       this.#counts.total++;
       if (this.#counts.open >= this.#limits.maxConnections) {
-        this.#reject(conn);
+        this.#reject(conn, "server busy: too many connections");
         continue;
       }
       this.#counts.open++;
@@ -278,42 +324,92 @@ class Server {
       this.#connections.add(task);
     }
     await Promise.all(this.#connections);
+    clearInterval(this.#sweeper);
+    this.#spare?.close();
+    this.#spare = undefined;
   }
 
-  /** Stops accepting and wakes every connection waiting for a request. */
-  shutdown(): void {
+  /**
+   * Stops accepting and wakes every connection waiting for a request; after
+   * `timeoutMs`, closes the connections still busy.
+   */
+  shutdown(timeoutMs: number): void {
     if (this.#closing) return;
     this.#closing = true;
     this.#listener.close();
     this.#shutdown.resolve("shutdown");
+    const deadline = setTimeout(() => {
+      for (const session of this.#sessions) closeQuietly(session.conn);
+    }, timeoutMs);
+    Promise.all(this.#connections).then(() => clearTimeout(deadline));
   }
 
-  #reject(conn: Deno.Conn): void {
+  /** Out of descriptors: shed one waiting client with a 503; else back off briefly. */
+  async #acceptFailed(error: unknown): Promise<void> {
+    if (isOutOfDescriptors(error) && this.#spare) {
+      this.#spare.close();
+      this.#spare = undefined;
+      try {
+        const conn = await this.#listener.accept();
+        this.#counts.total++;
+        this.#reject(conn, "server busy: out of file descriptors");
+      } catch {
+        // the client left first
+      }
+      this.#spare = openSpare();
+      return;
+    }
+    this.#limits.onError(`accept failed: ${(error as Error).message}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+
+  #reject(conn: Deno.Conn, message: string): void {
     this.#counts.rejected++;
     this.#countError(503);
-    const reply = encoder.encode(formatError(503, "server busy: too many connections"));
-    writeAll(conn, reply).catch(() => {}).finally(() => conn.close());
+    const reply = encoder.encode(formatError(503, message));
+    writeAll(conn, reply).then(() => linger(conn)).catch(() => {}).finally(() =>
+      closeQuietly(conn)
+    );
+  }
+
+  /** Drops connections whose client has not taken a byte for the send timeout. */
+  #dropStalledWriters(): void {
+    const now = performance.now();
+    for (const session of this.#sessions) {
+      const since = session.outbox.writingSince;
+      if (since !== 0 && now - since > this.#limits.sendTimeoutMs) {
+        this.#counts.sendTimeouts++;
+        this.#sessions.delete(session);
+        closeQuietly(session.conn); // the pending write fails, and the task ends
+      }
+    }
   }
 
   async #serveConnection(conn: Deno.TcpConn): Promise<void> {
-    const reader = new ByteReader(conn);
+    const session: Session = {
+      conn,
+      reader: new ByteReader(conn),
+      outbox: new Outbox(conn, (n) => this.#counts.bytesSent += n),
+    };
+    this.#sessions.add(session);
     try {
-      (conn as Deno.TcpConn).setNoDelay(true);
+      conn.setNoDelay(true);
       while (!this.#closing) {
-        const line = await this.#nextRequestLine(conn, reader);
+        // Answers to pipelined requests are coalesced; they go out once no
+        // further request is waiting in the buffer.
+        if (!session.reader.hasBufferedLine) await session.outbox.flush();
+        const line = await this.#nextRequestLine(session);
         if (line === null) break;
-        const keepOpen = await this.#answer(conn, line);
+        const keepOpen = await this.#answer(session, line);
         if (!keepOpen) break;
       }
+      await session.outbox.flush();
     } catch {
-      // The client went away or a body could not be completed: the
-      // connection ends here, and nothing else depends on it.
+      // The client went away, stalled, or a body could not be completed:
+      // the connection ends here, and nothing else depends on it.
     } finally {
-      try {
-        conn.close();
-      } catch {
-        // already closed
-      }
+      this.#sessions.delete(session);
+      closeQuietly(conn);
     }
   }
 
@@ -322,24 +418,25 @@ class Server {
    * null when the connection should end: the client closed it, timed out
    * (408 sent), sent too long a line (413 sent), or the server is stopping.
    */
-  async #nextRequestLine(conn: Deno.Conn, reader: ByteReader): Promise<Uint8Array | null> {
+  async #nextRequestLine(session: Session): Promise<Uint8Array | null> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), this.#limits.idleTimeoutMs);
     });
-    const read = reader.readLine(MAX_REQUEST_LINE);
+    const read = session.reader.readLine(MAX_REQUEST_LINE);
     read.catch(() => {}); // settled after close when the race is lost
     try {
       const winner = await Promise.race([read, timeout, this.#shutdown.promise]);
       if (winner === "shutdown") return null;
       if (winner === "timeout") {
-        await this.#sendError(conn, 408, "timed out waiting for a request line");
+        await this.#sendFinalError(session, 408, "timed out waiting for a request line", read);
         return null;
       }
       return winner;
     } catch (error) {
       if (error instanceof LineTooLongError) {
-        await this.#sendError(conn, 413, `request line longer than ${MAX_REQUEST_LINE} bytes`);
+        const message = `request line longer than ${MAX_REQUEST_LINE} bytes`;
+        await this.#sendFinalError(session, 413, message);
       }
       return null;
     } finally {
@@ -348,34 +445,39 @@ class Server {
   }
 
   /** Answers one request line; resolves to false when the connection must close. */
-  async #answer(conn: Deno.Conn, line: Uint8Array): Promise<boolean> {
+  async #answer(session: Session, line: Uint8Array): Promise<boolean> {
     this.#counts.requests++;
     let request: Request;
     try {
       request = parseRequest(line);
     } catch (error) {
-      await this.#sendError(conn, ...this.#describeError(error));
+      await this.#sendError(session, ...this.#describeError(error));
       return true;
     }
     try {
       switch (request.command) {
         case "PING":
-          await this.#send(conn, formatOk(0));
+          await this.#send(session, formatOk(0));
           return true;
         case "QUIT":
-          await this.#send(conn, formatOk(0));
+          await this.#send(session, formatOk(0));
           return false;
         case "GET":
-          await this.#servePath(conn, request);
+          await this.#servePath(session, request);
           return true;
         default:
-          await this.#sendJson(conn, await this.#describe(request));
+          await this.#sendJson(session, await this.#describe(request));
           return true;
       }
     } catch (error) {
       // Past a header, or with the client gone, no answer can follow.
       if (error instanceof TruncatedBodyError || isConnectionError(error)) throw error;
-      await this.#sendError(conn, ...this.#describeError(error));
+      const [code, message] = this.#describeError(error);
+      if (code === 503) {
+        await this.#sendFinalError(session, code, message);
+        return false;
+      }
+      await this.#sendError(session, code, message);
       return true;
     }
   }
@@ -419,7 +521,7 @@ class Server {
    * a range of an uncached file, no room) streams from the origin.
    */
   async #servePath(
-    conn: Deno.Conn,
+    session: Session,
     request: Extract<Request, { command: "GET" }>,
   ): Promise<void> {
     const { path } = request;
@@ -435,23 +537,37 @@ class Server {
       }
       if (!entry) {
         if (!whole || stat.size > this.#cache.capacity) break;
-        entry = await this.#cache.fill(path, this.#originSource(path, stat));
+        entry = await this.#fill(path, stat);
         if (!entry) break;
         outcome = "miss";
         if (entry.validator !== stat.validator) continue; // joined an older fill
       }
-      const file = await this.#cache.openEntry(entry);
-      if (!file) continue; // evicted between lookup and open
-      try {
-        if (outcome === "hit") this.#cache.touch(path);
-        this.#counts[outcome === "hit" ? "hits" : "misses"]++;
-        await this.#sendBody(conn, headerOf(entry, range, outcome), { file, path, ...range });
-      } finally {
-        file.close();
-      }
-      return;
+      const admitted = entry;
+      const served = await this.#files.with(1, async () => {
+        const file = await this.#cache.openEntry(admitted);
+        if (!file) return false; // evicted between lookup and open
+        try {
+          if (outcome === "hit") this.#cache.touch(path);
+          this.#counts[outcome === "hit" ? "hits" : "misses"]++;
+          const fields = headerOf(admitted, range, outcome);
+          await this.#sendBody(session, fields, { file, path, ...range });
+        } finally {
+          file.close();
+        }
+        return true;
+      });
+      if (served) return;
     }
-    await this.#bypass(conn, path, request);
+    await this.#bypass(session, path, request);
+  }
+
+  /**
+   * Fills the cache from the origin. A fill holds two file handles (origin
+   * and cache file); a request that joins a fill in flight holds none.
+   */
+  #fill(path: string, stat: OriginStat): Promise<CacheEntry | undefined> {
+    const fill = () => this.#cache.fill(path, this.#originSource(path, stat));
+    return this.#cache.filling(path) ? fill() : this.#files.with(2, fill);
   }
 
   /** Stats an origin file; one that is gone leaves the cache too. */
@@ -465,30 +581,32 @@ class Server {
   }
 
   /** Streams from the origin without admitting anything. */
-  async #bypass(
-    conn: Deno.Conn,
+  #bypass(
+    session: Session,
     path: string,
     request: Extract<Request, { command: "GET" }>,
   ): Promise<void> {
-    const { file, stat } = await this.#origin.open(path);
-    try {
-      const range = checkRange(stat.size, request.offset, request.length);
-      this.#counts.bypasses++;
-      const fields: HeaderFields = {
-        size: stat.size,
-        offset: range.offset,
-        mtime: stat.mtime,
-        cache: "bypass",
-      };
-      await this.#sendBody(
-        conn,
-        fields,
-        { file, path, ...range },
-        (n) => this.#counts.bytesFromOrigin += n,
-      );
-    } finally {
-      file.close();
-    }
+    return this.#files.with(1, async () => {
+      const { file, stat } = await this.#origin.open(path);
+      try {
+        const range = checkRange(stat.size, request.offset, request.length);
+        this.#counts.bypasses++;
+        const fields: HeaderFields = {
+          size: stat.size,
+          offset: range.offset,
+          mtime: stat.mtime,
+          cache: "bypass",
+        };
+        await this.#sendBody(
+          session,
+          fields,
+          { file, path, ...range },
+          (n) => this.#counts.bytesFromOrigin += n,
+        );
+      } finally {
+        file.close();
+      }
+    });
   }
 
   /** The origin as a fill source: reads and checks that the file held still. */
@@ -517,20 +635,20 @@ class Server {
   }
 
   /**
-   * Sends an `OK` header and a body. A small body goes out in the header's
-   * write; a large one is streamed in chunks from a pooled buffer.
+   * Sends an `OK` header and a body. A small body goes out with its header
+   * in one piece; a large one is streamed in chunks from a pooled buffer.
    *
    * @throws {TruncatedBodyError} when the file ends early: the header has
    *   promised more bytes, so the connection must end.
    */
   async #sendBody(
-    conn: Deno.Conn,
+    session: Session,
     fields: HeaderFields,
     body: Body,
     onRead?: (n: number) => void,
   ): Promise<void> {
     if ("bytes" in body) {
-      await this.#send(conn, concat(formatOk(body.bytes.length, fields), body.bytes));
+      await this.#send(session, concat(formatOk(body.bytes.length, fields), body.bytes));
       return;
     }
     const header = encoder.encode(formatOk(body.length, fields));
@@ -543,10 +661,10 @@ class Server {
         throw new OriginChangedError(path);
       }
       onRead?.(length);
-      await this.#send(conn, message);
+      await this.#send(session, message);
       return;
     }
-    await this.#send(conn, header);
+    await this.#send(session, header);
     const buffer = this.#takeBuffer();
     try {
       let left = length;
@@ -554,7 +672,7 @@ class Server {
         const n = await file.read(buffer.subarray(0, Math.min(left, buffer.length)));
         if (n === null) throw new TruncatedBodyError(`${path} ended early`);
         onRead?.(n);
-        await this.#send(conn, buffer.subarray(0, n));
+        await this.#send(session, buffer.subarray(0, n));
         left -= n;
       }
     } catch (error) {
@@ -566,26 +684,46 @@ class Server {
     }
   }
 
-  async #sendJson(conn: Deno.Conn, value: unknown): Promise<void> {
+  async #sendJson(session: Session, value: unknown): Promise<void> {
     const body = encoder.encode(JSON.stringify(value));
-    await this.#sendBody(conn, { type: "json" }, { bytes: body });
+    await this.#sendBody(session, { type: "json" }, { bytes: body });
   }
 
-  async #sendError(conn: Deno.Conn, code: ErrorCode, message: string): Promise<void> {
+  async #sendError(session: Session, code: ErrorCode, message: string): Promise<void> {
     this.#countError(code);
-    await this.#send(conn, formatError(code, message)).catch(() => {});
+    await this.#send(session, formatError(code, message));
   }
 
-  async #send(conn: Deno.Conn, data: string | Uint8Array): Promise<void> {
-    const bytes = typeof data === "string" ? encoder.encode(data) : data;
-    await writeAll(conn, bytes);
-    this.#counts.bytesSent += bytes.length;
+  /**
+   * Sends the error after which the server closes (408, 413, 503), then
+   * lingers: it stops writing and reads what the client still sends, for a
+   * moment, so that closing does not reset the connection before the client
+   * has read the error. `pendingRead` is a read still in flight, if any.
+   */
+  async #sendFinalError(
+    session: Session,
+    code: ErrorCode,
+    message: string,
+    pendingRead?: Promise<unknown>,
+  ): Promise<void> {
+    try {
+      await this.#sendError(session, code, message);
+      await session.outbox.flush();
+    } catch {
+      return; // the client is gone: nothing to linger for
+    }
+    await linger(session.conn, pendingRead);
+  }
+
+  #send(session: Session, data: string | Uint8Array): Promise<void> {
+    return session.outbox.write(typeof data === "string" ? encoder.encode(data) : data);
   }
 
   /** Maps any error to the answer the client gets; the one place that does. */
   #describeError(error: unknown): [ErrorCode, string] {
     if (error instanceof ProtocolError) return [error.code, error.message];
     if (error instanceof OriginChangedError) return [500, `${error.message}; try again`];
+    if (isOutOfDescriptors(error)) return [503, "server busy: out of file descriptors"];
     const message = error instanceof Error ? error.message : String(error);
     this.#limits.onError(`request failed: ${message}`);
     return [500, `server error: ${message}`];
@@ -602,6 +740,59 @@ class Server {
   #returnBuffer(buffer: Uint8Array): void {
     if (this.#buffers.length < 64) this.#buffers.push(buffer);
   }
+}
+
+/** How long a closing connection keeps reading what its client still sends. */
+const LINGER_MS = 1000;
+/** The most bytes read while lingering. */
+const LINGER_BYTES = 1024 * 1024;
+
+/**
+ * Half-closes `conn` and reads what the client still sends, for at most
+ * {@linkcode LINGER_MS} and {@linkcode LINGER_BYTES}, before the caller
+ * closes it: closing with unread input would reset the connection and could
+ * destroy the last response before the client reads it. A read already in
+ * flight (`pendingRead`) is waited for first, within the same bound.
+ */
+async function linger(conn: Deno.Conn, pendingRead?: Promise<unknown>): Promise<void> {
+  const timer = setTimeout(() => closeQuietly(conn), LINGER_MS);
+  try {
+    await conn.closeWrite();
+    await pendingRead?.catch(() => {});
+    const scratch = new Uint8Array(16 * 1024);
+    let drained = 0;
+    while (drained < LINGER_BYTES) {
+      const n = await conn.read(scratch);
+      if (n === null) break;
+      drained += n;
+    }
+  } catch {
+    // closed by the timer, or by the client
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+
+function openSpare(): Deno.FsFile | undefined {
+  try {
+    return Deno.openSync("/dev/null");
+  } catch {
+    return undefined;
+  }
+}
+
+function isOutOfDescriptors(error: unknown): boolean {
+  const code = (error as { code?: string } | undefined)?.code;
+  return code === "EMFILE" || code === "ENFILE" ||
+    /Too many open files/.test((error as Error | undefined)?.message ?? "");
 }
 
 /**
@@ -680,6 +871,10 @@ Options:
   --policy NAME         eviction policy: ${Object.keys(POLICIES).join(", ")} (default: fifo)
   --max-connections N   connections served at once; more get ERR 503 (default: 1024)
   --idle-timeout SECS   time to send a request line before ERR 408 (default: 60)
+  --send-timeout SECS   time a client may take no bytes before it is dropped (default: 60)
+  --shutdown-timeout SECS
+                        on SIGTERM/SIGINT, time for responses in progress (default: 10)
+  --max-open-files N    files open at once; more requests wait (default: 512)
   -h, --help            show this help
 
 Example:
@@ -741,6 +936,9 @@ function parseServerArgs(args: string[]): ServerOptions | "help" {
       policy: { type: "string" },
       "max-connections": { type: "string" },
       "idle-timeout": { type: "string" },
+      "send-timeout": { type: "string" },
+      "shutdown-timeout": { type: "string" },
+      "max-open-files": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     allowPositionals: true,
@@ -750,17 +948,29 @@ function parseServerArgs(args: string[]): ServerOptions | "help" {
   return {
     dir: values.dir,
     host: values.host,
-    port: values.port === undefined ? undefined : parseInteger("--port", values.port, 65535),
+    port: optional(values.port, (v) => parseInteger("--port", v, 65535)),
     cacheDir: values["cache-dir"],
-    cacheSize: values["cache-size"] === undefined ? undefined : parseSize(values["cache-size"]),
+    cacheSize: optional(values["cache-size"], parseSize),
     policy: values.policy,
-    maxConnections: values["max-connections"] === undefined
-      ? undefined
-      : parseInteger("--max-connections", values["max-connections"], 1e9, 1),
-    idleTimeoutMs: values["idle-timeout"] === undefined
-      ? undefined
-      : parseSeconds("--idle-timeout", values["idle-timeout"]),
+    maxConnections: optional(
+      values["max-connections"],
+      (v) => parseInteger("--max-connections", v, 1e9, 1),
+    ),
+    idleTimeoutMs: optional(values["idle-timeout"], (v) => parseSeconds("--idle-timeout", v)),
+    sendTimeoutMs: optional(values["send-timeout"], (v) => parseSeconds("--send-timeout", v)),
+    shutdownTimeoutMs: optional(
+      values["shutdown-timeout"],
+      (v) => parseSeconds("--shutdown-timeout", v),
+    ),
+    maxOpenFiles: optional(
+      values["max-open-files"],
+      (v) => parseInteger("--max-open-files", v, 1e6, 1),
+    ),
   };
+}
+
+function optional<T>(text: string | undefined, parse: (text: string) => T): T | undefined {
+  return text === undefined ? undefined : parse(text);
 }
 
 function parseInteger(flag: string, text: string, max: number, min = 0): number {

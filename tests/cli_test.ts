@@ -664,6 +664,7 @@ Deno.test("stats and ping print the server's counters", async (t) => {
           evictions: "2",
           bytesSent: record.bytesSent,
           bytesFromOrigin: String(6 + 10 + 600 + 600),
+          sendTimeouts: "0",
           "errors.404": "1",
           "cache.capacity": "1000",
           "cache.used": "600",

@@ -1,0 +1,81 @@
+/**
+ * Writing to one connection: small responses are coalesced while more
+ * pipelined requests wait to be answered, and every write records when it
+ * started so a stalled client can be found and dropped.
+ *
+ * @module
+ */
+
+/** The most bytes held back for coalescing before they are written. */
+export const COALESCE_LIMIT = 64 * 1024;
+
+/** Buffered writes to one connection. */
+export class Outbox {
+  #conn: Deno.Conn;
+  #pending = new Uint8Array(COALESCE_LIMIT);
+  #pendingLength = 0;
+  #writingSince = 0;
+  #onSent: (bytes: number) => void;
+
+  /** Wraps a connection; `onSent` hears of every byte written. */
+  constructor(conn: Deno.Conn, onSent: (bytes: number) => void = () => {}) {
+    this.#conn = conn;
+    this.#onSent = onSent;
+  }
+
+  /**
+   * When the write in progress started (`performance.now()`), or 0 when no
+   * write is waiting on the client.
+   */
+  get writingSince(): number {
+    return this.#writingSince;
+  }
+
+  /**
+   * Adds bytes to the response stream. Small pieces are held back (up to
+   * {@linkcode COALESCE_LIMIT} bytes) until {@linkcode flush}; large ones are
+   * written at once, after what is held back. `bytes` may be reused by the
+   * caller once the promise resolves.
+   */
+  async write(bytes: Uint8Array): Promise<void> {
+    if (this.#pendingLength + bytes.length <= COALESCE_LIMIT) {
+      this.#pending.set(bytes, this.#pendingLength);
+      this.#pendingLength += bytes.length;
+      return;
+    }
+    await this.flush();
+    if (bytes.length <= COALESCE_LIMIT) {
+      this.#pending.set(bytes);
+      this.#pendingLength = bytes.length;
+      return;
+    }
+    await this.#writeNow(bytes);
+  }
+
+  /** Writes everything held back. */
+  async flush(): Promise<void> {
+    if (this.#pendingLength === 0) return;
+    const length = this.#pendingLength;
+    this.#pendingLength = 0;
+    await this.#writeNow(this.#pending.subarray(0, length));
+  }
+
+  /**
+   * Writes all of `bytes`. The clock restarts at every partial write, so a
+   * stall is time without progress, as nginx's send_timeout counts it.
+   */
+  async #writeNow(bytes: Uint8Array): Promise<void> {
+    let written = 0;
+    try {
+      while (written < bytes.length) {
+        this.#writingSince = performance.now();
+        const n = await this.#conn.write(bytes.subarray(written));
+        if (n <= 0) throw new Error("write made no progress");
+        written += n;
+        this.#onSent(n);
+      }
+    } finally {
+      this.#writingSince = 0;
+    }
+  }
+}
