@@ -228,6 +228,8 @@ interface Session {
   conn: Deno.TcpConn;
   reader: ByteReader;
   outbox: Outbox;
+  /** Set while waiting for a request line: ends the wait at shutdown. */
+  wake?: () => void;
 }
 
 /** The state shared by every connection of one server. */
@@ -240,12 +242,12 @@ class Server {
   #connections = new Set<Promise<void>>();
   #sessions = new Set<Session>();
   #closing = false;
-  #shutdown = Promise.withResolvers<"shutdown">();
   #sweeper: ReturnType<typeof setInterval>;
   #files: Semaphore;
   // A descriptor held in reserve: when accept fails for lack of descriptors,
   // closing it makes room to accept one client and tell it ERR 503.
   #spare: Deno.FsFile | undefined;
+  #lastAcceptReport = 0;
   #counts = {
     open: 0,
     total: 0,
@@ -313,7 +315,7 @@ class Server {
       }
       this.#counts.total++;
       if (this.#counts.open >= this.#limits.maxConnections) {
-        this.#reject(conn, "server busy: too many connections");
+        void this.#reject(conn, "server busy: too many connections");
         continue;
       }
       this.#counts.open++;
@@ -337,14 +339,18 @@ class Server {
     if (this.#closing) return;
     this.#closing = true;
     this.#listener.close();
-    this.#shutdown.resolve("shutdown");
+    for (const session of this.#sessions) session.wake?.();
     const deadline = setTimeout(() => {
       for (const session of this.#sessions) closeQuietly(session.conn);
     }, timeoutMs);
     Promise.all(this.#connections).then(() => clearTimeout(deadline));
   }
 
-  /** Out of descriptors: shed one waiting client with a 503; else back off briefly. */
+  /**
+   * Out of descriptors: sheds one waiting client with a 503, using the spare
+   * descriptor, and takes the spare back once that client is gone. Other
+   * failures: backs off briefly, and reports at most one a second.
+   */
   async #acceptFailed(error: unknown): Promise<void> {
     if (isOutOfDescriptors(error) && this.#spare) {
       this.#spare.close();
@@ -352,24 +358,33 @@ class Server {
       try {
         const conn = await this.#listener.accept();
         this.#counts.total++;
-        this.#reject(conn, "server busy: out of file descriptors");
+        await this.#reject(conn, "server busy: out of file descriptors");
       } catch {
         // the client left first
       }
       this.#spare = openSpare();
       return;
     }
-    this.#limits.onError(`accept failed: ${(error as Error).message}`);
+    const now = Date.now();
+    if (now - this.#lastAcceptReport >= 1000) {
+      this.#lastAcceptReport = now;
+      this.#limits.onError(`accept failed: ${(error as Error).message}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 
-  #reject(conn: Deno.Conn, message: string): void {
+  /** Answers `ERR 503` right after accept, and closes. */
+  async #reject(conn: Deno.Conn, message: string): Promise<void> {
     this.#counts.rejected++;
     this.#countError(503);
-    const reply = encoder.encode(formatError(503, message));
-    writeAll(conn, reply).then(() => linger(conn)).catch(() => {}).finally(() =>
-      closeQuietly(conn)
-    );
+    try {
+      await writeAll(conn, encoder.encode(formatError(503, message)));
+      await linger(conn);
+    } catch {
+      // the client is gone
+    } finally {
+      closeQuietly(conn);
+    }
   }
 
   /** Drops connections whose client has not taken a byte for the send timeout. */
@@ -419,14 +434,18 @@ class Server {
    * (408 sent), sent too long a line (413 sent), or the server is stopping.
    */
   async #nextRequestLine(session: Session): Promise<Uint8Array | null> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), this.#limits.idleTimeoutMs);
-    });
+    if (this.#closing) return null;
+    // A pipelined request already here needs neither timer nor race.
+    if (session.reader.hasBufferedLine) return await this.#readBufferedLine(session);
+    // A fresh promise per wait: racing one long-lived promise would keep
+    // every request's reaction alive until it settles (a leak).
+    const wakeUp = Promise.withResolvers<"timeout" | "shutdown">();
+    const timer = setTimeout(() => wakeUp.resolve("timeout"), this.#limits.idleTimeoutMs);
+    session.wake = () => wakeUp.resolve("shutdown");
     const read = session.reader.readLine(MAX_REQUEST_LINE);
     read.catch(() => {}); // settled after close when the race is lost
     try {
-      const winner = await Promise.race([read, timeout, this.#shutdown.promise]);
+      const winner = await Promise.race([read, wakeUp.promise]);
       if (winner === "shutdown") return null;
       if (winner === "timeout") {
         await this.#sendFinalError(session, 408, "timed out waiting for a request line", read);
@@ -434,14 +453,27 @@ class Server {
       }
       return winner;
     } catch (error) {
-      if (error instanceof LineTooLongError) {
-        const message = `request line longer than ${MAX_REQUEST_LINE} bytes`;
-        await this.#sendFinalError(session, 413, message);
-      }
+      if (error instanceof LineTooLongError) await this.#lineTooLong(session);
       return null;
     } finally {
       clearTimeout(timer);
+      session.wake = undefined;
     }
+  }
+
+  /** Reads a line known to be buffered; only its length can still fail it. */
+  async #readBufferedLine(session: Session): Promise<Uint8Array | null> {
+    try {
+      return await session.reader.readLine(MAX_REQUEST_LINE);
+    } catch {
+      await this.#lineTooLong(session);
+      return null;
+    }
+  }
+
+  #lineTooLong(session: Session): Promise<void> {
+    const message = `request line longer than ${MAX_REQUEST_LINE} bytes`;
+    return this.#sendFinalError(session, 413, message);
   }
 
   /** Answers one request line; resolves to false when the connection must close. */
