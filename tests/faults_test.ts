@@ -1,0 +1,302 @@
+/**
+ * Faults that must lose nothing, over real sockets: origin files that change
+ * while they are read, a full or vanished cache directory, clients that
+ * disconnect at every stage, special files in the served directory.
+ */
+
+import assert from "node:assert/strict";
+import { CACHE_MARKER, type FileCache } from "../cache.ts";
+import { connect, ConnectionError } from "../client.ts";
+import { DirectoryOrigin, type Origin } from "../origin.ts";
+import { json, RawConnection, seededBytes, sha256, withServer } from "./helpers.ts";
+
+const MiB = 1024 * 1024;
+
+async function eventually(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.fail(`timed out waiting for: ${what}`);
+}
+
+function openDescriptors(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
+}
+
+/** The cache's bookkeeping agrees with its directory, byte for byte. */
+async function assertCacheConsistent(cache: FileCache, dir: string): Promise<void> {
+  assert.equal(cache.reserved, 0, "no reservation left behind");
+  const entries = cache.entries();
+  assert.equal(cache.used, entries.reduce((sum, e) => sum + e.size, 0));
+  assert.ok(cache.used <= cache.capacity);
+  const names = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n !== CACHE_MARKER);
+  assert.deepEqual(names.sort(), entries.map((e) => e.file).sort(), "no stray or missing files");
+  for (const entry of entries) {
+    assert.equal(sha256(await Deno.readFile(`${dir}/${entry.file}`)), entry.sha256);
+  }
+}
+
+/**
+ * The served directory, except that the first read of the first opened file
+ * runs `mutate` on the real file: a file changing under the server's feet.
+ */
+function mutatingOrigin(real: DirectoryOrigin, mutate: (file: string) => Promise<void>): Origin {
+  let mutated = false;
+  return {
+    stat: (path) => real.stat(path),
+    list: (path) => real.list(path),
+    open: async (path) => {
+      const opened = await real.open(path);
+      const file = opened.file;
+      const wrapped = {
+        read: async (buffer: Uint8Array) => {
+          const n = await file.read(buffer);
+          if (!mutated) {
+            mutated = true;
+            await mutate(`${real.root}/${path}`);
+          }
+          return n;
+        },
+        stat: () => file.stat(),
+        seek: (offset: number, whence: Deno.SeekMode) => file.seek(offset, whence),
+        close: () => file.close(),
+      };
+      return { file: wrapped as unknown as Deno.FsFile, stat: opened.stat };
+    },
+  };
+}
+
+const original = seededBytes(2 * MiB, 77);
+
+const mutations: Record<string, (file: string) => Promise<void>> = {
+  "truncated": (file) => Deno.truncate(file, MiB),
+  "grown": async (file) => {
+    await Deno.writeFile(file, seededBytes(1000, 5), { append: true });
+  },
+  "rewritten in place, same size": async (file) => {
+    const handle = await Deno.open(file, { write: true });
+    await handle.seek(MiB, Deno.SeekMode.Start);
+    await handle.write(seededBytes(4096, 6));
+    handle.close();
+    await Deno.utime(file, 5, 5);
+  },
+  "deleted": (file) => Deno.remove(file),
+};
+
+for (const [name, mutate] of Object.entries(mutations)) {
+  Deno.test(`an origin file ${name} during a miss: an error or consistent bytes, no corrupt entry`, async () => {
+    const root = await Deno.makeTempDir();
+    try {
+      await Deno.writeFile(`${root}/f.bin`, original);
+      const origin = mutatingOrigin(await DirectoryOrigin.open(root), mutate);
+      await withServer({}, { origin }, async ({ port, server, cacheDir }) => {
+        const conn = await RawConnection.open(port);
+        try {
+          const response = await conn.request("GET f.bin");
+          if (response.ok) {
+            // Only a whole, single version is acceptable.
+            assert.equal(sha256(response.body), sha256(original));
+          } else {
+            assert.equal(response.code, 500);
+            assert.match(response.message, /changed while it was read: f\.bin; try again/);
+          }
+          assert.ok((await conn.request("PING")).ok, "the connection stays usable");
+          // An entry may only hold the one version that was served whole.
+          for (const entry of server.cache.entries()) {
+            assert.ok(response.ok, "nothing is admitted when the read failed");
+            assert.equal(entry.sha256, sha256(original));
+          }
+          await assertCacheConsistent(server.cache, cacheDir);
+          // Asked again, the server answers for the file as it is now.
+          const now = await Deno.readFile(`${root}/f.bin`).catch(() => undefined);
+          const again = await conn.request("GET f.bin");
+          if (now === undefined) {
+            assert.ok(!again.ok && again.code === 404, again.line);
+            assert.deepEqual(server.cache.entries(), [], "a deleted file leaves the cache");
+          } else {
+            assert.equal(sha256(again.body), sha256(now));
+          }
+        } finally {
+          conn.close();
+        }
+      });
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  });
+}
+
+Deno.test("an origin file truncated during a bypass: the client sees a broken transfer, never short data as whole", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${root}/big.bin`, original);
+    await Deno.writeTextFile(`${root}/ok.txt`, "ok");
+    const origin = mutatingOrigin(await DirectoryOrigin.open(root), async (file) => {
+      if (file.endsWith("big.bin")) await Deno.truncate(file, 100);
+    });
+    await withServer({}, { origin, cacheSize: MiB }, async ({ port, errors }) => {
+      const client = await connect({ port });
+      try {
+        await assert.rejects(client.get("big.bin"), ConnectionError);
+      } finally {
+        client.close();
+      }
+      assert.ok(errors.some((line) => /response cut short/.test(line)), errors.join("\n"));
+      const other = await connect({ port });
+      try {
+        assert.equal(new TextDecoder().decode((await other.get("ok.txt")).bytes), "ok");
+      } finally {
+        other.close();
+      }
+    });
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+/** Mounts a 1 MiB tmpfs, or says why it cannot (not root, no mount). */
+function tryMountTmpfs(dir: string): string | undefined {
+  try {
+    const result = new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir],
+      stderr: "piped",
+    }).outputSync();
+    if (result.success) return undefined;
+    return new TextDecoder().decode(result.stderr).trim() || "mount failed";
+  } catch (error) {
+    return (error as Error).message;
+  }
+}
+
+Deno.test("a full cache disk: files are served uncached, nothing partial stays, logged once", async () => {
+  const mountPoint = await Deno.makeTempDir();
+  const whyNot = tryMountTmpfs(mountPoint);
+  if (whyNot) {
+    console.log(`skipped: cannot mount a small tmpfs to fill (${whyNot})`);
+    await Deno.remove(mountPoint);
+    return;
+  }
+  const cacheDir = `${mountPoint}/cache`;
+  const big = seededBytes(3 * MiB, 8);
+  const small = seededBytes(100_000, 9);
+  try {
+    const root = await Deno.makeTempDir();
+    await Deno.writeFile(`${root}/big.bin`, big);
+    await Deno.writeFile(`${root}/small.bin`, small);
+    const { startServer } = await import("../server.ts");
+    const errors: string[] = [];
+    const server = await startServer({
+      dir: root,
+      cacheDir,
+      port: 0,
+      cacheSize: 8 * MiB, // more than the 1 MiB disk holds
+      onError: (line) => errors.push(line),
+    });
+    try {
+      const client = await connect({ port: server.addr.port });
+      try {
+        for (let i = 0; i < 3; i++) {
+          const result = await client.get("big.bin");
+          assert.equal(result.cache, "bypass");
+          assert.equal(sha256(result.bytes!), sha256(big));
+        }
+        const fits = await client.get("small.bin");
+        assert.equal(fits.cache, "miss", "what fits on the disk is still cached");
+        assert.equal(sha256(fits.bytes!), sha256(small));
+      } finally {
+        client.close();
+      }
+      assert.equal(errors.length, 1, errors.join("\n"));
+      assert.match(errors[0], /No space left on device.*serving without caching/);
+      await assertCacheConsistent(server.cache, cacheDir);
+      assert.equal(server.cache.used, small.length);
+    } finally {
+      await server.close();
+      await Deno.remove(root, { recursive: true });
+    }
+  } finally {
+    new Deno.Command("umount", { args: [mountPoint] }).outputSync();
+    await Deno.remove(mountPoint, { recursive: true });
+  }
+});
+
+Deno.test("a cache directory removed while serving: files are served uncached, logged once", async () => {
+  const file = seededBytes(200_000, 10);
+  await withServer({ "f.bin": file, "g.bin": file }, {}, async ({ port, cacheDir, errors }) => {
+    await Deno.remove(cacheDir, { recursive: true });
+    const client = await connect({ port });
+    try {
+      for (const name of ["f.bin", "g.bin", "f.bin"]) {
+        const result = await client.get(name);
+        assert.equal(result.cache, "bypass");
+        assert.equal(sha256(result.bytes!), sha256(file));
+      }
+    } finally {
+      client.close();
+    }
+    assert.equal(errors.length, 1, errors.join("\n"));
+    await Deno.mkdir(cacheDir); // for the cleanup's sake
+  });
+});
+
+Deno.test("300 clients disconnecting at every stage leak no descriptor, task or byte of accounting", async () => {
+  const files: Record<string, Uint8Array> = {};
+  for (let i = 0; i < 6; i++) files[`f${i}.bin`] = seededBytes(400_000 + i * 100_000, 20 + i);
+  await withServer(files, { cacheSize: 2 * MiB }, async ({ port, server, cacheDir }) => {
+    const baseline = openDescriptors();
+    const stages = ["mid-line", "after-request", "after-header", "mid-body"] as const;
+    for (let i = 0; i < 300; i++) {
+      const stage = stages[i % stages.length];
+      const conn = await RawConnection.open(port);
+      const name = `f${i % 6}.bin`;
+      try {
+        if (stage === "mid-line") {
+          await conn.send(`GET ${name.slice(0, 3)}`);
+          continue;
+        }
+        await conn.send(`GET ${name}\n`);
+        if (stage === "after-request") continue;
+        await conn.reader.readLine(1024);
+        if (stage === "mid-body") await conn.reader.readBody(50_000, () => {});
+      } finally {
+        conn.close();
+      }
+    }
+    await eventually(() => server.stats().connections.open === 0, "every connection to end");
+    await eventually(() => server.cache.reserved === 0, "fills in flight to finish");
+    await eventually(() => openDescriptors() <= baseline, `descriptors back to ${baseline}`);
+    await assertCacheConsistent(server.cache, cacheDir);
+    const client = await connect({ port });
+    try {
+      for (const [name, bytes] of Object.entries(files)) {
+        const result = await client.get(name);
+        assert.equal(sha256(result.bytes!), sha256(bytes), name);
+      }
+    } finally {
+      client.close();
+    }
+  });
+});
+
+Deno.test("FIFOs and device files are never opened: 404 at once, and the server goes on", async () => {
+  await withServer({ "a.txt": "alpha" }, {}, async ({ port, dir }) => {
+    new Deno.Command("mkfifo", { args: [`${dir}/pipe`] }).outputSync();
+    const device = new Deno.Command("mknod", { args: [`${dir}/zero`, "c", "1", "5"] }).outputSync();
+    const conn = await RawConnection.open(port);
+    try {
+      const special = device.success ? ["pipe", "zero"] : ["pipe"];
+      for (const name of special) {
+        for (const command of [`GET ${name}`, `STAT ${name}`, `GET ${name} 0 10`]) {
+          const response = await conn.request(command);
+          assert.ok(!response.ok && response.code === 404, `${command}: ${response.line}`);
+        }
+      }
+      assert.equal(new TextDecoder().decode((await conn.request("GET a.txt")).body), "alpha");
+      const listing = json<{ entries: { name: string }[] }>(await conn.request("FILES"));
+      assert.deepEqual(listing.entries.map((e) => e.name), ["a.txt"]);
+    } finally {
+      conn.close();
+    }
+  });
+});
