@@ -6,13 +6,17 @@
  * @module
  */
 
-/** The most bytes held back for coalescing before they are written. */
-export const COALESCE_LIMIT = 64 * 1024;
+/**
+ * The most bytes held back for coalescing before they are written: enough
+ * for dozens of small answers, small enough to keep per-connection memory
+ * low with thousands of connections.
+ */
+export const COALESCE_LIMIT = 16 * 1024;
 
 /** Buffered writes to one connection. */
 export class Outbox {
   #conn: Deno.Conn;
-  #pending = new Uint8Array(COALESCE_LIMIT);
+  #pending: Uint8Array | undefined; // allocated on first use
   #pendingLength = 0;
   #writingSince = 0;
   #onSent: (bytes: number) => void;
@@ -38,18 +42,14 @@ export class Outbox {
    * caller once the promise resolves.
    */
   async write(bytes: Uint8Array): Promise<void> {
-    if (this.#pendingLength + bytes.length <= COALESCE_LIMIT) {
-      this.#pending.set(bytes, this.#pendingLength);
-      this.#pendingLength += bytes.length;
+    if (this.#pendingLength + bytes.length > COALESCE_LIMIT) await this.flush();
+    if (bytes.length > COALESCE_LIMIT) {
+      await this.#writeNow(bytes);
       return;
     }
-    await this.flush();
-    if (bytes.length <= COALESCE_LIMIT) {
-      this.#pending.set(bytes);
-      this.#pendingLength = bytes.length;
-      return;
-    }
-    await this.#writeNow(bytes);
+    this.#pending ??= new Uint8Array(COALESCE_LIMIT);
+    this.#pending.set(bytes, this.#pendingLength);
+    this.#pendingLength += bytes.length;
   }
 
   /** Writes everything held back. */
@@ -57,7 +57,7 @@ export class Outbox {
     if (this.#pendingLength === 0) return;
     const length = this.#pendingLength;
     this.#pendingLength = 0;
-    await this.#writeNow(this.#pending.subarray(0, length));
+    await this.#writeNow(this.#pending!.subarray(0, length));
   }
 
   /**

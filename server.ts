@@ -154,6 +154,8 @@ export interface ServerHandle {
 const SMALL_BODY = 64 * 1024;
 /** The chunk size for streaming large bodies and filling the cache. */
 const CHUNK_SIZE = 256 * 1024;
+/** Each connection's read buffer: twice the longest request line. */
+const READ_BUFFER = 2 * MAX_REQUEST_LINE;
 /** How many times a request retries after losing a race with eviction. */
 const LOOKUP_ATTEMPTS = 3;
 
@@ -403,7 +405,7 @@ class Server {
   async #serveConnection(conn: Deno.TcpConn): Promise<void> {
     const session: Session = {
       conn,
-      reader: new ByteReader(conn),
+      reader: new ByteReader(conn, READ_BUFFER),
       outbox: new Outbox(conn, (n) => this.#counts.bytesSent += n),
     };
     this.#sessions.add(session);
