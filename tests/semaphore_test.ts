@@ -24,15 +24,17 @@ Deno.test("a semaphore takes several permits at once, so two-permit tasks cannot
   const gate = Promise.withResolvers<void>();
   const first = semaphore.with(1, () => gate.promise);
   let pairRan = false;
-  const pair = semaphore.with(2, async () => {
+  const pair = semaphore.with(2, () => {
     pairRan = true;
     assert.equal(semaphore.available, 0);
+    return Promise.resolve();
   });
   // A later one-permit task does not overtake the waiting pair.
   let singleRan = false;
-  const single = semaphore.with(1, async () => {
+  const single = semaphore.with(1, () => {
     singleRan = true;
     assert.ok(pairRan, "FIFO: the pair was waiting first");
+    return Promise.resolve();
   });
   await Promise.resolve();
   assert.equal(semaphore.waiting, 2);
