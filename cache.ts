@@ -14,6 +14,7 @@
 
 import { createHash } from "node:crypto";
 import { writeAll } from "./byte_reader.ts";
+import { FifoPolicy } from "./policies/fifo.ts";
 import { OriginChangedError, type OriginStat } from "./origin.ts";
 
 /** The name of the file that marks a directory as a tcpcache cache. */
@@ -41,28 +42,73 @@ export interface EvictionPolicy {
   evictionOrder(): string[];
 }
 
-/** First in, first out: the oldest admission leaves first; hits change nothing. */
-export class FifoPolicy implements EvictionPolicy {
-  readonly name = "fifo";
-  // A Set iterates in insertion order and deletes in O(1).
-  #queue = new Set<string>();
+/**
+ * Entries kept in the order an eviction policy decides, with their byte
+ * count: the bookkeeping that the file cache and the trace simulator share,
+ * so a policy behaves the same in both.
+ */
+export class PolicyIndex<T extends { size: number }> {
+  /** The policy that orders the entries. */
+  readonly policy: EvictionPolicy;
+  #entries = new Map<string, T>();
+  #used = 0;
 
-  insert(key: string): void {
-    this.#queue.add(key);
+  /** Creates an empty index ordered by `policy`. */
+  constructor(policy: EvictionPolicy) {
+    this.policy = policy;
   }
 
-  touch(): void {}
-
-  chooseVictim(): string | undefined {
-    return this.#queue.values().next().value;
+  /** Bytes held by the entries. */
+  get used(): number {
+    return this.#used;
   }
 
-  remove(key: string): void {
-    this.#queue.delete(key);
+  /** The number of entries. */
+  get count(): number {
+    return this.#entries.size;
   }
 
-  evictionOrder(): string[] {
-    return [...this.#queue];
+  /** The entry for `key`, without counting a hit. */
+  get(key: string): T | undefined {
+    return this.#entries.get(key);
+  }
+
+  /** The entry for `key`, counting a hit for the policy. */
+  hit(key: string): T | undefined {
+    const entry = this.#entries.get(key);
+    if (entry) this.policy.touch(key);
+    return entry;
+  }
+
+  /** Adds an entry, replacing any entry under the same key. */
+  insert(key: string, entry: T): void {
+    this.remove(key);
+    this.#entries.set(key, entry);
+    this.policy.insert(key, entry.size);
+    this.#used += entry.size;
+  }
+
+  /** Removes the entry for `key` and returns it. */
+  remove(key: string): T | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return undefined;
+    this.#entries.delete(key);
+    this.policy.remove(key);
+    this.#used -= entry.size;
+    return entry;
+  }
+
+  /** Removes and returns the entry the policy evicts next. */
+  evict(): T | undefined {
+    const key = this.policy.chooseVictim();
+    const victim = key === undefined ? undefined : this.remove(key);
+    if (!victim) throw new Error(`policy ${this.policy.name} chose no evictable entry`);
+    return victim;
+  }
+
+  /** The entries in eviction order, next victim first. */
+  ordered(): T[] {
+    return this.policy.evictionOrder().map((key) => this.#entries.get(key)!);
   }
 }
 
@@ -70,6 +116,8 @@ export class FifoPolicy implements EvictionPolicy {
 export const POLICIES: Record<string, () => EvictionPolicy> = {
   fifo: () => new FifoPolicy(),
 };
+
+export { FifoPolicy };
 
 /** A lock made of a promise chain: tasks run one at a time, in call order. */
 export class Mutex {
@@ -140,11 +188,9 @@ export class FileCache {
   readonly dir: string;
   /** The most bytes the cache may hold. */
   readonly capacity: number;
-  #policy: EvictionPolicy;
-  #index = new Map<string, CacheEntry>();
+  #index: PolicyIndex<CacheEntry>;
   #inflight = new Map<string, Promise<CacheEntry | undefined>>();
   #lock = new Mutex();
-  #used = 0;
   #reserved = 0;
   #evictions = 0;
   #sequence = 0;
@@ -159,7 +205,7 @@ export class FileCache {
   ) {
     this.dir = dir;
     this.capacity = capacity;
-    this.#policy = policy;
+    this.#index = new PolicyIndex(policy);
     this.#onWarning = onWarning;
   }
 
@@ -194,12 +240,12 @@ export class FileCache {
 
   /** The eviction policy's name. */
   get policy(): string {
-    return this.#policy.name;
+    return this.#index.policy.name;
   }
 
   /** Bytes held by admitted entries. */
   get used(): number {
-    return this.#used;
+    return this.#index.used;
   }
 
   /** Bytes reserved by admissions in flight. */
@@ -209,7 +255,7 @@ export class FileCache {
 
   /** The number of entries. */
   get count(): number {
-    return this.#index.size;
+    return this.#index.count;
   }
 
   /** Entries evicted to make room since the cache was opened. */
@@ -224,12 +270,12 @@ export class FileCache {
 
   /** Counts a hit on `path` for the eviction policy. */
   touch(path: string): void {
-    if (this.#index.has(path)) this.#policy.touch(path);
+    this.#index.hit(path);
   }
 
   /** The entries in eviction order, next victim first. */
   entries(): CacheEntry[] {
-    return this.#policy.evictionOrder().map((path) => this.#index.get(path)!);
+    return this.#index.ordered();
   }
 
   /**
@@ -361,10 +407,8 @@ export class FileCache {
   async #reserve(size: number): Promise<boolean> {
     // Admissions in flight cannot be evicted: past them, there is no room.
     if (this.#reserved + size > this.capacity) return false;
-    while (this.#used + this.#reserved + size > this.capacity) {
-      const victim = this.#index.get(this.#policy.chooseVictim()!);
-      if (!victim) throw new Error("cache accounting is inconsistent");
-      await this.#drop(victim);
+    while (this.#index.used + this.#reserved + size > this.capacity) {
+      await this.#unlink(this.#index.evict()!);
       this.#evictions++;
     }
     this.#reserved += size;
@@ -373,17 +417,17 @@ export class FileCache {
 
   async #commit(entry: CacheEntry): Promise<void> {
     this.#reserved -= entry.size;
-    const previous = this.#index.get(entry.path);
-    if (previous) await this.#drop(previous);
-    this.#index.set(entry.path, entry);
-    this.#policy.insert(entry.path, entry.size);
-    this.#used += entry.size;
+    const previous = this.#index.remove(entry.path);
+    if (previous) await this.#unlink(previous);
+    this.#index.insert(entry.path, entry);
   }
 
   async #drop(entry: CacheEntry): Promise<void> {
-    this.#index.delete(entry.path);
-    this.#policy.remove(entry.path);
-    this.#used -= entry.size;
+    this.#index.remove(entry.path);
+    await this.#unlink(entry);
+  }
+
+  async #unlink(entry: CacheEntry): Promise<void> {
     await Deno.remove(`${this.dir}/${entry.file}`).catch(() => {});
   }
 
