@@ -6,28 +6,34 @@
  */
 
 import type { EvictionPolicy } from "../cache.ts";
+import { LinkedList, type ListNode } from "./list.ts";
 
 /** First in, first out. Every operation is O(1). */
 export class FifoPolicy implements EvictionPolicy {
   readonly name = "fifo";
-  // A Set iterates in insertion order and deletes in O(1).
-  #queue = new Set<string>();
+  #queue = new LinkedList();
+  #nodes = new Map<string, ListNode>();
 
-  insert(key: string): void {
-    this.#queue.add(key);
+  insert(key: string, size: number): void {
+    const node: ListNode = { key, size, newer: null, older: null };
+    this.#nodes.set(key, node);
+    this.#queue.pushHead(node);
   }
 
   touch(): void {}
 
   chooseVictim(): string | undefined {
-    return this.#queue.values().next().value;
+    return this.#queue.tail?.key;
   }
 
   remove(key: string): void {
-    this.#queue.delete(key);
+    const node = this.#nodes.get(key);
+    if (!node) return;
+    this.#nodes.delete(key);
+    this.#queue.remove(node);
   }
 
   evictionOrder(): string[] {
-    return [...this.#queue];
+    return this.#queue.keysFromTail();
   }
 }
