@@ -276,8 +276,7 @@ class CheckedFifo implements EvictionPolicy {
   insert(key: string, size: number): void {
     assert.ok(!this.model.includes(key), `double insert of ${key}`);
     this.model.push(key);
-    this.#inner.insert(key);
-    void size;
+    this.#inner.insert(key, size);
   }
   touch(key: string): void {
     this.#inner.touch();
