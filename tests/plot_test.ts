@@ -22,7 +22,7 @@ Deno.test("lineChartSvg: a panel per chart, a line per series, escaped text, das
   assert.match(svg, />T &amp; U</);
   assert.match(svg, />a&lt;b</);
   assert.ok(!svg.includes("NaN"), "every coordinate is a number");
-  for (const tick of ["1 MiB", "2 MiB", "4 MiB", "0.0", "0.5"]) {
+  for (const tick of ["1 MiB", "2 MiB", "4 MiB", "0.1", "0.3", "0.5"]) {
     assert.ok(svg.includes(`>${tick}<`), tick);
   }
 });
