@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { POLICIES } from "../cache.ts";
 import { connect, type TcpCacheClient } from "../client.ts";
 import { DirectoryOrigin, type Origin } from "../origin.ts";
 import { MAX_REQUEST_LINE } from "../protocol.ts";
@@ -27,6 +28,11 @@ function text(response: RawResponse): string {
   return new TextDecoder().decode(response.body);
 }
 
+/** Registers a test once per eviction policy: serving must not depend on the policy. */
+function eachPolicy(name: string, test: (policy: string) => Promise<void>): void {
+  for (const policy of Object.keys(POLICIES)) Deno.test(`${name} [${policy}]`, () => test(policy));
+}
+
 /** Polls a condition on the server's own counters (bounded: about 5 s). */
 async function eventually(check: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 500; i++) {
@@ -36,8 +42,8 @@ async function eventually(check: () => boolean, what: string): Promise<void> {
   assert.fail(`timed out waiting for: ${what}`);
 }
 
-Deno.test("GET: a miss admits the file, then hits are served from the cache", async () => {
-  await withServer(tree, {}, async ({ port }) => {
+eachPolicy("GET: a miss admits the file, then hits are served from the cache", async (policy) => {
+  await withServer(tree, { policy }, async ({ port }) => {
     const conn = await RawConnection.open(port);
     try {
       const miss = await conn.request("GET hello.txt");
@@ -63,9 +69,9 @@ Deno.test("GET: a miss admits the file, then hits are served from the cache", as
   });
 });
 
-Deno.test("GET: a file larger than the cache is streamed, never admitted", async () => {
+eachPolicy("GET: a file larger than the cache is streamed, never admitted", async (policy) => {
   const big = seededBytes(3 * MiB, 9);
-  await withServer({ "big.bin": big }, { cacheSize: 2 * MiB }, async ({ port }) => {
+  await withServer({ "big.bin": big }, { cacheSize: 2 * MiB, policy }, async ({ port }) => {
     const client = await connect({ port });
     try {
       for (let i = 0; i < 2; i++) {
@@ -84,36 +90,39 @@ Deno.test("GET: a file larger than the cache is streamed, never admitted", async
   });
 });
 
-Deno.test("GET ranges: served from the cache when cached, else bypass without admission", async () => {
-  const bytes = tree["bin/medium.bin"];
-  await withServer(tree, {}, async ({ port }) => {
-    const conn = await RawConnection.open(port);
-    try {
-      const cold = await conn.request("GET bin/medium.bin 1000 5000");
-      assert.equal(cold.fields.cache, "bypass");
-      assert.equal(cold.fields.offset, "1000");
-      assert.equal(cold.fields.size, String(bytes.length));
-      assert.deepEqual(cold.body, bytes.subarray(1000, 6000));
-      assert.deepEqual(json(await conn.request("LIST")).entries, []);
-      await conn.request("GET bin/medium.bin");
-      const warm = await conn.request("GET bin/medium.bin 200000");
-      assert.equal(warm.fields.cache, "hit");
-      assert.equal(warm.fields.sha256, sha256(bytes), "sha256 is the whole file's");
-      assert.deepEqual(warm.body, bytes.subarray(200000));
-      const empty = await conn.request(`GET bin/medium.bin ${bytes.length}`);
-      assert.equal(empty.line.startsWith("OK 0 "), true);
-      const zero = await conn.request("GET bin/medium.bin 5 0");
-      assert.equal(zero.line.startsWith("OK 0 "), true);
-      const past = await conn.request(`GET bin/medium.bin ${bytes.length + 1}`);
-      assert.deepEqual([past.ok, !past.ok && past.code], [false, 416]);
-      const over = await conn.request(`GET bin/medium.bin 10 ${bytes.length}`);
-      assert.deepEqual([over.ok, !over.ok && over.code], [false, 416]);
-      assert.ok((await conn.request("PING")).ok, "416 leaves the connection open");
-    } finally {
-      conn.close();
-    }
-  });
-});
+eachPolicy(
+  "GET ranges: served from the cache when cached, else bypass without admission",
+  async (policy) => {
+    const bytes = tree["bin/medium.bin"];
+    await withServer(tree, { policy }, async ({ port }) => {
+      const conn = await RawConnection.open(port);
+      try {
+        const cold = await conn.request("GET bin/medium.bin 1000 5000");
+        assert.equal(cold.fields.cache, "bypass");
+        assert.equal(cold.fields.offset, "1000");
+        assert.equal(cold.fields.size, String(bytes.length));
+        assert.deepEqual(cold.body, bytes.subarray(1000, 6000));
+        assert.deepEqual(json(await conn.request("LIST")).entries, []);
+        await conn.request("GET bin/medium.bin");
+        const warm = await conn.request("GET bin/medium.bin 200000");
+        assert.equal(warm.fields.cache, "hit");
+        assert.equal(warm.fields.sha256, sha256(bytes), "sha256 is the whole file's");
+        assert.deepEqual(warm.body, bytes.subarray(200000));
+        const empty = await conn.request(`GET bin/medium.bin ${bytes.length}`);
+        assert.equal(empty.line.startsWith("OK 0 "), true);
+        const zero = await conn.request("GET bin/medium.bin 5 0");
+        assert.equal(zero.line.startsWith("OK 0 "), true);
+        const past = await conn.request(`GET bin/medium.bin ${bytes.length + 1}`);
+        assert.deepEqual([past.ok, !past.ok && past.code], [false, 416]);
+        const over = await conn.request(`GET bin/medium.bin 10 ${bytes.length}`);
+        assert.deepEqual([over.ok, !over.ok && over.code], [false, 416]);
+        assert.ok((await conn.request("PING")).ok, "416 leaves the connection open");
+      } finally {
+        conn.close();
+      }
+    });
+  },
+);
 
 Deno.test("errors: each code of PROTOCOL.md, and the connection stays usable after it", async () => {
   await withServer(tree, {}, async ({ port, dir }) => {
@@ -311,34 +320,37 @@ Deno.test("pipelining: 300 requests in one write are answered in order", async (
   });
 });
 
-Deno.test("50 concurrent downloads all verify, and each file is read from the origin once", async () => {
-  const files: Record<string, Uint8Array> = {};
-  for (let i = 0; i < 5; i++) files[`f${i}.bin`] = seededBytes(200_000 + i * 77_777, 100 + i);
-  await withServer(files, {}, async ({ port, server }) => {
-    const clients: TcpCacheClient[] = await Promise.all(
-      Array.from({ length: 50 }, () => connect({ port })),
-    );
-    try {
-      const results = await Promise.all(
-        clients.map((client, i) => client.get(`f${i % 5}.bin`)),
+eachPolicy(
+  "50 concurrent downloads all verify, and each file is read from the origin once",
+  async (policy) => {
+    const files: Record<string, Uint8Array> = {};
+    for (let i = 0; i < 5; i++) files[`f${i}.bin`] = seededBytes(200_000 + i * 77_777, 100 + i);
+    await withServer(files, { policy }, async ({ port, server }) => {
+      const clients: TcpCacheClient[] = await Promise.all(
+        Array.from({ length: 50 }, () => connect({ port })),
       );
-      results.forEach((result, i) => {
-        assert.equal(result.verified, true);
-        assert.equal(sha256(result.bytes!), sha256(files[`f${i % 5}.bin`]));
-      });
-      const counters = server.stats();
-      const total = Object.values(files).reduce((sum, f) => sum + f.length, 0);
-      assert.equal(counters.bytesFromOrigin, total, "single flight: one origin read per file");
-      assert.equal(counters.misses + counters.hits, 50);
-    } finally {
-      clients.forEach((client) => client.close());
-    }
-  });
-});
+      try {
+        const results = await Promise.all(
+          clients.map((client, i) => client.get(`f${i % 5}.bin`)),
+        );
+        results.forEach((result, i) => {
+          assert.equal(result.verified, true);
+          assert.equal(sha256(result.bytes!), sha256(files[`f${i % 5}.bin`]));
+        });
+        const counters = server.stats();
+        const total = Object.values(files).reduce((sum, f) => sum + f.length, 0);
+        assert.equal(counters.bytesFromOrigin, total, "single flight: one origin read per file");
+        assert.equal(counters.misses + counters.hits, 50);
+      } finally {
+        clients.forEach((client) => client.close());
+      }
+    });
+  },
+);
 
-Deno.test("a client that stops reading does not delay another client", async () => {
+eachPolicy("a client that stops reading does not delay another client", async (policy) => {
   const big = seededBytes(24 * MiB, 21);
-  await withServer({ "big.bin": big, "small.txt": "small" }, {}, async ({ port }) => {
+  await withServer({ "big.bin": big, "small.txt": "small" }, { policy }, async ({ port }) => {
     const warm = await connect({ port });
     await warm.get("big.bin"); // cached: the stalled transfer is a hit
     warm.close();
@@ -368,38 +380,41 @@ Deno.test("a client that stops reading does not delay another client", async () 
   });
 });
 
-Deno.test("a client that disconnects mid-body harms neither the server nor the cache", async () => {
-  const big = seededBytes(8 * MiB, 33);
-  await withServer({ "big.bin": big }, {}, async ({ port, server }) => {
-    for (let i = 0; i < 10; i++) {
-      const conn = await RawConnection.open(port);
-      await conn.send("GET big.bin\n");
-      await conn.reader.readLine(1024);
-      await conn.reader.readBody(100_000, () => {});
-      conn.close();
-    }
-    await eventually(() => server.stats().connections.open === 0, "connections to close");
-    const client = await connect({ port });
-    try {
-      const result = await client.get("big.bin");
-      assert.equal(result.cache, "hit");
-      assert.equal(result.verified, true);
-      assert.equal(sha256(result.bytes!), sha256(big));
-      const listing = await client.list();
-      assert.equal(listing.used, big.length);
-      assert.equal(server.stats().bytesFromOrigin, big.length);
-    } finally {
-      client.close();
-    }
-  });
-});
+eachPolicy(
+  "a client that disconnects mid-body harms neither the server nor the cache",
+  async (policy) => {
+    const big = seededBytes(8 * MiB, 33);
+    await withServer({ "big.bin": big }, { policy }, async ({ port, server }) => {
+      for (let i = 0; i < 10; i++) {
+        const conn = await RawConnection.open(port);
+        await conn.send("GET big.bin\n");
+        await conn.reader.readLine(1024);
+        await conn.reader.readBody(100_000, () => {});
+        conn.close();
+      }
+      await eventually(() => server.stats().connections.open === 0, "connections to close");
+      const client = await connect({ port });
+      try {
+        const result = await client.get("big.bin");
+        assert.equal(result.cache, "hit");
+        assert.equal(result.verified, true);
+        assert.equal(sha256(result.bytes!), sha256(big));
+        const listing = await client.list();
+        assert.equal(listing.used, big.length);
+        assert.equal(server.stats().bytesFromOrigin, big.length);
+      } finally {
+        client.close();
+      }
+    });
+  },
+);
 
-Deno.test("an entry evicted while a slow client reads it still arrives whole", async () => {
+eachPolicy("an entry evicted while a slow client reads it still arrives whole", async (policy) => {
   const first = seededBytes(6 * MiB, 41);
   const second = seededBytes(6 * MiB, 42);
   await withServer(
     { "first.bin": first, "second.bin": second },
-    { cacheSize: 8 * MiB },
+    { cacheSize: 8 * MiB, policy },
     async ({ port }) => {
       const client = await connect({ port });
       await client.get("first.bin");
@@ -425,32 +440,39 @@ Deno.test("an entry evicted while a slow client reads it still arrives whole", a
   );
 });
 
-Deno.test("a changed origin file is served fresh, never stale; a deleted one is a 404", async () => {
-  await withServer(tree, {}, async ({ port, dir }) => {
-    const conn = await RawConnection.open(port);
-    try {
-      assert.equal((await conn.request("GET hello.txt")).fields.cache, "miss");
-      await Deno.writeTextFile(`${dir}/hello.txt`, "changed and longer\n");
-      const refreshed = await conn.request("GET hello.txt");
-      assert.equal(refreshed.fields.cache, "miss");
-      assert.equal(text(refreshed), "changed and longer\n");
-      // Same size, new mtime: still refetched.
-      await Deno.writeTextFile(`${dir}/hello.txt`, "CHANGED AND LONGER\n");
-      await Deno.utime(`${dir}/hello.txt`, 1, 1_000_000);
-      const sameSize = await conn.request("GET hello.txt");
-      assert.equal(text(sameSize), "CHANGED AND LONGER\n");
-      assert.equal(sameSize.fields.cache, "miss");
-      assert.equal(sameSize.fields.mtime, "1000000000");
-      await Deno.remove(`${dir}/hello.txt`);
-      const gone = await conn.request("GET hello.txt");
-      assert.ok(!gone.ok && gone.code === 404);
-      const listing = json<{ entries: unknown[]; used: number }>(await conn.request("LIST"));
-      assert.deepEqual([listing.entries, listing.used], [[], 0], "the deleted file left the cache");
-    } finally {
-      conn.close();
-    }
-  });
-});
+eachPolicy(
+  "a changed origin file is served fresh, never stale; a deleted one is a 404",
+  async (policy) => {
+    await withServer(tree, { policy }, async ({ port, dir }) => {
+      const conn = await RawConnection.open(port);
+      try {
+        assert.equal((await conn.request("GET hello.txt")).fields.cache, "miss");
+        await Deno.writeTextFile(`${dir}/hello.txt`, "changed and longer\n");
+        const refreshed = await conn.request("GET hello.txt");
+        assert.equal(refreshed.fields.cache, "miss");
+        assert.equal(text(refreshed), "changed and longer\n");
+        // Same size, new mtime: still refetched.
+        await Deno.writeTextFile(`${dir}/hello.txt`, "CHANGED AND LONGER\n");
+        await Deno.utime(`${dir}/hello.txt`, 1, 1_000_000);
+        const sameSize = await conn.request("GET hello.txt");
+        assert.equal(text(sameSize), "CHANGED AND LONGER\n");
+        assert.equal(sameSize.fields.cache, "miss");
+        assert.equal(sameSize.fields.mtime, "1000000000");
+        await Deno.remove(`${dir}/hello.txt`);
+        const gone = await conn.request("GET hello.txt");
+        assert.ok(!gone.ok && gone.code === 404);
+        const listing = json<{ entries: unknown[]; used: number }>(await conn.request("LIST"));
+        assert.deepEqual(
+          [listing.entries, listing.used],
+          [[], 0],
+          "the deleted file left the cache",
+        );
+      } finally {
+        conn.close();
+      }
+    });
+  },
+);
 
 Deno.test("LIST shows entries in FIFO eviction order with capacity, used and policy", async () => {
   const files = {
