@@ -14,7 +14,11 @@
 
 import { createHash } from "node:crypto";
 import { writeAll } from "./byte_reader.ts";
+import { ClockPolicy } from "./policies/clock.ts";
 import { FifoPolicy } from "./policies/fifo.ts";
+import { LruPolicy } from "./policies/lru.ts";
+import { S3FifoPolicy } from "./policies/s3fifo.ts";
+import { SievePolicy } from "./policies/sieve.ts";
 import { OriginChangedError, type OriginStat } from "./origin.ts";
 
 /** The name of the file that marks a directory as a tcpcache cache. */
@@ -30,6 +34,15 @@ export const DEFAULT_CAPACITY = 64 * 1024 * 1024;
 export interface EvictionPolicy {
   /** The policy's name, as given to `--policy`. */
   readonly name: string;
+  /**
+   * Optional. Called on a miss of an object that fits the cache, before
+   * anything is evicted for it: whether to admit it at all (false: it is
+   * served uncached and nothing is evicted for it). A policy may also take
+   * note of the miss here, as S3-FIFO looks the key up in its ghost queue:
+   * later, the evictions made for the object could push the key out of the
+   * ghost before `insert`. Absent: every such object is admitted.
+   */
+  admit?(key: string, size: number): boolean;
   /** Records a newly admitted key. */
   insert(key: string, size: number): void;
   /** Records a hit on a key. */
@@ -80,6 +93,14 @@ export class PolicyIndex<T extends { size: number }> {
     return entry;
   }
 
+  /**
+   * Whether the policy admits an object of `size` bytes under `key`: asked
+   * on a miss, before evicting anything for it (see `EvictionPolicy.admit`).
+   */
+  admits(key: string, size: number): boolean {
+    return this.policy.admit?.(key, size) ?? true;
+  }
+
   /** Adds an entry, replacing any entry under the same key. */
   insert(key: string, entry: T): void {
     this.remove(key);
@@ -112,9 +133,16 @@ export class PolicyIndex<T extends { size: number }> {
   }
 }
 
-/** The policies `--policy` accepts, by name. */
-export const POLICIES: Record<string, () => EvictionPolicy> = {
+/**
+ * The policies `--policy` accepts, by name: each makes a fresh policy for a
+ * cache of `capacity` bytes (a policy may size its queues by it).
+ */
+export const POLICIES: Record<string, (capacity: number) => EvictionPolicy> = {
   fifo: () => new FifoPolicy(),
+  lru: () => new LruPolicy(),
+  clock: () => new ClockPolicy(),
+  sieve: () => new SievePolicy(),
+  s3fifo: (capacity) => new S3FifoPolicy({ capacity }),
 };
 
 export { FifoPolicy };
@@ -235,7 +263,12 @@ export class FileCache {
       );
     }
     await prepareDirectory(options.dir);
-    return new FileCache(options.dir, capacity, makePolicy(), options.onWarning ?? console.error);
+    return new FileCache(
+      options.dir,
+      capacity,
+      makePolicy(capacity),
+      options.onWarning ?? console.error,
+    );
   }
 
   /** The eviction policy's name. */
@@ -315,7 +348,8 @@ export class FileCache {
    * origin is read once.
    *
    * Resolves to the new entry, or to undefined when the file is not admitted:
-   * larger than the capacity, no room beside admissions in flight, or a
+   * larger than the capacity, refused by the eviction policy (see
+   * `EvictionPolicy.admit`), no room beside admissions in flight, or a
    * cache-directory failure (full disk, unwritable), which is reported once
    * through `onWarning`.
    *
@@ -333,7 +367,7 @@ export class FileCache {
   async #fill(path: string, source: FillSource): Promise<CacheEntry | undefined> {
     const { size } = source.stat;
     if (size > this.capacity) return undefined;
-    if (!await this.#lock.run(() => this.#reserve(size))) return undefined;
+    if (!await this.#lock.run(() => this.#reserve(path, size))) return undefined;
     const file = `${++this.#sequence}`;
     let copied: { sha256: string } | undefined;
     try {
@@ -403,8 +437,12 @@ export class FileCache {
     return { sha256: hash.digest("hex") };
   }
 
-  /** Makes room for `size` bytes and reserves them; false if it cannot. */
-  async #reserve(size: number): Promise<boolean> {
+  /**
+   * Makes room for `size` bytes and reserves them; false if it cannot, or if
+   * the policy does not admit the file.
+   */
+  async #reserve(path: string, size: number): Promise<boolean> {
+    if (!this.#index.admits(path, size)) return false;
     // Admissions in flight cannot be evicted: past them, there is no room.
     if (this.#reserved + size > this.capacity) return false;
     while (this.#index.used + this.#reserved + size > this.capacity) {

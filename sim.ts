@@ -37,7 +37,8 @@ export interface SimResult {
 /**
  * Replays `trace` through a fresh cache of `capacity` bytes under a policy.
  * Every request counts (no warm-up). A miss admits the object, evicting as
- * the policy says until it fits, unless it is larger than the whole cache,
+ * the policy says until it fits, unless it is larger than the whole cache or
+ * the policy refuses it (`EvictionPolicy.admit`, asked before any eviction),
  * exactly as the server's cache does.
  *
  * @param policy a name from `POLICIES`, or `"belady"` (the offline optimum)
@@ -51,7 +52,7 @@ export interface SimResult {
  */
 export function simulate(trace: Trace, policy: string, capacity: number): SimResult {
   const clock = { now: 0 };
-  const index = new PolicyIndex<{ size: number }>(makePolicy(policy, trace, clock));
+  const index = new PolicyIndex<{ size: number }>(makePolicy(policy, trace, clock, capacity));
   const { keys, sizes } = trace;
   let misses = 0;
   let missedBytes = 0;
@@ -64,7 +65,7 @@ export function simulate(trace: Trace, policy: string, capacity: number): SimRes
     if (index.hit(key)) continue;
     misses++;
     missedBytes += size;
-    if (size > capacity) continue;
+    if (size > capacity || !index.admits(key, size)) continue;
     while (index.used + size > capacity) index.evict();
     index.insert(key, { size });
   }
@@ -83,13 +84,18 @@ export function simulatorPolicies(): string[] {
   return [...Object.keys(POLICIES), "belady"];
 }
 
-function makePolicy(name: string, trace: Trace, clock: { now: number }): EvictionPolicy {
+function makePolicy(
+  name: string,
+  trace: Trace,
+  clock: { now: number },
+  capacity: number,
+): EvictionPolicy {
   if (name === "belady") return new BeladyPolicy(trace.nextAccess, clock);
   const make = POLICIES[name];
   if (!make) {
     throw new RangeError(`unknown policy "${name}" (known: ${simulatorPolicies().join(", ")})`);
   }
-  return make();
+  return make(capacity);
 }
 
 /**
