@@ -86,8 +86,8 @@ function drawPanel(panel: Panel, left: number, options: ChartOptions): string {
   const { min: yMin, max: yMax, step } = niceTicks(Math.min(...ys), Math.max(...ys));
   const plotLeft = left + MARGIN.left;
   const plotTop = MARGIN.top;
-  // Sizes that double are spaced evenly on a log scale.
-  const logX = xMin > 0 && xMax / xMin >= 8;
+  // Sizes that grow geometrically (doubling, say) are spaced evenly on a log scale.
+  const logX = xMin > 0 && xs.length > 2 && xs.every((x, i) => i === 0 || x / xs[i - 1] >= 1.5);
   const scale = (x: number) => logX ? Math.log(x) : x;
   const sx = (x: number) =>
     plotLeft +
