@@ -19,7 +19,7 @@
  */
 
 import { clientMain } from "./client.ts";
-import { serverMain } from "./server.ts";
+import { serverMain } from "./server_cli.ts";
 import { VERSION } from "./version.ts";
 
 export {
@@ -39,10 +39,11 @@ export {
   type Stats,
   TcpCacheClient,
 } from "./client.ts";
+export { formatRecord, serverMain } from "./server_cli.ts";
 export {
+  type RequestRecord,
   SAMPLE_DIR,
   type ServerHandle,
-  serverMain,
   type ServerOptions,
   type ServerStats,
   startServer,

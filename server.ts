@@ -8,17 +8,10 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { ByteReader, LineTooLongError, writeAll } from "./byte_reader.ts";
 import { Outbox } from "./outbox.ts";
 import { Semaphore } from "./semaphore.ts";
-import {
-  type CacheEntry,
-  DEFAULT_CAPACITY,
-  FileCache,
-  type FillSource,
-  POLICIES,
-} from "./cache.ts";
+import { type CacheEntry, DEFAULT_CAPACITY, FileCache, type FillSource } from "./cache.ts";
 import {
   DirectoryOrigin,
   type Origin,
@@ -37,7 +30,6 @@ import {
   ProtocolError,
   type Request,
 } from "./protocol.ts";
-import { parseSize } from "./units.ts";
 import { VERSION } from "./version.ts";
 
 /** The sample files served when no `--dir` is given. */
@@ -114,6 +106,37 @@ export interface ServerOptions {
    * @default {console.error}
    */
   onError?: (message: string) => void;
+  /**
+   * Called once per request, after its answer was handed to the connection
+   * (the server's access log).
+   * @default {undefined}
+   */
+  onRequest?: (record: RequestRecord) => void;
+  /**
+   * Reports failures with their stack traces.
+   * @default {false}
+   */
+  debug?: boolean;
+}
+
+/** One answered request, as `onRequest` hears of it. */
+export interface RequestRecord {
+  /** When the request line arrived, ms since the epoch. */
+  time: number;
+  /** The client's address, `host:port`. */
+  client: string;
+  /** The command (`-` when the line did not parse). */
+  command: string;
+  /** The path, for commands that take one. */
+  path?: string;
+  /** `OK`, or the error code sent. */
+  status: "OK" | ErrorCode;
+  /** Bytes of the answer, header included. */
+  bytes: number;
+  /** Milliseconds from the request line to the answer's last byte handed over. */
+  ms: number;
+  /** Where a `GET` was served from. */
+  cache?: "hit" | "miss" | "bypass";
 }
 
 /** The counters `STATS` reports. */
@@ -195,6 +218,8 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     sendTimeoutMs: options.sendTimeoutMs ?? 60_000,
     maxOpenFiles: options.maxOpenFiles ?? 512,
     onError,
+    onRequest: options.onRequest,
+    debug: options.debug ?? false,
   };
   const server = new Server(listener, cache, origin, limits);
   const accepting = server.acceptLoop();
@@ -215,6 +240,8 @@ interface Limits {
   sendTimeoutMs: number;
   maxOpenFiles: number;
   onError: (message: string) => void;
+  onRequest?: (record: RequestRecord) => void;
+  debug: boolean;
 }
 
 /** A response's body: bytes in memory, or a byte range of an open file. */
@@ -228,8 +255,12 @@ class TruncatedBodyError extends Error {}
 /** One client connection and what the server keeps for it. */
 interface Session {
   conn: Deno.TcpConn;
+  /** The client's address, `host:port`, for the access log. */
+  client: string;
   reader: ByteReader;
   outbox: Outbox;
+  /** Bytes of the answer in progress, and where it was served from. */
+  answer: { bytes: number; status: "OK" | ErrorCode; cache?: "hit" | "miss" | "bypass" };
   /** Set while waiting for a request line: ends the wait at shutdown. */
   wake?: () => void;
 }
@@ -403,8 +434,11 @@ class Server {
   }
 
   async #serveConnection(conn: Deno.TcpConn): Promise<void> {
+    const { hostname, port } = conn.remoteAddr;
     const session: Session = {
       conn,
+      client: `${hostname}:${port}`,
+      answer: { bytes: 0, status: "OK" },
       reader: new ByteReader(conn, READ_BUFFER),
       outbox: new Outbox(conn, (n) => this.#counts.bytesSent += n),
     };
@@ -478,8 +512,36 @@ class Server {
     return this.#sendFinalError(session, 413, message);
   }
 
-  /** Answers one request line; resolves to false when the connection must close. */
+  /**
+   * Answers one request line and logs it; resolves to false when the
+   * connection must close.
+   */
   async #answer(session: Session, line: Uint8Array): Promise<boolean> {
+    const time = Date.now();
+    const started = performance.now();
+    session.answer = { bytes: 0, status: "OK" };
+    let request: Request | undefined;
+    try {
+      return await this.#answerRequest(session, line, (parsed) => request = parsed);
+    } finally {
+      this.#limits.onRequest?.({
+        time,
+        client: session.client,
+        command: request?.command ?? "-",
+        path: request && "path" in request ? request.path : undefined,
+        status: session.answer.status,
+        bytes: session.answer.bytes,
+        ms: performance.now() - started,
+        cache: session.answer.cache,
+      });
+    }
+  }
+
+  async #answerRequest(
+    session: Session,
+    line: Uint8Array,
+    parsed: (request: Request) => void,
+  ): Promise<boolean> {
     this.#counts.requests++;
     let request: Request;
     try {
@@ -488,6 +550,7 @@ class Server {
       await this.#sendError(session, ...this.#describeError(error));
       return true;
     }
+    parsed(request);
     try {
       switch (request.command) {
         case "PING":
@@ -583,6 +646,7 @@ class Server {
         try {
           if (outcome === "hit") this.#cache.touch(path);
           this.#counts[outcome === "hit" ? "hits" : "misses"]++;
+          session.answer.cache = outcome;
           const fields = headerOf(admitted, range, outcome);
           await this.#sendBody(session, fields, { file, path, ...range });
         } finally {
@@ -625,6 +689,7 @@ class Server {
       try {
         const range = checkRange(stat.size, request.offset, request.length);
         this.#counts.bypasses++;
+        session.answer.cache = "bypass";
         const fields: HeaderFields = {
           size: stat.size,
           offset: range.offset,
@@ -725,6 +790,7 @@ class Server {
 
   async #sendError(session: Session, code: ErrorCode, message: string): Promise<void> {
     this.#countError(code);
+    session.answer.status = code;
     await this.#send(session, formatError(code, message));
   }
 
@@ -750,7 +816,9 @@ class Server {
   }
 
   #send(session: Session, data: string | Uint8Array): Promise<void> {
-    return session.outbox.write(typeof data === "string" ? encoder.encode(data) : data);
+    const bytes = typeof data === "string" ? encoder.encode(data) : data;
+    session.answer.bytes += bytes.length;
+    return session.outbox.write(bytes);
   }
 
   /** Maps any error to the answer the client gets; the one place that does. */
@@ -759,7 +827,8 @@ class Server {
     if (error instanceof OriginChangedError) return [500, `${error.message}; try again`];
     if (isOutOfDescriptors(error)) return [503, "server busy: out of file descriptors"];
     const message = error instanceof Error ? error.message : String(error);
-    this.#limits.onError(`request failed: ${message}`);
+    const detail = this.#limits.debug && error instanceof Error ? error.stack : message;
+    this.#limits.onError(`request failed: ${detail}`);
     return [500, `server error: ${message}`];
   }
 
@@ -890,139 +959,8 @@ function isConnectionError(error: unknown): boolean {
     error instanceof Deno.errors.BadResource;
 }
 
-const USAGE = `tcpcache server ${VERSION}: serves a directory over TCP through a byte-bounded cache
-
-Usage: deno run -A server.ts [options]
-       tcpcache serve [options]
-
-Options:
-  --dir DIR             directory to serve (default: the bundled sample files)
-  --host HOST           address to listen on (default: 127.0.0.1)
-  --port PORT           port to listen on, 0 for any free one (default: ${DEFAULT_PORT})
-  --cache-dir DIR       cache directory, created empty at start (default: ./cache)
-  --cache-size SIZE     cache capacity: bytes or K, KiB, M, MiB, G, GiB, KB, MB, GB
-                        (default: 64MiB)
-  --policy NAME         eviction policy: ${Object.keys(POLICIES).join(", ")} (default: fifo)
-  --max-connections N   connections served at once; more get ERR 503 (default: 1024)
-  --idle-timeout SECS   time to send a request line before ERR 408 (default: 60)
-  --send-timeout SECS   time a client may take no bytes before it is dropped (default: 60)
-  --shutdown-timeout SECS
-                        on SIGTERM/SIGINT, time for responses in progress (default: 10)
-  --max-open-files N    files open at once; more requests wait (default: 512)
-  -h, --help            show this help
-
-Example:
-  deno run -A server.ts --dir files --port 9089 --cache-size 128MiB
-`;
-
-/**
- * The server's command line: parses `args`, starts the server, prints the
- * `listening on HOST:PORT` line and serves until SIGINT or SIGTERM.
- * Resolves to the process exit code.
- */
-export async function serverMain(args: string[]): Promise<number> {
-  let options: ServerOptions;
-  try {
-    const parsed = parseServerArgs(args);
-    if (parsed === "help") {
-      console.log(USAGE);
-      return 0;
-    }
-    options = parsed;
-  } catch (error) {
-    console.error(`tcpcache: ${(error as Error).message}\n(see --help)`);
-    return 2;
-  }
-  let server: ServerHandle;
-  try {
-    server = await startServer(options);
-  } catch (error) {
-    console.error(`tcpcache: ${(error as Error).message}`);
-    return 1;
-  }
-  // Handlers first: a supervisor may signal as soon as it reads the line.
-  const stopped = Promise.withResolvers<void>();
-  const stop = () => stopped.resolve();
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
-  const { hostname, port } = server.addr;
-  console.log(
-    `tcpcache ${VERSION} listening on ${hostname}:${port} ` +
-      `(dir ${options.dir ?? SAMPLE_DIR}, cache ${options.cacheDir ?? "./cache"}, ` +
-      `capacity ${server.cache.capacity} bytes, policy ${server.cache.policy})`,
-  );
-  await stopped.promise;
-  Deno.removeSignalListener("SIGINT", stop);
-  Deno.removeSignalListener("SIGTERM", stop);
-  await server.close();
-  return 0;
-}
-
-function parseServerArgs(args: string[]): ServerOptions | "help" {
-  const { values, positionals } = parseArgs({
-    args,
-    options: {
-      dir: { type: "string" },
-      host: { type: "string" },
-      port: { type: "string" },
-      "cache-dir": { type: "string" },
-      "cache-size": { type: "string" },
-      policy: { type: "string" },
-      "max-connections": { type: "string" },
-      "idle-timeout": { type: "string" },
-      "send-timeout": { type: "string" },
-      "shutdown-timeout": { type: "string" },
-      "max-open-files": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-    allowPositionals: true,
-  });
-  if (values.help) return "help";
-  if (positionals.length > 0) throw new Error(`unexpected argument: ${positionals[0]}`);
-  return {
-    dir: values.dir,
-    host: values.host,
-    port: optional(values.port, (v) => parseInteger("--port", v, 65535)),
-    cacheDir: values["cache-dir"],
-    cacheSize: optional(values["cache-size"], parseSize),
-    policy: values.policy,
-    maxConnections: optional(
-      values["max-connections"],
-      (v) => parseInteger("--max-connections", v, 1e9, 1),
-    ),
-    idleTimeoutMs: optional(values["idle-timeout"], (v) => parseSeconds("--idle-timeout", v)),
-    sendTimeoutMs: optional(values["send-timeout"], (v) => parseSeconds("--send-timeout", v)),
-    shutdownTimeoutMs: optional(
-      values["shutdown-timeout"],
-      (v) => parseSeconds("--shutdown-timeout", v),
-    ),
-    maxOpenFiles: optional(
-      values["max-open-files"],
-      (v) => parseInteger("--max-open-files", v, 1e6, 1),
-    ),
-  };
-}
-
-function optional<T>(text: string | undefined, parse: (text: string) => T): T | undefined {
-  return text === undefined ? undefined : parse(text);
-}
-
-function parseInteger(flag: string, text: string, max: number, min = 0): number {
-  const value = Number(text);
-  if (!/^[0-9]+$/.test(text) || value < min || value > max) {
-    throw new Error(`${flag} must be a whole number from ${min} to ${max}, not "${text}"`);
-  }
-  return value;
-}
-
-function parseSeconds(flag: string, text: string): number {
-  const seconds = Number(text);
-  if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || seconds <= 0) {
-    throw new Error(`${flag} must be a positive number of seconds, not "${text}"`);
-  }
-  return Math.round(seconds * 1000);
-}
-
 if (import.meta.main) {
-  Deno.exit(await serverMain(Deno.args));
+  // The command line lives in its own module, which imports this one: no
+  // top-level await here, or the two would wait on each other forever.
+  import("./server_cli.ts").then(({ serverMain }) => serverMain(Deno.args)).then(Deno.exit);
 }

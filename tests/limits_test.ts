@@ -155,7 +155,8 @@ class ServerProcess {
   /** Starts `server.ts` with `args` (through `prefix`, e.g. prlimit) and waits for its ready line. */
   static async start(args: string[], prefix: string[] = []): Promise<ServerProcess> {
     const deno = [Deno.execPath(), "run", "--allow-net", "--allow-read", "--allow-write", SERVER];
-    const command = [...prefix, ...deno, "--port", "0", ...args];
+    // --quiet: nothing reads stdout past the ready line, and a full pipe would block.
+    const command = [...prefix, ...deno, "--port", "0", "--quiet", ...args];
     const child = new Deno.Command(command[0], {
       args: command.slice(1),
       stdout: "piped",

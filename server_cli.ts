@@ -1,0 +1,218 @@
+/**
+ * The server's command line: flags, the ready line, the access log, and
+ * signals. `server.ts` runs it when started directly; `mod.ts` runs it for
+ * `tcpcache serve`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { POLICIES } from "./cache.ts";
+import { DEFAULT_PORT, percentEncode } from "./protocol.ts";
+import {
+  type RequestRecord,
+  SAMPLE_DIR,
+  type ServerHandle,
+  type ServerOptions,
+  startServer,
+} from "./server.ts";
+import { formatBytes, parseSize } from "./units.ts";
+import { VERSION } from "./version.ts";
+
+const USAGE = `tcpcache server ${VERSION}: serves a directory over TCP through a byte-bounded cache
+
+Usage: deno run -A server.ts [options]
+       tcpcache serve [options]
+
+Options:
+  --dir DIR             directory to serve (default: the bundled sample files)
+  --host HOST           address to listen on (default: 127.0.0.1)
+  --port PORT           port to listen on, 0 for any free one (default: ${DEFAULT_PORT})
+  --cache-dir DIR       cache directory, created empty at start (default: ./cache)
+  --cache-size SIZE     cache capacity: bytes or K, KiB, M, MiB, G, GiB, KB, MB, GB
+                        (default: 64MiB)
+  --policy NAME         eviction policy: ${Object.keys(POLICIES).join(", ")} (default: fifo)
+  --max-connections N   connections served at once; more get ERR 503 (default: 1024)
+  --idle-timeout SECS   time to send a request line before ERR 408 (default: 60)
+  --send-timeout SECS   time a client may take no bytes before it is dropped (default: 60)
+  --shutdown-timeout SECS
+                        on SIGTERM/SIGINT, time for responses in progress (default: 10)
+  --max-open-files N    files open at once; more requests wait (default: 512)
+  --log-format F        text or json: one line per request on stdout (default: text)
+  -q, --quiet           no per-request lines (the ready line and errors stay)
+  --debug               report failures with their stack traces
+  -h, --help            show this help
+
+Example:
+  deno run -A server.ts --dir files --port 9089 --cache-size 128MiB
+`;
+
+/**
+ * The server's command line: parses `args`, starts the server, prints the
+ * `listening on HOST:PORT` line and serves until SIGINT or SIGTERM.
+ * Resolves to the process exit code.
+ */
+export async function serverMain(args: string[]): Promise<number> {
+  let invocation: ServerInvocation;
+  try {
+    const parsed = parseServerArgs(args);
+    if (parsed === "help") {
+      console.log(USAGE);
+      return 0;
+    }
+    invocation = parsed;
+  } catch (error) {
+    console.error(`tcpcache: ${(error as Error).message}\n(see --help)`);
+    return 2;
+  }
+  const { options, logFormat, quiet } = invocation;
+  let server: ServerHandle;
+  try {
+    server = await startServer({
+      ...options,
+      onRequest: quiet ? undefined : (record) => console.log(formatRecord(record, logFormat)),
+    });
+  } catch (error) {
+    const message = options.debug ? (error as Error).stack : (error as Error).message;
+    console.error(`tcpcache: ${message}`);
+    return 1;
+  }
+  // Handlers first: a supervisor may signal as soon as it reads the line.
+  const stopped = Promise.withResolvers<void>();
+  const stop = () => stopped.resolve();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  console.log(banner(server, options, logFormat));
+  await stopped.promise;
+  Deno.removeSignalListener("SIGINT", stop);
+  Deno.removeSignalListener("SIGTERM", stop);
+  await server.close();
+  return 0;
+}
+
+/** The ready line: it always holds `listening on HOST:PORT`. */
+function banner(server: ServerHandle, options: ServerOptions, format: "text" | "json"): string {
+  const { hostname, port } = server.addr;
+  const facts = {
+    dir: options.dir ?? SAMPLE_DIR,
+    cacheDir: options.cacheDir ?? "./cache",
+    capacity: server.cache.capacity,
+    policy: server.cache.policy,
+  };
+  const message = `tcpcache ${VERSION} listening on ${hostname}:${port}`;
+  if (format === "json") {
+    return JSON.stringify({ time: new Date().toISOString(), message, ...facts });
+  }
+  return `${message} (dir ${facts.dir}, cache ${facts.cacheDir}, ` +
+    `capacity ${formatBytes(facts.capacity)}, policy ${facts.policy})`;
+}
+
+/**
+ * One access-log line: `TIME CLIENT COMMAND PATH STATUS BYTES MS CACHE` as
+ * text (`-` for what does not apply), or the record as JSON.
+ */
+export function formatRecord(record: RequestRecord, format: "text" | "json"): string {
+  const time = new Date(record.time).toISOString();
+  const ms = Math.round(record.ms * 1000) / 1000;
+  if (format === "json") return JSON.stringify({ ...record, time, ms });
+  const path = record.path === undefined ? "-" : percentEncode(record.path);
+  return [
+    time,
+    record.client,
+    record.command,
+    path,
+    record.status,
+    record.bytes,
+    ms.toFixed(3),
+    record.cache ?? "-",
+  ].join(" ");
+}
+
+/** What the command line asks for: the server's options and how to log. */
+interface ServerInvocation {
+  options: ServerOptions;
+  logFormat: "text" | "json";
+  quiet: boolean;
+}
+
+function parseServerArgs(args: string[]): ServerInvocation | "help" {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      dir: { type: "string" },
+      host: { type: "string" },
+      port: { type: "string" },
+      "cache-dir": { type: "string" },
+      "cache-size": { type: "string" },
+      policy: { type: "string" },
+      "max-connections": { type: "string" },
+      "idle-timeout": { type: "string" },
+      "send-timeout": { type: "string" },
+      "shutdown-timeout": { type: "string" },
+      "max-open-files": { type: "string" },
+      "log-format": { type: "string", default: "text" },
+      quiet: { type: "boolean", short: "q", default: false },
+      debug: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h" },
+    },
+    allowPositionals: true,
+  });
+  if (values.help) return "help";
+  if (positionals.length > 0) throw new Error(`unexpected argument: ${positionals[0]}`);
+  const logFormat = values["log-format"];
+  if (logFormat !== "text" && logFormat !== "json") {
+    throw new Error(`--log-format must be text or json, not "${logFormat}"`);
+  }
+  return { options: serverOptions(values), logFormat, quiet: values.quiet };
+}
+
+function serverOptions(values: Record<string, string | boolean | undefined>): ServerOptions {
+  const text = (name: string) => values[name] as string | undefined;
+  return {
+    debug: values.debug === true,
+    dir: text("dir"),
+    host: text("host"),
+    port: optional(text("port"), (v) => parseInteger("--port", v, 65535)),
+    cacheDir: text("cache-dir"),
+    cacheSize: optional(text("cache-size"), parseSize),
+    policy: text("policy"),
+    maxConnections: optional(
+      text("max-connections"),
+      (v) => parseInteger("--max-connections", v, 1e9, 1),
+    ),
+    idleTimeoutMs: optional(text("idle-timeout"), (v) => parseSeconds("--idle-timeout", v)),
+    sendTimeoutMs: optional(text("send-timeout"), (v) => parseSeconds("--send-timeout", v)),
+    shutdownTimeoutMs: optional(
+      text("shutdown-timeout"),
+      (v) => parseSeconds("--shutdown-timeout", v),
+    ),
+    maxOpenFiles: optional(
+      text("max-open-files"),
+      (v) => parseInteger("--max-open-files", v, 1e6, 1),
+    ),
+  };
+}
+
+function optional<T>(text: string | undefined, parse: (text: string) => T): T | undefined {
+  return text === undefined ? undefined : parse(text);
+}
+
+function parseInteger(flag: string, text: string, max: number, min = 0): number {
+  const value = Number(text);
+  if (!/^[0-9]+$/.test(text) || value < min || value > max) {
+    throw new Error(`${flag} must be a whole number from ${min} to ${max}, not "${text}"`);
+  }
+  return value;
+}
+
+function parseSeconds(flag: string, text: string): number {
+  const seconds = Number(text);
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || seconds <= 0) {
+    throw new Error(`${flag} must be a positive number of seconds, not "${text}"`);
+  }
+  return Math.round(seconds * 1000);
+}
+
+if (import.meta.main) {
+  Deno.exit(await serverMain(Deno.args));
+}
