@@ -8,21 +8,17 @@ import assert from "node:assert/strict";
 import { CACHE_MARKER, type FileCache } from "../cache.ts";
 import { connect, ConnectionError } from "../client.ts";
 import { DirectoryOrigin, type Origin } from "../origin.ts";
-import { json, RawConnection, seededBytes, sha256, withServer } from "./helpers.ts";
+import {
+  eventually,
+  json,
+  openDescriptors,
+  RawConnection,
+  seededBytes,
+  sha256,
+  withServer,
+} from "./helpers.ts";
 
 const MiB = 1024 * 1024;
-
-async function eventually(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    if (check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  assert.fail(`timed out waiting for: ${what}`);
-}
-
-function openDescriptors(): number {
-  return [...Deno.readDirSync("/proc/self/fd")].length;
-}
 
 /** The cache's bookkeeping agrees with its directory, byte for byte. */
 async function assertCacheConsistent(cache: FileCache, dir: string): Promise<void> {

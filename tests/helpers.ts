@@ -5,6 +5,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { ByteReader, writeAll } from "../byte_reader.ts";
 import { parseResponseHeader } from "../protocol.ts";
@@ -173,4 +174,24 @@ export class RawConnection {
 export function json<T = Record<string, unknown>>(response: RawResponse): T {
   if (!response.ok) throw new Error(`expected OK, got: ${response.line}`);
   return JSON.parse(new TextDecoder().decode(response.body)) as T;
+}
+
+/**
+ * Waits for a condition that only polling can see (a server's counters, the
+ * descriptors of a process), checking every 10 ms for about 10 s at most.
+ */
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.fail(`timed out waiting for: ${what}`);
+}
+
+/** The number of open file descriptors of a process (Linux). */
+export function openDescriptors(pid: number | "self" = "self"): number {
+  return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
 }

@@ -6,23 +6,18 @@
 import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { CACHE_MARKER } from "../cache.ts";
-import { RawConnection, seededBytes, sha256, withServer, writeTree } from "./helpers.ts";
+import {
+  eventually,
+  openDescriptors,
+  RawConnection,
+  seededBytes,
+  sha256,
+  withServer,
+  writeTree,
+} from "./helpers.ts";
 
 const MiB = 1024 * 1024;
 const SERVER = new URL("../server.ts", import.meta.url).pathname;
-
-/** Polls a condition (bounded: about 10 s), for events only counters show. */
-async function eventually(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  assert.fail(`timed out waiting for: ${what}`);
-}
-
-function openDescriptors(pid: number | "self" = "self"): number {
-  return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
-}
 
 Deno.test("a client that stops reading is dropped after the send timeout, freeing its file", async () => {
   const big = seededBytes(24 * MiB, 1);

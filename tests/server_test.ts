@@ -5,6 +5,7 @@ import { DirectoryOrigin, type Origin } from "../origin.ts";
 import { MAX_REQUEST_LINE } from "../protocol.ts";
 import { type ServerStats, startServer } from "../server.ts";
 import {
+  eventually,
   json,
   RawConnection,
   type RawResponse,
@@ -31,15 +32,6 @@ function text(response: RawResponse): string {
 /** Registers a test once per eviction policy: serving must not depend on the policy. */
 function eachPolicy(name: string, test: (policy: string) => Promise<void>): void {
   for (const policy of Object.keys(POLICIES)) Deno.test(`${name} [${policy}]`, () => test(policy));
-}
-
-/** Polls a condition on the server's own counters (bounded: about 5 s). */
-async function eventually(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  assert.fail(`timed out waiting for: ${what}`);
 }
 
 eachPolicy("GET: a miss admits the file, then hits are served from the cache", async (policy) => {
