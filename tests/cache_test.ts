@@ -279,8 +279,7 @@ class CheckedFifo implements EvictionPolicy {
     this.#inner.insert(key, size);
   }
   touch(key: string): void {
-    this.#inner.touch();
-    void key;
+    this.#inner.touch(key);
   }
   chooseVictim(): string | undefined {
     const victim = this.#inner.chooseVictim();
