@@ -175,6 +175,12 @@ export interface CacheEntry {
   admitted: number;
   /** Its file name inside the cache directory. */
   file: string;
+  /**
+   * The file's bytes in memory, for a small entry within the memory budget
+   * (see `FileCacheOptions.memoryBudget`): a hit then needs no file open.
+   * Dropped when the entry leaves the cache.
+   */
+  bytes?: Uint8Array;
 }
 
 /** Where a fill reads a file's bytes from. */
@@ -203,6 +209,18 @@ export interface FileCacheOptions {
    */
   policy?: string;
   /**
+   * Bytes of small entries also kept in memory, on top of their cache files:
+   * opening and reading a file costs far more than sending a few KiB. Counted
+   * apart from the capacity, which bounds the cache directory.
+   * @default {33554432}
+   */
+  memoryBudget?: number;
+  /**
+   * The largest entry kept in memory.
+   * @default {65536}
+   */
+  memoryEntryLimit?: number;
+  /**
    * Called once per kind of problem with the cache directory (full disk,
    * unwritable), never once per request.
    * @default {console.error}
@@ -220,21 +238,21 @@ export class FileCache {
   #inflight = new Map<string, Promise<CacheEntry | undefined>>();
   #lock = new Mutex();
   #reserved = 0;
+  #memoryUsed = 0;
+  #memoryBudget: number;
+  #memoryEntryLimit: number;
   #evictions = 0;
   #sequence = 0;
   #warned = new Set<string>();
   #onWarning: (message: string) => void;
 
-  private constructor(
-    dir: string,
-    capacity: number,
-    policy: EvictionPolicy,
-    onWarning: (message: string) => void,
-  ) {
-    this.dir = dir;
+  private constructor(options: FileCacheOptions, capacity: number, policy: EvictionPolicy) {
+    this.dir = options.dir;
     this.capacity = capacity;
     this.#index = new PolicyIndex(policy);
-    this.#onWarning = onWarning;
+    this.#onWarning = options.onWarning ?? console.error;
+    this.#memoryBudget = options.memoryBudget ?? 32 * 1024 * 1024;
+    this.#memoryEntryLimit = options.memoryEntryLimit ?? 64 * 1024;
   }
 
   /**
@@ -263,12 +281,7 @@ export class FileCache {
       );
     }
     await prepareDirectory(options.dir);
-    return new FileCache(
-      options.dir,
-      capacity,
-      makePolicy(capacity),
-      options.onWarning ?? console.error,
-    );
+    return new FileCache(options, capacity, makePolicy(capacity));
   }
 
   /** The eviction policy's name. */
@@ -289,6 +302,11 @@ export class FileCache {
   /** The number of entries. */
   get count(): number {
     return this.#index.count;
+  }
+
+  /** Bytes of entries also held in memory (see `FileCacheOptions.memoryBudget`). */
+  get memoryUsed(): number {
+    return this.#memoryUsed;
   }
 
   /** Entries evicted to make room since the cache was opened. */
@@ -369,7 +387,7 @@ export class FileCache {
     if (size > this.capacity) return undefined;
     if (!await this.#lock.run(() => this.#reserve(path, size))) return undefined;
     const file = `${++this.#sequence}`;
-    let copied: { sha256: string } | undefined;
+    let copied: { sha256: string; bytes?: Uint8Array } | undefined;
     try {
       copied = await this.#copyIn(path, file, source);
     } finally {
@@ -384,6 +402,7 @@ export class FileCache {
       sha256: copied.sha256,
       admitted: Date.now(),
       file,
+      bytes: copied.bytes,
     };
     await this.#lock.run(() => this.#commit(entry));
     return entry;
@@ -398,9 +417,11 @@ export class FileCache {
     path: string,
     file: string,
     source: FillSource,
-  ): Promise<{ sha256: string } | undefined> {
+  ): Promise<{ sha256: string; bytes?: Uint8Array } | undefined> {
     const { size } = source.stat;
     const partial = `${this.dir}/${file}.part`;
+    // A small file is also kept in memory, if the budget allows at commit.
+    const bytes = size <= this.#memoryEntryLimit ? new Uint8Array(size) : undefined;
     let target: Deno.FsFile;
     try {
       target = await Deno.open(partial, { write: true, createNew: true });
@@ -415,6 +436,7 @@ export class FileCache {
         count += chunk.length;
         if (count > size) throw new OriginChangedError(path);
         hash.update(chunk);
+        bytes?.set(chunk, count - chunk.length);
         await writeAll(target, chunk).catch((error) => {
           diskError = error;
           throw error;
@@ -434,7 +456,7 @@ export class FileCache {
       await Deno.remove(partial).catch(() => {});
       return this.#cacheDirFailed(error);
     }
-    return { sha256: hash.digest("hex") };
+    return { sha256: hash.digest("hex"), bytes };
   }
 
   /**
@@ -457,6 +479,11 @@ export class FileCache {
     this.#reserved -= entry.size;
     const previous = this.#index.remove(entry.path);
     if (previous) await this.#unlink(previous);
+    if (entry.bytes && this.#memoryUsed + entry.size <= this.#memoryBudget) {
+      this.#memoryUsed += entry.size;
+    } else {
+      entry.bytes = undefined;
+    }
     this.#index.insert(entry.path, entry);
   }
 
@@ -465,7 +492,12 @@ export class FileCache {
     await this.#unlink(entry);
   }
 
+  /** Deletes a removed entry's file and memory copy (readers keep theirs). */
   async #unlink(entry: CacheEntry): Promise<void> {
+    if (entry.bytes) {
+      this.#memoryUsed -= entry.size;
+      entry.bytes = undefined;
+    }
     await Deno.remove(`${this.dir}/${entry.file}`).catch(() => {});
   }
 

@@ -154,7 +154,8 @@ export interface ServerStats {
   /** Connections dropped because the client stopped taking bytes. */
   sendTimeouts: number;
   errors: Record<string, number>;
-  cache: { capacity: number; used: number; entries: number; policy: string };
+  /** `memory`: bytes of small entries also held in memory. */
+  cache: { capacity: number; used: number; entries: number; policy: string; memory: number };
 }
 
 /** A running server, as {@linkcode startServer} returns it. */
@@ -327,6 +328,7 @@ class Server {
         used: this.#cache.used,
         entries: this.#cache.count,
         policy: this.#cache.policy,
+        memory: this.#cache.memoryUsed,
       },
     };
   }
@@ -640,13 +642,18 @@ class Server {
         if (entry.validator !== stat.validator) continue; // joined an older fill
       }
       const admitted = entry;
+      const inMemory = admitted.bytes;
+      if (inMemory) {
+        this.#countServed(session, path, outcome);
+        const body = inMemory.subarray(range.offset, range.offset + range.length);
+        await this.#sendBody(session, headerOf(admitted, range, outcome), { bytes: body });
+        return;
+      }
       const served = await this.#files.with(1, async () => {
         const file = await this.#cache.openEntry(admitted);
         if (!file) return false; // evicted between lookup and open
         try {
-          if (outcome === "hit") this.#cache.touch(path);
-          this.#counts[outcome === "hit" ? "hits" : "misses"]++;
-          session.answer.cache = outcome;
+          this.#countServed(session, path, outcome);
           const fields = headerOf(admitted, range, outcome);
           await this.#sendBody(session, fields, { file, path, ...range });
         } finally {
@@ -657,6 +664,12 @@ class Server {
       if (served) return;
     }
     await this.#bypass(session, path, request);
+  }
+
+  #countServed(session: Session, path: string, outcome: "hit" | "miss"): void {
+    if (outcome === "hit") this.#cache.touch(path);
+    this.#counts[outcome === "hit" ? "hits" : "misses"]++;
+    session.answer.cache = outcome;
   }
 
   /**

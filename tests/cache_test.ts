@@ -372,3 +372,30 @@ Deno.test("randomized: thousands of concurrent fills, hits and removals keep eve
     delete POLICIES["checked-fifo"];
   }
 });
+
+Deno.test("small entries are also kept in memory, within the budget, and released on eviction", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const cache = await FileCache.open({
+      dir: `${root}/cache`,
+      capacity: 1000,
+      memoryBudget: 250,
+      memoryEntryLimit: 100,
+    });
+    const a = (await cache.fill("a", memorySource(seededBytes(100, 1))))!;
+    const b = (await cache.fill("b", memorySource(seededBytes(100, 2))))!;
+    const big = (await cache.fill("big", memorySource(seededBytes(101, 3))))!;
+    const c = (await cache.fill("c", memorySource(seededBytes(100, 4))))!;
+    assert.deepEqual(a.bytes, seededBytes(100, 1));
+    assert.ok(b.bytes && !big.bytes, "over the entry limit: file only");
+    assert.equal(c.bytes, undefined, "over the budget: file only");
+    assert.equal(cache.memoryUsed, 200);
+    await cache.fill("d", memorySource(seededBytes(700, 5))); // evicts a and b (FIFO)
+    assert.equal(a.bytes, undefined);
+    assert.equal(cache.memoryUsed, 0);
+    await cache.remove("c");
+    assert.equal(cache.memoryUsed, 0);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

@@ -7,177 +7,34 @@
  */
 
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { connect } from "../client.ts";
+import {
+  cli,
+  deadPort,
+  MOD,
+  mtimeOf,
+  namesIn,
+  parseRecord,
+  PERMISSIONS,
+  run,
+  summaryPattern,
+  utc,
+  withFakeServer,
+  withTempDir,
+} from "./cli_helpers.ts";
 import { seededBytes, sha256, withServer, writeTree } from "./helpers.ts";
 
-const CLIENT = fileURLToPath(new URL("../client.ts", import.meta.url));
-const MOD = fileURLToPath(new URL("../mod.ts", import.meta.url));
 const DENO_JSON = new URL("../deno.json", import.meta.url);
-const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env"];
 
 /** A seeded binary file of a few hundred KiB (300 KiB, shown as "300 KiB"). */
 const BIG = seededBytes(300 * 1024, 42);
 const BIG_SHA = sha256(BIG);
-
-/** What a finished subprocess left: its exit code and its output. */
-interface Outcome {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `deno run PERMISSIONS script ...args` in `cwd` and waits for it to exit. */
-async function run(
-  script: string,
-  args: string[],
-  cwd: string,
-  env: Record<string, string> = {},
-): Promise<Outcome> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSIONS, script, ...args],
-    cwd,
-    env: { NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
-
-/** Runs the client's command line (`client.ts ...args`) in `cwd`. */
-function cli(args: string[], cwd: string, env: Record<string, string> = {}): Promise<Outcome> {
-  return run(CLIENT, args, cwd, env);
-}
-
-/** Runs `test` with a fresh temporary directory, removed afterwards. */
-async function withTempDir(test: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tcpcache-cli-" });
-  try {
-    await test(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-/** The names in a directory, sorted. */
-async function namesIn(dir: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const entry of Deno.readDir(dir)) names.push(entry.name);
-  return names.sort();
-}
 
 /** Checks that `path` holds exactly `BIG`. */
 async function assertBig(path: string): Promise<void> {
   const bytes = await Deno.readFile(path);
   assert.equal(bytes.length, BIG.length, `${path}: size`);
   assert.equal(sha256(bytes), BIG_SHA, `${path}: content`);
-}
-
-/** Milliseconds since the epoch as the CLI prints them: `YYYY-MM-DD HH:MM:SS` UTC. */
-function utc(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 19).replace("T", " ");
-}
-
-async function mtimeOf(path: string): Promise<number> {
-  return (await Deno.stat(path)).mtime!.getTime();
-}
-
-/**
- * Parses the `key: value` lines of `stat` and `stats` into dotted keys
- * (`connections.open`). A readable annotation after a value, such as
- * `1048576 (1.0 MiB)`, is dropped: the tests check the values themselves.
- */
-function parseRecord(text: string): Record<string, string> {
-  assert.ok(text.endsWith("\n"), "ends with a newline");
-  const record: Record<string, string> = {};
-  const sections: string[] = [];
-  for (const line of text.slice(0, -1).split("\n")) {
-    const match = /^( *)([^ :]+):(?: (.*))?$/.exec(line);
-    assert.ok(match, `not a key: value line: ${JSON.stringify(line)}`);
-    const [, indent, key, value] = match;
-    sections.length = indent.length / 2;
-    if (value === undefined) {
-      sections.push(key);
-    } else {
-      record[[...sections, key].join(".")] = value.replace(/ \(.*\)$/, "");
-    }
-  }
-  return record;
-}
-
-/** The "saved ..." summary line `get` prints on stderr. */
-function summaryPattern(dest: string, size: string, cache: "hit" | "miss"): RegExp {
-  const escaped = dest.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
-  return new RegExp(
-    `^saved ${escaped} \\(${size} in [0-9]+\\.[0-9]{3} s, [0-9.]+ (B|KiB|MiB|GiB|TiB)/s, ` +
-      `${cache}, verified sha256\\)\\n$`,
-  );
-}
-
-/** A port on 127.0.0.1 that nothing listens on (it was free a moment ago). */
-function deadPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  return port;
-}
-
-/**
- * Runs `test` against a fake server on 127.0.0.1 that reads one request
- * line per connection, answers `response` verbatim and closes. Resolves to
- * the request lines it received.
- */
-async function withFakeServer(
-  response: Uint8Array,
-  test: (port: number) => Promise<void>,
-): Promise<string[]> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const requests: string[] = [];
-  const serving = (async () => {
-    while (true) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return; // the listener was closed
-      }
-      try {
-        requests.push(await readRequestLine(conn));
-        let written = 0;
-        while (written < response.length) written += await conn.write(response.subarray(written));
-      } catch {
-        // the client went away: the test checks what it saw
-      } finally {
-        conn.close();
-      }
-    }
-  })();
-  try {
-    await test(listener.addr.port);
-  } finally {
-    listener.close();
-    await serving;
-  }
-  return requests;
-}
-
-/** Reads up to and excluding the first LF (the whole request, for our client). */
-async function readRequestLine(conn: Deno.Conn): Promise<string> {
-  const chunks: number[] = [];
-  const buffer = new Uint8Array(1024);
-  while (!chunks.includes(0x0a)) {
-    const n = await conn.read(buffer);
-    if (n === null) break;
-    chunks.push(...buffer.subarray(0, n));
-  }
-  const end = chunks.indexOf(0x0a);
-  return new TextDecoder().decode(new Uint8Array(chunks.slice(0, end < 0 ? undefined : end)));
 }
 
 /** A `mod.ts serve` subprocess. */
@@ -349,6 +206,7 @@ Deno.test("get saves files where asked and reports the outcome", async (t) => {
         assert.equal(out.stdout.split("\n").length, 2, "one line of JSON");
         assert.deepEqual(JSON.parse(out.stdout), {
           path: "data/big.bin",
+          status: "saved",
           saved: "j.bin",
           size: BIG.length,
           offset: 0,
@@ -372,8 +230,20 @@ Deno.test("exit codes: 1 server error, 2 usage error, 3 cannot connect", async (
       await withTempDir(async (cwd) => {
         const cases: [string[], RegExp][] = [
           [["--port", P, "frobnicate"], /^tcpcache: unknown command: frobnicate\n/],
-          [["--port", P, "get"], /^tcpcache: get takes 1 argument\(s\)\n/],
-          [["--port", P, "get", "a", "b"], /^tcpcache: get takes 1 argument\(s\)\n/],
+          [["--port", P, "get"], /^tcpcache: get takes at least 1 argument\(s\)\n/],
+          [
+            ["--port", P, "get", "a/x.txt", "b/x.txt"],
+            /^tcpcache: a\/x\.txt and b\/x\.txt would both be saved as x\.txt\n/,
+          ],
+          [["--port", P, "get", "-r", "a", "b"], /^tcpcache: get -r takes one directory\n/],
+          [["--port", P, "get", "a", "b", "-o", "-"], /^tcpcache: -o - takes one file\n/],
+          [["--port", P, "get", "a", "-o", "-", "--json"], /^tcpcache: --json and -o - /],
+          [["--port", P, "get", "a", "-o", "-", "--continue"], /^tcpcache: --continue needs /],
+          [["--port", P, "get", "a", "--parallel", "0"], /^tcpcache: invalid --parallel: 0 /],
+          [["--port", P, "get", "a", "--parallel", "65"], /^tcpcache: invalid --parallel: 65 /],
+          [["--port", P, "list", "-o", "x"], /^tcpcache: -o is an option of get\n/],
+          [["--port", P, "stat", "a", "-r"], /^tcpcache: -r is an option of get\n/],
+          [["--port", P, "ping", "--continue"], /^tcpcache: --continue is an option of get\n/],
           [["--port", P, "stat"], /^tcpcache: stat takes 1 argument\(s\)\n/],
           [["--port", P, "list", "extra"], /^tcpcache: list takes 0 argument\(s\)\n/],
           [["--port", P], /^tcpcache: no command given\n/],
@@ -421,8 +291,8 @@ Deno.test("exit codes: 1 server error, 2 usage error, 3 cannot connect", async (
   });
 });
 
-Deno.test("a failed download leaves neither the file nor NAME.part", async (t) => {
-  await t.step("the connection closes in the middle of the body: exit 3", async () => {
+Deno.test("a failed download never leaves the file; NAME.part only when resumable", async (t) => {
+  await t.step("the connection closes in the middle of the body: exit 3, .part kept", async () => {
     const response = new Uint8Array([
       ...new TextEncoder().encode("OK 1000 size=1000\n"),
       ...seededBytes(10, 3),
@@ -433,9 +303,14 @@ Deno.test("a failed download leaves neither the file nor NAME.part", async (t) =
         assert.equal(out.code, 3, out.stderr);
         assert.equal(out.stdout, "");
         assert.match(out.stderr, /^tcpcache: .*connection/);
+        assert.match(
+          out.stderr,
+          /10 bytes kept in cut\.bin\.part \(get --continue finishes it\)\n$/,
+        );
       });
       assert.deepEqual(requests, ["GET data/cut.bin"]);
-      assert.deepEqual(await namesIn(cwd), [], "no cut.bin, no cut.bin.part");
+      assert.deepEqual(await namesIn(cwd), ["cut.bin.part"], "no cut.bin; the .part is kept");
+      assert.deepEqual(await Deno.readFile(`${cwd}/cut.bin.part`), seededBytes(10, 3));
     });
   });
 
@@ -670,6 +545,7 @@ Deno.test("stats and ping print the server's counters", async (t) => {
           "cache.used": "600",
           "cache.entries": "1",
           "cache.policy": "fifo",
+          "cache.memory": "600",
         });
       });
     });

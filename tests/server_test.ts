@@ -546,6 +546,7 @@ Deno.test("FILES, STAT and STATS answer with the documented JSON", async () => {
         used: hello.length,
         entries: 1,
         policy: "fifo",
+        memory: hello.length, // small: also held in memory
       });
       assert.ok(counters.bytesSent > hello.length);
       assert.match(counters.version, /^[0-9]+\.[0-9]+\.[0-9]+/);
