@@ -68,6 +68,12 @@ export interface ServerOptions {
    */
   policy?: string;
   /**
+   * Bytes of small cache entries (64 KiB or less) also held in memory, so
+   * that their hits need no file open; 0 turns it off.
+   * @default {33554432}
+   */
+  memoryBudget?: number;
+  /**
    * Connections served at once; past it, new ones get `ERR 503`.
    * @default {1024}
    */
@@ -207,6 +213,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     dir: cacheDir,
     capacity: options.cacheSize ?? DEFAULT_CAPACITY,
     policy: options.policy,
+    memoryBudget: options.memoryBudget,
     onWarning: onError,
   });
   const listener = Deno.listen({

@@ -38,6 +38,8 @@ Options:
   --shutdown-timeout SECS
                         on SIGTERM/SIGINT, time for responses in progress (default: 10)
   --max-open-files N    files open at once; more requests wait (default: 512)
+  --memory-cache SIZE   small entries (<= 64 KiB) also kept in memory, up to SIZE
+                        in all (default: 32MiB; 0 turns it off)
   --log-format F        text or json: one line per request on stdout (default: text)
   -q, --quiet           no per-request lines (the ready line and errors stay)
   --debug               report failures with their stack traces
@@ -150,6 +152,7 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
       "send-timeout": { type: "string" },
       "shutdown-timeout": { type: "string" },
       "max-open-files": { type: "string" },
+      "memory-cache": { type: "string" },
       "log-format": { type: "string", default: "text" },
       quiet: { type: "boolean", short: "q", default: false },
       debug: { type: "boolean", default: false },
@@ -175,6 +178,7 @@ function serverOptions(values: Record<string, string | boolean | undefined>): Se
     port: optional(text("port"), (v) => parseInteger("--port", v, 65535)),
     cacheDir: text("cache-dir"),
     cacheSize: optional(text("cache-size"), parseSize),
+    memoryBudget: optional(text("memory-cache"), parseSize),
     policy: text("policy"),
     maxConnections: optional(
       text("max-connections"),
