@@ -784,22 +784,32 @@ class Server {
       return;
     }
     await this.#send(session, header);
-    const buffer = this.#takeBuffer();
+    // Two buffers: the next chunk is read from disk while the current one
+    // is written to the socket.
+    let current = this.#takeBuffer();
+    let next = this.#takeBuffer();
+    let reading: Promise<number | null> | undefined;
     try {
       let left = length;
+      reading = file.read(current.subarray(0, Math.min(left, current.length)));
       while (left > 0) {
-        const n = await file.read(buffer.subarray(0, Math.min(left, buffer.length)));
+        const n: number | null = await reading!;
+        reading = undefined;
         if (n === null) throw new TruncatedBodyError(`${path} ended early`);
         onRead?.(n);
-        await this.#send(session, buffer.subarray(0, n));
         left -= n;
+        if (left > 0) reading = file.read(next.subarray(0, Math.min(left, next.length)));
+        await this.#send(session, current.subarray(0, n));
+        [current, next] = [next, current];
       }
     } catch (error) {
+      await reading?.catch(() => {}); // never return a buffer a read still fills
       if (isConnectionError(error)) throw error;
       this.#limits.onError(`response cut short: ${(error as Error).message}`);
       throw new TruncatedBodyError((error as Error).message);
     } finally {
-      this.#returnBuffer(buffer);
+      this.#returnBuffer(current);
+      this.#returnBuffer(next);
     }
   }
 
