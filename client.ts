@@ -1,22 +1,15 @@
 /**
- * The tcpcache client: a connection object for programs, and the command
- * line for people (`deno task client get docs/readme.txt`, see `--help`).
+ * The tcpcache client: a connection object for programs, and downloads to
+ * files that survive interruptions. The command line for people
+ * (`deno task client get docs/readme.txt`, see `--help`) is in
+ * `client_cli.ts`; running this file runs it.
  *
  * @module
  */
 
 import { createHash } from "node:crypto";
-import { parseArgs } from "node:util";
 import { ByteReader, writeAll } from "./byte_reader.ts";
-import {
-  type Command,
-  DEFAULT_PORT,
-  escapeControls,
-  formatRequest,
-  parseResponseHeader,
-} from "./protocol.ts";
-import { formatBytes } from "./units.ts";
-import { VERSION } from "./version.ts";
+import { type Command, DEFAULT_PORT, formatRequest, parseResponseHeader } from "./protocol.ts";
 
 /** The server answered `ERR <code> <message>`. */
 export class ServerError extends Error {
@@ -42,10 +35,45 @@ export class ConnectionError extends Error {
 
 /** A whole download's bytes did not match the sha256 the server sent. */
 export class IntegrityError extends Error {
-  /** Creates the error for `path`. */
-  constructor(path: string, expected: string, actual: string) {
-    super(`sha256 mismatch for ${path}: server said ${expected}, received ${actual}`);
+  /** Creates the error for `path`; `detail` says what became of the bytes. */
+  constructor(path: string, expected: string, actual: string, detail?: string) {
+    super(
+      `sha256 mismatch for ${path}: server said ${expected}, received ${actual}` +
+        (detail ? `; ${detail}` : ""),
+    );
     this.name = "IntegrityError";
+  }
+}
+
+/**
+ * A download broke off in the middle of the body. The bytes that arrived are
+ * kept in `partial`, so {@linkcode download} with `resume` can continue.
+ */
+export class InterruptedDownloadError extends ConnectionError {
+  /** The partial file (`DEST.part`). */
+  readonly partial: string;
+  /** How many bytes it holds. */
+  readonly received: number;
+
+  /** Creates the error for `partial`, holding `received` bytes. */
+  constructor(message: string, partial: string, received: number, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "InterruptedDownloadError";
+    this.partial = partial;
+    this.received = received;
+  }
+}
+
+/**
+ * A partial file cannot be continued: it is longer than the file on the
+ * server, or the server has no sha256 to verify it and it does not carry the
+ * file's modification time. It has been removed.
+ */
+export class ResumeError extends Error {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ResumeError";
   }
 }
 
@@ -81,7 +109,16 @@ export interface GetOptions {
    * @default {undefined}
    */
   sink?: (chunk: Uint8Array) => Promise<void> | void;
+  /**
+   * Called with the response's header, before the first byte of the body
+   * (to learn the size, for progress).
+   * @default {undefined}
+   */
+  onHeader?: (header: GetHeader) => void;
 }
+
+/** The header of a `GET` response (see {@linkcode GetResult}). */
+export type GetHeader = Omit<GetResult, "verified" | "bytes">;
 
 /** What {@linkcode TcpCacheClient.get} resolves to. */
 export interface GetResult {
@@ -137,6 +174,20 @@ export type Stats = Record<string, unknown> & {
 
 type Header = { length: number; fields: Record<string, string> };
 
+/** A failure of the caller's own code (a sink writing to disk), not of the connection. */
+class LocalFailure {
+  constructor(readonly error: unknown) {}
+}
+
+/** Runs a caller's callback; its failure is passed on as it is, never as a broken connection. */
+async function local(callback: () => unknown): Promise<void> {
+  try {
+    await callback();
+  } catch (error) {
+    throw new LocalFailure(error);
+  }
+}
+
 /**
  * Connects to a tcpcache server.
  *
@@ -185,6 +236,8 @@ export class TcpCacheClient {
    *
    * @throws {ServerError} when the server answers an error (e.g. 404).
    * @throws {IntegrityError} when the bytes do not match the sha256.
+   * @throws whatever `sink` or `onHeader` throws; the connection is then
+   *   closed, since the rest of the body was not read.
    */
   get(path: string, options: GetOptions = {}): Promise<GetResult> {
     const args: (string | number)[] = [path];
@@ -196,6 +249,11 @@ export class TcpCacheClient {
       const size = Number(fields.size ?? length);
       const offset = Number(fields.offset ?? 0);
       const whole = offset === 0 && length === size;
+      const mtime = Number(fields.mtime ?? 0);
+      const cache = fields.cache as GetResult["cache"];
+      await local(() =>
+        options.onHeader?.({ size, offset, length, mtime, cache, sha256: fields.sha256 })
+      );
       const hash = whole && fields.sha256 ? createHash("sha256") : undefined;
       let bytes: Uint8Array | undefined;
       let filled = 0;
@@ -206,7 +264,7 @@ export class TcpCacheClient {
           bytes.set(chunk, filled);
           filled += chunk.length;
         } else {
-          await options.sink!(chunk);
+          await local(() => options.sink!(chunk));
         }
       });
       if (hash) {
@@ -217,8 +275,8 @@ export class TcpCacheClient {
         size,
         offset,
         length,
-        mtime: Number(fields.mtime ?? 0),
-        cache: fields.cache as GetResult["cache"],
+        mtime,
+        cache,
         sha256: fields.sha256,
         verified: hash !== undefined,
         bytes,
@@ -298,6 +356,11 @@ export class TcpCacheClient {
     });
     this.#reads = answered.catch(() => {});
     return answered.catch((error) => {
+      if (error instanceof LocalFailure) {
+        // The body was not read to its end: the connection is out of step.
+        this.close();
+        throw error.error;
+      }
       if (error instanceof ServerError || error instanceof IntegrityError) throw error;
       if (error instanceof ConnectionError) throw error;
       throw new ConnectionError(`connection broken: ${error.message}`, { cause: error });
@@ -315,333 +378,220 @@ export class TcpCacheClient {
 
 /** Options of {@linkcode download}. */
 export interface DownloadOptions {
-  /** Called with each chunk's size as it arrives (for progress). */
+  /**
+   * Called with each chunk's size as it arrives (for progress).
+   * @default {undefined}
+   */
   onProgress?: (bytes: number) => void;
+  /**
+   * Called with the response's header before the body (for progress: the
+   * size, and the offset a resume starts at).
+   * @default {undefined}
+   */
+  onHeader?: (header: GetHeader) => void;
+  /**
+   * Continue `DEST.part` when it exists: ask only for the bytes after it
+   * (a range request), then verify the whole file. Without a `.part` this is
+   * an ordinary download. When the server has no sha256 for the file (it is
+   * not in its cache), the file is accepted unverified (`verified: false`)
+   * only if the `.part` carries the file's modification time, as an
+   * interrupted {@linkcode download} leaves it; otherwise the `.part` is
+   * removed and {@linkcode ResumeError} thrown.
+   * @default {false}
+   */
+  resume?: boolean;
+}
+
+/** What {@linkcode download} resolves to. */
+export interface DownloadResult extends GetHeader {
+  /** Where the file was saved. */
+  dest: string;
+  /**
+   * True when the whole file matched the server's sha256 (false when the
+   * server had none: a file too large for its cache).
+   */
+  verified: boolean;
+}
+
+/** A `.part` being continued: its handle (at its end), size, digest so far, mtime. */
+interface PartialFile {
+  file: Deno.FsFile;
+  size: number;
+  hash: ReturnType<typeof createHash>;
+  mtime: number | undefined;
 }
 
 /**
  * Downloads a whole file to `dest`. The bytes go to `dest.part`, which is
- * renamed to `dest` only once complete and verified; on failure it is
- * removed, so `dest` never holds partial content.
+ * renamed to `dest` only once complete and verified, so `dest` never holds
+ * partial content.
+ *
+ * When the connection breaks in the middle of the body, the `.part` is kept
+ * (stamped with the server's mtime of the file) and
+ * {@linkcode InterruptedDownloadError} is thrown: `resume: true` continues
+ * it later. On any other failure (a server error, a sha256 mismatch) the
+ * `.part` is removed.
+ *
+ * @example
+ * ```ts
+ * import { connect, download } from "./client.ts";
+ * const client = await connect({ port: 9089 });
+ * const result = await download(client, "docs/readme.txt", "readme.txt", { resume: true });
+ * console.log(result.cache, result.verified);
+ * client.close();
+ * ```
+ *
+ * @throws {ServerError} when the server answers an error (e.g. 404).
+ * @throws {IntegrityError} when the file does not match the server's sha256.
+ * @throws {InterruptedDownloadError} when the body broke off (`.part` kept).
+ * @throws {ResumeError} when a `.part` cannot be continued (it is removed).
  */
 export async function download(
   client: TcpCacheClient,
   path: string,
   dest: string,
   options: DownloadOptions = {},
-): Promise<GetResult> {
+): Promise<DownloadResult> {
   const partial = `${dest}.part`;
-  const file = await Deno.open(partial, { write: true, create: true, truncate: true });
+  const kept = options.resume ? await openPartial(partial) : undefined;
+  const resumeAt = kept?.size ?? 0;
+  const file = kept?.file ??
+    await Deno.open(partial, { write: true, create: true, truncate: true });
+  let header: GetHeader | undefined;
+  let received = resumeAt;
+  let verified: boolean;
   let result: GetResult;
   try {
-    result = await client.get(path, {
-      sink: async (chunk) => {
-        await writeAll(file, chunk);
-        options.onProgress?.(chunk.length);
-      },
-    });
-    file.close();
+    try {
+      result = await client.get(path, {
+        offset: resumeAt > 0 ? resumeAt : undefined,
+        onHeader: (fields) => {
+          header = fields;
+          options.onHeader?.(fields);
+        },
+        sink: async (chunk) => {
+          kept?.hash.update(chunk);
+          await writeAll(file, chunk);
+          received += chunk.length;
+          options.onProgress?.(chunk.length);
+        },
+      });
+    } finally {
+      file.close();
+    }
+    verified = result.verified;
+    if (kept && resumeAt > 0) verified = await verifyResumed(client, path, partial, kept, result);
   } catch (error) {
-    file.close();
-    await Deno.remove(partial).catch(() => {});
-    throw error;
+    throw await keepOrDiscard(error, { partial, path, header, received, resumeAt });
   }
   await Deno.rename(partial, dest);
-  return result;
+  const { bytes: _, ...fields } = result;
+  return { ...fields, verified, dest };
 }
 
-// ---------------------------------------------------------------------------
-// The command line
-
-const USAGE = `tcpcache client ${VERSION}: fetch files from a tcpcache server
-
-Usage: deno task client [--host HOST] [--port PORT] COMMAND [ARGS] [options]
-       tcpcache COMMAND [ARGS] [options]
-
-Commands:
-  get PATH [-o DEST]   download a file (to its base name here, or to DEST;
-                       DEST may be a directory)
-  list                 the cache's entries, in eviction order
-  files [DIR]          browse the served directory
-  stat PATH            a file's size, mtime and cache state
-  stats                the server's counters
-  ping                 check that the server answers
-
-Options:
-  --host HOST      server address (default: $TCPCACHE_HOST or 127.0.0.1)
-  --port PORT      server port (default: $TCPCACHE_PORT or ${DEFAULT_PORT})
-  -o, --output P   where get saves the file
-  --json           print the server's JSON as it is
-  -q, --quiet      print nothing but errors
-  -h, --help       show this help
-  --version        print the version
-
-The original assignment's command lines work too:
-  client.ts HOST PORT list          list the cache
-  client.ts HOST PORT FILE DIR      fetch FILE into DIR
-
-Exit status: 0 success, 1 the server answered an error (or the bytes failed
-verification), 2 usage error, 3 cannot connect or the connection broke.
-
-Examples:
-  deno task client get docs/readme.txt
-  deno task client --port 9090 list --json
-`;
-
-/** A command the client's command line runs. */
-interface Invocation {
-  command: "get" | "list" | "files" | "stat" | "stats" | "ping";
-  args: string[];
-  host: string;
-  port: number;
-  output?: string;
-  json: boolean;
-  quiet: boolean;
+/** Opens a `.part` to continue it and hashes what it holds; undefined when there is none. */
+async function openPartial(partial: string): Promise<PartialFile | undefined> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(partial, { read: true, write: true });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+  try {
+    const info = await file.stat();
+    const hash = createHash("sha256");
+    const buffer = new Uint8Array(256 * 1024);
+    let size = 0;
+    while (true) {
+      const n = await file.read(buffer);
+      if (n === null) break;
+      hash.update(buffer.subarray(0, n));
+      size += n;
+    }
+    return { file, size, hash, mtime: info.mtime?.getTime() };
+  } catch (error) {
+    file.close();
+    throw error;
+  }
 }
-
-class UsageError extends Error {}
-
-const COMMANDS = ["get", "list", "files", "stat", "stats", "ping"] as const;
 
 /**
- * The client's command line. Resolves to the exit status: 0 success, 1 the
- * server answered an error, 2 usage error, 3 connection failure.
+ * Verifies a continued download as a whole: against the sha256 in the range
+ * response (sent when the file is cached), else the one `STAT` reports. With
+ * neither, the `.part` is accepted unverified only when it carries the
+ * file's mtime (it came from an interrupted download of this version). The
+ * caller removes the `.part` when this throws.
  */
-export async function clientMain(args: string[]): Promise<number> {
-  let invocation: Invocation | "help" | "version";
-  try {
-    invocation = parseClientArgs(args);
-  } catch (error) {
-    console.error(`tcpcache: ${(error as Error).message}\n(see --help)`);
-    return 2;
+async function verifyResumed(
+  client: TcpCacheClient,
+  path: string,
+  partial: string,
+  kept: PartialFile,
+  result: GetResult,
+): Promise<boolean> {
+  const actual = kept.hash.digest("hex");
+  const expected = result.sha256 ?? (await client.stat(path)).sha256;
+  if (expected) {
+    if (expected === actual) return true;
+    throw new IntegrityError(path, expected, actual, `${partial} discarded`);
   }
-  if (invocation === "help") {
-    console.log(USAGE);
-    return 0;
-  }
-  if (invocation === "version") {
-    console.log(`tcpcache ${VERSION}`);
-    return 0;
-  }
-  try {
-    await run(invocation);
-    return 0;
-  } catch (error) {
-    console.error(`tcpcache: ${(error as Error).message}`);
-    if (error instanceof ServerError || error instanceof IntegrityError) return 1;
-    if (error instanceof ConnectionError) return 3;
-    return 1;
-  }
-}
-
-function parseClientArgs(args: string[]): Invocation | "help" | "version" {
-  const { values, positionals } = parseArgs({
-    args,
-    options: {
-      host: { type: "string" },
-      port: { type: "string" },
-      output: { type: "string", short: "o" },
-      json: { type: "boolean", default: false },
-      quiet: { type: "boolean", short: "q", default: false },
-      help: { type: "boolean", short: "h" },
-      version: { type: "boolean" },
-    },
-    allowPositionals: true,
-  });
-  if (values.help) return "help";
-  if (values.version) return "version";
-  let host = values.host ?? Deno.env.get("TCPCACHE_HOST") ?? "127.0.0.1";
-  let port = values.port ?? Deno.env.get("TCPCACHE_PORT") ?? String(DEFAULT_PORT);
-  let [command, ...rest] = positionals;
-  let output = values.output;
-  if (!isCommand(command) && positionals.length >= 3 && /^[0-9]+$/.test(positionals[1])) {
-    // The original assignment's forms: HOST PORT list | HOST PORT FILE [DIR]
-    [host, port] = positionals;
-    const [what, dir] = positionals.slice(2);
-    if (what === "list" && dir === undefined) {
-      command = "list";
-      rest = [];
-    } else {
-      command = "get";
-      rest = [what];
-      if (dir !== undefined) output = `${dir}/${baseName(what)}`;
-      if (positionals.length > 4) throw new UsageError("usage: client.ts HOST PORT FILE DIR");
-    }
-  }
-  if (command === undefined) throw new UsageError("no command given");
-  if (!isCommand(command)) throw new UsageError(`unknown command: ${command}`);
-  const arity: Record<Invocation["command"], [number, number]> = {
-    get: [1, 1],
-    list: [0, 0],
-    files: [0, 1],
-    stat: [1, 1],
-    stats: [0, 0],
-    ping: [0, 0],
-  };
-  const [min, max] = arity[command];
-  if (rest.length < min || rest.length > max) {
-    throw new UsageError(`${command} takes ${min === max ? min : `${min} or ${max}`} argument(s)`);
-  }
-  if (!/^[0-9]{1,5}$/.test(port) || Number(port) > 65535) {
-    throw new UsageError(`invalid port: ${port}`);
-  }
-  return {
-    command,
-    args: rest,
-    host,
-    port: Number(port),
-    output,
-    json: values.json,
-    quiet: values.quiet,
-  };
-}
-
-function isCommand(word: string | undefined): word is Invocation["command"] {
-  return (COMMANDS as readonly string[]).includes(word ?? "");
-}
-
-async function run(invocation: Invocation): Promise<void> {
-  const client = await connect(invocation);
-  try {
-    const print = (text: string) => {
-      if (!invocation.quiet) console.log(text);
-    };
-    switch (invocation.command) {
-      case "get":
-        return await runGet(client, invocation);
-      case "list": {
-        const listing = await client.list();
-        return print(invocation.json ? JSON.stringify(listing) : formatListing(listing));
-      }
-      case "files": {
-        const listing = await client.files(invocation.args[0] ?? "");
-        return print(invocation.json ? JSON.stringify(listing) : formatFiles(listing));
-      }
-      case "stat": {
-        const stat = await client.stat(invocation.args[0]);
-        return print(invocation.json ? JSON.stringify(stat) : formatRecord({ ...stat }));
-      }
-      case "stats": {
-        const stats = await client.stats();
-        return print(invocation.json ? JSON.stringify(stats) : formatRecord(stats));
-      }
-      case "ping": {
-        const started = performance.now();
-        await client.ping();
-        const ms = (performance.now() - started).toFixed(2);
-        return print(`pong from ${invocation.host}:${invocation.port} in ${ms} ms`);
-      }
-    }
-  } finally {
-    client.close();
-  }
-}
-
-async function runGet(client: TcpCacheClient, invocation: Invocation): Promise<void> {
-  const path = invocation.args[0];
-  let dest = invocation.output ?? baseName(path);
-  if (await isDirectory(dest)) dest = `${dest}/${baseName(path)}`;
-  const started = performance.now();
-  const result = await download(client, path, dest);
-  const seconds = Math.max((performance.now() - started) / 1000, 1e-6);
-  if (invocation.quiet) return;
-  if (invocation.json) {
-    const { bytes: _, ...fields } = result;
-    console.log(JSON.stringify({ path, saved: dest, ...fields }));
-    return;
-  }
-  const rate = formatBytes(Math.round(result.length / seconds));
-  const check = result.verified ? ", verified sha256" : "";
-  console.error(
-    `saved ${dest} (${formatBytes(result.length)} in ${seconds.toFixed(3)} s, ${rate}/s, ` +
-      `${result.cache}${check})`,
+  if (kept.mtime === result.mtime) return false;
+  throw new ResumeError(
+    `cannot verify ${partial}: the server has no sha256 for ${path} (it is not cached) and ` +
+      `the partial file is not from an interrupted download of this version; discarded`,
   );
 }
 
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch {
-    return false;
-  }
-}
-
-function baseName(path: string): string {
-  return path.split("/").filter((part) => part !== "").pop() ?? path;
-}
-
-/** Formats milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC). */
-function formatTime(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 19).replace("T", " ");
-}
-
-/** Lays rows out in columns padded to their widest cell. */
-function formatTable(rows: string[][], rightAligned: number[] = []): string {
-  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
-  return rows.map((row) =>
-    row.map((cell, column) => {
-      const last = column === row.length - 1;
-      if (rightAligned.includes(column)) return cell.padStart(widths[column]);
-      return last ? cell : cell.padEnd(widths[column]);
-    }).join("  ")
-  ).join("\n");
-}
-
-function formatListing(listing: CacheListing): string {
-  const rows = [["#", "SIZE", "ADMITTED (UTC)", "PATH"]];
-  listing.entries.forEach((entry, i) => {
-    rows.push([
-      String(i + 1),
-      formatBytes(entry.size),
-      formatTime(entry.admitted),
-      escapeControls(entry.path),
-    ]);
-  });
-  const percent = listing.capacity > 0 ? (100 * listing.used / listing.capacity).toFixed(1) : "0";
-  const count = listing.entries.length;
-  const summary = `${count} ${count === 1 ? "entry" : "entries"}, ` +
-    `${formatBytes(listing.used)} of ${formatBytes(listing.capacity)} used (${percent}%), ` +
-    `policy ${listing.policy}; #1 is evicted next`;
-  return count === 0 ? summary : `${formatTable(rows, [0, 1])}\n${summary}`;
-}
-
-function formatFiles(listing: FileListing): string {
-  const title = `/${listing.path}`;
-  if (listing.entries.length === 0) return `${title}: empty`;
-  const rows = [["TYPE", "SIZE", "MODIFIED (UTC)", "NAME"]];
-  for (const entry of listing.entries) {
-    const dir = entry.type === "dir";
-    rows.push([
-      entry.type,
-      dir ? "-" : formatBytes(entry.size),
-      formatTime(entry.mtime),
-      escapeControls(entry.name) + (dir ? "/" : ""),
-    ]);
-  }
-  return `${title}\n${formatTable(rows, [1])}`;
-}
-
-/** Formats a (nested) record as `key: value` lines. */
-function formatRecord(record: Record<string, unknown>, indent = ""): string {
-  return Object.entries(record).map(([key, value]) => {
-    if (value !== null && typeof value === "object") {
-      const inner = formatRecord(value as Record<string, unknown>, indent + "  ");
-      return `${indent}${key}:` + (inner === "" ? " {}" : `\n${inner}`);
+/**
+ * What a failed download leaves: a `.part` with bytes in it survives a broken
+ * connection (to be continued), stamped with the server's mtime; any other
+ * failure removes it. Resolves to the error to throw.
+ */
+async function keepOrDiscard(
+  error: unknown,
+  at: {
+    partial: string;
+    path: string;
+    header: GetHeader | undefined;
+    received: number;
+    resumeAt: number;
+  },
+): Promise<unknown> {
+  const { partial, header, received } = at;
+  if (error instanceof ConnectionError && received > 0) {
+    if (header?.mtime) {
+      await Deno.utime(partial, new Date(), new Date(header.mtime)).catch(() => {});
     }
-    return `${indent}${key}: ${describeValue(key, value)}`;
-  }).join("\n");
+    return new InterruptedDownloadError(
+      `${error.message}; ${received} bytes kept in ${partial}`,
+      partial,
+      received,
+      { cause: error },
+    );
+  }
+  await Deno.remove(partial).catch(() => {});
+  if (at.resumeAt > 0 && error instanceof ServerError && error.code === 416) {
+    return new ResumeError(
+      `${partial} (${at.resumeAt} bytes) is longer than ${at.path} on the server; discarded`,
+    );
+  }
+  return error;
 }
 
-/** A value with a readable form beside it: times as dates, byte counts in units. */
-function describeValue(key: string, value: unknown): string {
-  if (typeof value !== "number") return String(value);
-  if (key === "mtime" || key === "admitted") return `${value} (${formatTime(value)} UTC)`;
-  if (/^(size|used|capacity|bytes)/.test(key) && value >= 1024) {
-    return `${value} (${formatBytes(value)})`;
-  }
-  return String(value);
+/**
+ * The client's command line (see `client_cli.ts`), loaded on first use so
+ * that programs using only the library do not load it. Resolves to the exit
+ * status: 0 success, 1 a server error or failed verification, 2 a usage
+ * error, 3 a connection failure.
+ */
+export async function clientMain(args: string[]): Promise<number> {
+  const cli = await import("./client_cli.ts");
+  return await cli.clientMain(args);
 }
 
 if (import.meta.main) {
-  Deno.exit(await clientMain(Deno.args));
+  // Not a top-level await: client_cli.ts imports this module, and would wait
+  // forever for a module still suspended at its end.
+  clientMain(Deno.args).then((status) => Deno.exit(status));
 }
