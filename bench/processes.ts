@@ -1,0 +1,437 @@
+/**
+ * The processes the benchmark starts and watches: the servers (tcpcache,
+ * nginx, the Python reference), helper commands, and what /proc says about
+ * their memory, sockets and CPU. Every process started here is tracked, so
+ * an early exit can stop them all.
+ *
+ * @module
+ */
+
+/** The only address the benchmark uses. */
+export const HOST = "127.0.0.1";
+/** The repository's root (bench/..). */
+export const REPO: string = decodeURIComponent(new URL("..", import.meta.url).pathname)
+  .replace(/\/$/, "");
+/** How long a server may take to be ready. */
+export const STARTUP_MS = 20_000;
+const STOP_MS = 12_000;
+const SERVER_TS = `${REPO}/server.ts`;
+const PYTHON_REFERENCE = `${REPO}/bench/reference/original_design.py`;
+
+/** The path of an executable on PATH (or in /usr/sbin, /sbin), if there is one. */
+export function findExecutable(name: string): string | undefined {
+  const dirs = (Deno.env.get("PATH") ?? "").split(":").concat(["/usr/sbin", "/sbin"]);
+  for (const dir of dirs) {
+    try {
+      const info = Deno.statSync(`${dir}/${name}`);
+      if (info.isFile && (info.mode ?? 0) & 0o111) return `${dir}/${name}`;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** Runs a command to completion within `timeoutMs`; never throws. */
+export async function run(
+  command: string,
+  args: string[],
+  timeoutMs = 10_000,
+): Promise<{ ok: boolean; out: string }> {
+  try {
+    const output = await new Deno.Command(command, {
+      args,
+      cwd: REPO,
+      stdin: "null",
+      env: { DEBIAN_FRONTEND: "noninteractive" },
+      signal: AbortSignal.timeout(timeoutMs),
+    }).output();
+    const decoder = new TextDecoder();
+    return {
+      ok: output.success,
+      out: decoder.decode(output.stdout) + decoder.decode(output.stderr),
+    };
+  } catch (error) {
+    return { ok: false, out: (error as Error).message };
+  }
+}
+
+/** The servers compared. */
+export type ServerName = "tcpcache" | "nginx" | "python";
+
+/** A server the bench started. `pid` is the real server process (never a wrapper). */
+export interface Server {
+  name: ServerName;
+  protocol: "tcpcache" | "http";
+  port: number;
+  pid: number;
+  child: Deno.ChildProcess;
+  stderr: string[];
+  exited: boolean;
+}
+
+/** Keeps the first lines a process writes to stderr, for the report. */
+function collectLines(stream: ReadableStream<Uint8Array>, into: string[]): void {
+  (async () => {
+    let pending = "";
+    try {
+      for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+        pending += text;
+        const lines = pending.split("\n");
+        pending = lines.pop() ?? "";
+        for (const line of lines) if (into.length < 20) into.push(line.slice(0, 300));
+        pending = pending.slice(-4096);
+      }
+    } catch {
+      // the process is gone
+    }
+  })();
+}
+
+/**
+ * Resolves with the port of the first `listening on 127.0.0.1:PORT` line on
+ * stdout, then keeps draining stdout so the server never blocks on the pipe.
+ */
+async function readyPort(server: Server, stdout: ReadableStream<Uint8Array>): Promise<number> {
+  const reader = stdout.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), STARTUP_MS);
+  });
+  try {
+    while (true) {
+      const next = await Promise.race([reader.read(), server.child.status, timeout]);
+      if (next === "timeout") throw new Error(`no ready line within ${STARTUP_MS / 1000} s`);
+      if ("code" in next) throw new Error(`exited with code ${next.code} at start`);
+      if (next.done) throw new Error("closed its stdout before the ready line");
+      text = (text + decoder.decode(next.value, { stream: true })).slice(-8192);
+      const match = /listening on 127\.0\.0\.1:([0-9]+)/.exec(text);
+      if (match && text.indexOf("\n", match.index) >= 0) break;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  (async () => {
+    try {
+      while (!(await reader.read()).done) {
+        // discard the access log, if any
+      }
+    } catch {
+      // the process is gone
+    }
+  })();
+  return Number(/listening on 127\.0\.0\.1:([0-9]+)/.exec(text)![1]);
+}
+
+/** Every process the bench started and that still runs: an early exit stops them all. */
+const children = new Set<Deno.ChildProcess>();
+
+/** Registers a child process so that {@linkcode stopChildren} can stop it; returns it. */
+export function track(child: Deno.ChildProcess): Deno.ChildProcess {
+  children.add(child);
+  child.status.then(() => children.delete(child));
+  return child;
+}
+
+/** SIGTERM to every process still running, SIGKILL after {@linkcode STOP_MS}. */
+export async function stopChildren(): Promise<void> {
+  const waiting = [...children];
+  for (const child of waiting) terminate(child, "SIGTERM");
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise((resolve) => timer = setTimeout(resolve, STOP_MS));
+  await Promise.race([Promise.all(waiting.map((c) => c.status)), late]);
+  clearTimeout(timer);
+  for (const child of children) terminate(child, "SIGKILL");
+}
+
+function terminate(child: Deno.ChildProcess, signal: Deno.Signal): void {
+  try {
+    child.kill(signal);
+  } catch {
+    // exited meanwhile
+  }
+}
+
+function spawn(name: ServerName, command: string, args: string[], stdout: boolean): Server {
+  const child = track(
+    new Deno.Command(command, {
+      args,
+      cwd: REPO,
+      stdin: "null",
+      stdout: stdout ? "piped" : "null",
+      stderr: "piped",
+    }).spawn(),
+  );
+  const server: Server = {
+    name,
+    protocol: name === "nginx" ? "http" : "tcpcache",
+    port: 0,
+    pid: child.pid,
+    child,
+    stderr: [],
+    exited: false,
+  };
+  child.status.then(() => server.exited = true);
+  collectLines(child.stderr, server.stderr);
+  return server;
+}
+
+async function startReady(server: Server): Promise<Server> {
+  try {
+    server.port = await readyPort(server, server.child.stdout);
+    return server;
+  } catch (error) {
+    await stopServer(server);
+    const said = server.stderr.length > 0 ? `; stderr: ${server.stderr.join(" / ")}` : "";
+    throw new Error(`${server.name} did not start: ${(error as Error).message}${said}`);
+  }
+}
+
+/** Runs server.ts directly with the Deno running the bench (no npx wrapper, so the PID is real). */
+export function startTcpcache(dir: string, cacheDir: string, cacheSize: string): Promise<Server> {
+  return startReady(spawn("tcpcache", Deno.execPath(), [
+    "run",
+    "-A",
+    SERVER_TS,
+    "--dir",
+    dir,
+    "--cache-dir",
+    cacheDir,
+    "--cache-size",
+    cacheSize,
+    "--host",
+    HOST,
+    "--port",
+    "0",
+    "--quiet",
+    "--max-connections",
+    "4000",
+  ], true));
+}
+
+/** Runs the original design's Python server (bench/reference/original_design.py). */
+export function startPython(python3: string, dir: string): Promise<Server> {
+  return startReady(
+    spawn("python", python3, [PYTHON_REFERENCE, "--dir", dir, "--port", "0"], true),
+  );
+}
+
+function nginxConfig(dir: string, files: string, port: number): string {
+  const user = Deno.uid() === 0 ? "user root;\n" : "";
+  return `daemon off;
+master_process on;
+worker_processes auto;
+${user}pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  keepalive_timeout 65;
+  default_type application/octet-stream;
+  client_body_temp_path ${dir}/client_body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen ${HOST}:${port};
+    root ${files};
+    location / { }
+  }
+}
+`;
+}
+
+/** Starts nginx on a free port with a config in `dir`; ready once it accepts a connection. */
+export async function startNginx(nginx: string, dir: string, files: string): Promise<Server> {
+  const probe = Deno.listen({ hostname: HOST, port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(`${dir}/nginx.conf`, nginxConfig(dir, files, port));
+  const server = spawn("nginx", nginx, [
+    "-p",
+    dir,
+    "-c",
+    `${dir}/nginx.conf`,
+    "-e",
+    `${dir}/error.log`,
+  ], false);
+  server.port = port;
+  const until = Date.now() + STARTUP_MS;
+  while (Date.now() < until && !server.exited) {
+    try {
+      (await Deno.connect({ hostname: HOST, port })).close();
+      return server;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+  await stopServer(server);
+  const errorLog = await Deno.readTextFile(`${dir}/error.log`).catch(() => "");
+  throw new Error(`nginx did not start: ${server.stderr.join(" / ")} ${errorLog.trim()}`);
+}
+
+/** SIGTERM (every server here shuts down on it), then SIGKILL after {@linkcode STOP_MS}. */
+export async function stopServer(server: Server): Promise<void> {
+  if (server.exited) return;
+  try {
+    server.child.kill("SIGTERM");
+  } catch {
+    return;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((resolve) => timer = setTimeout(() => resolve("late"), STOP_MS));
+  if (await Promise.race([server.child.status, late]) === "late") {
+    log(`${server.name} did not exit within ${STOP_MS / 1000} s of SIGTERM; killing it`);
+    server.child.kill("SIGKILL");
+    await server.child.status;
+  }
+  clearTimeout(timer);
+}
+
+/** The process and its descendants (nginx's workers, say). */
+export async function processTree(pid: number): Promise<number[]> {
+  const parents = new Map<number, number>();
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^[0-9]+$/.test(entry.name)) continue;
+    try {
+      const stat = await Deno.readTextFile(`/proc/${entry.name}/stat`);
+      parents.set(Number(entry.name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) {
+    for (const [child, parent] of parents) if (parent === tree[i]) tree.push(child);
+  }
+  return tree;
+}
+
+/** Resident and peak resident KiB of a set of processes, summed. */
+export async function memoryKiB(pids: number[]): Promise<{ rss: number; hwm: number }> {
+  let rss = 0;
+  let hwm = 0;
+  for (const pid of pids) {
+    try {
+      const status = await Deno.readTextFile(`/proc/${pid}/status`);
+      rss += Number(/^VmRSS:\s+([0-9]+)/m.exec(status)?.[1] ?? 0);
+      hwm += Number(/^VmHWM:\s+([0-9]+)/m.exec(status)?.[1] ?? 0);
+    } catch {
+      // gone
+    }
+  }
+  return { rss, hwm };
+}
+
+/** The sockets the processes hold open (listeners included). */
+export async function countSockets(pids: number[]): Promise<number> {
+  let count = 0;
+  for (const pid of pids) {
+    try {
+      for await (const entry of Deno.readDir(`/proc/${pid}/fd`)) {
+        const target = await Deno.readLink(`/proc/${pid}/fd/${entry.name}`).catch(() => "");
+        if (target.startsWith("socket:")) count++;
+      }
+    } catch {
+      // gone
+    }
+  }
+  return count;
+}
+
+/** Samples the tree's resident memory every 25 ms until stopped; resolves with the peak KiB. */
+export function sampleMemory(pids: number[]): { stop: () => Promise<number> } {
+  let peak = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      peak = Math.max(peak, (await memoryKiB(pids)).rss);
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return peak;
+    },
+  };
+}
+
+/**
+ * Resolves true once `stream` has said `word`, false if it ends or `ms` pass
+ * first; it keeps draining the stream afterwards.
+ */
+export async function saysWithin(
+  stream: ReadableStream<Uint8Array>,
+  word: string,
+  ms: number,
+): Promise<boolean> {
+  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((resolve) => timer = setTimeout(() => resolve("late"), ms));
+  let said = "";
+  let heard = false;
+  try {
+    while (!heard) {
+      const next = await Promise.race([reader.read(), late]);
+      if (next === "late" || next.done) break;
+      said = (said + next.value).slice(-4096);
+      heard = said.includes(word);
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  (async () => {
+    try {
+      while (!(await reader.read()).done) {
+        // discard
+      }
+    } catch {
+      // the process is gone
+    }
+  })();
+  return heard;
+}
+
+/** The CPU's model name, from /proc/cpuinfo. */
+export function cpuModel(): string {
+  try {
+    return /^model name\s*:\s*(.*)$/m.exec(Deno.readTextFileSync("/proc/cpuinfo"))?.[1] ?? "";
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * CPU seconds so far: the whole machine's (all but idle, iowait and steal), and this
+ * process's with its children's (counted once they are reaped).
+ */
+export function cpuSeconds(): { machine: number; ours: number } {
+  try {
+    const all = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/);
+    const self = Deno.readTextFileSync("/proc/self/stat");
+    const own = self.slice(self.lastIndexOf(")") + 2).split(" ").map(Number);
+    return {
+      // user, nice, system, irq, softirq: tasks here are charged the softirq
+      // time of loopback traffic, so the machine's side must count it too.
+      machine: [1, 2, 3, 6, 7].reduce((sum, i) => sum + Number(all[i]), 0) / 100,
+      ours: (own[11] + own[12] + own[13] + own[14]) / 100,
+    };
+  } catch {
+    return { machine: NaN, ours: NaN };
+  }
+}
+
+/** A progress line on stderr (stdout carries only the results). */
+export function log(message: string): void {
+  console.error(`bench: ${message}`);
+}
