@@ -183,7 +183,7 @@ export interface ServerHandle {
 /** How much of a body is sent in the header's write (one syscall). */
 const SMALL_BODY = 64 * 1024;
 /** The chunk size for streaming large bodies and filling the cache. */
-const CHUNK_SIZE = 256 * 1024;
+const CHUNK_SIZE = 128 * 1024;
 /** Each connection's read buffer: twice the longest request line. */
 const READ_BUFFER = 2 * MAX_REQUEST_LINE;
 /** How many times a request retries after losing a race with eviction. */
@@ -734,20 +734,19 @@ class Server {
       stat,
       read: async (sink) => {
         const opened = await this.#origin.open(path);
-        const buffer = this.#takeBuffer();
+        const buffers: [Uint8Array, Uint8Array] = [this.#takeBuffer(), this.#takeBuffer()];
         try {
           if (opened.stat.validator !== stat.validator) throw new OriginChangedError(path);
-          while (true) {
-            const n = await opened.file.read(buffer);
-            if (n === null) break;
-            this.#counts.bytesFromOrigin += n;
-            await sink(buffer.subarray(0, n));
-          }
+          // Read to the end, not just `size` bytes: a file that grew is caught.
+          await readChunks(opened.file, buffers, Infinity, async (chunk) => {
+            this.#counts.bytesFromOrigin += chunk.length;
+            await sink(chunk);
+          });
           const after = toOriginStat(await opened.file.stat());
           if (after.validator !== stat.validator) throw new OriginChangedError(path);
         } finally {
           opened.file.close();
-          this.#returnBuffer(buffer);
+          buffers.forEach((buffer) => this.#returnBuffer(buffer));
         }
       },
     };
@@ -784,32 +783,19 @@ class Server {
       return;
     }
     await this.#send(session, header);
-    // Two buffers: the next chunk is read from disk while the current one
-    // is written to the socket.
-    let current = this.#takeBuffer();
-    let next = this.#takeBuffer();
-    let reading: Promise<number | null> | undefined;
+    const buffers: [Uint8Array, Uint8Array] = [this.#takeBuffer(), this.#takeBuffer()];
     try {
-      let left = length;
-      reading = file.read(current.subarray(0, Math.min(left, current.length)));
-      while (left > 0) {
-        const n: number | null = await reading!;
-        reading = undefined;
-        if (n === null) throw new TruncatedBodyError(`${path} ended early`);
-        onRead?.(n);
-        left -= n;
-        if (left > 0) reading = file.read(next.subarray(0, Math.min(left, next.length)));
-        await this.#send(session, current.subarray(0, n));
-        [current, next] = [next, current];
-      }
+      const sent = await readChunks(file, buffers, length, async (chunk) => {
+        onRead?.(chunk.length);
+        await this.#send(session, chunk);
+      });
+      if (sent < length) throw new TruncatedBodyError(`${path} ended early`);
     } catch (error) {
-      await reading?.catch(() => {}); // never return a buffer a read still fills
       if (isConnectionError(error)) throw error;
       this.#limits.onError(`response cut short: ${(error as Error).message}`);
       throw new TruncatedBodyError((error as Error).message);
     } finally {
-      this.#returnBuffer(current);
-      this.#returnBuffer(next);
+      buffers.forEach((buffer) => this.#returnBuffer(buffer));
     }
   }
 
@@ -960,6 +946,41 @@ function headerOf(
     cache: outcome,
     sha256: entry.sha256,
   };
+}
+
+/**
+ * Reads up to `limit` bytes of `file` (to its end with `Infinity`) and hands
+ * each chunk to `consume`. Two buffers take turns, so the next chunk is read
+ * while the current one is consumed (sent, or hashed and written). Resolves
+ * to the bytes read, which is less than `limit` when the file ends first.
+ */
+async function readChunks(
+  file: Deno.FsFile,
+  buffers: [Uint8Array, Uint8Array],
+  limit: number,
+  consume: (chunk: Uint8Array) => Promise<void>,
+): Promise<number> {
+  let [current, next] = buffers;
+  let total = 0;
+  let reading: Promise<number | null> | undefined = file.read(
+    current.subarray(0, Math.min(limit, current.length)),
+  );
+  try {
+    while (reading) {
+      const n = await reading;
+      reading = undefined;
+      if (n === null) break;
+      total += n;
+      if (total < limit) {
+        reading = file.read(next.subarray(0, Math.min(limit - total, next.length)));
+      }
+      await consume(current.subarray(0, n));
+      [current, next] = [next, current];
+    }
+    return total;
+  } finally {
+    await reading?.catch(() => {}); // no buffer goes back to the pool while a read fills it
+  }
 }
 
 /** Reads until `target` is full or the file ends; resolves to the count. */
