@@ -182,8 +182,14 @@ export interface ServerHandle {
 
 /** How much of a body is sent in the header's write (one syscall). */
 const SMALL_BODY = 64 * 1024;
-/** The chunk size for streaming large bodies and filling the cache. */
-const CHUNK_SIZE = 128 * 1024;
+/**
+ * Chunk sizes for streaming bodies and filling the cache: big chunks make
+ * fewer system calls on a big file; small ones keep memory low when hundreds
+ * of connections each fetch a file of a few MiB. Each transfer holds two.
+ */
+const CHUNK_SIZES = { small: 128 * 1024, large: 256 * 1024 } as const;
+/** Bodies from this size on are moved in large chunks. */
+const LARGE_BODY = 8 * 1024 * 1024;
 /** Each connection's read buffer: twice the longest request line. */
 const READ_BUFFER = 2 * MAX_REQUEST_LINE;
 /** How many times a request retries after losing a race with eviction. */
@@ -302,7 +308,7 @@ class Server {
     sendTimeouts: 0,
   };
   #errors: Record<string, number> = {};
-  #buffers: Uint8Array[] = [];
+  #buffers = { small: [] as Uint8Array[], large: [] as Uint8Array[] };
 
   constructor(listener: Deno.TcpListener, cache: FileCache, origin: Origin, limits: Limits) {
     this.#listener = listener;
@@ -734,7 +740,7 @@ class Server {
       stat,
       read: async (sink) => {
         const opened = await this.#origin.open(path);
-        const buffers: [Uint8Array, Uint8Array] = [this.#takeBuffer(), this.#takeBuffer()];
+        const buffers = this.#takeBuffers(stat.size);
         try {
           if (opened.stat.validator !== stat.validator) throw new OriginChangedError(path);
           // Read to the end, not just `size` bytes: a file that grew is caught.
@@ -746,7 +752,7 @@ class Server {
           if (after.validator !== stat.validator) throw new OriginChangedError(path);
         } finally {
           opened.file.close();
-          buffers.forEach((buffer) => this.#returnBuffer(buffer));
+          this.#returnBuffers(buffers);
         }
       },
     };
@@ -783,7 +789,7 @@ class Server {
       return;
     }
     await this.#send(session, header);
-    const buffers: [Uint8Array, Uint8Array] = [this.#takeBuffer(), this.#takeBuffer()];
+    const buffers = this.#takeBuffers(length);
     try {
       const sent = await readChunks(file, buffers, length, async (chunk) => {
         onRead?.(chunk.length);
@@ -795,7 +801,7 @@ class Server {
       this.#limits.onError(`response cut short: ${(error as Error).message}`);
       throw new TruncatedBodyError((error as Error).message);
     } finally {
-      buffers.forEach((buffer) => this.#returnBuffer(buffer));
+      this.#returnBuffers(buffers);
     }
   }
 
@@ -852,12 +858,18 @@ class Server {
     this.#errors[code] = (this.#errors[code] ?? 0) + 1;
   }
 
-  #takeBuffer(): Uint8Array {
-    return this.#buffers.pop() ?? new Uint8Array(CHUNK_SIZE);
+  /** Two pooled buffers for moving `length` bytes, sized for it. */
+  #takeBuffers(length: number): [Uint8Array, Uint8Array] {
+    const kind = length >= LARGE_BODY ? "large" : "small";
+    const take = () => this.#buffers[kind].pop() ?? new Uint8Array(CHUNK_SIZES[kind]);
+    return [take(), take()];
   }
 
-  #returnBuffer(buffer: Uint8Array): void {
-    if (this.#buffers.length < 64) this.#buffers.push(buffer);
+  #returnBuffers(buffers: Uint8Array[]): void {
+    for (const buffer of buffers) {
+      const pool = buffer.length === CHUNK_SIZES.large ? this.#buffers.large : this.#buffers.small;
+      if (pool.length < 32) pool.push(buffer);
+    }
   }
 }
 
