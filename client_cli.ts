@@ -207,7 +207,7 @@ class UsageError extends Error {}
 /**
  * The client's command line. Resolves to the exit status: 0 success, 1 the
  * server answered an error or the bytes failed verification, 2 usage error,
- * 3 connection failure.
+ * 3 connection failure, 130 interrupted (Ctrl-C; a resumable `.part` stays).
  *
  * @example
  * ```ts
@@ -264,8 +264,8 @@ function parseClientArgs(
   });
   if (values.help) return { help: isCommand(positionals[0]) ? positionals[0] : undefined };
   if (values.version) return "version";
-  let host = values.host ?? Deno.env.get("TCPCACHE_HOST") ?? "127.0.0.1";
-  let port = values.port ?? Deno.env.get("TCPCACHE_PORT") ?? String(DEFAULT_PORT);
+  let host = values.host ?? envOr("TCPCACHE_HOST", "127.0.0.1");
+  let port = values.port ?? envOr("TCPCACHE_PORT", String(DEFAULT_PORT));
   let [command, ...rest] = positionals;
   let output = values.output;
   if (!isCommand(command) && positionals.length >= 3 && /^[0-9]+$/.test(positionals[1])) {

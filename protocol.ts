@@ -3,7 +3,7 @@
  * request lines and response headers, percent-coding and path checks.
  *
  * This module does no I/O, so every change to the wire format is a change
- * here and nowhere else. The contract it implements is `PROTOCOL.md`.
+ * here and nowhere else. The contract it implements is `docs/PROTOCOL.md`.
  *
  * @module
  */
@@ -215,6 +215,8 @@ const HEX = "0123456789ABCDEF";
  * ```
  */
 export function percentEncode(text: string): string {
+  // Most values (numbers, hex digests, plain names) need no escape at all.
+  if (/^[\x21-\x24\x26-\x7e]*$/.test(text)) return text;
   let out = "";
   for (const byte of utf8.encode(text)) {
     if (byte <= SPACE || byte >= DEL || byte === PERCENT) {

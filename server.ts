@@ -211,21 +211,28 @@ const encoder = new TextEncoder();
 export async function startServer(options: ServerOptions = {}): Promise<ServerHandle> {
   const cacheDir = options.cacheDir ?? "./cache";
   const onError = options.onError ?? console.error;
-  // The origin first: a server that cannot serve its directory must not
-  // create or empty a cache directory.
+  // The origin and the port first: a server that cannot serve its directory
+  // or take its port must not create or empty a cache directory (which may
+  // be a running server's).
   const origin = options.origin ??
     await DirectoryOrigin.open(options.dir ?? SAMPLE_DIR, { hide: cacheDir });
-  const cache = await FileCache.open({
-    dir: cacheDir,
-    capacity: options.cacheSize ?? DEFAULT_CAPACITY,
-    policy: options.policy,
-    memoryBudget: options.memoryBudget,
-    onWarning: onError,
-  });
   const listener = Deno.listen({
     hostname: options.host ?? "127.0.0.1",
     port: options.port ?? DEFAULT_PORT,
   });
+  let cache: FileCache;
+  try {
+    cache = await FileCache.open({
+      dir: cacheDir,
+      capacity: options.cacheSize ?? DEFAULT_CAPACITY,
+      policy: options.policy,
+      memoryBudget: options.memoryBudget,
+      onWarning: onError,
+    });
+  } catch (error) {
+    listener.close();
+    throw error;
+  }
   const limits: Limits = {
     maxConnections: options.maxConnections ?? 1024,
     idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
@@ -309,6 +316,8 @@ class Server {
   };
   #errors: Record<string, number> = {};
   #buffers = { small: [] as Uint8Array[], large: [] as Uint8Array[] };
+  // Weak: a header goes when its entry leaves the cache and is forgotten.
+  #hitHeaders = new WeakMap<CacheEntry, Uint8Array>();
 
   constructor(listener: Deno.TcpListener, cache: FileCache, origin: Origin, limits: Limits) {
     this.#listener = listener;
@@ -363,20 +372,22 @@ class Server {
       }
       this.#counts.total++;
       if (this.#counts.open >= this.#limits.maxConnections) {
-        void this.#reject(conn, "server busy: too many connections");
+        this.#track(this.#reject(conn, "server busy: too many connections"));
         continue;
       }
       this.#counts.open++;
-      const task = this.#serveConnection(conn).finally(() => {
-        this.#counts.open--;
-        this.#connections.delete(task);
-      });
-      this.#connections.add(task);
+      this.#track(this.#serveConnection(conn).finally(() => this.#counts.open--));
     }
     await Promise.all(this.#connections);
     clearInterval(this.#sweeper);
     this.#spare?.close();
     this.#spare = undefined;
+  }
+
+  /** Keeps a connection's task until it ends, so that close() waits for it. */
+  #track(task: Promise<void>): void {
+    const tracked = task.finally(() => this.#connections.delete(tracked));
+    this.#connections.add(tracked);
   }
 
   /**
@@ -396,8 +407,9 @@ class Server {
 
   /**
    * Out of descriptors: sheds one waiting client with a 503, using the spare
-   * descriptor, and takes the spare back once that client is gone. Other
-   * failures: backs off briefly, and reports at most one a second.
+   * descriptor, which is taken back once that client is gone (meanwhile
+   * accepting goes on, backing off). Other failures: backs off briefly, and
+   * reports at most one a second.
    */
   async #acceptFailed(error: unknown): Promise<void> {
     if (isOutOfDescriptors(error) && this.#spare) {
@@ -406,11 +418,15 @@ class Server {
       try {
         const conn = await this.#listener.accept();
         this.#counts.total++;
-        await this.#reject(conn, "server busy: out of file descriptors");
+        const refused = this.#reject(conn, "server busy: out of file descriptors");
+        this.#track(refused.finally(() => this.#spare ??= openSpare()));
       } catch {
-        // the client left first
+        this.#spare = openSpare(); // the client left first
       }
-      this.#spare = openSpare();
+      return;
+    }
+    if (isOutOfDescriptors(error)) {
+      await new Promise((resolve) => setTimeout(resolve, 10)); // the spare is in use
       return;
     }
     const now = Date.now();
@@ -658,13 +674,24 @@ class Server {
       const inMemory = admitted.bytes;
       if (inMemory) {
         this.#countServed(session, path, outcome);
+        if (outcome === "hit" && whole) {
+          // The hottest path: a whole small file from memory, its header made once.
+          await this.#send(session, this.#hitHeader(admitted));
+          await this.#send(session, inMemory);
+          return;
+        }
         const body = inMemory.subarray(range.offset, range.offset + range.length);
         await this.#sendBody(session, headerOf(admitted, range, outcome), { bytes: body });
         return;
       }
       const served = await this.#files.with(1, async () => {
         const file = await this.#cache.openEntry(admitted);
-        if (!file) return false; // evicted between lookup and open
+        if (!file) {
+          // Evicted between lookup and open (then this does nothing), or its
+          // file vanished: an entry without a file must not stay.
+          await this.#cache.remove(path, admitted);
+          return false;
+        }
         try {
           this.#countServed(session, path, outcome);
           const fields = headerOf(admitted, range, outcome);
@@ -677,6 +704,16 @@ class Server {
       if (served) return;
     }
     await this.#bypass(session, path, request);
+  }
+
+  /** The header of a whole-file hit on `entry`, encoded once per entry. */
+  #hitHeader(entry: CacheEntry): Uint8Array {
+    let header = this.#hitHeaders.get(entry);
+    if (!header) {
+      header = encoder.encode(formatOk(entry.size, headerOf(entry, { offset: 0 }, "hit")));
+      this.#hitHeaders.set(entry, header);
+    }
+    return header;
   }
 
   #countServed(session: Session, path: string, outcome: "hit" | "miss"): void {

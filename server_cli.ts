@@ -211,8 +211,9 @@ function parseInteger(flag: string, text: string, max: number, min = 0): number 
 
 function parseSeconds(flag: string, text: string): number {
   const seconds = Number(text);
-  if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || seconds <= 0) {
-    throw new Error(`${flag} must be a positive number of seconds, not "${text}"`);
+  // Timers longer than 2^31-1 ms would fire at once.
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || seconds <= 0 || seconds > 2_147_483) {
+    throw new Error(`${flag} must be a number of seconds from 0.001 to 2147483, not "${text}"`);
   }
   return Math.round(seconds * 1000);
 }

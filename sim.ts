@@ -196,7 +196,7 @@ Workload (one of):
 Options:
   --policy LIST         all, or a comma-separated list of ${simulatorPolicies().join(", ")}
                         (default: all; belady is the offline optimum)
-  --sizes LIST          cache sizes, e.g. 64MiB,128MiB (default: 8 sizes from 1/64
+  --sizes LIST          cache sizes, e.g. 64MiB,128MiB (default: 6 sizes from 1/64
                         to 1/2 of the trace's distinct bytes)
   --json                print the results as JSON
   --svg FILE            write a miss-ratio-versus-cache-size plot
@@ -334,7 +334,7 @@ export function parseSizeDistribution(text: string): SizeDistribution {
   throw new Error(`unknown size distribution: ${text}`);
 }
 
-/** Eight sizes from 1/64 to 1/2 of the trace's distinct bytes, doubling. */
+/** Six sizes from 1/64 to 1/2 of the trace's distinct bytes, doubling. */
 function defaultSizes(trace: Trace): number[] {
   const distinct = new Map<string, number>();
   trace.keys.forEach((key, i) => distinct.set(key, trace.sizes[i]));

@@ -106,9 +106,9 @@ export interface ZipfOptions {
   /** The number of requests. */
   requests: number;
   /**
-   * Object sizes: `fixed:N`, `uniform:MIN-MAX` or `lognormal:MEDIAN,SIGMA`
-   * (sizes accept K/M/G suffixes through the caller's parser).
-   * @default {"fixed:4096"}
+   * How object sizes are drawn (the simulator's `--size-dist` parses
+   * `fixed:SIZE`, `uniform:MIN-MAX` and `lognormal:MEDIAN,SIGMA` into this).
+   * @default {{ kind: "fixed", size: 4096 }}
    */
   sizes?: SizeDistribution;
   /**

@@ -101,3 +101,17 @@ Deno.test("--debug reports a failure with its stack; without it, one line", asyn
     }
   }
 });
+
+Deno.test("timeouts longer than a timer can hold are refused as usage errors", async () => {
+  const { serverMain } = await import("../server_cli.ts");
+  const error = console.error;
+  console.error = () => {};
+  try {
+    for (const flag of ["--idle-timeout", "--send-timeout", "--shutdown-timeout"]) {
+      assert.equal(await serverMain([flag, "2500000"]), 2, flag);
+      assert.equal(await serverMain([flag, "0"]), 2, flag);
+    }
+  } finally {
+    console.error = error;
+  }
+});

@@ -606,3 +606,37 @@ Deno.test("a cache directory inside the served directory is invisible to clients
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("a second server that cannot take its port leaves the first one's cache alone", async () => {
+  const big = seededBytes(200_000, 61);
+  await withServer({ "big.bin": big }, {}, async ({ port, dir, cacheDir, server }) => {
+    const client = await connect({ port });
+    try {
+      assert.equal((await client.get("big.bin")).cache, "miss");
+      await assert.rejects(startServer({ dir, cacheDir, port }), Deno.errors.AddrInUse);
+      const again = await client.get("big.bin");
+      assert.equal(again.cache, "hit", "the cache file is still there");
+      assert.equal(sha256(again.bytes!), sha256(big));
+      assert.equal(server.cache.count, 1);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+Deno.test("an entry whose cache file vanished is dropped and fetched again", async () => {
+  const big = seededBytes(200_000, 62); // over the in-memory limit: served from its file
+  await withServer({ "big.bin": big }, {}, async ({ port, cacheDir, server }) => {
+    const client = await connect({ port });
+    try {
+      await client.get("big.bin");
+      await Deno.remove(`${cacheDir}/${server.cache.lookup("big.bin")!.file}`);
+      const refetched = await client.get("big.bin");
+      assert.equal(refetched.cache, "miss");
+      assert.equal(sha256(refetched.bytes!), sha256(big));
+      assert.equal((await client.get("big.bin")).cache, "hit");
+    } finally {
+      client.close();
+    }
+  });
+});
