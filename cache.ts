@@ -145,8 +145,6 @@ export const POLICIES: Record<string, (capacity: number) => EvictionPolicy> = {
   s3fifo: (capacity) => new S3FifoPolicy({ capacity }),
 };
 
-export { FifoPolicy };
-
 /** A lock made of a promise chain: tasks run one at a time, in call order. */
 export class Mutex {
   #tail: Promise<unknown> = Promise.resolve();

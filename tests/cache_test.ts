@@ -3,13 +3,13 @@ import {
   CACHE_MARKER,
   type CacheEntry,
   type EvictionPolicy,
-  FifoPolicy,
   FileCache,
   type FillSource,
   Mutex,
   POLICIES,
 } from "../cache.ts";
 import { OriginChangedError } from "../origin.ts";
+import { FifoPolicy } from "../policies/fifo.ts";
 import { seededBytes, seededRandom, sha256 } from "./helpers.ts";
 
 /** A fill source over bytes in memory, counting how often it is read. */
