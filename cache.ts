@@ -433,12 +433,14 @@ export class FileCache {
       await source.read(async (chunk) => {
         count += chunk.length;
         if (count > size) throw new OriginChangedError(path);
-        hash.update(chunk);
-        bytes?.set(chunk, count - chunk.length);
-        await writeAll(target, chunk).catch((error) => {
+        // The write runs on Deno's I/O threads while this thread hashes.
+        const writing = writeAll(target, chunk).catch((error) => {
           diskError = error;
           throw error;
         });
+        hash.update(chunk);
+        bytes?.set(chunk, count - chunk.length);
+        await writing;
       });
       if (count !== size) throw new OriginChangedError(path);
     } catch (error) {
