@@ -187,7 +187,7 @@ const SMALL_BODY = 64 * 1024;
  * fewer system calls on a big file; small ones keep memory low when hundreds
  * of connections each fetch a file of a few MiB. Each transfer holds two.
  */
-const CHUNK_SIZES = { small: 128 * 1024, large: 256 * 1024 } as const;
+const CHUNK_SIZES = { small: 64 * 1024, large: 256 * 1024 } as const;
 /** Bodies from this size on are moved in large chunks. */
 const LARGE_BODY = 8 * 1024 * 1024;
 /** Each connection's read buffer: twice the longest request line. */
