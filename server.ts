@@ -479,8 +479,9 @@ class Server {
       while (!this.#closing) {
         // Answers to pipelined requests are coalesced; they go out once no
         // further request is waiting in the buffer.
-        if (!session.reader.hasBufferedLine) await session.outbox.flush();
-        const line = await this.#nextRequestLine(session);
+        const pipelined = session.reader.hasBufferedLine;
+        if (!pipelined) await session.outbox.flush();
+        const line = await this.#nextRequestLine(session, pipelined);
         if (line === null) break;
         const keepOpen = await this.#answer(session, line);
         if (!keepOpen) break;
@@ -500,10 +501,10 @@ class Server {
    * null when the connection should end: the client closed it, timed out
    * (408 sent), sent too long a line (413 sent), or the server is stopping.
    */
-  async #nextRequestLine(session: Session): Promise<Uint8Array | null> {
+  async #nextRequestLine(session: Session, pipelined: boolean): Promise<Uint8Array | null> {
     if (this.#closing) return null;
     // A pipelined request already here needs neither timer nor race.
-    if (session.reader.hasBufferedLine) return await this.#readBufferedLine(session);
+    if (pipelined) return await this.#readBufferedLine(session);
     // A fresh promise per wait: racing one long-lived promise would keep
     // every request's reaction alive until it settles (a leak).
     const wakeUp = Promise.withResolvers<"timeout" | "shutdown">();

@@ -134,14 +134,15 @@ function quantileMs(histogram: ArrayLike<number>, q: number): number {
 // ---------------------------------------------------------------------------
 // Messages between the pool and its workers
 
-/** One worker's share of a load. */
-interface WorkerJob {
-  port: number;
-  protocol: Protocol;
-  paths: string[];
-  sizes: number[];
-  connections: number;
-  mode: Mode;
+/**
+ * One worker's share of a load: the spec's fields (its own count of
+ * connections), with the window as timestamps and the defaults filled in.
+ */
+interface WorkerJob extends
+  Pick<
+    LoadSpec,
+    "port" | "protocol" | "paths" | "sizes" | "connections" | "mode" | "verifyFiles"
+  > {
   /** Epoch milliseconds when the counted window opens. */
   windowStart: number;
   /** Epoch milliseconds when it closes (Infinity for fixed counts). */
@@ -150,7 +151,6 @@ interface WorkerJob {
   bufferSize: number;
   /** The first path this worker asks for, so that workers spread over the files. */
   firstPath: number;
-  verifyFiles?: string[];
 }
 
 /** One worker's measurements. */

@@ -113,15 +113,7 @@ async function readyPort(server: Server, stdout: ReadableStream<Uint8Array>): Pr
   } finally {
     clearTimeout(timer);
   }
-  (async () => {
-    try {
-      while (!(await reader.read()).done) {
-        // discard the access log, if any
-      }
-    } catch {
-      // the process is gone
-    }
-  })();
+  drainInBackground(reader);
   return Number(/listening on 127\.0\.0\.1:([0-9]+)/.exec(text)![1]);
 }
 
@@ -390,6 +382,15 @@ export async function saysWithin(
   } finally {
     clearTimeout(timer);
   }
+  drainInBackground(reader);
+  return heard;
+}
+
+/**
+ * Reads and discards the rest of a child's output, in the background, so
+ * that the child never blocks on a full pipe (a server's access log, say).
+ */
+export function drainInBackground(reader: ReadableStreamDefaultReader<unknown>): void {
   (async () => {
     try {
       while (!(await reader.read()).done) {
@@ -399,7 +400,6 @@ export async function saysWithin(
       // the process is gone
     }
   })();
-  return heard;
 }
 
 /** The CPU's model name, from /proc/cpuinfo. */

@@ -33,6 +33,7 @@ import {
 } from "../client.ts";
 import { formatRequest, parseResponseHeader } from "../protocol.ts";
 import { formatBytes, parseSize } from "../units.ts";
+import { drainInBackground } from "./processes.ts";
 
 const SERVER = fileURLToPath(new URL("../server.ts", import.meta.url));
 const HOST = "127.0.0.1";
@@ -405,16 +406,7 @@ async function spawnServer(
   } finally {
     clearTimeout(timer);
   }
-  // Keep draining stdout so the server never blocks on a full pipe.
-  (async () => {
-    try {
-      while (!(await reader.read()).done) {
-        // discard
-      }
-    } catch {
-      // the process is gone
-    }
-  })();
+  drainInBackground(reader);
   return server;
 }
 

@@ -26,14 +26,24 @@ export interface Outcome {
 }
 
 /** Runs `deno run PERMISSIONS script ...args` in `cwd` and waits for it to exit. */
-export async function run(
+export function run(
   script: string,
   args: string[],
   cwd: string,
   env: Record<string, string> = {},
 ): Promise<Outcome> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSIONS, script, ...args],
+  return runCommand(Deno.execPath(), ["run", ...PERMISSIONS, script, ...args], cwd, env);
+}
+
+/** Runs any command in `cwd`, without stdin and with NO_COLOR, and waits for it to exit. */
+export async function runCommand(
+  command: string,
+  args: string[],
+  cwd: string,
+  env: Record<string, string> = {},
+): Promise<Outcome> {
+  const output = await new Deno.Command(command, {
+    args,
     cwd,
     env: { NO_COLOR: "1", ...env },
     stdin: "null",

@@ -20,6 +20,7 @@ import {
   type Outcome,
   PERMISSIONS,
   run,
+  runCommand,
   summaryPattern,
   summarySource,
   withFakeServer,
@@ -719,24 +720,10 @@ Deno.test("the progress line: live on a terminal, absent otherwise", async (t) =
     const env = { TCPCACHE_PROGRESS_INTERVAL_MS: "0" };
 
     /** Runs the client on a pseudo-terminal (util-linux `script`); resolves to what it showed. */
-    async function onTerminal(args: string[], cwd: string): Promise<Outcome> {
+    function onTerminal(args: string[], cwd: string): Promise<Outcome> {
       const quote = (word: string) => `'${word.replaceAll("'", `'\\''`)}'`;
       const command = [Deno.execPath(), "run", ...PERMISSIONS, CLIENT, ...args].map(quote);
-      const output = await new Deno.Command("script", {
-        args: ["-q", "-e", "-c", command.join(" "), "/dev/null"],
-        cwd,
-        env: { NO_COLOR: "1", ...env },
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const decoder = new TextDecoder();
-      return {
-        code: output.code,
-        stdout: decoder.decode(output.stdout),
-        stderr: decoder.decode(output.stderr),
-        stdoutBytes: output.stdout,
-      };
+      return runCommand("script", ["-q", "-e", "-c", command.join(" "), "/dev/null"], cwd, env);
     }
 
     await t.step(
