@@ -45,20 +45,41 @@ export interface OriginDirEntry {
   mtime: number;
 }
 
-/** An open origin file, with the stat it had when it was opened. */
-export interface OriginFile {
-  /** The open file, positioned at its start. */
-  file: Deno.FsFile;
-  /** Its size, mtime and validator, taken from the open handle. */
-  stat: OriginStat;
+/** Bytes read in order, the way `Deno.FsFile.read` reads them. */
+export interface ByteSource {
+  /** Reads into `into`; resolves to the count, or null at the end. */
+  read(into: Uint8Array): Promise<number | null>;
+  /** Releases what the source holds; reading after it fails. */
+  close(): void;
+}
+
+/** A part of a file: `length` bytes from `offset`. */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+/**
+ * An origin file opened for reading, from the start or from the asked
+ * range's offset. Reading past the range (or the size) is allowed and is
+ * how a file that grew while it was read is noticed.
+ */
+export interface OriginFile extends ByteSource {
+  /** Its size, mtime and validator when it was opened. */
+  readonly stat: OriginStat;
+  /**
+   * Its stat now: a validator unlike `stat`'s means that the file changed
+   * while it was read.
+   */
+  restat(): Promise<OriginStat>;
 }
 
 /** The origin's contract: what the server and the cache use. */
 export interface Origin {
   /** Stats a regular file. */
   stat(path: string): Promise<OriginStat>;
-  /** Opens a regular file for reading. */
-  open(path: string): Promise<OriginFile>;
+  /** Opens a regular file for reading, positioned at `range.offset`. */
+  open(path: string, range?: ByteRange): Promise<OriginFile>;
   /** Lists a directory ("" is the served directory itself). */
   list(path: string): Promise<OriginDirEntry[]>;
 }
@@ -131,7 +152,7 @@ export class DirectoryOrigin implements Origin {
     }
   }
 
-  async open(path: string): Promise<OriginFile> {
+  async open(path: string, range?: ByteRange): Promise<OriginFile> {
     const real = await this.#resolve(path);
     // Check the kind before opening: opening a FIFO for reading would block.
     const before = await Deno.stat(real).catch(mapFsError(path));
@@ -140,7 +161,13 @@ export class DirectoryOrigin implements Origin {
     try {
       const info = await file.stat();
       if (!info.isFile) throw notFound(path);
-      return { file, stat: toOriginStat(info) };
+      if (range && range.offset > 0) await file.seek(range.offset, Deno.SeekMode.Start);
+      return {
+        stat: toOriginStat(info),
+        read: (into) => file.read(into),
+        close: () => file.close(),
+        restat: async () => toOriginStat(await file.stat()),
+      };
     } catch (error) {
       file.close();
       throw error;

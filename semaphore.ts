@@ -37,14 +37,30 @@ export class Semaphore {
    * the total.
    */
   async with<T>(count: number, task: () => Promise<T>): Promise<T> {
-    count = Math.min(count, this.#total);
-    await this.#acquire(count);
+    const release = await this.acquire(count);
     try {
       return await task();
     } finally {
+      release();
+    }
+  }
+
+  /**
+   * Takes `count` permits (all at once, as {@linkcode Semaphore.with} does)
+   * and resolves to the function that gives them back; calling it again does
+   * nothing. For holders whose use outlives one call, such as a response
+   * body that a stream sends later.
+   */
+  async acquire(count: number): Promise<() => void> {
+    count = Math.min(count, this.#total);
+    await this.#acquire(count);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
       this.#available += count;
       this.#grantWaiting();
-    }
+    };
   }
 
   #acquire(count: number): Promise<void> {

@@ -10,15 +10,9 @@
 
 import { ByteReader, LineTooLongError, writeAll } from "./byte_reader.ts";
 import { Outbox } from "./outbox.ts";
-import { Semaphore } from "./semaphore.ts";
-import { type CacheEntry, DEFAULT_CAPACITY, FileCache, type FillSource } from "./cache.ts";
-import {
-  DirectoryOrigin,
-  type Origin,
-  OriginChangedError,
-  type OriginStat,
-  toOriginStat,
-} from "./origin.ts";
+import { type CacheEntry, DEFAULT_CAPACITY, FileCache } from "./cache.ts";
+import { type HttpFrontEnd, startHttp } from "./http.ts";
+import { DirectoryOrigin, type Origin, OriginChangedError } from "./origin.ts";
 import {
   DEFAULT_PORT,
   type ErrorCode,
@@ -27,10 +21,21 @@ import {
   type HeaderFields,
   MAX_REQUEST_LINE,
   parseRequest,
-  ProtocolError,
   type Request,
 } from "./protocol.ts";
-import { VERSION } from "./version.ts";
+import {
+  FileService,
+  isConnectionError,
+  type Limits,
+  isOutOfDescriptors,
+  readFull,
+  type RequestRecord,
+  type Served,
+  type ServerStats,
+  TruncatedBodyError,
+} from "./service.ts";
+
+export type { RequestRecord, ServerStats } from "./service.ts";
 
 /** The sample files served when no `--dir` is given. */
 export const SAMPLE_DIR: string = decodeURIComponent(new URL("./sample", import.meta.url).pathname);
@@ -52,6 +57,12 @@ export interface ServerOptions {
    * @default {9089}
    */
   port?: number;
+  /**
+   * The port of the HTTP front end, on the same host; 0 picks a free one
+   * (see the handle's `httpAddr`). Off when not given.
+   * @default {undefined}
+   */
+  httpPort?: number;
   /**
    * The cache directory, created empty at start (see `FileCache.open`).
    * @default {"./cache"}
@@ -125,49 +136,12 @@ export interface ServerOptions {
   debug?: boolean;
 }
 
-/** One answered request, as `onRequest` hears of it. */
-export interface RequestRecord {
-  /** When the request line arrived, ms since the epoch. */
-  time: number;
-  /** The client's address, `host:port`. */
-  client: string;
-  /** The command (`-` when the line did not parse). */
-  command: string;
-  /** The path, for commands that take one. */
-  path?: string;
-  /** `OK`, or the error code sent. */
-  status: "OK" | ErrorCode;
-  /** Bytes of the answer, header included. */
-  bytes: number;
-  /** Milliseconds from the request line to the answer's last byte handed over. */
-  ms: number;
-  /** Where a `GET` was served from. */
-  cache?: "hit" | "miss" | "bypass";
-}
-
-/** The counters `STATS` reports. */
-export interface ServerStats {
-  version: string;
-  uptimeMs: number;
-  connections: { open: number; total: number; rejected: number };
-  requests: number;
-  hits: number;
-  misses: number;
-  bypasses: number;
-  evictions: number;
-  bytesSent: number;
-  bytesFromOrigin: number;
-  /** Connections dropped because the client stopped taking bytes. */
-  sendTimeouts: number;
-  errors: Record<string, number>;
-  /** `memory`: bytes of small entries also held in memory. */
-  cache: { capacity: number; used: number; entries: number; policy: string; memory: number };
-}
-
 /** A running server, as {@linkcode startServer} returns it. */
 export interface ServerHandle {
   /** The address it listens on (with the real port when 0 was asked). */
   readonly addr: Deno.NetAddr;
+  /** The HTTP front end's address, when it runs. */
+  readonly httpAddr?: Deno.NetAddr;
   /** The cache it serves from. */
   readonly cache: FileCache;
   /** The counters `STATS` reports, as of now. */
@@ -182,18 +156,8 @@ export interface ServerHandle {
 
 /** How much of a body is sent in the header's write (one syscall). */
 const SMALL_BODY = 64 * 1024;
-/**
- * Chunk sizes for streaming bodies and filling the cache: big chunks make
- * fewer system calls on a big file; small ones keep memory low when hundreds
- * of connections each fetch a file of a few MiB. Each transfer holds two.
- */
-const CHUNK_SIZES = { small: 64 * 1024, large: 256 * 1024 } as const;
-/** Bodies from this size on are moved in large chunks. */
-const LARGE_BODY = 8 * 1024 * 1024;
 /** Each connection's read buffer: twice the longest request line. */
 const READ_BUFFER = 2 * MAX_REQUEST_LINE;
-/** How many times a request retries after losing a race with eviction. */
-const LOOKUP_ATTEMPTS = 3;
 
 const encoder = new TextEncoder();
 
@@ -216,12 +180,22 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   // be a running server's).
   const origin = options.origin ??
     await DirectoryOrigin.open(options.dir ?? SAMPLE_DIR, { hide: cacheDir });
-  const listener = Deno.listen({
-    hostname: options.host ?? "127.0.0.1",
-    port: options.port ?? DEFAULT_PORT,
-  });
+  const hostname = options.host ?? "127.0.0.1";
+  const listener = Deno.listen({ hostname, port: options.port ?? DEFAULT_PORT });
+  const limits: Limits = {
+    maxConnections: options.maxConnections ?? 1024,
+    idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
+    sendTimeoutMs: options.sendTimeoutMs ?? 60_000,
+    onError,
+    onRequest: options.onRequest,
+  };
+  const service = Promise.withResolvers<FileService>();
+  let http: HttpFrontEnd | undefined;
   let cache: FileCache;
   try {
+    if (options.httpPort !== undefined) {
+      http = startHttp(service.promise, { hostname, port: options.httpPort, ...limits });
+    }
     cache = await FileCache.open({
       dir: cacheDir,
       capacity: options.cacheSize ?? DEFAULT_CAPACITY,
@@ -231,47 +205,29 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     });
   } catch (error) {
     listener.close();
+    await http?.close(0);
     throw error;
   }
-  const limits: Limits = {
-    maxConnections: options.maxConnections ?? 1024,
-    idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
-    sendTimeoutMs: options.sendTimeoutMs ?? 60_000,
+  const files = new FileService(cache, origin, {
     maxOpenFiles: options.maxOpenFiles ?? 512,
     onError,
-    onRequest: options.onRequest,
     debug: options.debug ?? false,
-  };
-  const server = new Server(listener, cache, origin, limits);
+  });
+  service.resolve(files);
+  const server = new Server(listener, files, limits);
   const accepting = server.acceptLoop();
+  const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 10_000;
   return {
     addr: listener.addr,
+    httpAddr: http?.addr,
     cache,
-    stats: () => server.stats(),
-    close: () => {
-      server.shutdown(options.shutdownTimeoutMs ?? 10_000);
-      return accepting;
+    stats: () => files.stats(),
+    close: async () => {
+      server.shutdown(shutdownTimeoutMs);
+      await Promise.all([accepting, http?.close(shutdownTimeoutMs)]);
     },
   };
 }
-
-interface Limits {
-  maxConnections: number;
-  idleTimeoutMs: number;
-  sendTimeoutMs: number;
-  maxOpenFiles: number;
-  onError: (message: string) => void;
-  onRequest?: (record: RequestRecord) => void;
-  debug: boolean;
-}
-
-/** A response's body: bytes in memory, or a byte range of an open file. */
-type Body =
-  | { bytes: Uint8Array }
-  | { file: Deno.FsFile; path: string; offset: number; length: number };
-
-/** Raised when a body could not be completed after its header was sent. */
-class TruncatedBodyError extends Error {}
 
 /** One client connection and what the server keeps for it. */
 interface Session {
@@ -289,70 +245,25 @@ interface Session {
 /** The state shared by every connection of one server. */
 class Server {
   #listener: Deno.TcpListener;
-  #cache: FileCache;
-  #origin: Origin;
+  #service: FileService;
   #limits: Limits;
-  #started = Date.now();
   #connections = new Set<Promise<void>>();
   #sessions = new Set<Session>();
   #closing = false;
   #sweeper: ReturnType<typeof setInterval>;
-  #files: Semaphore;
   // A descriptor held in reserve: when accept fails for lack of descriptors,
   // closing it makes room to accept one client and tell it ERR 503.
   #spare: Deno.FsFile | undefined;
   #lastAcceptReport = 0;
-  #counts = {
-    open: 0,
-    total: 0,
-    rejected: 0,
-    requests: 0,
-    hits: 0,
-    misses: 0,
-    bypasses: 0,
-    bytesSent: 0,
-    bytesFromOrigin: 0,
-    sendTimeouts: 0,
-  };
-  #errors: Record<string, number> = {};
-  #buffers = { small: [] as Uint8Array[], large: [] as Uint8Array[] };
   // Weak: a header goes when its entry leaves the cache and is forgotten.
   #hitHeaders = new WeakMap<CacheEntry, Uint8Array>();
 
-  constructor(listener: Deno.TcpListener, cache: FileCache, origin: Origin, limits: Limits) {
+  constructor(listener: Deno.TcpListener, service: FileService, limits: Limits) {
     this.#listener = listener;
-    this.#cache = cache;
-    this.#origin = origin;
+    this.#service = service;
     this.#limits = limits;
-    this.#files = new Semaphore(limits.maxOpenFiles);
     this.#spare = openSpare();
-    const every = Math.max(10, Math.min(1000, limits.sendTimeoutMs / 4));
-    this.#sweeper = setInterval(() => this.#dropStalledWriters(), every);
-  }
-
-  stats(): ServerStats {
-    const c = this.#counts;
-    return {
-      version: VERSION,
-      uptimeMs: Date.now() - this.#started,
-      connections: { open: c.open, total: c.total, rejected: c.rejected },
-      requests: c.requests,
-      hits: c.hits,
-      misses: c.misses,
-      bypasses: c.bypasses,
-      evictions: this.#cache.evictions,
-      bytesSent: c.bytesSent,
-      bytesFromOrigin: c.bytesFromOrigin,
-      sendTimeouts: c.sendTimeouts,
-      errors: { ...this.#errors },
-      cache: {
-        capacity: this.#cache.capacity,
-        used: this.#cache.used,
-        entries: this.#cache.count,
-        policy: this.#cache.policy,
-        memory: this.#cache.memoryUsed,
-      },
-    };
+    this.#sweeper = setInterval(() => this.#dropStalledWriters(), sweepInterval(limits));
   }
 
   /**
@@ -370,13 +281,14 @@ class Server {
         await this.#acceptFailed(error);
         continue;
       }
-      this.#counts.total++;
-      if (this.#counts.open >= this.#limits.maxConnections) {
+      const connections = this.#service.connections;
+      connections.total++;
+      if (connections.open >= this.#limits.maxConnections) {
         this.#track(this.#reject(conn, "server busy: too many connections"));
         continue;
       }
-      this.#counts.open++;
-      this.#track(this.#serveConnection(conn).finally(() => this.#counts.open--));
+      connections.open++;
+      this.#track(this.#serveConnection(conn).finally(() => connections.open--));
     }
     await Promise.all(this.#connections);
     clearInterval(this.#sweeper);
@@ -417,7 +329,7 @@ class Server {
       this.#spare = undefined;
       try {
         const conn = await this.#listener.accept();
-        this.#counts.total++;
+        this.#service.connections.total++;
         const refused = this.#reject(conn, "server busy: out of file descriptors");
         this.#track(refused.finally(() => this.#spare ??= openSpare()));
       } catch {
@@ -439,8 +351,8 @@ class Server {
 
   /** Answers `ERR 503` right after accept, and closes. */
   async #reject(conn: Deno.Conn, message: string): Promise<void> {
-    this.#counts.rejected++;
-    this.#countError(503);
+    this.#service.connections.rejected++;
+    this.#service.countError(503);
     try {
       await writeAll(conn, encoder.encode(formatError(503, message)));
       await linger(conn);
@@ -457,7 +369,7 @@ class Server {
     for (const session of this.#sessions) {
       const since = session.outbox.writingSince;
       if (since !== 0 && now - since > this.#limits.sendTimeoutMs) {
-        this.#counts.sendTimeouts++;
+        this.#service.countSendTimeout();
         this.#sessions.delete(session);
         closeQuietly(session.conn); // the pending write fails, and the task ends
       }
@@ -471,7 +383,7 @@ class Server {
       client: `${hostname}:${port}`,
       answer: { bytes: 0, status: "OK" },
       reader: new ByteReader(conn, READ_BUFFER),
-      outbox: new Outbox(conn, (n) => this.#counts.bytesSent += n),
+      outbox: new Outbox(conn, (n) => this.#service.countSent(n)),
     };
     this.#sessions.add(session);
     try {
@@ -556,8 +468,9 @@ class Server {
     try {
       return await this.#answerRequest(session, line, (parsed) => request = parsed);
     } finally {
-      this.#limits.onRequest?.({
+      const record: RequestRecord = {
         time,
+        protocol: "tcp",
         client: session.client,
         command: request?.command ?? "-",
         path: request && "path" in request ? request.path : undefined,
@@ -565,7 +478,9 @@ class Server {
         bytes: session.answer.bytes,
         ms: performance.now() - started,
         cache: session.answer.cache,
-      });
+      };
+      this.#service.record(record);
+      this.#limits.onRequest?.(record);
     }
   }
 
@@ -574,12 +489,12 @@ class Server {
     line: Uint8Array,
     parsed: (request: Request) => void,
   ): Promise<boolean> {
-    this.#counts.requests++;
+    this.#service.countRequest();
     let request: Request;
     try {
       request = parseRequest(line);
     } catch (error) {
-      await this.#sendError(session, ...this.#describeError(error));
+      await this.#sendError(session, ...this.#service.describeError(error));
       return true;
     }
     parsed(request);
@@ -601,7 +516,7 @@ class Server {
     } catch (error) {
       // Past a header, or with the client gone, no answer can follow.
       if (error instanceof TruncatedBodyError || isConnectionError(error)) throw error;
-      const [code, message] = this.#describeError(error);
+      const [code, message] = this.#service.describeError(error);
       if (code === 503) {
         await this.#sendFinalError(session, code, message);
         return false;
@@ -612,188 +527,48 @@ class Server {
   }
 
   /** The JSON body of LIST, FILES, STAT and STATS. */
-  async #describe(request: Request): Promise<unknown> {
+  #describe(request: Request): unknown {
     switch (request.command) {
       case "LIST":
-        return {
-          capacity: this.#cache.capacity,
-          used: this.#cache.used,
-          policy: this.#cache.policy,
-          entries: this.#cache.entries().map((entry) => ({
-            path: entry.path,
-            size: entry.size,
-            admitted: entry.admitted,
-          })),
-        };
+        return this.#service.listing();
       case "FILES":
-        return { path: request.path, entries: await this.#origin.list(request.path) };
-      case "STAT": {
-        const stat = await this.#originStat(request.path);
-        const entry = this.#cache.lookup(request.path);
-        const fresh = entry?.validator === stat.validator;
-        return {
-          path: request.path,
-          size: stat.size,
-          mtime: stat.mtime,
-          cached: fresh,
-          sha256: fresh ? entry.sha256 : null,
-        };
-      }
+        return this.#service.files(request.path);
+      case "STAT":
+        return this.#service.stat(request.path);
       default:
-        return this.stats();
+        return this.#service.stats();
     }
   }
 
-  /**
-   * Serves `GET`: from the cache when a fresh entry is there; otherwise fills
-   * the cache from the origin and serves the new entry; otherwise (too large,
-   * a range of an uncached file, no room) streams from the origin.
-   */
+  /** Serves `GET`: the service finds the bytes, this sends them. */
   async #servePath(
     session: Session,
     request: Extract<Request, { command: "GET" }>,
   ): Promise<void> {
-    const { path } = request;
-    const stat = await this.#originStat(path);
-    const range = checkRange(stat.size, request.offset, request.length);
-    const whole = range.offset === 0 && range.length === stat.size;
-    for (let attempt = 0; attempt < LOOKUP_ATTEMPTS; attempt++) {
-      let entry = this.#cache.lookup(path);
-      let outcome: "hit" | "miss" = "hit";
-      if (entry && entry.validator !== stat.validator) {
-        await this.#cache.remove(path, entry);
-        entry = undefined;
-      }
-      if (!entry) {
-        if (!whole || stat.size > this.#cache.capacity) break;
-        entry = await this.#fill(path, stat);
-        if (!entry) break;
-        outcome = "miss";
-        if (entry.validator !== stat.validator) continue; // joined an older fill
-      }
-      const admitted = entry;
-      const inMemory = admitted.bytes;
-      if (inMemory) {
-        this.#countServed(session, path, outcome);
-        if (outcome === "hit" && whole) {
-          // The hottest path: a whole small file from memory, its header made once.
-          await this.#send(session, this.#hitHeader(admitted));
-          await this.#send(session, inMemory);
-          return;
-        }
-        const body = inMemory.subarray(range.offset, range.offset + range.length);
-        await this.#sendBody(session, headerOf(admitted, range, outcome), { bytes: body });
+    const served = await this.#service.open(request.path, request);
+    try {
+      session.answer.cache = served.outcome;
+      if (served.bytes && served.outcome === "hit" && served.length === served.size) {
+        // The hottest path: a whole small file from memory, its header made once.
+        await this.#send(session, this.#hitHeader(served.entry!));
+        await this.#send(session, served.bytes);
         return;
       }
-      const served = await this.#files.with(1, async () => {
-        const file = await this.#cache.openEntry(admitted);
-        if (!file) {
-          // Evicted between lookup and open (then this does nothing), or its
-          // file vanished: an entry without a file must not stay.
-          await this.#cache.remove(path, admitted);
-          return false;
-        }
-        try {
-          this.#countServed(session, path, outcome);
-          const fields = headerOf(admitted, range, outcome);
-          await this.#sendBody(session, fields, { file, path, ...range });
-        } finally {
-          file.close();
-        }
-        return true;
-      });
-      if (served) return;
+      await this.#sendBody(session, served);
+    } finally {
+      served.release();
     }
-    await this.#bypass(session, path, request);
   }
 
   /** The header of a whole-file hit on `entry`, encoded once per entry. */
   #hitHeader(entry: CacheEntry): Uint8Array {
     let header = this.#hitHeaders.get(entry);
     if (!header) {
-      header = encoder.encode(formatOk(entry.size, headerOf(entry, { offset: 0 }, "hit")));
+      const fields = { size: entry.size, offset: 0, mtime: entry.mtime, cache: "hit" };
+      header = encoder.encode(formatOk(entry.size, { ...fields, sha256: entry.sha256 }));
       this.#hitHeaders.set(entry, header);
     }
     return header;
-  }
-
-  #countServed(session: Session, path: string, outcome: "hit" | "miss"): void {
-    if (outcome === "hit") this.#cache.touch(path);
-    this.#counts[outcome === "hit" ? "hits" : "misses"]++;
-    session.answer.cache = outcome;
-  }
-
-  /**
-   * Fills the cache from the origin. A fill holds two file handles (origin
-   * and cache file); a request that joins a fill in flight holds none.
-   */
-  #fill(path: string, stat: OriginStat): Promise<CacheEntry | undefined> {
-    const fill = () => this.#cache.fill(path, this.#originSource(path, stat));
-    return this.#cache.filling(path) ? fill() : this.#files.with(2, fill);
-  }
-
-  /** Stats an origin file; one that is gone leaves the cache too. */
-  async #originStat(path: string): Promise<OriginStat> {
-    try {
-      return await this.#origin.stat(path);
-    } catch (error) {
-      if (error instanceof ProtocolError && error.code === 404) await this.#cache.remove(path);
-      throw error;
-    }
-  }
-
-  /** Streams from the origin without admitting anything. */
-  #bypass(
-    session: Session,
-    path: string,
-    request: Extract<Request, { command: "GET" }>,
-  ): Promise<void> {
-    return this.#files.with(1, async () => {
-      const { file, stat } = await this.#origin.open(path);
-      try {
-        const range = checkRange(stat.size, request.offset, request.length);
-        this.#counts.bypasses++;
-        session.answer.cache = "bypass";
-        const fields: HeaderFields = {
-          size: stat.size,
-          offset: range.offset,
-          mtime: stat.mtime,
-          cache: "bypass",
-        };
-        await this.#sendBody(
-          session,
-          fields,
-          { file, path, ...range },
-          (n) => this.#counts.bytesFromOrigin += n,
-        );
-      } finally {
-        file.close();
-      }
-    });
-  }
-
-  /** The origin as a fill source: reads and checks that the file held still. */
-  #originSource(path: string, stat: OriginStat): FillSource {
-    return {
-      stat,
-      read: async (sink) => {
-        const opened = await this.#origin.open(path);
-        const buffers = this.#takeBuffers(stat.size);
-        try {
-          if (opened.stat.validator !== stat.validator) throw new OriginChangedError(path);
-          // Read to the end, not just `size` bytes: a file that grew is caught.
-          await readChunks(opened.file, buffers, Infinity, async (chunk) => {
-            this.#counts.bytesFromOrigin += chunk.length;
-            await sink(chunk);
-          });
-          const after = toOriginStat(await opened.file.stat());
-          if (after.validator !== stat.validator) throw new OriginChangedError(path);
-        } finally {
-          opened.file.close();
-          this.#returnBuffers(buffers);
-        }
-      },
-    };
   }
 
   /**
@@ -803,53 +578,37 @@ class Server {
    * @throws {TruncatedBodyError} when the file ends early: the header has
    *   promised more bytes, so the connection must end.
    */
-  async #sendBody(
-    session: Session,
-    fields: HeaderFields,
-    body: Body,
-    onRead?: (n: number) => void,
-  ): Promise<void> {
-    if ("bytes" in body) {
-      await this.#send(session, concat(formatOk(body.bytes.length, fields), body.bytes));
-      return;
-    }
-    const header = encoder.encode(formatOk(body.length, fields));
-    const { file, path, offset, length } = body;
-    if (offset > 0) await file.seek(offset, Deno.SeekMode.Start);
-    if (length <= SMALL_BODY) {
-      const message = new Uint8Array(header.length + length);
+  async #sendBody(session: Session, served: Served): Promise<void> {
+    const fields: HeaderFields = {
+      size: served.size,
+      offset: served.offset,
+      mtime: served.mtime,
+      cache: served.outcome,
+    };
+    if (served.sha256) fields.sha256 = served.sha256;
+    const header = encoder.encode(formatOk(served.length, fields));
+    if (served.length <= SMALL_BODY) {
+      const message = new Uint8Array(header.length + served.length);
       message.set(header);
-      if (await readFull(file, message.subarray(header.length)) < length) {
-        throw new OriginChangedError(path);
+      const body = message.subarray(header.length);
+      if (served.bytes) body.set(served.bytes);
+      else if (await readFull(served.source!, body) < served.length) {
+        throw new OriginChangedError(served.path);
       }
-      onRead?.(length);
       await this.#send(session, message);
       return;
     }
     await this.#send(session, header);
-    const buffers = this.#takeBuffers(length);
-    try {
-      const sent = await readChunks(file, buffers, length, async (chunk) => {
-        onRead?.(chunk.length);
-        await this.#send(session, chunk);
-      });
-      if (sent < length) throw new TruncatedBodyError(`${path} ended early`);
-    } catch (error) {
-      if (isConnectionError(error)) throw error;
-      this.#limits.onError(`response cut short: ${(error as Error).message}`);
-      throw new TruncatedBodyError((error as Error).message);
-    } finally {
-      this.#returnBuffers(buffers);
-    }
+    await this.#service.stream(served, (chunk) => this.#send(session, chunk));
   }
 
   async #sendJson(session: Session, value: unknown): Promise<void> {
-    const body = encoder.encode(JSON.stringify(value));
-    await this.#sendBody(session, { type: "json" }, { bytes: body });
+    const body = encoder.encode(JSON.stringify(await value));
+    await this.#send(session, concat(formatOk(body.length, { type: "json" }), body));
   }
 
   async #sendError(session: Session, code: ErrorCode, message: string): Promise<void> {
-    this.#countError(code);
+    this.#service.countError(code);
     session.answer.status = code;
     await this.#send(session, formatError(code, message));
   }
@@ -879,35 +638,6 @@ class Server {
     const bytes = typeof data === "string" ? encoder.encode(data) : data;
     session.answer.bytes += bytes.length;
     return session.outbox.write(bytes);
-  }
-
-  /** Maps any error to the answer the client gets; the one place that does. */
-  #describeError(error: unknown): [ErrorCode, string] {
-    if (error instanceof ProtocolError) return [error.code, error.message];
-    if (error instanceof OriginChangedError) return [500, `${error.message}; try again`];
-    if (isOutOfDescriptors(error)) return [503, "server busy: out of file descriptors"];
-    const message = error instanceof Error ? error.message : String(error);
-    const detail = this.#limits.debug && error instanceof Error ? error.stack : message;
-    this.#limits.onError(`request failed: ${detail}`);
-    return [500, `server error: ${message}`];
-  }
-
-  #countError(code: ErrorCode): void {
-    this.#errors[code] = (this.#errors[code] ?? 0) + 1;
-  }
-
-  /** Two pooled buffers for moving `length` bytes, sized for it. */
-  #takeBuffers(length: number): [Uint8Array, Uint8Array] {
-    const kind = length >= LARGE_BODY ? "large" : "small";
-    const take = () => this.#buffers[kind].pop() ?? new Uint8Array(CHUNK_SIZES[kind]);
-    return [take(), take()];
-  }
-
-  #returnBuffers(buffers: Uint8Array[]): void {
-    for (const buffer of buffers) {
-      const pool = buffer.length === CHUNK_SIZES.large ? this.#buffers.large : this.#buffers.small;
-      if (pool.length < 32) pool.push(buffer);
-    }
   }
 }
 
@@ -950,6 +680,11 @@ function closeQuietly(conn: Deno.Conn): void {
   }
 }
 
+/** How often stalled writers are looked for: often enough for the send timeout. */
+function sweepInterval(limits: Limits): number {
+  return Math.max(10, Math.min(1000, limits.sendTimeoutMs / 4));
+}
+
 function openSpare(): Deno.FsFile | undefined {
   try {
     return Deno.openSync("/dev/null");
@@ -958,106 +693,12 @@ function openSpare(): Deno.FsFile | undefined {
   }
 }
 
-function isOutOfDescriptors(error: unknown): boolean {
-  const code = (error as { code?: string } | undefined)?.code;
-  return code === "EMFILE" || code === "ENFILE" ||
-    /Too many open files/.test((error as Error | undefined)?.message ?? "");
-}
-
-/**
- * Checks a requested range against a file's size.
- *
- * @throws {ProtocolError} 416 when it reaches past the end.
- */
-function checkRange(
-  size: number,
-  offset = 0,
-  length?: number,
-): { offset: number; length: number } {
-  if (offset > size) {
-    throw new ProtocolError(416, `offset ${offset} is past the end (size ${size})`);
-  }
-  const wanted = length ?? size - offset;
-  if (offset + wanted > size) {
-    throw new ProtocolError(416, `range ${offset}+${wanted} is past the end (size ${size})`);
-  }
-  return { offset, length: wanted };
-}
-
-function headerOf(
-  entry: CacheEntry,
-  range: { offset: number },
-  outcome: "hit" | "miss",
-): HeaderFields {
-  return {
-    size: entry.size,
-    offset: range.offset,
-    mtime: entry.mtime,
-    cache: outcome,
-    sha256: entry.sha256,
-  };
-}
-
-/**
- * Reads up to `limit` bytes of `file` (to its end with `Infinity`) and hands
- * each chunk to `consume`. Two buffers take turns, so the next chunk is read
- * while the current one is consumed (sent, or hashed and written). Resolves
- * to the bytes read, which is less than `limit` when the file ends first.
- */
-async function readChunks(
-  file: Deno.FsFile,
-  buffers: [Uint8Array, Uint8Array],
-  limit: number,
-  consume: (chunk: Uint8Array) => Promise<void>,
-): Promise<number> {
-  let [current, next] = buffers;
-  let total = 0;
-  let reading: Promise<number | null> | undefined = file.read(
-    current.subarray(0, Math.min(limit, current.length)),
-  );
-  try {
-    while (reading) {
-      const n = await reading;
-      reading = undefined;
-      if (n === null) break;
-      total += n;
-      if (total < limit) {
-        reading = file.read(next.subarray(0, Math.min(limit - total, next.length)));
-      }
-      await consume(current.subarray(0, n));
-      [current, next] = [next, current];
-    }
-    return total;
-  } finally {
-    await reading?.catch(() => {}); // no buffer goes back to the pool while a read fills it
-  }
-}
-
-/** Reads until `target` is full or the file ends; resolves to the count. */
-async function readFull(file: Deno.FsFile, target: Uint8Array): Promise<number> {
-  let filled = 0;
-  while (filled < target.length) {
-    const n = await file.read(target.subarray(filled));
-    if (n === null) break;
-    filled += n;
-  }
-  return filled;
-}
-
 function concat(header: string, body: Uint8Array): Uint8Array {
   const head = encoder.encode(header);
   const out = new Uint8Array(head.length + body.length);
   out.set(head);
   out.set(body, head.length);
   return out;
-}
-
-function isConnectionError(error: unknown): boolean {
-  return error instanceof Deno.errors.BrokenPipe ||
-    error instanceof Deno.errors.ConnectionReset ||
-    error instanceof Deno.errors.ConnectionAborted ||
-    error instanceof Deno.errors.NotConnected ||
-    error instanceof Deno.errors.BadResource;
 }
 
 if (import.meta.main) {

@@ -28,6 +28,8 @@ Options:
   --dir DIR             directory to serve (default: the bundled sample files)
   --host HOST           address to listen on (default: 127.0.0.1)
   --port PORT           port to listen on, 0 for any free one (default: ${DEFAULT_PORT})
+  --http-port PORT      also serve HTTP/1.1 on this port (curl, browsers, Prometheus;
+                        status page at /-/); off by default
   --cache-dir DIR       cache directory, created empty at start (default: ./cache)
   --cache-size SIZE     cache capacity: bytes or K, KiB, M, MiB, G, GiB, KB, MB, GB
                         (default: 64MiB)
@@ -41,12 +43,12 @@ Options:
   --memory-cache SIZE   small entries (<= 64 KiB) also kept in memory, up to SIZE
                         in all (default: 32MiB; 0 turns it off)
   --log-format F        text or json: one line per request on stdout (default: text)
-  -q, --quiet           no per-request lines (the ready line and errors stay)
+  -q, --quiet           no per-request lines (the ready lines and errors stay)
   --debug               report failures with their stack traces
   -h, --help            show this help
 
 Example:
-  deno run -A server.ts --dir files --port 9089 --cache-size 128MiB
+  deno run -A server.ts --dir files --port 9089 --cache-size 128MiB --http-port 8080
 `;
 
 /**
@@ -101,9 +103,12 @@ function banner(server: ServerHandle, options: ServerOptions, format: "text" | "
     capacity: server.cache.capacity,
     policy: server.cache.policy,
   };
-  const message = `tcpcache ${VERSION} listening on ${hostname}:${port}`;
+  const http = server.httpAddr;
+  const httpUrl = http ? `http://${http.hostname}:${http.port}/` : undefined;
+  const message = `tcpcache ${VERSION} listening on ${hostname}:${port}` +
+    (httpUrl ? `, HTTP on ${httpUrl} (status page ${httpUrl}-/)` : "");
   if (format === "json") {
-    return JSON.stringify({ time: new Date().toISOString(), message, ...facts });
+    return JSON.stringify({ time: new Date().toISOString(), message, ...facts, http: httpUrl });
   }
   return `${message} (dir ${facts.dir}, cache ${facts.cacheDir}, ` +
     `capacity ${formatBytes(facts.capacity)}, policy ${facts.policy})`;
@@ -144,6 +149,7 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
       dir: { type: "string" },
       host: { type: "string" },
       port: { type: "string" },
+      "http-port": { type: "string" },
       "cache-dir": { type: "string" },
       "cache-size": { type: "string" },
       policy: { type: "string" },
@@ -176,6 +182,7 @@ function serverOptions(values: Record<string, string | boolean | undefined>): Se
     dir: text("dir"),
     host: text("host"),
     port: optional(text("port"), (v) => parseInteger("--port", v, 65535)),
+    httpPort: optional(text("http-port"), (v) => parseInteger("--http-port", v, 65535)),
     cacheDir: text("cache-dir"),
     cacheSize: optional(text("cache-size"), parseSize),
     memoryBudget: optional(text("memory-cache"), parseSize),

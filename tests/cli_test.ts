@@ -541,6 +541,10 @@ Deno.test("stats and ping print the server's counters", async (t) => {
           bytesFromOrigin: String(6 + 10 + 600 + 600),
           sendTimeouts: "0",
           "errors.404": "1",
+          // Recorded once answered: STATS itself is not in yet.
+          "protocols.tcp.requests": "7",
+          "protocols.http.requests": "0",
+          "protocols.http.active": "0",
           "cache.capacity": "1000",
           "cache.used": "600",
           "cache.entries": "1",

@@ -42,23 +42,20 @@ function mutatingOrigin(real: DirectoryOrigin, mutate: (file: string) => Promise
   return {
     stat: (path) => real.stat(path),
     list: (path) => real.list(path),
-    open: async (path) => {
-      const opened = await real.open(path);
-      const file = opened.file;
-      const wrapped = {
+    open: async (path, range) => {
+      const opened = await real.open(path, range);
+      return {
+        ...opened,
+        stat: opened.stat,
         read: async (buffer: Uint8Array) => {
-          const n = await file.read(buffer);
+          const n = await opened.read(buffer);
           if (!mutated) {
             mutated = true;
             await mutate(`${real.root}/${path}`);
           }
           return n;
         },
-        stat: () => file.stat(),
-        seek: (offset: number, whence: Deno.SeekMode) => file.seek(offset, whence),
-        close: () => file.close(),
       };
-      return { file: wrapped as unknown as Deno.FsFile, stat: opened.stat };
     },
   };
 }

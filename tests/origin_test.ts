@@ -40,9 +40,22 @@ async function mkfifo(path: string): Promise<void> {
   assert.ok(success, `mkfifo ${path} failed`);
 }
 
-async function readOpened(origin: DirectoryOrigin, path: string): Promise<string> {
-  const { file } = await origin.open(path);
-  return await new Response(file.readable).text(); // closes the file
+async function readOpened(
+  origin: DirectoryOrigin,
+  path: string,
+  range?: { offset: number; length: number },
+): Promise<string> {
+  const opened = await origin.open(path, range);
+  const chunks: Uint8Array[] = [];
+  try {
+    const buffer = new Uint8Array(4);
+    for (let n = await opened.read(buffer); n !== null; n = await opened.read(buffer)) {
+      chunks.push(buffer.slice(0, n));
+    }
+  } finally {
+    opened.close();
+  }
+  return new TextDecoder().decode(new Uint8Array(chunks.flatMap((chunk) => [...chunk])));
 }
 
 async function mtimeOf(path: string): Promise<number> {
@@ -70,9 +83,14 @@ Deno.test("DirectoryOrigin: open gives the file at its start with its stat", asy
     try {
       assert.deepEqual(opened.stat, await origin.stat("a.txt"));
     } finally {
-      opened.file.close();
+      opened.close();
     }
     assert.equal(await readOpened(origin, "a.txt"), "hello");
+    assert.equal(
+      await readOpened(origin, "a.txt", { offset: 2, length: 3 }),
+      "llo",
+      "positioned at the range's offset",
+    );
   });
 });
 

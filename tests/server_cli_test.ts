@@ -42,6 +42,7 @@ Deno.test("the access log: one record per request, with status, bytes and cache 
 Deno.test("formatRecord: a text line with - for what does not apply, or JSON", () => {
   const record: RequestRecord = {
     time: Date.UTC(2026, 10, 25, 12, 0, 0, 5),
+    protocol: "tcp",
     client: "127.0.0.1:5000",
     command: "GET",
     path: "my docs/a.txt",

@@ -1,0 +1,376 @@
+/**
+ * The HTTP/1.1 front end: the same service (one cache, one set of counters)
+ * for curl, browsers, download managers and Prometheus. `GET`/`HEAD` of a
+ * path serve the file (ranges, conditional requests, `X-Cache`) or list a
+ * directory; `/-/` is the status page, and `/-/metrics`, `/-/stats`,
+ * `/-/cache` and `/-/recent` are its data. Paths below `/-/` are the
+ * server's own: a served directory named `-` is reachable over TCP only.
+ *
+ * Clients reach `Deno.serve` through a {@linkcode ConnectionGuard}, which
+ * keeps the TCP side's connection limit and timeouts.
+ *
+ * @module
+ */
+
+import { ConnectionGuard, type GuardedConnection } from "./http_guard.ts";
+import {
+  entityTag,
+  type HttpRange,
+  mediaType,
+  notModified,
+  parseRange,
+  rangeStillValid,
+} from "./http_headers.ts";
+import { listingPage } from "./http_pages.ts";
+import { formatMetrics } from "./metrics.ts";
+import { checkPath, percentDecode, ProtocolError } from "./protocol.ts";
+import {
+  CHUNK_SIZES,
+  type FileService,
+  LARGE_BODY,
+  type Limits,
+  type Outcome,
+  type RequestRecord,
+  type Served,
+} from "./service.ts";
+
+/** Options of {@linkcode startHttp}. */
+export interface HttpOptions extends Limits {
+  /** The address to listen on. */
+  hostname: string;
+  /** The port to listen on; 0 picks a free one. */
+  port: number;
+}
+
+/** A running HTTP front end. */
+export interface HttpFrontEnd {
+  /** The address it listens on. */
+  readonly addr: Deno.NetAddr;
+  /**
+   * Stops accepting, lets responses in progress finish for at most
+   * `timeoutMs`, then closes every connection.
+   */
+  close(timeoutMs: number): Promise<void>;
+}
+
+/** What the handler fills in about a request, for the log and the counters. */
+interface Exchange {
+  record: RequestRecord;
+  connection?: GuardedConnection;
+  /** Set when the response has a file body: bookkeeping ends with the stream. */
+  streaming?: boolean;
+}
+
+/** The status page and its assets, served from `status/`. */
+const STATUS_ASSETS: Record<string, { file: string; type: string }> = {
+  "/-/": { file: "index.html", type: "text/html; charset=utf-8" },
+  "/-/status.js": { file: "status.js", type: "text/javascript; charset=utf-8" },
+  "/-/status.css": { file: "status.css", type: "text/css; charset=utf-8" },
+};
+
+const encoder = new TextEncoder();
+
+/**
+ * Starts the front end on `options.port`. The port is taken at once (so a
+ * server that cannot take it fails before touching its cache); requests are
+ * answered once `service` resolves.
+ *
+ * @example
+ * ```ts
+ * import { startServer } from "./server.ts";
+ * const server = await startServer({ port: 0, httpPort: 0, cacheDir: await Deno.makeTempDir() + "/c" });
+ * const response = await fetch(`http://127.0.0.1:${server.httpAddr!.port}/hello.txt`);
+ * console.log(response.headers.get("x-cache"), await response.text());
+ * await server.close();
+ * ```
+ */
+export function startHttp(service: Promise<FileService>, options: HttpOptions): HttpFrontEnd {
+  const listener = Deno.listen({ hostname: options.hostname, port: options.port });
+  const front = new HttpHandler(service, options);
+  const upstream = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen: () => {},
+    onError: (error) => {
+      options.onError(`http: ${error instanceof Error ? error.message : String(error)}`);
+      return new Response("server error\n", { status: 500 });
+    },
+  }, (request, info) => front.handle(request, info.remoteAddr.port));
+  const guard = new ConnectionGuard(listener, upstream.addr.port, options);
+  front.guard = guard;
+  const accepting = guard.acceptLoop();
+  return {
+    addr: listener.addr as Deno.NetAddr,
+    close: async (timeoutMs) => {
+      await guard.close(timeoutMs);
+      await accepting;
+      await upstream.shutdown();
+    },
+  };
+}
+
+/** Answers the requests that reach `Deno.serve`. */
+class HttpHandler {
+  guard?: ConnectionGuard;
+  #service: Promise<FileService>;
+  #options: HttpOptions;
+  #assets = new Map<string, Uint8Array<ArrayBuffer>>();
+
+  constructor(service: Promise<FileService>, options: HttpOptions) {
+    this.#service = service;
+    this.#options = options;
+  }
+
+  async handle(request: Request, upstreamPort: number): Promise<Response> {
+    const service = await this.#service;
+    const connection = this.guard?.connectionOf(upstreamPort);
+    const exchange: Exchange = {
+      connection,
+      record: {
+        time: Date.now(),
+        protocol: "http",
+        client: connection?.client ?? "-",
+        command: request.method,
+        status: 200,
+        bytes: 0,
+        ms: performance.now(),
+      },
+    };
+    service.countRequest();
+    service.httpActive++;
+    let response: Response;
+    try {
+      response = await this.#route(service, request, exchange);
+    } catch (error) {
+      response = errorResponse(...service.describeError(error));
+    }
+    exchange.record.status = response.status;
+    if (!exchange.streaming) this.#finish(service, exchange);
+    return response;
+  }
+
+  /** Ends a request's bookkeeping: once its body is sent, or at once when it has none. */
+  #finish(service: FileService, exchange: Exchange): void {
+    const { record, connection } = exchange;
+    record.ms = performance.now() - record.ms;
+    service.httpActive--;
+    if (connection) connection.pending--;
+    service.record(record);
+    this.#options.onRequest?.(record);
+  }
+
+  async #route(service: FileService, request: Request, exchange: Exchange): Promise<Response> {
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return errorResponse(405, `method ${request.method} not allowed`, { allow: "GET, HEAD" });
+    }
+    const url = new URL(request.url);
+    const pathname = url.pathname;
+    if (pathname.startsWith("/-/")) return await this.#serverPage(service, pathname, request);
+    const path = pathname === "/" ? "" : percentDecode(pathname.slice(1));
+    exchange.record.path = path;
+    if (path === "" || path.endsWith("/")) {
+      const dir = path.replace(/\/$/, "");
+      if (dir !== "") checkPath(dir);
+      return await this.#listing(service, dir, request);
+    }
+    checkPath(path);
+    try {
+      return await this.#serveFile(service, path, request, exchange);
+    } catch (error) {
+      // A directory asked for without its slash: send the browser to it, so
+      // that the relative links of its listing resolve.
+      if (error instanceof ProtocolError && error.code === 404) {
+        const isDirectory = await service.files(path).then(() => true, () => false);
+        if (isDirectory) {
+          return new Response(null, { status: 301, headers: { location: `${pathname}/` } });
+        }
+      }
+      throw error;
+    }
+  }
+
+  async #serveFile(
+    service: FileService,
+    path: string,
+    request: Request,
+    exchange: Exchange,
+  ): Promise<Response> {
+    const rangeHeader = request.headers.get("range");
+    let unsatisfiableSize = -1;
+    const chooseRange = (size: number): HttpRange | Record<never, never> => {
+      const range = parseRange(rangeHeader, size);
+      if (range === "unsatisfiable") {
+        unsatisfiableSize = size;
+        throw new ProtocolError(416, `range ${rangeHeader} is past the end (size ${size})`);
+      }
+      return range ?? {};
+    };
+    let served: Served;
+    try {
+      served = await service.open(path, chooseRange);
+    } catch (error) {
+      if (unsatisfiableSize < 0) throw error;
+      return errorResponse(416, (error as Error).message, {
+        "content-range": `bytes */${unsatisfiableSize}`,
+      });
+    }
+    const validators = { etag: entityTag(served), mtime: served.mtime };
+    const partial = parseRange(rangeHeader, served.size) !== undefined;
+    if (partial && !rangeStillValid(request.headers, validators)) {
+      // If-Range names another version: the whole file instead.
+      served.release();
+      served = await service.open(path);
+      return this.#fileResponse(service, served, request, exchange, false);
+    }
+    return this.#fileResponse(service, served, request, exchange, partial);
+  }
+
+  #fileResponse(
+    service: FileService,
+    served: Served,
+    request: Request,
+    exchange: Exchange,
+    partial: boolean,
+  ): Response {
+    exchange.record.cache = served.outcome;
+    const etag = entityTag(served);
+    const headers = new Headers({
+      "accept-ranges": "bytes",
+      "content-type": mediaType(served.path),
+      "etag": etag,
+      "last-modified": new Date(served.mtime).toUTCString(),
+      "x-cache": cacheHeader(served.outcome),
+    });
+    if (notModified(request.headers, { etag, mtime: served.mtime })) {
+      served.release();
+      return new Response(null, { status: 304, headers });
+    }
+    headers.set("content-length", String(served.length));
+    if (partial) {
+      const last = served.offset + served.length - 1;
+      headers.set("content-range", `bytes ${served.offset}-${last}/${served.size}`);
+    }
+    const status = partial ? 206 : 200;
+    if (request.method === "HEAD") {
+      served.release();
+      return new Response(null, { status, headers });
+    }
+    const body = this.#bodyStream(service, served, exchange);
+    return new Response(body, { status, headers });
+  }
+
+  /**
+   * The body as a stream that reads a chunk each time the connection wants
+   * one: a slow client slows the reads, and nothing is buffered ahead.
+   */
+  #bodyStream(service: FileService, served: Served, exchange: Exchange): ReadableStream<Uint8Array> {
+    let remaining = served.length;
+    let memory = served.bytes;
+    const chunkSize = served.length >= LARGE_BODY ? CHUNK_SIZES.large : CHUNK_SIZES.small;
+    let done = false;
+    exchange.streaming = true;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      served.release();
+      this.#finish(service, exchange);
+    };
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        try {
+          let chunk: Uint8Array;
+          if (memory) {
+            chunk = memory;
+            memory = undefined;
+          } else {
+            const buffer = new Uint8Array(Math.min(chunkSize, remaining));
+            const n = buffer.length === 0 ? null : await served.source!.read(buffer);
+            if (n === null) {
+              if (remaining > 0) throw new Error(`${served.path} ended early`);
+              controller.close();
+              finish();
+              return;
+            }
+            chunk = buffer.subarray(0, n);
+          }
+          remaining -= chunk.length;
+          exchange.record.bytes += chunk.length;
+          service.countSent(chunk.length);
+          controller.enqueue(chunk);
+          if (remaining === 0) {
+            controller.close();
+            finish();
+          }
+        } catch (error) {
+          this.#options.onError(`response cut short: ${(error as Error).message}`);
+          controller.error(error);
+          finish();
+        }
+      },
+      cancel: finish,
+    }, { highWaterMark: 0 });
+  }
+
+  async #listing(service: FileService, dir: string, request: Request): Promise<Response> {
+    const { entries } = await service.files(dir);
+    const accept = request.headers.get("accept") ?? "";
+    if (accept.includes("application/json") && !accept.includes("text/html")) {
+      return jsonResponse({ path: dir, entries });
+    }
+    return new Response(listingPage(dir, entries), {
+      headers: { "content-type": "text/html; charset=utf-8" },
+    });
+  }
+
+  async #serverPage(service: FileService, pathname: string, request: Request): Promise<Response> {
+    switch (pathname) {
+      case "/-/metrics":
+        return new Response(formatMetrics(service.metrics()), {
+          headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+        });
+      case "/-/stats":
+        return jsonResponse(service.stats());
+      case "/-/cache":
+        return jsonResponse(service.listing());
+      case "/-/recent":
+        return jsonResponse(service.recent());
+    }
+    const asset = STATUS_ASSETS[pathname];
+    if (!asset) return errorResponse(404, `not found: ${pathname}`);
+    const body = await this.#asset(asset.file);
+    return new Response(request.method === "HEAD" ? null : body, {
+      headers: { "content-type": asset.type, "cache-control": "no-cache" },
+    });
+  }
+
+  /** A file of the status page, read once. */
+  async #asset(name: string): Promise<Uint8Array<ArrayBuffer>> {
+    let bytes = this.#assets.get(name);
+    if (!bytes) {
+      bytes = await Deno.readFile(new URL(`./status/${name}`, import.meta.url));
+      this.#assets.set(name, bytes);
+    }
+    return bytes;
+  }
+}
+
+function cacheHeader(outcome: Outcome): string {
+  return outcome.toUpperCase();
+}
+
+function jsonResponse(value: unknown): Response {
+  return new Response(encoder.encode(JSON.stringify(value)), {
+    headers: { "content-type": "application/json", "cache-control": "no-store" },
+  });
+}
+
+function errorResponse(
+  status: number,
+  message: string,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(`${message}\n`, {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8", ...headers },
+  });
+}

@@ -1,0 +1,305 @@
+/**
+ * The connection limits of the HTTP front end. `Deno.serve` (Deno 2.9) has
+ * no connection limit and no timeouts: a client that opens a connection and
+ * sends nothing, or a request head one byte a minute, holds it forever. So
+ * clients connect to this guard, which keeps the TCP side's limits, and the
+ * guard relays each connection to `Deno.serve` on a private loopback port.
+ *
+ * - Past `maxConnections`, a new connection gets `503` and is closed.
+ * - A request head must arrive whole within `idleTimeoutMs` of its first
+ *   byte (else `408`), and a connection with no request in progress closes
+ *   after `idleTimeoutMs` without a byte (keep-alive idle).
+ * - A client that takes no byte of a response for `sendTimeoutMs` is
+ *   dropped, and the response's file and buffers are freed.
+ *
+ * @module
+ */
+
+/** Options of {@linkcode ConnectionGuard}. */
+export interface GuardOptions {
+  /** Connections at once; past it, `503`. */
+  maxConnections: number;
+  /** Milliseconds for a request head, and for an idle keep-alive connection. */
+  idleTimeoutMs: number;
+  /** Milliseconds a client may go without taking a byte. */
+  sendTimeoutMs: number;
+}
+
+/** One client connection, as the guard sees it. */
+export interface GuardedConnection {
+  /** The client's address, `host:port`. */
+  readonly client: string;
+  /** Requests whose responses are still being produced or sent. */
+  pending: number;
+}
+
+const CLOSE_LINGER_MS = 1000;
+const HEAD_END = [13, 10, 13, 10]; // CRLF CRLF
+
+/** Relays connections from a public listener to a private upstream port. */
+export class ConnectionGuard {
+  #listener: Deno.TcpListener;
+  #upstreamPort: number;
+  #options: GuardOptions;
+  #relays = new Set<Relay>();
+  #tasks = new Set<Promise<void>>();
+  // The guard's own end of each upstream connection (its local port), so
+  // that a request reaching Deno.serve can be tied to its client.
+  #byUpstreamPort = new Map<number, GuardedConnection>();
+  #sweeper: ReturnType<typeof setInterval>;
+  #closing = false;
+  /** Connections accepted, and those refused with `503`. */
+  readonly counts = { total: 0, rejected: 0 };
+
+  constructor(listener: Deno.TcpListener, upstreamPort: number, options: GuardOptions) {
+    this.#listener = listener;
+    this.#upstreamPort = upstreamPort;
+    this.#options = options;
+    const shortest = Math.min(options.idleTimeoutMs, options.sendTimeoutMs);
+    this.#sweeper = setInterval(() => this.#sweep(), Math.max(10, Math.min(1000, shortest / 4)));
+  }
+
+  /** Open client connections. */
+  get open(): number {
+    return this.#relays.size;
+  }
+
+  /** The client connection behind an upstream request's remote port. */
+  connectionOf(upstreamPort: number): GuardedConnection | undefined {
+    return this.#byUpstreamPort.get(upstreamPort);
+  }
+
+  /** Accepts until {@linkcode ConnectionGuard.close}; survives failed accepts. */
+  async acceptLoop(): Promise<void> {
+    while (!this.#closing) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch {
+        if (this.#closing) break;
+        await new Promise((resolve) => setTimeout(resolve, 10)); // EMFILE, reset before accept
+        continue;
+      }
+      this.counts.total++;
+      if (this.#relays.size >= this.#options.maxConnections) {
+        this.counts.rejected++;
+        this.#track(refuse(conn, 503, "server busy: too many connections"));
+      } else {
+        this.#track(this.#relay(conn));
+      }
+    }
+  }
+
+  /**
+   * Stops accepting; after `timeoutMs`, closes the connections still open
+   * (the front end first lets their responses finish). Resolves once all
+   * are closed.
+   */
+  async close(timeoutMs: number): Promise<void> {
+    this.#closing = true;
+    try {
+      this.#listener.close();
+    } catch {
+      // already closed
+    }
+    const deadline = setTimeout(() => {
+      for (const relay of this.#relays) relay.close();
+    }, timeoutMs);
+    // Idle connections go at once; busy ones when their responses are done.
+    const idle = setInterval(() => {
+      for (const relay of this.#relays) if (relay.idle) relay.close();
+    }, 10);
+    for (const relay of this.#relays) if (relay.idle) relay.close();
+    await Promise.all(this.#tasks);
+    clearTimeout(deadline);
+    clearInterval(idle);
+    clearInterval(this.#sweeper);
+  }
+
+  #track(task: Promise<void>): void {
+    const tracked = task.finally(() => this.#tasks.delete(tracked));
+    this.#tasks.add(tracked);
+  }
+
+  async #relay(client: Deno.TcpConn): Promise<void> {
+    let upstream: Deno.TcpConn;
+    try {
+      upstream = await Deno.connect({ hostname: "127.0.0.1", port: this.#upstreamPort });
+    } catch {
+      await refuse(client, 503, "server busy: cannot reach the HTTP handler");
+      return;
+    }
+    const { hostname, port } = client.remoteAddr;
+    const relay = new Relay(client, upstream, `${hostname}:${port}`);
+    const upstreamPort = upstream.localAddr.port;
+    this.#relays.add(relay);
+    this.#byUpstreamPort.set(upstreamPort, relay);
+    try {
+      await relay.run();
+    } finally {
+      this.#relays.delete(relay);
+      this.#byUpstreamPort.delete(upstreamPort);
+    }
+  }
+
+  #sweep(): void {
+    const now = performance.now();
+    const { idleTimeoutMs, sendTimeoutMs } = this.#options;
+    for (const relay of this.#relays) {
+      if (relay.writingSince !== 0 && now - relay.writingSince > sendTimeoutMs) {
+        relay.close();
+      } else if (relay.headStartedAt !== 0 && now - relay.headStartedAt > idleTimeoutMs) {
+        relay.timeOut("timed out waiting for the request head");
+      } else if (relay.idle && now - relay.lastActivity > idleTimeoutMs) {
+        relay.close();
+      }
+    }
+  }
+}
+
+/** One client connection and its upstream twin. */
+class Relay implements GuardedConnection {
+  readonly client: string;
+  pending = 0;
+  /** When the head being received began, or 0 between requests. */
+  headStartedAt = 0;
+  /** When a write to the client began and has not finished, or 0. */
+  writingSince = 0;
+  /** When a byte last moved in either direction. */
+  lastActivity = performance.now();
+  #clientConn: Deno.TcpConn;
+  #upstream: Deno.TcpConn;
+  #headEndMatched = 0; // bytes of CRLF CRLF matched so far
+  #responding = false; // bytes of a response have gone to the client
+  #closed = false;
+
+  constructor(clientConn: Deno.TcpConn, upstream: Deno.TcpConn, client: string) {
+    this.#clientConn = clientConn;
+    this.#upstream = upstream;
+    this.client = client;
+  }
+
+  /** No request in progress and none arriving. */
+  get idle(): boolean {
+    return this.pending === 0 && this.headStartedAt === 0 && this.writingSince === 0;
+  }
+
+  /** Relays both ways until either side closes. */
+  async run(): Promise<void> {
+    this.#clientConn.setNoDelay(true);
+    this.#upstream.setNoDelay(true);
+    await Promise.all([this.#pumpRequests(), this.#pumpResponses()]);
+  }
+
+  /** Answers `408` when no response is under way, then closes. */
+  timeOut(message: string): void {
+    if (this.#closed) return;
+    if (this.pending > 0 || this.#responding) {
+      this.close();
+      return;
+    }
+    this.#closed = true;
+    this.#upstream.close();
+    refuse(this.#clientConn, 408, message);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    closeQuietly(this.#clientConn);
+    closeQuietly(this.#upstream);
+  }
+
+  async #pumpRequests(): Promise<void> {
+    const buffer = new Uint8Array(16 * 1024);
+    try {
+      while (true) {
+        const n = await this.#clientConn.read(buffer);
+        if (n === null) break;
+        this.lastActivity = performance.now();
+        this.#watchHeads(buffer.subarray(0, n));
+        await writeAll(this.#upstream, buffer.subarray(0, n));
+      }
+      await this.#upstream.closeWrite().catch(() => {});
+    } catch {
+      this.close();
+    }
+  }
+
+  async #pumpResponses(): Promise<void> {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      while (true) {
+        const n = await this.#upstream.read(buffer);
+        if (n === null) break;
+        this.#responding = true;
+        this.writingSince = performance.now();
+        await writeAll(this.#clientConn, buffer.subarray(0, n));
+        this.writingSince = 0;
+        this.lastActivity = performance.now();
+      }
+    } catch {
+      // either side went away
+    } finally {
+      this.close();
+    }
+  }
+
+  /**
+   * Follows request heads in the client's bytes: a head starts with its
+   * first byte and ends with CRLF CRLF. (The front end takes no request
+   * bodies: requests with one are refused before their body matters.)
+   */
+  #watchHeads(bytes: Uint8Array): void {
+    for (const byte of bytes) {
+      if (this.headStartedAt === 0) {
+        if (byte === 13 || byte === 10) continue; // stray line breaks between requests
+        this.headStartedAt = performance.now();
+        this.#responding = false;
+      }
+      this.#headEndMatched = byte === HEAD_END[this.#headEndMatched]
+        ? this.#headEndMatched + 1
+        : byte === 13 ? 1 : 0;
+      if (this.#headEndMatched === HEAD_END.length) {
+        this.#headEndMatched = 0;
+        this.headStartedAt = 0;
+        this.pending++; // until the front end says the response is done
+      }
+    }
+  }
+}
+
+/** Answers a bare HTTP error and closes, after letting the client read it. */
+async function refuse(conn: Deno.Conn, status: 408 | 503, message: string): Promise<void> {
+  const reason = status === 408 ? "Request Timeout" : "Service Unavailable";
+  const body = `${message}\n`;
+  const response = `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+    `Content-Length: ${new TextEncoder().encode(body).length}\r\nConnection: close\r\n\r\n${body}`;
+  const timer = setTimeout(() => closeQuietly(conn), CLOSE_LINGER_MS);
+  try {
+    await writeAll(conn, new TextEncoder().encode(response));
+    await conn.closeWrite();
+    // Read what the client still sends, so closing does not reset the
+    // connection before it has read the answer.
+    const scratch = new Uint8Array(4096);
+    while (await conn.read(scratch) !== null) { /* drain */ }
+  } catch {
+    // the client is gone, or the linger ran out
+  } finally {
+    clearTimeout(timer);
+    closeQuietly(conn);
+  }
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * The server's counters in the Prometheus text exposition format (version
+ * 0.0.4), for `/-/metrics`. Pure: it formats what it is given.
+ *
+ * @module
+ */
+
+/** Requests by outcome: `hit`, `miss`, `bypass`, `ok`, or an error code. */
+export type RequestCounts = Record<string, number>;
+
+/** Upper bounds, in seconds, of the request duration histogram's buckets. */
+export const DURATION_BUCKETS: readonly number[] = [
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+];
+
+/** A cumulative histogram of observations, in the shape Prometheus reads. */
+export class Histogram {
+  /** Observations at or below each bound of {@linkcode DURATION_BUCKETS}. */
+  readonly counts: number[] = DURATION_BUCKETS.map(() => 0);
+  /** All observations (the `+Inf` bucket). */
+  count = 0;
+  /** Their sum. */
+  sum = 0;
+
+  /** Adds one observation. */
+  observe(value: number): void {
+    this.count++;
+    this.sum += value;
+    for (let i = DURATION_BUCKETS.length - 1; i >= 0 && value <= DURATION_BUCKETS[i]; i--) {
+      this.counts[i]++;
+    }
+  }
+}
+
+/** What `/-/metrics` reports. */
+export interface MetricsSnapshot {
+  /** Requests by protocol and outcome. */
+  requests: Record<string, RequestCounts>;
+  /** Request durations by protocol. */
+  durations: Record<string, Histogram>;
+  hits: number;
+  misses: number;
+  bypasses: number;
+  evictions: number;
+  bytesSent: number;
+  bytesFromOrigin: number;
+  sendTimeouts: number;
+  cacheUsed: number;
+  cacheCapacity: number;
+  cacheEntries: number;
+  memoryUsed: number;
+  /** Open connections (TCP) or responses in progress (HTTP), by protocol. */
+  open: Record<string, number>;
+  uptimeSeconds: number;
+}
+
+/**
+ * Formats a snapshot as Prometheus text.
+ *
+ * @example
+ * ```ts
+ * import { formatMetrics, Histogram } from "./metrics.ts";
+ * const text = formatMetrics({
+ *   requests: { tcp: { hit: 3 } }, durations: { tcp: new Histogram() },
+ *   hits: 3, misses: 0, bypasses: 0, evictions: 0, bytesSent: 10, bytesFromOrigin: 0,
+ *   sendTimeouts: 0, cacheUsed: 0, cacheCapacity: 1, cacheEntries: 0, memoryUsed: 0,
+ *   open: { tcp: 1 }, uptimeSeconds: 1,
+ * });
+ * text.includes('tcpcache_requests_total{protocol="tcp",outcome="hit"} 3'); // true
+ * ```
+ */
+export function formatMetrics(snapshot: MetricsSnapshot): string {
+  const lines: string[] = [];
+  const metric = (name: string, type: string, help: string) => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+  };
+  metric("tcpcache_requests_total", "counter", "Requests answered, by protocol and outcome.");
+  for (const [protocol, counts] of Object.entries(snapshot.requests)) {
+    for (const [outcome, count] of Object.entries(counts)) {
+      lines.push(`tcpcache_requests_total{protocol="${protocol}",outcome="${outcome}"} ${count}`);
+    }
+  }
+  const counters: [string, string, number][] = [
+    ["hits", "Whole or ranged reads served from the cache.", snapshot.hits],
+    ["misses", "Reads that filled the cache from the origin.", snapshot.misses],
+    ["bypasses", "Reads streamed from the origin without caching.", snapshot.bypasses],
+    ["evictions", "Entries evicted to make room.", snapshot.evictions],
+    ["sent_bytes", "Bytes handed to clients, headers included.", snapshot.bytesSent],
+    ["origin_bytes", "Bytes read from the origin.", snapshot.bytesFromOrigin],
+    ["send_timeouts", "Responses dropped because the client stopped reading.", snapshot.sendTimeouts],
+  ];
+  for (const [name, help, value] of counters) {
+    metric(`tcpcache_${name}_total`, "counter", help);
+    lines.push(`tcpcache_${name}_total ${value}`);
+  }
+  const gauges: [string, string, number][] = [
+    ["cache_used_bytes", "Bytes held by cache entries.", snapshot.cacheUsed],
+    ["cache_capacity_bytes", "The cache's capacity.", snapshot.cacheCapacity],
+    ["cache_entries", "Entries in the cache.", snapshot.cacheEntries],
+    ["cache_memory_bytes", "Bytes of small entries also held in memory.", snapshot.memoryUsed],
+    ["uptime_seconds", "Seconds since the server started.", snapshot.uptimeSeconds],
+  ];
+  for (const [name, help, value] of gauges) {
+    metric(`tcpcache_${name}`, "gauge", help);
+    lines.push(`tcpcache_${name} ${value}`);
+  }
+  metric(
+    "tcpcache_open_connections",
+    "gauge",
+    "Open TCP connections; for HTTP, responses in progress.",
+  );
+  for (const [protocol, open] of Object.entries(snapshot.open)) {
+    lines.push(`tcpcache_open_connections{protocol="${protocol}"} ${open}`);
+  }
+  metric("tcpcache_request_duration_seconds", "histogram", "Time to answer a request.");
+  for (const [protocol, histogram] of Object.entries(snapshot.durations)) {
+    DURATION_BUCKETS.forEach((bound, i) => {
+      lines.push(
+        `tcpcache_request_duration_seconds_bucket{protocol="${protocol}",le="${bound}"} ${
+          histogram.counts[i]
+        }`,
+      );
+    });
+    const labels = `protocol="${protocol}"`;
+    lines.push(`tcpcache_request_duration_seconds_bucket{${labels},le="+Inf"} ${histogram.count}`);
+    lines.push(`tcpcache_request_duration_seconds_sum{${labels}} ${histogram.sum}`);
+    lines.push(`tcpcache_request_duration_seconds_count{${labels}} ${histogram.count}`);
+  }
+  return lines.join("\n") + "\n";
+}
