@@ -96,7 +96,11 @@ export function startHttp(service: Promise<FileService>, options: HttpOptions): 
       return new Response("server error\n", { status: 500 });
     },
   }, (request, info) => front.handle(request, info.remoteAddr.port));
-  const guard = new ConnectionGuard(listener, upstream.addr.port, options);
+  const guard = new ConnectionGuard(listener, upstream.addr.port, {
+    ...options,
+    onSendTimeout: () => service.then((ready) => ready.countSendTimeout()),
+  });
+  service.then((ready) => ready.httpConnections = () => guard.open);
   front.guard = guard;
   const accepting = guard.acceptLoop();
   return {
@@ -145,7 +149,11 @@ class HttpHandler {
       response = errorResponse(...service.describeError(error));
     }
     exchange.record.status = response.status;
-    if (!exchange.streaming) this.#finish(service, exchange);
+    if (!exchange.streaming) {
+      const length = Number(response.headers.get("content-length") ?? 0);
+      exchange.record.bytes = request.method === "HEAD" ? 0 : length;
+      this.#finish(service, exchange);
+    }
     return response;
   }
 
@@ -155,7 +163,7 @@ class HttpHandler {
     record.ms = performance.now() - record.ms;
     service.httpActive--;
     if (connection) connection.pending--;
-    service.record(record);
+    service.record(record, { recent: !record.path?.startsWith("/-/") });
     this.#options.onRequest?.(record);
   }
 
@@ -165,7 +173,10 @@ class HttpHandler {
     }
     const url = new URL(request.url);
     const pathname = url.pathname;
-    if (pathname.startsWith("/-/")) return await this.#serverPage(service, pathname, request);
+    if (pathname.startsWith("/-/")) {
+      exchange.record.path = pathname; // the server's own pages: absolute, unlike file paths
+      return await this.#serverPage(service, pathname, request);
+    }
     const path = pathname === "/" ? "" : percentDecode(pathname.slice(1));
     exchange.record.path = path;
     if (path === "" || path.endsWith("/")) {
@@ -263,7 +274,11 @@ class HttpHandler {
    * The body as a stream that reads a chunk each time the connection wants
    * one: a slow client slows the reads, and nothing is buffered ahead.
    */
-  #bodyStream(service: FileService, served: Served, exchange: Exchange): ReadableStream<Uint8Array> {
+  #bodyStream(
+    service: FileService,
+    served: Served,
+    exchange: Exchange,
+  ): ReadableStream<Uint8Array> {
     let remaining = served.length;
     let memory = served.bytes;
     const chunkSize = served.length >= LARGE_BODY ? CHUNK_SIZES.large : CHUNK_SIZES.small;
@@ -317,16 +332,16 @@ class HttpHandler {
     if (accept.includes("application/json") && !accept.includes("text/html")) {
       return jsonResponse({ path: dir, entries });
     }
-    return new Response(listingPage(dir, entries), {
-      headers: { "content-type": "text/html; charset=utf-8" },
+    return textResponse(200, listingPage(dir, entries), {
+      "content-type": "text/html; charset=utf-8",
     });
   }
 
   async #serverPage(service: FileService, pathname: string, request: Request): Promise<Response> {
     switch (pathname) {
       case "/-/metrics":
-        return new Response(formatMetrics(service.metrics()), {
-          headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+        return textResponse(200, formatMetrics(service.metrics()), {
+          "content-type": "text/plain; version=0.0.4; charset=utf-8",
         });
       case "/-/stats":
         return jsonResponse(service.stats());
@@ -339,7 +354,11 @@ class HttpHandler {
     if (!asset) return errorResponse(404, `not found: ${pathname}`);
     const body = await this.#asset(asset.file);
     return new Response(request.method === "HEAD" ? null : body, {
-      headers: { "content-type": asset.type, "cache-control": "no-cache" },
+      headers: {
+        "content-type": asset.type,
+        "content-length": String(body.length),
+        "cache-control": "no-cache",
+      },
     });
   }
 
@@ -359,8 +378,9 @@ function cacheHeader(outcome: Outcome): string {
 }
 
 function jsonResponse(value: unknown): Response {
-  return new Response(encoder.encode(JSON.stringify(value)), {
-    headers: { "content-type": "application/json", "cache-control": "no-store" },
+  return textResponse(200, JSON.stringify(value), {
+    "content-type": "application/json",
+    "cache-control": "no-store",
   });
 }
 
@@ -369,8 +389,17 @@ function errorResponse(
   message: string,
   headers: Record<string, string> = {},
 ): Response {
-  return new Response(`${message}\n`, {
+  return textResponse(status, `${message}\n`, {
+    "content-type": "text/plain; charset=utf-8",
+    ...headers,
+  });
+}
+
+/** A response with a text body and its length (for the access log). */
+function textResponse(status: number, text: string, headers: Record<string, string>): Response {
+  const body = encoder.encode(text);
+  return new Response(body, {
     status,
-    headers: { "content-type": "text/plain; charset=utf-8", ...headers },
+    headers: { ...headers, "content-length": String(body.length) },
   });
 }

@@ -15,6 +15,8 @@
  * @module
  */
 
+import { writeAll } from "./byte_reader.ts";
+
 /** Options of {@linkcode ConnectionGuard}. */
 export interface GuardOptions {
   /** Connections at once; past it, `503`. */
@@ -23,6 +25,8 @@ export interface GuardOptions {
   idleTimeoutMs: number;
   /** Milliseconds a client may go without taking a byte. */
   sendTimeoutMs: number;
+  /** Hears of each connection dropped for the send timeout. */
+  onSendTimeout?: () => void;
 }
 
 /** One client connection, as the guard sees it. */
@@ -42,6 +46,7 @@ export class ConnectionGuard {
   #upstreamPort: number;
   #options: GuardOptions;
   #relays = new Set<Relay>();
+  #open = 0; // counted at accept, before the relay exists
   #tasks = new Set<Promise<void>>();
   // The guard's own end of each upstream connection (its local port), so
   // that a request reaching Deno.serve can be tied to its client.
@@ -61,7 +66,7 @@ export class ConnectionGuard {
 
   /** Open client connections. */
   get open(): number {
-    return this.#relays.size;
+    return this.#open;
   }
 
   /** The client connection behind an upstream request's remote port. */
@@ -81,11 +86,12 @@ export class ConnectionGuard {
         continue;
       }
       this.counts.total++;
-      if (this.#relays.size >= this.#options.maxConnections) {
+      if (this.#open >= this.#options.maxConnections) {
         this.counts.rejected++;
         this.#track(refuse(conn, 503, "server busy: too many connections"));
       } else {
-        this.#track(this.#relay(conn));
+        this.#open++;
+        this.#track(this.#relay(conn).finally(() => this.#open--));
       }
     }
   }
@@ -147,6 +153,7 @@ export class ConnectionGuard {
     const { idleTimeoutMs, sendTimeoutMs } = this.#options;
     for (const relay of this.#relays) {
       if (relay.writingSince !== 0 && now - relay.writingSince > sendTimeoutMs) {
+        this.#options.onSendTimeout?.();
         relay.close();
       } else if (relay.headStartedAt !== 0 && now - relay.headStartedAt > idleTimeoutMs) {
         relay.timeOut("timed out waiting for the request head");
@@ -259,7 +266,9 @@ class Relay implements GuardedConnection {
       }
       this.#headEndMatched = byte === HEAD_END[this.#headEndMatched]
         ? this.#headEndMatched + 1
-        : byte === 13 ? 1 : 0;
+        : byte === 13
+        ? 1
+        : 0;
       if (this.#headEndMatched === HEAD_END.length) {
         this.#headEndMatched = 0;
         this.headStartedAt = 0;
@@ -289,11 +298,6 @@ async function refuse(conn: Deno.Conn, status: 408 | 503, message: string): Prom
     clearTimeout(timer);
     closeQuietly(conn);
   }
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
 }
 
 function closeQuietly(conn: Deno.Conn): void {

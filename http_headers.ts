@@ -93,7 +93,9 @@ export function rangeStillValid(headers: Headers, validators: Validators): boole
   const ifRange = headers.get("if-range");
   if (ifRange === null) return true;
   const trimmed = ifRange.trim();
-  if (trimmed.startsWith('"')) return !validators.etag.startsWith("W/") && trimmed === validators.etag;
+  if (trimmed.startsWith('"')) {
+    return !validators.etag.startsWith("W/") && trimmed === validators.etag;
+  }
   if (trimmed.startsWith("W/")) return false; // a weak tag never validates a range
   return Date.parse(trimmed) === Math.floor(validators.mtime / 1000) * 1000;
 }

@@ -62,7 +62,7 @@ export interface MetricsSnapshot {
   cacheCapacity: number;
   cacheEntries: number;
   memoryUsed: number;
-  /** Open connections (TCP) or responses in progress (HTTP), by protocol. */
+  /** Open client connections, by protocol. */
   open: Record<string, number>;
   uptimeSeconds: number;
 }
@@ -100,7 +100,11 @@ export function formatMetrics(snapshot: MetricsSnapshot): string {
     ["evictions", "Entries evicted to make room.", snapshot.evictions],
     ["sent_bytes", "Bytes handed to clients, headers included.", snapshot.bytesSent],
     ["origin_bytes", "Bytes read from the origin.", snapshot.bytesFromOrigin],
-    ["send_timeouts", "Responses dropped because the client stopped reading.", snapshot.sendTimeouts],
+    [
+      "send_timeouts",
+      "Responses dropped because the client stopped reading.",
+      snapshot.sendTimeouts,
+    ],
   ];
   for (const [name, help, value] of counters) {
     metric(`tcpcache_${name}_total`, "counter", help);
@@ -120,7 +124,7 @@ export function formatMetrics(snapshot: MetricsSnapshot): string {
   metric(
     "tcpcache_open_connections",
     "gauge",
-    "Open TCP connections; for HTTP, responses in progress.",
+    "Open client connections.",
   );
   for (const [protocol, open] of Object.entries(snapshot.open)) {
     lines.push(`tcpcache_open_connections{protocol="${protocol}"} ${open}`);

@@ -26,8 +26,8 @@ import {
 import {
   FileService,
   isConnectionError,
-  type Limits,
   isOutOfDescriptors,
+  type Limits,
   readFull,
   type RequestRecord,
   type Served,

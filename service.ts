@@ -8,7 +8,7 @@
  * @module
  */
 
-import { type CacheEntry, FileCache, type FillSource } from "./cache.ts";
+import type { CacheEntry, FileCache, FillSource } from "./cache.ts";
 import { Histogram, type MetricsSnapshot, type RequestCounts } from "./metrics.ts";
 import {
   type ByteSource,
@@ -66,8 +66,14 @@ export interface ServerStats {
   /** Responses dropped because the client stopped taking bytes. */
   sendTimeouts: number;
   errors: Record<string, number>;
-  /** Requests by protocol; `http.active` counts HTTP responses in progress. */
-  protocols: { tcp: { requests: number }; http: { requests: number; active: number } };
+  /**
+   * Requests answered, by protocol; for HTTP also the open connections and
+   * the responses in progress (`active`).
+   */
+  protocols: {
+    tcp: { requests: number };
+    http: { requests: number; connections: number; active: number };
+  };
   /** `memory`: bytes of small entries also held in memory. */
   cache: { capacity: number; used: number; entries: number; policy: string; memory: number };
 }
@@ -151,6 +157,8 @@ export class FileService {
   readonly connections = { open: 0, total: 0, rejected: 0 };
   /** HTTP responses in progress, kept by the HTTP front end. */
   httpActive = 0;
+  /** Open HTTP connections, as the HTTP front end counts them. */
+  httpConnections: () => number = () => 0;
   #options: ServiceOptions;
   #started = Date.now();
   #files: Semaphore;
@@ -196,13 +204,17 @@ export class FileService {
     this.#errors[code] = (this.#errors[code] ?? 0) + 1;
   }
 
-  /** Records an answered request for the metrics and the status page. */
-  record(record: RequestRecord): void {
+  /**
+   * Records an answered request for the metrics and, unless `recent` is
+   * false (the status page's own polling), for the recent requests.
+   */
+  record(record: RequestRecord, options: { recent?: boolean } = {}): void {
     const failed = typeof record.status === "number" && record.status >= 400;
     const outcome = record.cache ?? (failed ? String(record.status) : "ok");
     const counts = this.#byProtocol[record.protocol];
     counts[outcome] = (counts[outcome] ?? 0) + 1;
     this.#durations[record.protocol].observe(record.ms / 1000);
+    if (options.recent === false) return;
     this.#recent.push(record);
     if (this.#recent.length > RECENT_REQUESTS) this.#recent.shift();
   }
@@ -229,7 +241,7 @@ export class FileService {
       cacheCapacity: stats.cache.capacity,
       cacheEntries: stats.cache.entries,
       memoryUsed: stats.cache.memory,
-      open: { tcp: this.connections.open, http: this.httpActive },
+      open: { tcp: this.connections.open, http: this.httpConnections() },
       uptimeSeconds: stats.uptimeMs / 1000,
     };
   }
@@ -253,7 +265,11 @@ export class FileService {
       errors: { ...this.#errors },
       protocols: {
         tcp: { requests: requestsOf(this.#byProtocol.tcp) },
-        http: { requests: requestsOf(this.#byProtocol.http), active: this.httpActive },
+        http: {
+          requests: requestsOf(this.#byProtocol.http),
+          connections: this.httpConnections(),
+          active: this.httpActive,
+        },
       },
       cache: {
         capacity: this.cache.capacity,
@@ -308,7 +324,10 @@ export class FileService {
    *
    * @throws {ProtocolError} 404/403 for the path, 416 for the range.
    */
-  async open(path: string, range: RangeRequest | ((size: number) => RangeRequest) = {}): Promise<Served> {
+  async open(
+    path: string,
+    range: RangeRequest | ((size: number) => RangeRequest) = {},
+  ): Promise<Served> {
     const stat = await this.#originStat(path);
     const asked = typeof range === "function" ? range(stat.size) : range;
     const { offset, length } = checkRange(stat.size, asked.offset, asked.length);

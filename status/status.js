@@ -42,10 +42,11 @@ function drawStats(stats) {
   document.getElementById("ratio").textContent = reads === 0
     ? "no reads yet"
     : `${((stats.hits / reads) * 100).toFixed(1)}% of ${reads} reads`;
-  document.getElementById("traffic").textContent = `${stats.requests} requests, ${
-    formatBytes(stats.bytesSent)
-  } sent, ${formatBytes(stats.bytesFromOrigin)} from origin, ${stats.evictions} evictions, ` +
-    `${stats.connections.open} TCP connections, ${stats.protocols.http.active} HTTP responses in progress`;
+  document.getElementById("traffic").textContent =
+    `${stats.requests} requests, ${formatBytes(stats.bytesSent)} sent, ${
+      formatBytes(stats.bytesFromOrigin)
+    } from origin, ${stats.evictions} evictions, ` +
+    `${stats.connections.open} TCP and ${stats.protocols.http.connections} HTTP connections open`;
   if (previous) {
     const hits = stats.hits - previous.hits;
     const all = reads - (previous.hits + previous.misses + previous.bypasses);
@@ -61,7 +62,8 @@ function drawRatioChart() {
   const points = [];
   ratios.forEach((ratio, i) => {
     if (ratio === null) return;
-    const x = (i / Math.max(1, HISTORY - 1)) * 300;
+    // The chart fills as the history grows, then scrolls.
+    const x = (i / Math.max(1, ratios.length - 1)) * 300;
     points.push(`${x.toFixed(1)},${(58 - ratio * 56).toFixed(1)}`);
   });
   svg.innerHTML = points.length === 0 ? "" : `<polyline points="${points.join(" ")}"/>`;

@@ -544,6 +544,7 @@ Deno.test("stats and ping print the server's counters", async (t) => {
           // Recorded once answered: STATS itself is not in yet.
           "protocols.tcp.requests": "7",
           "protocols.http.requests": "0",
+          "protocols.http.connections": "0",
           "protocols.http.active": "0",
           "cache.capacity": "1000",
           "cache.used": "600",

@@ -106,7 +106,7 @@ alive() { # is pid $1 running and started for directory $2? (guards against pid 
 # own cleanup: the daemons are still its children and are reaped when it exits);
 # otherwise wait up to 3 s for init to reap them too, so `ps` shows nothing after.
 kill_all() {
-  local dir=$1 zombie_ok=${2:-0} f pid pids=() i
+  local dir=$1 zombie_ok=${2:-0} f pid pids=()
   [ -d "$dir/pid" ] || return 0
   for f in "$dir"/pid/*; do
     [ -f "$f" ] || continue
@@ -117,7 +117,7 @@ kill_all() {
     fi
   done
   for pid in "${pids[@]}"; do
-    for i in $(seq 30); do
+    for _ in $(seq 30); do
       [ -e "/proc/$pid" ] || break
       if [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
         [ "$zombie_ok" = 1 ] && break
