@@ -215,10 +215,32 @@ export async function connect(options: ConnectOptions = {}): Promise<TcpCacheCli
 }
 
 /**
+ * What a client of tcpcache offers, whether one connection
+ * ({@linkcode TcpCacheClient}) or a whole cluster (`ClusterClient` in
+ * cluster.ts).
+ */
+export interface CacheClient {
+  /** Fetches a file or a byte range of it (see {@linkcode TcpCacheClient.get}). */
+  get(path: string, options?: GetOptions): Promise<GetResult>;
+  /** The cache's entries, in eviction order. */
+  list(): Promise<CacheListing>;
+  /** A directory of the served tree. */
+  files(dir?: string): Promise<FileListing>;
+  /** A file's size, mtime and cache state. */
+  stat(path: string): Promise<FileStat>;
+  /** The server's counters. */
+  stats(): Promise<Stats>;
+  /** Resolves when the server answers. */
+  ping(): Promise<void>;
+  /** Closes the connection(s). */
+  close(): void;
+}
+
+/**
  * One connection to a server. Requests may be issued without waiting for
  * earlier ones: they are pipelined, and answered in order.
  */
-export class TcpCacheClient {
+export class TcpCacheClient implements CacheClient {
   #conn: Deno.Conn;
   #reader: ByteReader;
   #writes: Promise<unknown> = Promise.resolve();
@@ -447,7 +469,7 @@ interface PartialFile {
  * @throws {ResumeError} when a `.part` cannot be continued (it is removed).
  */
 export async function download(
-  client: TcpCacheClient,
+  client: CacheClient,
   path: string,
   dest: string,
   options: DownloadOptions = {},
@@ -524,7 +546,7 @@ async function openPartial(partial: string): Promise<PartialFile | undefined> {
  * caller removes the `.part` when this throws.
  */
 async function verifyResumed(
-  client: TcpCacheClient,
+  client: CacheClient,
   path: string,
   partial: string,
   kept: PartialFile,

@@ -11,6 +11,7 @@ import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import { writeAll } from "./byte_reader.ts";
 import {
+  type CacheClient,
   type CacheListing,
   connect,
   ConnectionError,
@@ -21,8 +22,8 @@ import {
   InterruptedDownloadError,
   ResumeError,
   ServerError,
-  type TcpCacheClient,
 } from "./client.ts";
+import { ClusterClient, type ClusterListing, type NodeAddress, parseNodes } from "./cluster.ts";
 import { checkPath, DEFAULT_PORT, escapeControls } from "./protocol.ts";
 import { formatElapsed, formatRate, ProgressLine } from "./progress.ts";
 import { formatBytes } from "./units.ts";
@@ -60,6 +61,10 @@ Commands:
 Options of every command:
   --host HOST      server address (default: $TCPCACHE_HOST or 127.0.0.1)
   --port PORT      server port (default: $TCPCACHE_PORT or ${DEFAULT_PORT})
+  --nodes LIST     a cluster instead: HOST:PORT,HOST:PORT,... (default:
+                   $TCPCACHE_NODES); each path goes to its node by rendezvous
+                   hashing, the next one when it is down; list and stats
+                   ask every node and add up
   --json           print the outcome as JSON on stdout
   -q, --quiet      print nothing but errors
   -h, --help       show this help; COMMAND --help shows a command's
@@ -81,7 +86,8 @@ Examples:
   tcpcache get --help`;
 
 const COMMON = `  --host HOST, --port PORT   the server (default: $TCPCACHE_HOST, $TCPCACHE_PORT,
-                             else 127.0.0.1:${DEFAULT_PORT})`;
+                             else 127.0.0.1:${DEFAULT_PORT})
+  --nodes HOST:PORT,...      a cluster instead (default: $TCPCACHE_NODES)`;
 
 /** The `--help` of each command. */
 const HELP: Record<CommandName, string> = {
@@ -193,6 +199,8 @@ interface Invocation {
   args: string[];
   host: string;
   port: number;
+  /** A cluster's nodes (`--nodes`), instead of one server. */
+  nodes?: NodeAddress[];
   output?: string;
   recursive: boolean;
   parallel: number;
@@ -251,6 +259,7 @@ function parseClientArgs(
     options: {
       host: { type: "string" },
       port: { type: "string" },
+      nodes: { type: "string" },
       output: { type: "string", short: "o" },
       recursive: { type: "boolean", short: "r", default: false },
       parallel: { type: "string" },
@@ -300,11 +309,13 @@ function parseClientArgs(
   if (!/^[0-9]{1,5}$/.test(port) || Number(port) > 65535) {
     throw new UsageError(`invalid port: ${port}`);
   }
+  const nodes = values.nodes ?? Deno.env.get("TCPCACHE_NODES");
   const invocation: Invocation = {
     command,
     args: rest,
     host,
     port: Number(port),
+    nodes: nodes === undefined ? undefined : parseNodeList(nodes),
     output,
     recursive: values.recursive,
     parallel: parseParallel(values.parallel),
@@ -314,6 +325,20 @@ function parseClientArgs(
   };
   checkGetOptions(invocation, values.parallel !== undefined);
   return invocation;
+}
+
+function parseNodeList(text: string): NodeAddress[] {
+  try {
+    return parseNodes(text);
+  } catch (error) {
+    throw new UsageError(`invalid --nodes: ${(error as Error).message}`);
+  }
+}
+
+/** One server's connection, or a cluster client with `--nodes`. */
+function openClient(invocation: Invocation): Promise<CacheClient> {
+  if (invocation.nodes) return Promise.resolve(new ClusterClient(invocation.nodes));
+  return connect(invocation);
 }
 
 function parseParallel(text: string | undefined): number {
@@ -366,7 +391,7 @@ async function run(invocation: Invocation): Promise<number> {
   const jobs = invocation.command === "get" && !invocation.recursive && invocation.output !== "-"
     ? await destinations(invocation)
     : [];
-  const client = await connect(invocation);
+  const client = await openClient(invocation);
   try {
     const print = (text: string) => {
       if (!invocation.quiet) console.log(text);
@@ -400,11 +425,12 @@ async function run(invocation: Invocation): Promise<number> {
         const started = performance.now();
         await client.ping();
         const ms = performance.now() - started;
-        const { host, port } = invocation;
+        const { host, port, nodes } = invocation;
+        const from = nodes ? `the cluster (${nodes.length} nodes)` : `${host}:${port}`;
         print(
           invocation.json
-            ? JSON.stringify({ host, port, ms: Number(ms.toFixed(3)) })
-            : `pong from ${host}:${port} in ${ms.toFixed(2)} ms`,
+            ? JSON.stringify({ ...(nodes ? { nodes } : { host, port }), ms: Number(ms.toFixed(3)) })
+            : `pong from ${from} in ${ms.toFixed(2)} ms`,
         );
         return 0;
       }
@@ -472,7 +498,7 @@ function createDisplay(invocation: Invocation): Display {
 }
 
 /** Downloads one file or several; resolves to the exit status. */
-async function runBatch(client: TcpCacheClient, jobs: Job[], invocation: Invocation) {
+async function runBatch(client: CacheClient, jobs: Job[], invocation: Invocation) {
   const display = createDisplay(invocation);
   const started = performance.now();
   const outcomes = await fetchAll(client, jobs, display);
@@ -498,22 +524,22 @@ async function runBatch(client: TcpCacheClient, jobs: Job[], invocation: Invocat
  * bytes it has in its `.part`, stamped for `get --continue` (see
  * {@linkcode download}), and the files not started are reported interrupted.
  */
-async function fetchAll(first: TcpCacheClient, jobs: Job[], display: Display): Promise<Outcome[]> {
+async function fetchAll(first: CacheClient, jobs: Job[], display: Display): Promise<Outcome[]> {
   const outcomes: Outcome[] = new Array(jobs.length);
-  const open = new Set<TcpCacheClient>();
+  const open = new Set<CacheClient>();
   let next = 0;
   let interrupted = false;
   const interrupt = () => {
     interrupted = true;
     for (const client of open) client.close();
   };
-  const worker = async (client: TcpCacheClient | undefined) => {
+  const worker = async (client: CacheClient | undefined) => {
     try {
       while (next < jobs.length && !interrupted) {
         const index = next++;
         const job = jobs[index];
         try {
-          client ??= await connect(display.invocation);
+          client ??= await openClient(display.invocation);
           open.add(client);
           if (interrupted) throw new Interrupted();
           outcomes[index] = { job, result: await fetchOne(client, job, display) };
@@ -558,7 +584,7 @@ class Interrupted extends Error {
 }
 
 /** Downloads one file with a progress line and prints its summary. */
-async function fetchOne(client: TcpCacheClient, job: Job, display: Display) {
+async function fetchOne(client: CacheClient, job: Job, display: Display) {
   const { progress, invocation } = display;
   const id = progress.start(job.dest);
   const started = performance.now();
@@ -592,7 +618,7 @@ function describeTransfer(result: Omit<DownloadResult, "dest">, seconds: number)
 }
 
 /** `get PATH -o -`: the body to stdout as it arrives, the summary to stderr. */
-async function runToStdout(client: TcpCacheClient, invocation: Invocation): Promise<number> {
+async function runToStdout(client: CacheClient, invocation: Invocation): Promise<number> {
   const { progress } = createDisplay(invocation);
   const [path] = invocation.args;
   const id = progress.start(baseName(path));
@@ -623,7 +649,7 @@ async function runToStdout(client: TcpCacheClient, invocation: Invocation): Prom
  * skips files already present with the server's size and sha256 (`STAT`,
  * pipelined), and downloads the rest as a batch into `OUT/DIR/...`.
  */
-async function runMirror(client: TcpCacheClient, invocation: Invocation): Promise<number> {
+async function runMirror(client: CacheClient, invocation: Invocation): Promise<number> {
   const display = createDisplay(invocation);
   const started = performance.now();
   const root = normalizeDir(invocation.args[0]);
@@ -667,7 +693,7 @@ interface TreeFile {
 
 /** Lists the tree below `root` ("" for the served directory), one `FILES` round per level. */
 async function walk(
-  client: TcpCacheClient,
+  client: CacheClient,
   root: string,
 ): Promise<{ files: TreeFile[]; dirs: string[] }> {
   const files: TreeFile[] = [];
@@ -697,7 +723,7 @@ async function walk(
  * size, without a sha256 on the server (not cached), or whose sha256 differs.
  */
 async function compareLocal(
-  client: TcpCacheClient,
+  client: CacheClient,
   files: TreeFile[],
   into: string,
 ): Promise<{ job: Job; skipped?: Outcome["skipped"]; error?: unknown }[]> {
@@ -893,21 +919,29 @@ function formatTable(rows: string[][], rightAligned: number[] = []): string {
   ).join("\n");
 }
 
-function formatListing(listing: CacheListing): string {
-  const rows = [["#", "SIZE", "ADMITTED (UTC)", "PATH"]];
+function formatListing(listing: CacheListing | ClusterListing): string {
+  const cluster = "nodes" in listing;
+  const rows = [["#", "SIZE", "ADMITTED (UTC)", ...(cluster ? ["NODE"] : []), "PATH"]];
   listing.entries.forEach((entry, i) => {
     rows.push([
       String(i + 1),
       formatBytes(entry.size),
       formatTime(entry.admitted),
+      ...("node" in entry ? [entry.node as string] : []),
       escapeControls(entry.path),
     ]);
   });
   const percent = listing.capacity > 0 ? (100 * listing.used / listing.capacity).toFixed(1) : "0";
   const count = listing.entries.length;
-  const summary = `${count} ${count === 1 ? "entry" : "entries"}, ` +
+  const order = cluster ? "each node's entries in its eviction order" : "#1 is evicted next";
+  let summary = `${count} ${count === 1 ? "entry" : "entries"}, ` +
     `${formatBytes(listing.used)} of ${formatBytes(listing.capacity)} used (${percent}%), ` +
-    `policy ${listing.policy}; #1 is evicted next`;
+    `policy ${listing.policy}; ${order}`;
+  if (cluster) {
+    const down = listing.nodes.filter((node) => !node.up).map((node) => node.node);
+    summary += `; ${listing.nodes.length - down.length} of ${listing.nodes.length} nodes up` +
+      (down.length > 0 ? ` (down: ${down.join(", ")})` : "");
+  }
   return count === 0 ? summary : `${formatTable(rows, [0, 1])}\n${summary}`;
 }
 
