@@ -8,6 +8,7 @@
 
 import { parseArgs } from "node:util";
 import { POLICIES } from "./cache.ts";
+import { S3Origin } from "./origin_s3.ts";
 import { DEFAULT_PORT, percentEncode } from "./protocol.ts";
 import {
   type RequestRecord,
@@ -26,6 +27,15 @@ Usage: deno run -A server.ts [options]
 
 Options:
   --dir DIR             directory to serve (default: the bundled sample files)
+  --origin s3://BUCKET/PREFIX
+                        serve an S3-compatible bucket instead of a directory;
+                        credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+                        AWS_REGION
+  --s3-endpoint URL     the bucket's store (default: $S3_ENDPOINT), e.g.
+                        http://127.0.0.1:7480
+  --origin-timeout SECS time for the origin to answer, and for each read of a
+                        body to progress (default: 10)
+  --origin-retries N    retries of a failed origin request, with backoff (default: 4)
   --host HOST           address to listen on (default: 127.0.0.1)
   --port PORT           port to listen on, 0 for any free one (default: ${DEFAULT_PORT})
   --http-port PORT      also serve HTTP/1.1 on this port (curl, browsers, Prometheus;
@@ -97,8 +107,12 @@ export async function serverMain(args: string[]): Promise<number> {
 /** The ready line: it always holds `listening on HOST:PORT`. */
 function banner(server: ServerHandle, options: ServerOptions, format: "text" | "json"): string {
   const { hostname, port } = server.addr;
+  const bucket = options.origin instanceof S3Origin ? options.origin.location : undefined;
+  const source = bucket
+    ? { origin: `s3://${bucket.bucket}/${bucket.prefix}` }
+    : { dir: options.dir ?? SAMPLE_DIR };
   const facts = {
-    dir: options.dir ?? SAMPLE_DIR,
+    ...source,
     cacheDir: options.cacheDir ?? "./cache",
     capacity: server.cache.capacity,
     policy: server.cache.policy,
@@ -110,7 +124,8 @@ function banner(server: ServerHandle, options: ServerOptions, format: "text" | "
   if (format === "json") {
     return JSON.stringify({ time: new Date().toISOString(), message, ...facts, http: httpUrl });
   }
-  return `${message} (dir ${facts.dir}, cache ${facts.cacheDir}, ` +
+  const from = "origin" in source ? `origin ${source.origin}` : `dir ${source.dir}`;
+  return `${message} (${from}, cache ${facts.cacheDir}, ` +
     `capacity ${formatBytes(facts.capacity)}, policy ${facts.policy})`;
 }
 
@@ -147,6 +162,10 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
     args,
     options: {
       dir: { type: "string" },
+      origin: { type: "string" },
+      "s3-endpoint": { type: "string" },
+      "origin-timeout": { type: "string" },
+      "origin-retries": { type: "string" },
       host: { type: "string" },
       port: { type: "string" },
       "http-port": { type: "string" },
@@ -172,7 +191,12 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
   if (logFormat !== "text" && logFormat !== "json") {
     throw new Error(`--log-format must be text or json, not "${logFormat}"`);
   }
-  return { options: serverOptions(values), logFormat, quiet: values.quiet };
+  const options = serverOptions(values);
+  if (values.origin !== undefined) {
+    if (values.dir !== undefined) throw new Error("give --dir or --origin, not both");
+    options.origin = s3Origin(values);
+  }
+  return { options, logFormat, quiet: values.quiet };
 }
 
 function serverOptions(values: Record<string, string | boolean | undefined>): ServerOptions {
@@ -202,6 +226,17 @@ function serverOptions(values: Record<string, string | boolean | undefined>): Se
       (v) => parseInteger("--max-open-files", v, 1e6, 1),
     ),
   };
+}
+
+function s3Origin(values: Record<string, string | boolean | undefined>): S3Origin {
+  const endpoint = (values["s3-endpoint"] as string | undefined) ?? Deno.env.get("S3_ENDPOINT");
+  if (!endpoint) throw new Error("--origin s3://... needs --s3-endpoint URL (or $S3_ENDPOINT)");
+  const timeout = values["origin-timeout"] as string | undefined;
+  const retries = values["origin-retries"] as string | undefined;
+  return S3Origin.fromEnv(values.origin as string, endpoint, {
+    timeoutMs: optional(timeout, (v) => parseSeconds("--origin-timeout", v)),
+    retries: optional(retries, (v) => parseInteger("--origin-retries", v, 20)),
+  });
 }
 
 function optional<T>(text: string | undefined, parse: (text: string) => T): T | undefined {

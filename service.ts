@@ -579,6 +579,9 @@ async function readChunks(
       total += n;
       if (total < limit) {
         reading = source.read(next.subarray(0, Math.min(limit - total, next.length)));
+        // It may fail while `consume` runs, before the loop awaits it: mark it
+        // handled now, or the runtime reports an unhandled rejection.
+        reading.catch(() => {});
       }
       await consume(current.subarray(0, n));
       [current, next] = [next, current];
