@@ -57,8 +57,10 @@ export interface HttpFrontEnd {
 interface Exchange {
   record: RequestRecord;
   connection?: GuardedConnection;
-  /** Set when the response has a file body: bookkeeping ends with the stream. */
-  streaming?: boolean;
+  /** Gives back what the response's body holds (its file, a permit). */
+  release?: () => void;
+  /** Body bytes handed over so far, where a stream of ours counts them. */
+  streamed: number;
 }
 
 /** The status page and its assets, served from `status/`. */
@@ -95,7 +97,7 @@ export function startHttp(service: Promise<FileService>, options: HttpOptions): 
       options.onError(`http: ${error instanceof Error ? error.message : String(error)}`);
       return new Response("server error\n", { status: 500 });
     },
-  }, (request, info) => front.handle(request, info.remoteAddr.port));
+  }, (request, info) => front.handle(request, info));
   const guard = new ConnectionGuard(listener, upstream.addr.port, {
     ...options,
     onSendTimeout: () => service.then((ready) => ready.countSendTimeout()),
@@ -125,11 +127,12 @@ class HttpHandler {
     this.#options = options;
   }
 
-  async handle(request: Request, upstreamPort: number): Promise<Response> {
+  async handle(request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Promise<Response> {
     const service = await this.#service;
-    const connection = this.guard?.connectionOf(upstreamPort);
+    const connection = this.guard?.connectionOf(info.remoteAddr.port);
     const exchange: Exchange = {
       connection,
+      streamed: 0,
       record: {
         time: Date.now(),
         protocol: "http",
@@ -149,18 +152,24 @@ class HttpHandler {
       response = errorResponse(...service.describeError(error));
     }
     exchange.record.status = response.status;
-    if (!exchange.streaming) {
-      const length = Number(response.headers.get("content-length") ?? 0);
-      exchange.record.bytes = request.method === "HEAD" ? 0 : length;
-      this.#finish(service, exchange);
-    }
+    const length = request.method === "HEAD"
+      ? 0
+      : Number(response.headers.get("content-length") ?? 0);
+    // The bookkeeping ends when the response is delivered, or fails to be.
+    info.completed.then(
+      () => this.#finish(service, exchange, length),
+      () => this.#finish(service, exchange, exchange.streamed),
+    );
     return response;
   }
 
-  /** Ends a request's bookkeeping: once its body is sent, or at once when it has none. */
-  #finish(service: FileService, exchange: Exchange): void {
+  /** Ends a request's bookkeeping, with the body bytes that were delivered. */
+  #finish(service: FileService, exchange: Exchange, delivered: number): void {
     const { record, connection } = exchange;
+    exchange.release?.();
     record.ms = performance.now() - record.ms;
+    record.bytes = delivered;
+    service.countSent(delivered);
     service.httpActive--;
     if (connection) connection.pending--;
     service.record(record, { recent: !record.path?.startsWith("/-/") });
@@ -231,13 +240,12 @@ class HttpHandler {
       // If-Range names another version: the whole file instead.
       served.release();
       served = await service.open(path);
-      return this.#fileResponse(service, served, request, exchange, false);
+      return this.#fileResponse(served, request, exchange, false);
     }
-    return this.#fileResponse(service, served, request, exchange, partial);
+    return this.#fileResponse(served, request, exchange, partial);
   }
 
   #fileResponse(
-    service: FileService,
     served: Served,
     request: Request,
     exchange: Exchange,
@@ -266,63 +274,45 @@ class HttpHandler {
       served.release();
       return new Response(null, { status, headers });
     }
-    const body = this.#bodyStream(service, served, exchange);
-    return new Response(body, { status, headers });
+    exchange.release = served.release;
+    return new Response(this.#body(served, exchange), { status, headers });
+  }
+
+  /**
+   * The body: bytes in memory as they are; a cache file read to its end as
+   * the file's own stream, which `Deno.serve` sends without passing the
+   * bytes through JavaScript; anything else (a range that stops short of
+   * the end, the origin) through a stream of ours.
+   */
+  #body(served: Served, exchange: Exchange): BodyInit {
+    if (served.bytes) return served.bytes as Uint8Array<ArrayBuffer>;
+    if (served.file && served.offset + served.length === served.size) return served.file.readable;
+    return this.#bodyStream(served, exchange);
   }
 
   /**
    * The body as a stream that reads a chunk each time the connection wants
    * one: a slow client slows the reads, and nothing is buffered ahead.
    */
-  #bodyStream(
-    service: FileService,
-    served: Served,
-    exchange: Exchange,
-  ): ReadableStream<Uint8Array> {
+  #bodyStream(served: Served, exchange: Exchange): ReadableStream<Uint8Array> {
     let remaining = served.length;
-    let memory = served.bytes;
     const chunkSize = served.length >= LARGE_BODY ? CHUNK_SIZES.large : CHUNK_SIZES.small;
-    let done = false;
-    exchange.streaming = true;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      served.release();
-      this.#finish(service, exchange);
-    };
     return new ReadableStream<Uint8Array>({
       pull: async (controller) => {
         try {
-          let chunk: Uint8Array;
-          if (memory) {
-            chunk = memory;
-            memory = undefined;
-          } else {
-            const buffer = new Uint8Array(Math.min(chunkSize, remaining));
-            const n = buffer.length === 0 ? null : await served.source!.read(buffer);
-            if (n === null) {
-              if (remaining > 0) throw new Error(`${served.path} ended early`);
-              controller.close();
-              finish();
-              return;
-            }
-            chunk = buffer.subarray(0, n);
-          }
-          remaining -= chunk.length;
-          exchange.record.bytes += chunk.length;
-          service.countSent(chunk.length);
-          controller.enqueue(chunk);
-          if (remaining === 0) {
-            controller.close();
-            finish();
-          }
+          // A fresh buffer each time: the connection owns a chunk once enqueued.
+          const buffer = new Uint8Array(Math.min(chunkSize, remaining));
+          const n = await served.source!.read(buffer);
+          if (n === null) throw new Error(`${served.path} ended early`);
+          remaining -= n;
+          exchange.streamed += n;
+          controller.enqueue(buffer.subarray(0, n));
+          if (remaining === 0) controller.close();
         } catch (error) {
           this.#options.onError(`response cut short: ${(error as Error).message}`);
           controller.error(error);
-          finish();
         }
       },
-      cancel: finish,
     }, { highWaterMark: 0 });
   }
 

@@ -38,6 +38,8 @@ export interface GuardedConnection {
 }
 
 const CLOSE_LINGER_MS = 1000;
+/** Bytes moved per read while relaying responses (two buffers per connection). */
+const RELAY_CHUNK = 128 * 1024;
 const HEAD_END = [13, 10, 13, 10]; // CRLF CRLF
 
 /** Relays connections from a public listener to a private upstream port. */
@@ -233,22 +235,34 @@ class Relay implements GuardedConnection {
     }
   }
 
+  /**
+   * Copies responses to the client. Two buffers take turns, so the next
+   * chunk is read from upstream while the current one is written: the copy
+   * then costs CPU but little latency.
+   */
   async #pumpResponses(): Promise<void> {
-    const buffer = new Uint8Array(64 * 1024);
+    let [current, next] = [new Uint8Array(RELAY_CHUNK), new Uint8Array(RELAY_CHUNK)];
+    let reading: Promise<number | null> | undefined;
     try {
+      reading = this.#upstream.read(current);
       while (true) {
-        const n = await this.#upstream.read(buffer);
+        const n = await reading;
+        reading = undefined;
         if (n === null) break;
+        reading = this.#upstream.read(next);
+        reading.catch(() => {}); // may fail while the write below runs
         this.#responding = true;
         this.writingSince = performance.now();
-        await writeAll(this.#clientConn, buffer.subarray(0, n));
+        await writeAll(this.#clientConn, current.subarray(0, n));
         this.writingSince = 0;
         this.lastActivity = performance.now();
+        [current, next] = [next, current];
       }
     } catch {
       // either side went away
     } finally {
       this.close();
+      await reading?.catch(() => {});
     }
   }
 

@@ -97,6 +97,8 @@ export interface Served {
   bytes?: Uint8Array;
   /** Otherwise, where to read them: positioned at `offset`. */
   source?: ByteSource;
+  /** The same source, when it is a cache file (the HTTP front end streams it natively). */
+  file?: Deno.FsFile;
   /** Closes the source and gives back its file permit; safe to call twice. */
   release(): void;
 }
@@ -429,7 +431,8 @@ export class FileService {
     }
     this.#countServed(entry.path, outcome);
     const opened = file;
-    return { ...served, source: opened, release: once(() => (opened.close(), releasePermit())) };
+    const release = once(() => (closeQuietly(opened), releasePermit()));
+    return { ...served, source: opened, file: opened, release };
   }
 
   /** Streams from the origin without admitting anything. */
@@ -617,6 +620,15 @@ export function isOutOfDescriptors(error: unknown): boolean {
   const code = (error as { code?: string } | undefined)?.code;
   return code === "EMFILE" || code === "ENFILE" ||
     /Too many open files/.test((error as Error | undefined)?.message ?? "");
+}
+
+/** Closes a file that its stream may have closed already. */
+function closeQuietly(file: Deno.FsFile): void {
+  try {
+    file.close();
+  } catch {
+    // closed at the end of its readable stream
+  }
 }
 
 function once(action: () => void): () => void {

@@ -129,7 +129,7 @@ Deno.test({
         cacheDir: `${root}/cache`,
         cacheSize: 4 * MiB,
       });
-      let conn = await RawConnection.open(server.addr.port);
+      const conn = await RawConnection.open(server.addr.port);
       try {
         await t.step("whole files: a miss, then a hit, verified by sha256", async () => {
           for (const path of ["hello.txt", "docs/a b.md", "docs/ünïcode.txt", "data/mid.bin"]) {

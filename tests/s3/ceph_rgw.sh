@@ -27,10 +27,12 @@
 #   its objects in memory (memstore), so there is no disk to format and stopping is
 #   just killing; pools have one replica and CRUSH picks OSDs, not hosts.
 # - `paxos propose interval` (default 1 s) is what every mon update waits for; at
-#   0.01 s start takes ~2 s instead of ~15 s. With that and the CRUSH smoke test
-#   off, letting radosgw-admin/radosgw create RGW's pools on demand is faster
-#   (~1.7 s + ~0.2 s on the first bucket) than creating them up front with the
-#   `ceph` CLI (~2.6 s: a Python start plus 14 mon commands racing the OSD boot).
+#   0.01 s start takes 1-2.5 s (idle 2-core machine) instead of ~15 s. With that
+#   and the CRUSH smoke test off, letting radosgw-admin/radosgw create RGW's pools
+#   on demand (~0.2 s more on the first bucket) beats creating them up front with
+#   the `ceph` CLI (+1 s: a Python start and 14 mon commands racing the OSD boot).
+# - Ports are probed free, not reserved: two starts at once may pick the same one
+#   (1 in 12000); the loser fails cleanly and can be retried.
 # - RGW's garbage collector frees deleted objects' data only after
 #   rgw_gc_obj_min_wait (2 h by default); it is cut to seconds so a test that
 #   deletes data sees the memory come back.
@@ -40,7 +42,7 @@ PROG=ceph_rgw.sh
 MARKER=.ceph_rgw # written first into DIR; stop only removes a DIR that has it
 
 usage() {
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -206,6 +208,10 @@ osd pool default pgp num = 8
 # Every mon update waits this long (default 1 s); it dominates start time.
 paxos propose interval = 0.01
 paxos min wait = 0.001
+# The mon sends a new pool's PG creations to the OSD on its tick if it could
+# not at once (say the pool came before the OSD was up): a 5 s tick made start
+# take anywhere from 1.7 to 9 s; at 1 s that wait is short.
+mon tick interval = 1
 # Pool creation would fork crushtool to test the CRUSH rule (~0.1 s a pool).
 mon osd crush smoke test = false
 # The mon stops itself when its disk has < 5% free (mon_data_avail_crit); a full
@@ -322,12 +328,16 @@ step() {
   local why=$1 in=$2 pid rc=0
   shift 2
   echo "+ $*" >>"$START_DIR/log/cli.log"
-  "$@" <"$in" >"$START_DIR/tmp/step.out" 2>>"$START_DIR/log/cli.log" &
+  # timeout: a backstop should this script die without running its cleanup.
+  timeout -k 1 "$START_TIMEOUT" "$@" <"$in" >"$START_DIR/tmp/step.out" 2>>"$START_DIR/log/cli.log" &
   pid=$!
+  STEP_PID=$pid # killed by start_cleanup if start is interrupted meanwhile
   while kill -0 "$pid" 2>/dev/null; do
     if ! (check_daemons "$why" "$START_DIR/log/cli.log") 2>"$START_DIR/tmp/step.err"; then
+      pkill -KILL -P "$pid" 2>/dev/null || true
       kill -KILL "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
+      STEP_PID=
       cat "$START_DIR/tmp/step.err" >&2
       START_REPORTED=1
       exit 1
@@ -335,6 +345,7 @@ step() {
     sleep 0.05
   done
   wait "$pid" || rc=$?
+  STEP_PID=
   [ "$rc" = 0 ] || fail_log "$why (exit $rc)" "$START_DIR/log/cli.log"
 }
 
@@ -356,6 +367,10 @@ start_cleanup() {
   [ "${START_OK:-0}" = 1 ] && return 0
   if [ "${START_REPORTED:-0}" != 1 ]; then
     echo "$PROG: start: failed at ${START_ERR:-an interrupt} (logs: $START_DIR/log)" >&2
+  fi
+  if [ -n "${STEP_PID:-}" ]; then # a CLI step still running (start interrupted)
+    pkill -KILL -P "$STEP_PID" 2>/dev/null || true # the CLI under `timeout`
+    kill -KILL "$STEP_PID" 2>/dev/null || true
   fi
   kill_all "$START_DIR" 1
   # DIR stays (with the logs) for the caller's `stop DIR`, which removes it.
