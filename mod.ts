@@ -23,6 +23,7 @@ import { serverMain } from "./server_cli.ts";
 import { VERSION } from "./version.ts";
 
 export {
+  type CacheClient,
   type CacheListing,
   clientMain,
   connect,
@@ -60,6 +61,24 @@ export {
   type FileCacheOptions,
   POLICIES,
 } from "./cache.ts";
+export {
+  ClusterClient,
+  type ClusterListing,
+  type ClusterOptions,
+  type NodeAddress,
+  parseNodes,
+  rankNodes,
+} from "./cluster.ts";
+export {
+  type ByteRange,
+  type ByteSource,
+  DirectoryOrigin,
+  type Origin,
+  type OriginDirEntry,
+  type OriginFile,
+  type OriginStat,
+} from "./origin.ts";
+export { parseS3Url, S3Origin, type S3OriginOptions } from "./origin_s3.ts";
 export { DEFAULT_PORT, ProtocolError } from "./protocol.ts";
 export { VERSION } from "./version.ts";
 
