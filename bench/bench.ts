@@ -15,11 +15,12 @@
 
 import { parseArgs } from "node:util";
 import { barChartSvg } from "./bar_chart.ts";
-import { DriverPool, type LoadResult, type LoadSpec, type Mode } from "./driver.ts";
+import { cpuModel, cpuSeconds } from "./cpu.ts";
+import type { DriverPool, LoadResult, LoadSpec, Mode } from "./driver.ts";
+import { type FileSet, fileWriter, firstFiles, KiB, MiB, numberedPaths } from "./files.ts";
+import { checkBodies, warm } from "./preflight.ts";
 import {
   countSockets,
-  cpuModel,
-  cpuSeconds,
   findExecutable,
   HOST,
   log,
@@ -39,9 +40,17 @@ import {
   stopServer,
   track,
 } from "./processes.ts";
+import {
+  bulletList,
+  type CodeVersion,
+  codeVersion,
+  formatFigure,
+  markdownTable,
+  percent,
+  versionLabel,
+} from "./report.ts";
+import { readCommandLine, runSession } from "./session.ts";
 
-const KiB = 1024;
-const MiB = 1024 * KiB;
 const INSTALL_MS = 300_000;
 
 const USAGE = `deno task bench: tcpcache against nginx, the original design and iperf3
@@ -173,13 +182,6 @@ function firstLine(text: string): string {
 // ---------------------------------------------------------------------------
 // The files served
 
-/** Files of one kind: paths relative to the served directory, sizes, local paths. */
-interface FileSet {
-  paths: string[];
-  sizes: number[];
-  local: string[];
-}
-
 interface Files {
   dir: string;
   large64: FileSet;
@@ -188,52 +190,16 @@ interface Files {
   mid: FileSet;
 }
 
-/**
- * Writes the files: 64 MiB and 256 MiB, 64 of 1 MiB, 1,000 of 4 KiB. One
- * random MiB, stamped differently in every file and every MiB, so that a
- * response mixed up with another one fails the self-check.
- */
+/** Writes the files: 64 MiB and 256 MiB, 64 of 1 MiB, 1,000 of 4 KiB. */
 async function generateFiles(dir: string): Promise<Files> {
-  const block = new Uint8Array(MiB);
-  for (let i = 0; i < block.length; i += 65536) {
-    crypto.getRandomValues(block.subarray(i, i + 65536));
-  }
-  const stamp = (id: number, part: number) => {
-    const copy = new Uint8Array(block);
-    new DataView(copy.buffer).setFloat64(0, id * 1e6 + part);
-    return copy;
-  };
-  const set = (paths: string[], sizes: number[]): FileSet => ({
-    paths,
-    sizes,
-    local: paths.map((p) => `${dir}/${p}`),
-  });
-  await Deno.mkdir(`${dir}/large`, { recursive: true });
-  await Deno.mkdir(`${dir}/mid`);
-  await Deno.mkdir(`${dir}/small`);
-  for (const mib of [64, 256]) {
-    const file = await Deno.open(`${dir}/large/${mib}MiB.bin`, { write: true, create: true });
-    for (let part = 0; part < mib; part++) await writeAll(file, stamp(mib, part));
-    file.close();
-  }
-  const mid = Array.from({ length: 64 }, (_, i) => `mid/${String(i).padStart(2, "0")}.bin`);
-  for (const [i, path] of mid.entries()) await Deno.writeFile(`${dir}/${path}`, stamp(1000 + i, 0));
-  const small = Array.from({ length: 1000 }, (_, i) => `small/${String(i).padStart(4, "0")}.bin`);
-  for (const [i, path] of small.entries()) {
-    await Deno.writeFile(`${dir}/${path}`, stamp(2000 + i, 0).subarray(0, 4 * KiB));
-  }
+  const write = fileWriter(dir);
   return {
     dir,
-    large64: set(["large/64MiB.bin"], [64 * MiB]),
-    large256: set(["large/256MiB.bin"], [256 * MiB]),
-    mid: set(mid, mid.map(() => MiB)),
-    small: set(small, small.map(() => 4 * KiB)),
+    large64: await write(["large/64MiB.bin"], 64 * MiB),
+    large256: await write(["large/256MiB.bin"], 256 * MiB),
+    mid: await write(numberedPaths("mid", 64), MiB),
+    small: await write(numberedPaths("small", 1000), 4 * KiB),
   };
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < bytes.length) written += await file.write(bytes.subarray(written));
 }
 
 // ---------------------------------------------------------------------------
@@ -322,8 +288,8 @@ async function measure(
   };
   const result = await ctx.pool.run(spec);
   log(
-    `${label} on ${server.name}: ${fmt(result.requestsPerSecond)} req/s, ` +
-      `${fmt(result.megabytesPerSecond)} MB/s, p50 ${result.p50Ms.toFixed(2)} ms, ` +
+    `${label} on ${server.name}: ${formatFigure(result.requestsPerSecond)} req/s, ` +
+      `${formatFigure(result.megabytesPerSecond)} MB/s, p50 ${result.p50Ms.toFixed(2)} ms, ` +
       `p99 ${result.p99Ms.toFixed(2)} ms, driver ${percent(result.driverBusy)} busy` +
       (result.errors ? `, ${result.errors} ERRORS: ${result.errorSamples.join(" / ")}` : ""),
   );
@@ -373,63 +339,25 @@ function record(r: Row, server: Server, result: LoadResult) {
 /** Before any timing: the driver's bytes must be the files' bytes, on every server. */
 async function selfCheck(ctx: Context): Promise<void> {
   const { small, mid, large64 } = ctx.files;
-  const pick = (set: FileSet, n: number): FileSet => ({
-    paths: set.paths.slice(0, n),
-    sizes: set.sizes.slice(0, n),
-    local: set.local.slice(0, n),
-  });
   const checks: [FileSet, Mode][] = [
-    [pick(small, 16), "keep-alive"],
-    [pick(small, 16), "new-connection"],
-    [pick(mid, 4), "keep-alive"],
+    [firstFiles(small, 16), "keep-alive"],
+    [firstFiles(small, 16), "new-connection"],
+    [firstFiles(mid, 4), "keep-alive"],
     [large64, "keep-alive"],
   ];
   for (const server of referenceServers(ctx, true)) {
-    let compared = 0;
-    for (const [set, mode] of checks) {
-      const result = await ctx.pool.run({
-        port: server.port,
-        protocol: server.protocol,
-        paths: set.paths,
-        sizes: set.sizes,
-        verifyFiles: set.local,
-        connections: 2,
-        mode,
-        durationMs: 0,
-        requests: set.paths.length,
-        bufferSize: 64 * KiB,
-      });
-      compared += result.requests;
-      if (result.errors > 0) {
-        ctx.problems.push(
-          `self-check on ${server.name} (${mode}): ${result.errors} errors: ` +
-            result.errorSamples.join(" / "),
-        );
-      }
-    }
+    const { compared, problems } = await checkBodies(ctx.pool, server, server.name, checks);
+    ctx.problems.push(...problems);
     log(
       `self-check on ${server.name}: ${compared} responses compared byte for byte with the files`,
     );
   }
 }
 
-/** Warms a server's cache: every file of the sets fetched once. */
-async function warm(ctx: Context, server: Server, sets: FileSet[]): Promise<void> {
-  for (const set of sets) {
-    const connections = Math.min(4, set.paths.length);
-    await ctx.pool.run({
-      port: server.port,
-      protocol: server.protocol,
-      paths: set.paths,
-      sizes: set.sizes,
-      connections,
-      mode: "keep-alive",
-      durationMs: 0,
-      requests: Math.ceil(set.paths.length / connections),
-      bufferSize: 256 * KiB,
-      workers: 1,
-    });
-  }
+/** Warms tcpcache's cache with every file of the sets; a failure is a problem to report. */
+async function warmTcpcache(ctx: Context, server: Server, sets: FileSet[]): Promise<void> {
+  const errors = await warm(ctx.pool, server, sets);
+  ctx.problems.push(...errors.map((e) => `warming ${server.name}: ${e}`));
 }
 
 /**
@@ -471,7 +399,7 @@ async function iperf3(ctx: Context): Promise<void> {
       const report = JSON.parse(client.out.slice(client.out.indexOf("{")));
       if (report.error) throw new Error(report.error);
       ctx.iperf3[name] = report.end.sum_received.bits_per_second / 8 / 1e6;
-      log(`iperf3 ${name}, one stream on loopback: ${fmt(ctx.iperf3[name])} MB/s`);
+      log(`iperf3 ${name}, one stream on loopback: ${formatFigure(ctx.iperf3[name])} MB/s`);
     }
     ctx.iperf3MBps = Math.max(...Object.values(ctx.iperf3));
   } catch (error) {
@@ -495,7 +423,7 @@ async function largeHits(ctx: Context): Promise<void> {
     }
     if (ctx.iperf3MBps) {
       r.notes.push(
-        `iperf3 ceiling ${fmt(ctx.iperf3MBps)} MB/s: tcpcache at ` +
+        `iperf3 ceiling ${formatFigure(ctx.iperf3MBps)} MB/s: tcpcache at ` +
           `${((r.values.tcpcache ?? 0) / ctx.iperf3MBps).toFixed(2)}x`,
       );
     }
@@ -637,7 +565,7 @@ async function scale(ctx: Context): Promise<void> {
     const cacheDir = freshCacheDir(ctx);
     const ours = await startTcpcache(ctx.files.dir, cacheDir, "512MiB");
     try {
-      await warm(ctx, ours, [ctx.files.mid]);
+      await warmTcpcache(ctx, ours, [ctx.files.mid]);
       await holdAndMeasure(ctx, ours, connections, r, memory);
     } finally {
       await stopAndClean(ours, cacheDir);
@@ -685,21 +613,11 @@ async function holdAndMeasure(
 // ---------------------------------------------------------------------------
 // Report
 
-function percent(fraction: number): string {
-  return Number.isFinite(fraction) ? `${(fraction * 100).toFixed(0)}%` : "n/a";
-}
-
-function fmt(value: number): string {
-  if (value >= 100) return Math.round(value).toLocaleString("en-US");
-  if (value >= 10) return value.toFixed(1);
-  return value.toFixed(2);
-}
-
 function cell(r: Row, name: ServerName): string {
   const value = r.values[name];
   if (value === undefined) return "-";
   if (r.unit === "ms") return `${value.toFixed(2)} / ${(r.p99?.[name] ?? 0).toFixed(2)} ms`;
-  return `${fmt(value)} ${r.unit}`;
+  return `${formatFigure(value)} ${r.unit}`;
 }
 
 function ratioCell(r: Row): string {
@@ -709,25 +627,20 @@ function ratioCell(r: Row): string {
   return `${(ours / theirs).toFixed(2)}x`;
 }
 
-/** The results as a Markdown table (it reads as well in a terminal as in the README). */
+/** The results as a Markdown table. */
 function table(rows: Row[]): string {
   const header = ["workload", "tcpcache", "nginx", "tcpcache/nginx", "python (original)", "notes"];
-  const lines = rows.map((r) => [
-    r.workload,
-    cell(r, "tcpcache"),
-    cell(r, "nginx"),
-    ratioCell(r),
-    cell(r, "python"),
-    r.notes.join("; "),
-  ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
-  const format = (cells: string[]) =>
-    `| ${cells.map((c, i) => c.replaceAll("|", "\\|").padEnd(widths[i])).join(" | ")} |`;
-  return [
-    format(header),
-    `| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`,
-    ...lines.map(format),
-  ].join("\n");
+  return markdownTable(
+    header,
+    rows.map((r) => [
+      r.workload,
+      cell(r, "tcpcache"),
+      cell(r, "nginx"),
+      ratioCell(r),
+      cell(r, "python"),
+      r.notes.join("; "),
+    ]),
+  );
 }
 
 /** One target: its verdict and the figures behind it. */
@@ -763,8 +676,8 @@ function targets(ctx: Context): Target[] {
         : {
           target: `large hit ${mib} MiB >= 0.75x iperf3`,
           met: ours / ctx.iperf3MBps >= 0.75,
-          figure: `${(ours / ctx.iperf3MBps).toFixed(2)}x (${fmt(ours)} vs ${
-            fmt(ctx.iperf3MBps)
+          figure: `${(ours / ctx.iperf3MBps).toFixed(2)}x (${formatFigure(ours)} vs ${
+            formatFigure(ctx.iperf3MBps)
           } MB/s)`,
         },
     );
@@ -779,7 +692,7 @@ function targets(ctx: Context): Target[] {
     target: "64 MiB miss >= 0.5x the 64 MiB large hit",
     met: miss !== undefined && hit ? miss / hit >= 0.5 : undefined,
     figure: miss !== undefined && hit
-      ? `${(miss / hit).toFixed(2)}x (${fmt(miss)} vs ${fmt(hit)} MB/s)`
+      ? `${(miss / hit).toFixed(2)}x (${formatFigure(miss)} vs ${formatFigure(hit)} MB/s)`
       : "not measured",
   });
   const rss = get("scale-256-rss")?.values.tcpcache;
@@ -830,7 +743,7 @@ function chart(ctx: Context): string {
         { name: "nginx", color: "#2ca02c" },
         { name: "python (original)", color: "#ff7f0e" },
       ],
-      format: fmt,
+      format: formatFigure,
     },
   );
 }
@@ -849,23 +762,14 @@ async function sourceDigest(): Promise<string> {
 }
 
 /** What was measured: the commit, whether the tree was edited, and the sources' digest. */
-interface Version {
-  commit: string;
-  dirty: boolean;
+interface Version extends CodeVersion {
   digest: string;
   /** See {@linkcode cpuSeconds}. */
   cpu: { machine: number; ours: number };
 }
 
 async function versionNow(): Promise<Version> {
-  const commit = (await run("git", ["rev-parse", "--short", "HEAD"])).out.trim();
-  const status = await run("git", ["status", "--porcelain", "--untracked-files=no"]);
-  return {
-    commit: /^[0-9a-f]+$/.test(commit) ? commit : "unknown",
-    dirty: status.ok && status.out.trim() !== "",
-    digest: await sourceDigest(),
-    cpu: cpuSeconds(),
-  };
+  return { ...await codeVersion(), digest: await sourceDigest(), cpu: cpuSeconds() };
 }
 
 function machine(ctx: Context, started: Date, elapsedS: number) {
@@ -906,7 +810,7 @@ async function startReferences(ctx: Context): Promise<void> {
     }
   }
   const { small, mid, large64, large256 } = ctx.files;
-  await warm(ctx, ctx.servers.tcpcache, [small, mid, large64, large256]);
+  await warmTcpcache(ctx, ctx.servers.tcpcache, [small, mid, large64, large256]);
 }
 
 async function bench(ctx: Context): Promise<void> {
@@ -999,18 +903,13 @@ async function report(ctx: Context, started: Date): Promise<void> {
   ctx.problems.push(...runWarnings(ctx, elapsedS));
   const [start] = ctx.versions;
   console.log(
-    `tcpcache ${start.commit}${start.dirty ? " (with uncommitted changes)" : ""}, ` +
-      `${navigator.hardwareConcurrency} cores, ${new Date().toISOString()}\n`,
+    `${versionLabel(start)}, ${navigator.hardwareConcurrency} cores, ${new Date().toISOString()}\n`,
   );
   const list = targets(ctx);
   console.log(table(ctx.rows));
   console.log(`\nTargets:\n${targetLines(list)}`);
-  if (ctx.tools.skipped.length > 0) {
-    console.log(`\nSkipped:\n${ctx.tools.skipped.map((s) => `- ${s}`).join("\n")}`);
-  }
-  if (ctx.problems.length > 0) {
-    console.log(`\nProblems:\n${ctx.problems.map((s) => `- ${s}`).join("\n")}`);
-  }
+  if (ctx.tools.skipped.length > 0) console.log(bulletList("Skipped", ctx.tools.skipped));
+  if (ctx.problems.length > 0) console.log(bulletList("Problems", ctx.problems));
   console.log(`\n${driverSummary(ctx)}`);
   console.log(
     "MB = 10^6 bytes; latencies run from the request's first byte sent to its last byte.",
@@ -1037,50 +936,25 @@ async function report(ctx: Context, started: Date): Promise<void> {
 }
 
 async function main(args: string[]): Promise<number> {
-  let options: Options;
-  try {
-    const parsed = parseOptions(args);
-    if (parsed === "help") {
-      console.log(USAGE);
-      return 0;
-    }
-    options = parsed;
-  } catch (error) {
-    console.error(`bench: ${(error as Error).message}\n(see --help)`);
-    return 2;
-  }
+  const options = readCommandLine("bench", USAGE, args, parseOptions);
+  if (typeof options === "number") return options;
   const started = new Date();
+  // Before the hard cap: installing a missing tool may take minutes.
   const tools = await findTools(options);
   for (const skipped of tools.skipped) log(`skipping ${skipped}`);
-  const root = await Deno.makeTempDir({ prefix: "tcpcache-bench-" });
-  const pool = new DriverPool(options.driverWorkers);
-  const cleanUp = async () => {
-    pool.close();
-    await stopChildren();
-    await Deno.remove(root, { recursive: true }).catch(() => {});
-  };
-  // Every measurement is bounded, but a wedged server must not hold a machine forever.
-  const capMs = 300_000 + 40 * (options.durationMs + options.warmupMs);
-  const hardCap = setTimeout(async () => {
-    log(`hard time cap of ${capMs / 1000} s reached; stopping`);
-    await cleanUp();
-    Deno.exit(1);
-  }, capMs);
-  const onInterrupt = async () => {
-    log("interrupted");
-    await cleanUp();
-    Deno.exit(130);
-  };
-  Deno.addSignalListener("SIGINT", onInterrupt);
-  try {
+  return await runSession({
+    program: "bench",
+    tempPrefix: "tcpcache-bench-",
+    driverWorkers: options.driverWorkers,
+    hardCapMs: 300_000 + 40 * (options.durationMs + options.warmupMs),
+  }, async ({ root, pool }) => {
     log(`writing files in ${root}`);
-    const files = await generateFiles(`${root}/files`);
     const ctx: Context = {
       options,
       tools,
       pool,
       root,
-      files,
+      files: await generateFiles(`${root}/files`),
       servers: {},
       rows: [],
       problems: [],
@@ -1092,15 +966,7 @@ async function main(args: string[]): Promise<number> {
     // Every child reaped first, so that their CPU time counts as ours.
     await stopChildren();
     await report(ctx, started);
-    return 0;
-  } catch (error) {
-    console.error(`bench: ${(error as Error).stack ?? error}`);
-    return 1;
-  } finally {
-    clearTimeout(hardCap);
-    Deno.removeSignalListener("SIGINT", onInterrupt);
-    await cleanUp();
-  }
+  });
 }
 
 if (import.meta.main) {

@@ -1,8 +1,8 @@
 /**
  * The processes the benchmark starts and watches: the servers (tcpcache,
  * nginx, the Python reference), helper commands, and what /proc says about
- * their memory, sockets and CPU. Every process started here is tracked, so
- * an early exit can stop them all.
+ * their memory and sockets (their CPU: cpu.ts). Every process started here
+ * is tracked, so an early exit can stop them all.
  *
  * @module
  */
@@ -64,6 +64,8 @@ export interface Server {
   name: ServerName;
   protocol: "tcpcache" | "http";
   port: number;
+  /** tcpcache's HTTP front end's port, when it was started with one. */
+  httpPort?: number;
   pid: number;
   child: Deno.ChildProcess;
   stderr: string[];
@@ -89,32 +91,51 @@ function collectLines(stream: ReadableStream<Uint8Array>, into: string[]): void 
 }
 
 /**
- * Resolves with the port of the first `listening on 127.0.0.1:PORT` line on
- * stdout, then keeps draining stdout so the server never blocks on the pipe.
+ * The ready line: `listening on 127.0.0.1:PORT`, and for tcpcache with an
+ * HTTP front end `, HTTP on http://127.0.0.1:HPORT/` after it.
  */
-async function readyPort(server: Server, stdout: ReadableStream<Uint8Array>): Promise<number> {
-  const reader = stdout.getReader();
+const READY = /listening on 127\.0\.0\.1:([0-9]+)(?:, HTTP on http:\/\/[^\s/]+:([0-9]+)\/)?/;
+
+/** The ports a server's ready line announced. */
+export interface ReadyPorts {
+  port: number;
+  /** tcpcache's HTTP front end's, when it has one. */
+  httpPort?: number;
+}
+
+/**
+ * Resolves with the ports of the first ready line on the child's (piped)
+ * stdout, once the line is whole, then keeps draining stdout so the server
+ * never blocks on the pipe. Rejects if the child exits, closes stdout or
+ * stays silent for `timeoutMs` first.
+ */
+export async function readyPorts(
+  child: Deno.ChildProcess,
+  timeoutMs = STARTUP_MS,
+): Promise<ReadyPorts> {
+  const reader = child.stdout.getReader();
   const decoder = new TextDecoder();
   let text = "";
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), STARTUP_MS);
+    timer = setTimeout(() => resolve("timeout"), timeoutMs);
   });
   try {
     while (true) {
-      const next = await Promise.race([reader.read(), server.child.status, timeout]);
-      if (next === "timeout") throw new Error(`no ready line within ${STARTUP_MS / 1000} s`);
+      const next = await Promise.race([reader.read(), child.status, timeout]);
+      if (next === "timeout") throw new Error(`no ready line within ${timeoutMs / 1000} s`);
       if ("code" in next) throw new Error(`exited with code ${next.code} at start`);
       if (next.done) throw new Error("closed its stdout before the ready line");
       text = (text + decoder.decode(next.value, { stream: true })).slice(-8192);
-      const match = /listening on 127\.0\.0\.1:([0-9]+)/.exec(text);
-      if (match && text.indexOf("\n", match.index) >= 0) break;
+      const match = READY.exec(text);
+      if (match && text.indexOf("\n", match.index) >= 0) {
+        return { port: Number(match[1]), httpPort: match[2] ? Number(match[2]) : undefined };
+      }
     }
   } finally {
     clearTimeout(timer);
+    drainInBackground(reader);
   }
-  drainInBackground(reader);
-  return Number(/listening on 127\.0\.0\.1:([0-9]+)/.exec(text)![1]);
 }
 
 /** Every process the bench started and that still runs: an early exit stops them all. */
@@ -172,7 +193,7 @@ function spawn(name: ServerName, command: string, args: string[], stdout: boolea
 
 async function startReady(server: Server): Promise<Server> {
   try {
-    server.port = await readyPort(server, server.child.stdout);
+    Object.assign(server, await readyPorts(server.child));
     return server;
   } catch (error) {
     await stopServer(server);
@@ -181,26 +202,27 @@ async function startReady(server: Server): Promise<Server> {
   }
 }
 
+/** What tcpcache serves besides its TCP protocol. */
+export interface TcpcacheOptions {
+  /**
+   * Also serve HTTP (`--http-port`) on this port, 0 for a free one: the
+   * server's `httpPort` then says which.
+   */
+  httpPort?: number;
+}
+
 /** Runs server.ts directly with the Deno running the bench (no npx wrapper, so the PID is real). */
-export function startTcpcache(dir: string, cacheDir: string, cacheSize: string): Promise<Server> {
-  return startReady(spawn("tcpcache", Deno.execPath(), [
-    "run",
-    "-A",
-    SERVER_TS,
-    "--dir",
-    dir,
-    "--cache-dir",
-    cacheDir,
-    "--cache-size",
-    cacheSize,
-    "--host",
-    HOST,
-    "--port",
-    "0",
-    "--quiet",
-    "--max-connections",
-    "4000",
-  ], true));
+export function startTcpcache(
+  dir: string,
+  cacheDir: string,
+  cacheSize: string,
+  options: TcpcacheOptions = {},
+): Promise<Server> {
+  const args = ["run", "-A", SERVER_TS, "--dir", dir, "--cache-dir", cacheDir]
+    .concat(["--cache-size", cacheSize, "--host", HOST, "--port", "0"])
+    .concat(["--quiet", "--max-connections", "4000"]);
+  if (options.httpPort !== undefined) args.push("--http-port", String(options.httpPort));
+  return startReady(spawn("tcpcache", Deno.execPath(), args, true));
 }
 
 /** Runs the original design's Python server (bench/reference/original_design.py). */
@@ -323,20 +345,40 @@ export async function memoryKiB(pids: number[]): Promise<{ rss: number; hwm: num
   return { rss, hwm };
 }
 
+/** The inode of each socket a process holds open, once per descriptor. */
+async function socketInodes(pid: number): Promise<string[]> {
+  const inodes: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(`/proc/${pid}/fd`)) {
+      const target = await Deno.readLink(`/proc/${pid}/fd/${entry.name}`).catch(() => "");
+      const match = /^socket:\[([0-9]+)\]$/.exec(target);
+      if (match) inodes.push(match[1]);
+    }
+  } catch {
+    // gone
+  }
+  return inodes;
+}
+
 /** The sockets the processes hold open (listeners included). */
 export async function countSockets(pids: number[]): Promise<number> {
   let count = 0;
-  for (const pid of pids) {
-    try {
-      for await (const entry of Deno.readDir(`/proc/${pid}/fd`)) {
-        const target = await Deno.readLink(`/proc/${pid}/fd/${entry.name}`).catch(() => "");
-        if (target.startsWith("socket:")) count++;
-      }
-    } catch {
-      // gone
+  for (const pid of pids) count += (await socketInodes(pid)).length;
+  return count;
+}
+
+/** The IPv4 TCP ports a process listens on: its sockets' inodes found in /proc/net/tcp. */
+export async function listeningPorts(pid: number): Promise<number[]> {
+  const inodes = new Set(await socketInodes(pid));
+  const ports: number[] = [];
+  for (const line of (await Deno.readTextFile("/proc/net/tcp")).split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    // fields[1] is "ADDR:PORT" in hex, fields[3] the state (0A = LISTEN), fields[9] the inode.
+    if (fields[3] === "0A" && inodes.has(fields[9])) {
+      ports.push(parseInt(fields[1].split(":")[1], 16));
     }
   }
-  return count;
+  return ports;
 }
 
 /** Samples the tree's resident memory every 25 ms until stopped; resolves with the peak KiB. */
@@ -400,35 +442,6 @@ export function drainInBackground(reader: ReadableStreamDefaultReader<unknown>):
       // the process is gone
     }
   })();
-}
-
-/** The CPU's model name, from /proc/cpuinfo. */
-export function cpuModel(): string {
-  try {
-    return /^model name\s*:\s*(.*)$/m.exec(Deno.readTextFileSync("/proc/cpuinfo"))?.[1] ?? "";
-  } catch {
-    return "";
-  }
-}
-
-/**
- * CPU seconds so far: the whole machine's (all but idle, iowait and steal), and this
- * process's with its children's (counted once they are reaped).
- */
-export function cpuSeconds(): { machine: number; ours: number } {
-  try {
-    const all = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/);
-    const self = Deno.readTextFileSync("/proc/self/stat");
-    const own = self.slice(self.lastIndexOf(")") + 2).split(" ").map(Number);
-    return {
-      // user, nice, system, irq, softirq: tasks here are charged the softirq
-      // time of loopback traffic, so the machine's side must count it too.
-      machine: [1, 2, 3, 6, 7].reduce((sum, i) => sum + Number(all[i]), 0) / 100,
-      ours: (own[11] + own[12] + own[13] + own[14]) / 100,
-    };
-  } catch {
-    return { machine: NaN, ours: NaN };
-  }
 }
 
 /** A progress line on stderr (stdout carries only the results). */

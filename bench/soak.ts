@@ -33,7 +33,8 @@ import {
 } from "../client.ts";
 import { formatRequest, parseResponseHeader } from "../protocol.ts";
 import { formatBytes, parseSize } from "../units.ts";
-import { drainInBackground } from "./processes.ts";
+import { readyPorts } from "./processes.ts";
+import { markdownTable } from "./report.ts";
 
 const SERVER = fileURLToPath(new URL("../server.ts", import.meta.url));
 const HOST = "127.0.0.1";
@@ -377,36 +378,15 @@ async function spawnServer(
   };
   server.status.then(() => server.exited = true);
 
-  const reader = child.stdout.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), STARTUP_MS);
-  });
   try {
-    while (true) {
-      const next = await Promise.race([reader.read(), server.status, timeout]);
-      if (next === "timeout") throw new Error(`no ready line within ${STARTUP_MS / 1000} s`);
-      if ("code" in next) throw new Error(`the server exited with code ${next.code} at start`);
-      if (next.done) throw new Error("the server closed its stdout before the ready line");
-      text = (text + decoder.decode(next.value, { stream: true })).slice(-64 * KiB);
-      const match = /listening on 127\.0\.0\.1:([0-9]+)/.exec(text);
-      if (match && text.indexOf("\n", match.index) >= 0) {
-        server.port = Number(match[1]);
-        break;
-      }
-    }
+    server.port = (await readyPorts(child, STARTUP_MS)).port;
   } catch (error) {
     if (!server.exited) child.kill("SIGKILL");
     await server.status;
     await stderr.done;
     const said = stderr.sample.length > 0 ? `; it said:\n${stderr.sample.join("\n")}` : "";
-    throw new Error(`${(error as Error).message}${said}`);
-  } finally {
-    clearTimeout(timer);
+    throw new Error(`the server did not start: ${(error as Error).message}${said}`);
   }
-  drainInBackground(reader);
   return server;
 }
 
@@ -1307,18 +1287,6 @@ function summaryRows(report: Report): [string, string][] {
   ];
 }
 
-function markdownTable(rows: [string, string][]): string {
-  const escape = (cell: string) => cell.replaceAll("|", "\\|");
-  const width = Math.max(...rows.map(([name]) => escape(name).length), "metric".length);
-  const valueWidth = Math.max(...rows.map(([, value]) => escape(value).length), "value".length);
-  const line = (a: string, b: string) => `| ${a.padEnd(width)} | ${b.padEnd(valueWidth)} |`;
-  return [
-    line("metric", "value"),
-    `| ${"-".repeat(width)} | ${"-".repeat(valueWidth)} |`,
-    ...rows.map(([name, value]) => line(escape(name), escape(value))),
-  ].join("\n");
-}
-
 // ---------------------------------------------------------------------------
 // Main
 
@@ -1620,7 +1588,7 @@ async function main(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGINT", onInterrupt);
   try {
     const report = await soak(options, root, (s) => server = s);
-    console.log(markdownTable(summaryRows(report)));
+    console.log(markdownTable(["metric", "value"], summaryRows(report)));
     if (report.failures.length > 0) {
       console.log(`\nFailures (first ${report.failures.length}):\n`);
       for (const failure of report.failures) console.log(`- ${failure.replaceAll("\n", " ")}`);
