@@ -144,3 +144,15 @@ export async function writeAll(
     written += n;
   }
 }
+
+/**
+ * Closes a connection or file that may be closed already (by its peer, a
+ * timeout, or the end of its readable stream).
+ */
+export function closeQuietly(resource: { close(): void }): void {
+  try {
+    resource.close();
+  } catch {
+    // already closed
+  }
+}

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { writeAll } from "./byte_reader.ts";
+import { closeQuietly, writeAll } from "./byte_reader.ts";
 
 /** Options of {@linkcode ConnectionGuard}. */
 export interface GuardOptions {
@@ -311,13 +311,5 @@ async function refuse(conn: Deno.Conn, status: 408 | 503, message: string): Prom
   } finally {
     clearTimeout(timer);
     closeQuietly(conn);
-  }
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // already closed
   }
 }

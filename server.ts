@@ -8,7 +8,7 @@
  * @module
  */
 
-import { ByteReader, LineTooLongError, writeAll } from "./byte_reader.ts";
+import { ByteReader, closeQuietly, LineTooLongError, writeAll } from "./byte_reader.ts";
 import { Outbox } from "./outbox.ts";
 import { type CacheEntry, DEFAULT_CAPACITY, FileCache } from "./cache.ts";
 import { type HttpFrontEnd, startHttp } from "./http.ts";
@@ -669,14 +669,6 @@ async function linger(conn: Deno.Conn, pendingRead?: Promise<unknown>): Promise<
     // closed by the timer, or by the client
   } finally {
     clearTimeout(timer);
-  }
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // already closed
   }
 }
 

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { closeQuietly } from "./byte_reader.ts";
 import type { CacheEntry, FileCache, FillSource } from "./cache.ts";
 import { Histogram, type MetricsSnapshot, type RequestCounts } from "./metrics.ts";
 import {
@@ -620,15 +621,6 @@ export function isOutOfDescriptors(error: unknown): boolean {
   const code = (error as { code?: string } | undefined)?.code;
   return code === "EMFILE" || code === "ENFILE" ||
     /Too many open files/.test((error as Error | undefined)?.message ?? "");
-}
-
-/** Closes a file that its stream may have closed already. */
-function closeQuietly(file: Deno.FsFile): void {
-  try {
-    file.close();
-  } catch {
-    // closed at the end of its readable stream
-  }
 }
 
 function once(action: () => void): () => void {
