@@ -13,14 +13,7 @@
  */
 
 import { ConnectionGuard, type GuardedConnection } from "./http_guard.ts";
-import {
-  entityTag,
-  type HttpRange,
-  mediaType,
-  notModified,
-  parseRange,
-  rangeStillValid,
-} from "./http_headers.ts";
+import { entityTag, mediaType, notModified, parseRange, rangeStillValid } from "./http_headers.ts";
 import { listingPage } from "./http_pages.ts";
 import { formatMetrics } from "./metrics.ts";
 import { checkPath, percentDecode, ProtocolError } from "./protocol.ts";
@@ -29,7 +22,6 @@ import {
   type FileService,
   LARGE_BODY,
   type Limits,
-  type Outcome,
   type RequestRecord,
   type Served,
 } from "./service.ts";
@@ -209,67 +201,41 @@ class HttpHandler {
     }
   }
 
+  /**
+   * Serves a file. The preconditions are evaluated first, against the
+   * version a `GET` would serve now (RFC 9110 §13.2.2): a 304 opens
+   * nothing, and a failed `If-Range` drops the range before it is checked.
+   */
   async #serveFile(
     service: FileService,
     path: string,
     request: Request,
     exchange: Exchange,
   ): Promise<Response> {
-    const rangeHeader = request.headers.get("range");
-    let unsatisfiableSize = -1;
-    const chooseRange = (size: number): HttpRange | Record<never, never> => {
-      const range = parseRange(rangeHeader, size);
-      if (range === "unsatisfiable") {
-        unsatisfiableSize = size;
-        throw new ProtocolError(416, `range ${rangeHeader} is past the end (size ${size})`);
-      }
-      return range ?? {};
-    };
-    let served: Served;
-    try {
-      served = await service.open(path, chooseRange);
-    } catch (error) {
-      if (unsatisfiableSize < 0) throw error;
-      return errorResponse(416, (error as Error).message, {
-        "content-range": `bytes */${unsatisfiableSize}`,
+    const current = await service.current(path);
+    const validators = { etag: entityTag(current), mtime: current.mtime };
+    if (notModified(request.headers, validators)) {
+      return new Response(null, { status: 304, headers: fileHeaders(path, current) });
+    }
+    const rangeHeader = rangeStillValid(request.headers, validators)
+      ? request.headers.get("range")
+      : null;
+    const range = parseRange(rangeHeader, current.size);
+    if (range === "unsatisfiable") {
+      return errorResponse(416, `range ${rangeHeader} is past the end (size ${current.size})`, {
+        "content-range": `bytes */${current.size}`,
       });
     }
-    const validators = { etag: entityTag(served), mtime: served.mtime };
-    const partial = parseRange(rangeHeader, served.size) !== undefined;
-    if (partial && !rangeStillValid(request.headers, validators)) {
-      // If-Range names another version: the whole file instead.
-      served.release();
-      served = await service.open(path);
-      return this.#fileResponse(served, request, exchange, false);
-    }
-    return this.#fileResponse(served, request, exchange, partial);
-  }
-
-  #fileResponse(
-    served: Served,
-    request: Request,
-    exchange: Exchange,
-    partial: boolean,
-  ): Response {
+    const served = await service.open(path, range ?? {});
     exchange.record.cache = served.outcome;
-    const etag = entityTag(served);
-    const headers = new Headers({
-      "accept-ranges": "bytes",
-      "content-type": mediaType(served.path),
-      "etag": etag,
-      "last-modified": new Date(served.mtime).toUTCString(),
-      "x-cache": cacheHeader(served.outcome),
-    });
-    if (notModified(request.headers, { etag, mtime: served.mtime })) {
-      served.release();
-      return new Response(null, { status: 304, headers });
-    }
+    const headers = fileHeaders(path, served);
+    headers.set("x-cache", served.outcome.toUpperCase());
     headers.set("content-length", String(served.length));
-    if (partial) {
+    if (range) {
       const last = served.offset + served.length - 1;
       headers.set("content-range", `bytes ${served.offset}-${last}/${served.size}`);
     }
-    const status = partial ? 206 : 200;
+    const status = range ? 206 : 200;
     if (request.method === "HEAD") {
       served.release();
       return new Response(null, { status, headers });
@@ -363,8 +329,17 @@ class HttpHandler {
   }
 }
 
-function cacheHeader(outcome: Outcome): string {
-  return outcome.toUpperCase();
+/** The headers every answer about a file carries: its type and validators. */
+function fileHeaders(
+  path: string,
+  version: { mtime: number; validator: string; sha256?: string },
+): Headers {
+  return new Headers({
+    "accept-ranges": "bytes",
+    "content-type": mediaType(path),
+    "etag": entityTag(version),
+    "last-modified": new Date(version.mtime).toUTCString(),
+  });
 }
 
 function jsonResponse(value: unknown): Response {

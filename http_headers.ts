@@ -5,6 +5,8 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
+
 /** A satisfiable single range: `length` bytes from `offset`. */
 export interface HttpRange {
   offset: number;
@@ -60,12 +62,16 @@ export interface Validators {
 }
 
 /**
- * The entity tag of a file: its sha256 when known (a strong tag: same bytes,
- * same tag), else a weak tag made of its size and mtime.
+ * The entity tag of a version of a file: its sha256 when known (the same
+ * bytes, the same tag, on every server), else a tag made of the origin's
+ * validator, which changes whenever the content may have (size, mtime,
+ * inode, change time; or an object's ETag). Both are strong: either names
+ * exactly one sequence of bytes, so either can validate a range.
  */
-export function entityTag(file: { size: number; mtime: number; sha256?: string }): string {
+export function entityTag(file: { validator: string; sha256?: string }): string {
   if (file.sha256) return `"${file.sha256}"`;
-  return `W/"${file.size.toString(16)}-${Math.floor(file.mtime).toString(16)}"`;
+  const digest = createHash("sha256").update(file.validator).digest("hex");
+  return `"v-${digest.slice(0, 32)}"`;
 }
 
 /**

@@ -86,6 +86,8 @@ export interface Served {
   /** The whole file's size. */
   size: number;
   mtime: number;
+  /** The origin's validator of this version (see `OriginStat.validator`). */
+  validator: string;
   /** Hex sha256 of the whole file, when the cache knows it (hits and misses). */
   sha256?: string;
   /** The first byte sent. */
@@ -305,16 +307,19 @@ export class FileService {
 
   /** The `STAT` answer: an origin file, and whether a fresh copy is cached. */
   async stat(path: string): Promise<Record<string, unknown>> {
+    const { size, mtime, sha256 } = await this.current(path);
+    return { path, size, mtime, cached: sha256 !== undefined, sha256: sha256 ?? null };
+  }
+
+  /**
+   * The version of `path` a `GET` would serve now, without opening it: its
+   * stat, and its sha256 when a fresh copy is cached (for conditional
+   * requests, answered without reading a byte).
+   */
+  async current(path: string): Promise<OriginStat & { sha256?: string }> {
     const stat = await this.#originStat(path);
     const entry = this.cache.lookup(path);
-    const fresh = entry?.validator === stat.validator;
-    return {
-      path,
-      size: stat.size,
-      mtime: stat.mtime,
-      cached: fresh,
-      sha256: fresh ? entry.sha256 : null,
-    };
+    return entry?.validator === stat.validator ? { ...stat, sha256: entry.sha256 } : stat;
   }
 
   /**
@@ -352,7 +357,7 @@ export class FileService {
       const served = await this.#openEntry(entry, outcome, { offset, length });
       if (served) return served;
     }
-    return await this.#openOrigin(path, { offset, length });
+    return await this.#openOrigin(path, stat, { offset, length });
   }
 
   /**
@@ -404,6 +409,7 @@ export class FileService {
       outcome,
       size: entry.size,
       mtime: entry.mtime,
+      validator: entry.validator,
       sha256: entry.sha256,
       entry,
       ...range,
@@ -436,14 +442,24 @@ export class FileService {
     return { ...served, source: opened, file: opened, release };
   }
 
-  /** Streams from the origin without admitting anything. */
-  async #openOrigin(path: string, range: { offset: number; length: number }): Promise<Served> {
+  /**
+   * Streams from the origin without admitting anything.
+   *
+   * @throws {OriginChangedError} when the file is no longer the one stat'ed:
+   *   the range was chosen against its size, and the header would describe
+   *   the new version while the body held a part of it.
+   */
+  async #openOrigin(
+    path: string,
+    stat: OriginStat,
+    range: { offset: number; length: number },
+  ): Promise<Served> {
     const releasePermit = await this.#files.acquire(1);
     try {
       const opened = await this.origin.open(path, range);
       try {
-        // The file may have changed since it was stat'ed: check the range again.
-        const { offset, length } = checkRange(opened.stat.size, range.offset, range.length);
+        if (opened.stat.validator !== stat.validator) throw new OriginChangedError(path);
+        const { offset, length } = range;
         this.#counts.bypasses++;
         const source: ByteSource = {
           read: async (into) => {
@@ -456,12 +472,13 @@ export class FileService {
         return {
           path,
           outcome: "bypass",
-          size: opened.stat.size,
-          mtime: opened.stat.mtime,
+          size: stat.size,
+          mtime: stat.mtime,
+          validator: stat.validator,
           offset,
           length,
           source,
-          release: once(() => (opened.close(), releasePermit())),
+          release: once(() => (closeQuietly(opened), releasePermit())),
         };
       } catch (error) {
         opened.close();

@@ -148,6 +148,43 @@ Deno.test("an origin file truncated during a bypass: the client sees a broken tr
   }
 });
 
+Deno.test("an origin file that changes between its stat and its open: 500, never a mismatched header", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const grown = seededBytes(3 * MiB, 78);
+    await Deno.writeFile(`${root}/big.bin`, original);
+    const real = await DirectoryOrigin.open(root);
+    // The stat sees the 2 MiB version; the open finds it rewritten at 3 MiB.
+    const origin: Origin = {
+      stat: (path) => real.stat(path),
+      list: (path) => real.list(path),
+      open: async (path, range) => {
+        await Deno.writeFile(`${root}/${path}`, grown);
+        return await real.open(path, range);
+      },
+    };
+    await withServer({}, { origin, cacheSize: MiB, httpPort: 0 }, async ({ server, port }) => {
+      const conn = await RawConnection.open(port);
+      try {
+        for (const line of ["GET big.bin", "GET big.bin 10 100"]) {
+          await Deno.writeFile(`${root}/big.bin`, original);
+          const answer = await conn.request(line);
+          assert.equal(answer.code, 500, `${line}: ${answer.line}`);
+          assert.match(answer.message, /changed while it was read: big\.bin; try again/);
+        }
+      } finally {
+        conn.close();
+      }
+      await Deno.writeFile(`${root}/big.bin`, original);
+      const response = await fetch(`http://127.0.0.1:${server.httpAddr!.port}/big.bin`);
+      assert.equal(response.status, 500);
+      assert.match(await response.text(), /changed while it was read/);
+    });
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
 /** Mounts a 1 MiB tmpfs, or says why it cannot (not root, no mount). */
 function tryMountTmpfs(dir: string): string | undefined {
   try {

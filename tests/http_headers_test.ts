@@ -29,9 +29,12 @@ Deno.test("parseRange: single ranges, suffixes, open ends, and what is ignored",
   }
 });
 
-Deno.test("entityTag: strong from the sha256, weak from size and mtime", () => {
-  assert.equal(entityTag({ size: 3, mtime: 5, sha256: "ab" }), '"ab"');
-  assert.equal(entityTag({ size: 255, mtime: 4096.7 }), 'W/"ff-1000"');
+Deno.test("entityTag: the sha256 when known, else a tag of the origin's validator", () => {
+  assert.equal(entityTag({ validator: "3:5:7:9", sha256: "ab" }), '"ab"');
+  const tag = entityTag({ validator: "3:5:7:9" });
+  assert.match(tag, /^"v-[0-9a-f]{32}"$/);
+  assert.equal(entityTag({ validator: "3:5:7:9" }), tag, "the same version, the same tag");
+  assert.notEqual(entityTag({ validator: "3:6:7:9" }), tag, "another version, another tag");
 });
 
 Deno.test("notModified: If-None-Match (weak comparison, lists, *) wins over If-Modified-Since", () => {

@@ -197,6 +197,34 @@ Deno.test("conditional requests: If-None-Match and If-Modified-Since give 304 wi
   });
 });
 
+Deno.test("preconditions come before the range: If-Range drops it, a 304 wins over a 416", async () => {
+  await withServer(tree, { httpPort: 0, cacheSize: MiB }, async (server) => {
+    // big.bin is larger than the cache: always streamed from the directory,
+    // and still strongly tagged, so a download manager can resume it.
+    const first = await curl(server, "/big.bin", ["--fail", "-r", "0-9"]);
+    const etag = first.headers.get("etag")!;
+    assert.match(etag, /^"v-[0-9a-f]{32}"$/);
+    assert.equal(first.headers.get("x-cache"), "BYPASS");
+    const resumed = await curl(server, "/big.bin", ["-r", "1000-1009", "-H", `If-Range: ${etag}`]);
+    assert.equal(resumed.status, 206);
+    assert.deepEqual(resumed.body, big.subarray(1000, 1010));
+
+    const pastEnd = `${big.length + 10}-`;
+    const otherVersion = await curl(server, "/big.bin", ["-r", pastEnd, "-H", 'If-Range: "old"']);
+    assert.equal(otherVersion.status, 200, "a failed If-Range: the whole file, range unchecked");
+    assert.equal(otherVersion.body.length, big.length);
+    const unchanged = await curl(server, "/big.bin", [
+      "-r",
+      pastEnd,
+      "-H",
+      `If-None-Match: ${etag}`,
+    ]);
+    assert.equal(unchanged.status, 304, "If-None-Match is evaluated before the range");
+    const stats = server.server.stats();
+    assert.equal(stats.bypasses, 3, "one origin read per answered body; none for the 304");
+  });
+});
+
 Deno.test("one cache for both protocols: a TCP miss is an HTTP hit, and the counters are shared", async () => {
   await withServer(tree, { httpPort: 0 }, async (server) => {
     const conn = await RawConnection.open(server.port);
