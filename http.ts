@@ -137,6 +137,7 @@ class HttpHandler {
     };
     service.countRequest();
     service.httpActive++;
+    connection?.requestStarted();
     let response: Response;
     try {
       response = await this.#route(service, request, exchange);
@@ -163,14 +164,18 @@ class HttpHandler {
     record.bytes = delivered;
     service.countSent(delivered);
     service.httpActive--;
-    if (connection) connection.pending--;
+    connection?.requestEnded();
     service.record(record, { recent: !record.path?.startsWith("/-/") });
     this.#options.onRequest?.(record);
   }
 
   async #route(service: FileService, request: Request, exchange: Exchange): Promise<Response> {
     if (request.method !== "GET" && request.method !== "HEAD") {
-      return errorResponse(405, `method ${request.method} not allowed`, { allow: "GET, HEAD" });
+      // Closing after the answer: the request's body, if any, is not read.
+      return errorResponse(405, `method ${request.method} not allowed`, {
+        allow: "GET, HEAD",
+        connection: "close",
+      });
     }
     const url = new URL(request.url);
     const pathname = url.pathname;

@@ -29,18 +29,25 @@ export interface GuardOptions {
   onSendTimeout?: () => void;
 }
 
-/** One client connection, as the guard sees it. */
+/**
+ * One client connection, as the HTTP handler sees it: the handler says when
+ * it starts and ends each request, which is what tells an idle keep-alive
+ * connection from one waiting for its answer.
+ */
 export interface GuardedConnection {
   /** The client's address, `host:port`. */
   readonly client: string;
-  /** Requests whose responses are still being produced or sent. */
-  pending: number;
+  /** A request of this connection reached the handler. */
+  requestStarted(): void;
+  /** Its response was delivered, or failed to be. */
+  requestEnded(): void;
 }
 
 const CLOSE_LINGER_MS = 1000;
 /** Bytes moved per read while relaying responses (two buffers per connection). */
 const RELAY_CHUNK = 128 * 1024;
-const HEAD_END = [13, 10, 13, 10]; // CRLF CRLF
+const CR = 13;
+const LF = 10;
 
 /** Relays connections from a public listener to a private upstream port. */
 export class ConnectionGuard {
@@ -169,7 +176,8 @@ export class ConnectionGuard {
 /** One client connection and its upstream twin. */
 class Relay implements GuardedConnection {
   readonly client: string;
-  pending = 0;
+  /** Requests in the handler's hands (started, not yet ended). */
+  active = 0;
   /** When the head being received began, or 0 between requests. */
   headStartedAt = 0;
   /** When a write to the client began and has not finished, or 0. */
@@ -178,8 +186,11 @@ class Relay implements GuardedConnection {
   lastActivity = performance.now();
   #clientConn: Deno.TcpConn;
   #upstream: Deno.TcpConn;
-  #headEndMatched = 0; // bytes of CRLF CRLF matched so far
+  #lineEnds = 0; // line ends in a row in the head being received
   #responding = false; // bytes of a response have gone to the client
+  #headsSent = 0; // complete request heads passed upstream
+  #requestsEnded = 0;
+  #allAnswered?: () => void; // wakes a half-closed client's wait
   #closed = false;
 
   constructor(clientConn: Deno.TcpConn, upstream: Deno.TcpConn, client: string) {
@@ -190,7 +201,18 @@ class Relay implements GuardedConnection {
 
   /** No request in progress and none arriving. */
   get idle(): boolean {
-    return this.pending === 0 && this.headStartedAt === 0 && this.writingSince === 0;
+    return this.active === 0 && this.headStartedAt === 0 && this.writingSince === 0;
+  }
+
+  requestStarted(): void {
+    this.active++;
+  }
+
+  requestEnded(): void {
+    this.active--;
+    this.#requestsEnded++;
+    this.lastActivity = performance.now(); // its last bytes may still be on their way
+    if (this.#requestsEnded >= this.#headsSent) this.#allAnswered?.();
   }
 
   /** Relays both ways until either side closes. */
@@ -203,7 +225,7 @@ class Relay implements GuardedConnection {
   /** Answers `408` when no response is under way, then closes. */
   timeOut(message: string): void {
     if (this.#closed) return;
-    if (this.pending > 0 || this.#responding) {
+    if (this.active > 0 || this.#responding) {
       this.close();
       return;
     }
@@ -215,6 +237,7 @@ class Relay implements GuardedConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#allAnswered?.();
     closeQuietly(this.#clientConn);
     closeQuietly(this.#upstream);
   }
@@ -228,6 +251,12 @@ class Relay implements GuardedConnection {
         this.lastActivity = performance.now();
         this.#watchHeads(buffer.subarray(0, n));
         await writeAll(this.#upstream, buffer.subarray(0, n));
+      }
+      // The client sent its last request and half-closed. Passing the
+      // half-close on at once would make Deno.serve drop the requests it
+      // has not answered yet: wait until each has been.
+      if (this.#requestsEnded < this.#headsSent && !this.#closed) {
+        await new Promise<void>((resolve) => this.#allAnswered = resolve);
       }
       await this.#upstream.closeWrite().catch(() => {});
     } catch {
@@ -267,26 +296,25 @@ class Relay implements GuardedConnection {
   }
 
   /**
-   * Follows request heads in the client's bytes: a head starts with its
-   * first byte and ends with CRLF CRLF. (The front end takes no request
-   * bodies: requests with one are refused before their body matters.)
+   * Times request heads in the client's bytes: a head starts with its first
+   * byte and ends with an empty line (CRLF CRLF, or LF LF, which HTTP
+   * parsers accept too). Only the timing depends on this: whether a request
+   * is in progress is what the handler says. (The front end takes no
+   * request bodies; it answers a request with one and closes.)
    */
   #watchHeads(bytes: Uint8Array): void {
     for (const byte of bytes) {
       if (this.headStartedAt === 0) {
-        if (byte === 13 || byte === 10) continue; // stray line breaks between requests
+        if (byte === CR || byte === LF) continue; // stray line breaks between requests
         this.headStartedAt = performance.now();
         this.#responding = false;
       }
-      this.#headEndMatched = byte === HEAD_END[this.#headEndMatched]
-        ? this.#headEndMatched + 1
-        : byte === 13
-        ? 1
-        : 0;
-      if (this.#headEndMatched === HEAD_END.length) {
-        this.#headEndMatched = 0;
+      if (byte === LF) this.#lineEnds++;
+      else if (byte !== CR) this.#lineEnds = 0;
+      if (this.#lineEnds === 2) {
+        this.#lineEnds = 0;
         this.headStartedAt = 0;
-        this.pending++; // until the front end says the response is done
+        this.#headsSent++;
       }
     }
   }
