@@ -189,6 +189,18 @@ async function local(callback: () => unknown): Promise<void> {
 }
 
 /**
+ * True when a connection is still usable after `error`: the server answered
+ * an error that leaves it open (400, 403, 404, 416, 500), or the bytes
+ * failed verification after they were all read. After a `408`, `413` or
+ * `503` the server closes the connection; after anything else (a broken
+ * connection, a failing sink) the client has closed it.
+ */
+export function leavesConnectionUsable(error: unknown): boolean {
+  if (error instanceof ServerError) return ![408, 413, 503].includes(error.code);
+  return error instanceof IntegrityError || error instanceof ResumeError;
+}
+
+/**
  * Connects to a tcpcache server.
  *
  * @example

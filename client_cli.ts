@@ -20,6 +20,7 @@ import {
   type FileListing,
   IntegrityError,
   InterruptedDownloadError,
+  leavesConnectionUsable,
   ResumeError,
   ServerError,
 } from "./client.ts";
@@ -820,12 +821,6 @@ function exitStatus(error: unknown): number {
   if (error instanceof ResumeError) return 1;
   if (error instanceof ConnectionError) return 3;
   return 1;
-}
-
-/** Whether a connection can serve the next request after this failure. */
-function leavesConnectionUsable(error: unknown): boolean {
-  return error instanceof ServerError || error instanceof IntegrityError ||
-    error instanceof ResumeError;
 }
 
 // ---------------------------------------------------------------------------

@@ -19,6 +19,8 @@ import {
   type FileStat,
   type GetOptions,
   type GetResult,
+  leavesConnectionUsable,
+  ServerError,
   type Stats,
   type TcpCacheClient,
 } from "./client.ts";
@@ -133,6 +135,7 @@ export class ClusterClient implements CacheClient {
   #clients = new Map<NodeAddress, Promise<TcpCacheClient>>();
   #downUntil = new Map<NodeAddress, number>();
   #retryAfterMs: number;
+  #closed = false;
   #connect: (host: string, port: number) => Promise<TcpCacheClient>;
 
   constructor(nodes: readonly NodeAddress[], options: ClusterOptions = {}) {
@@ -247,8 +250,8 @@ export class ClusterClient implements CacheClient {
 
   /** Closes every connection. */
   close(): void {
-    for (const client of this.#clients.values()) client.then((c) => c.close(), () => {});
-    this.#clients.clear();
+    this.#closed = true;
+    for (const node of [...this.#clients.keys()]) this.#dropClient(node);
   }
 
   /** The nodes in `path`'s ranking, those marked down moved to the end. */
@@ -260,8 +263,8 @@ export class ClusterClient implements CacheClient {
   }
 
   /**
-   * Runs `action` on the path's node; on a connection failure (while
-   * `mayRetry` says so) marks the node down and tries the next one.
+   * Runs `action` on the path's node; when the node cannot be reached (and
+   * `mayRetry` says so), on the next node of the path's ranking.
    */
   async #onNodeOf<T>(
     path: string,
@@ -271,29 +274,54 @@ export class ClusterClient implements CacheClient {
     const failures: string[] = [];
     for (const node of this.#order(path)) {
       try {
-        const result = await action(await this.#client(node));
-        this.#downUntil.delete(node);
-        return result;
+        return await this.#onNode(node, action, mayRetry);
       } catch (error) {
-        if (!(error instanceof ConnectionError)) throw error; // an answer, e.g. 404
-        this.#markDown(node);
-        if (!mayRetry()) throw error;
+        if (!(error instanceof ConnectionError) || !mayRetry() || this.#closed) throw error;
         failures.push(`${node}: ${error.message}`);
       }
     }
     throw new ConnectionError(`no node of the cluster answered (${failures.join("; ")})`);
   }
 
-  /** Asks every node at once; a node's failure is its answer. */
+  /**
+   * Runs `action` on one node. A connection the server may have closed
+   * meanwhile (idle past its timeout, say) gets one more try on a fresh
+   * connection; a node that still cannot be reached is marked down. An
+   * answer of the node (404, 503, ...) is passed on: the node is up.
+   */
+  async #onNode<T>(
+    node: NodeAddress,
+    action: (client: TcpCacheClient) => Promise<T>,
+    mayRetry: () => boolean,
+  ): Promise<T> {
+    for (let fresh = false;; fresh = true) {
+      if (this.#closed) throw new ConnectionError("the cluster client is closed");
+      const reused = this.#clients.has(node);
+      try {
+        const result = await action(await this.#client(node));
+        this.#downUntil.delete(node);
+        return result;
+      } catch (error) {
+        if (!leavesConnectionUsable(error)) this.#dropClient(node);
+        const stale = reused && !fresh && mayRetry() &&
+          (error instanceof ConnectionError ||
+            (error instanceof ServerError && error.code === 408));
+        if (stale) continue;
+        if (error instanceof ConnectionError) this.#markDown(node);
+        throw error;
+      }
+    }
+  }
+
+  /** Asks every node at once; a node that cannot be reached has its failure as answer. */
   async #askAll<T>(
     action: (client: TcpCacheClient) => Promise<T>,
   ): Promise<Map<string, T | Error>> {
     const answers = await Promise.all(this.nodes.map(async (node) => {
       try {
-        return [node, await action(await this.#client(node))] as const;
+        return [node, await this.#onNode(node, action, () => true)] as const;
       } catch (error) {
         if (!(error instanceof ConnectionError)) throw error;
-        this.#markDown(node);
         return [node, error] as const;
       }
     }));
@@ -319,6 +347,11 @@ export class ClusterClient implements CacheClient {
   /** Passes a node over for a while, and drops its connection. */
   #markDown(node: NodeAddress): void {
     this.#downUntil.set(node, Date.now() + this.#retryAfterMs);
+    this.#dropClient(node);
+  }
+
+  /** Closes a node's connection; the next request opens a new one. */
+  #dropClient(node: NodeAddress): void {
     const client = this.#clients.get(node);
     this.#clients.delete(node);
     client?.then((c) => c.close(), () => {});

@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { ClusterClient, type NodeAddress, parseNodes, rankNodes } from "../cluster.ts";
 import type { CacheListing, Stats } from "../client.ts";
 import { startServer } from "../server.ts";
-import { seededBytes, sha256, writeTree } from "./helpers.ts";
+import { eventually, seededBytes, sha256, writeTree } from "./helpers.ts";
 
 const SERVER = fileURLToPath(new URL("../server.ts", import.meta.url));
 
@@ -186,6 +186,36 @@ Deno.test("a cluster of three servers on loopback: spread, stickiness, a node ki
       },
     }, tree);
   } finally {
+    await Promise.all(servers.map((server) => server.close()));
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("ClusterClient: a connection the node closed while idle is replaced, and the node stays up", async () => {
+  const root = await Deno.makeTempDir({ prefix: "tcpcache-cluster-" });
+  await writeTree(`${root}/files`, { "a.txt": "alpha" });
+  const servers = await Promise.all([0, 1].map((i) =>
+    startServer({
+      dir: `${root}/files`,
+      cacheDir: `${root}/cache${i}`,
+      port: 0,
+      idleTimeoutMs: 200, // the server answers 408 and closes idle connections
+      onError: () => {},
+    })
+  ));
+  const nodes = servers.map((server) => `127.0.0.1:${server.addr.port}`);
+  const client = new ClusterClient(nodes);
+  try {
+    const node = client.nodeFor("a.txt");
+    assert.equal((await client.get("a.txt")).cache, "miss");
+    const owner = servers[nodes.indexOf(node)];
+    await eventually(() => owner.stats().connections.open === 0, "the idle connection closed");
+    assert.equal((await client.get("a.txt")).cache, "hit", "the same node, on a new connection");
+    assert.equal(client.nodeFor("a.txt"), node, "not marked down");
+    client.close();
+    await assert.rejects(client.get("a.txt"), /the cluster client is closed/);
+  } finally {
+    client.close();
     await Promise.all(servers.map((server) => server.close()));
     await Deno.remove(root, { recursive: true });
   }
