@@ -158,9 +158,17 @@ export class S3Origin implements Origin {
       headers.range = `bytes=${range.offset}-${range.offset + range.length - 1}`;
     }
     const { response, controller } = await this.#send("GET", path, { headers });
-    const size = response.status === 206
-      ? Number(/\/(\d+)$/.exec(response.headers.get("content-range") ?? "")?.[1])
-      : Number(response.headers.get("content-length"));
+    const size = headers.range === undefined
+      ? Number(response.headers.get("content-length"))
+      : rangedTotal(response);
+    if (!Number.isSafeInteger(size)) {
+      controller.abort();
+      throw new ProtocolError(
+        500,
+        `origin answered ${response.status} to a ranged GET of ${path} without a usable ` +
+          `Content-Range (${response.headers.get("content-range") ?? "none"})`,
+      );
+    }
     const stat = statOf(response, size);
     return new S3Body(response.body!, controller, stat, this.#timeoutMs, path);
   }
@@ -172,8 +180,7 @@ export class S3Origin implements Origin {
     do {
       const query = new URLSearchParams({ "list-type": "2", prefix, delimiter: "/" });
       if (token) query.set("continuation-token", token);
-      const { response } = await this.#send("GET", undefined, { query });
-      const xml = await response.text();
+      const { text: xml } = await this.#send("GET", undefined, { query, text: true });
       for (const item of elements(xml, "Contents")) {
         const name = (text(item, "Key") ?? "").slice(prefix.length);
         if (!isListable(name)) continue; // a "folder" marker, or a name no path can reach
@@ -206,21 +213,26 @@ export class S3Origin implements Origin {
   async #send(
     method: "GET" | "HEAD",
     path: string | undefined,
-    options: { headers?: Record<string, string>; query?: URLSearchParams } = {},
-  ): Promise<{ response: Response; controller: AbortController }> {
+    options: { headers?: Record<string, string>; query?: URLSearchParams; text?: boolean } = {},
+  ): Promise<{ response: Response; controller: AbortController; text: string }> {
     const url = this.#url(path, options.query);
     let problem = "";
     for (let attempt = 0; attempt <= this.#retries; attempt++) {
       if (attempt > 0) await sleep(backoff(this.#backoffMs, attempt));
       const controller = new AbortController();
+      // Armed until the answer has started (and, for a listing or an error,
+      // until its whole text is read); an object's body has its own timer
+      // per read (S3Body), so a long download is never cut by this one.
       const timer = setTimeout(() => controller.abort(), this.#timeoutMs);
       let response: Response;
+      let text = "";
       try {
         response = await this.#aws.fetch(url, {
           method,
           headers: options.headers,
           signal: controller.signal,
         });
+        if (options.text || !response.ok) text = await response.text();
       } catch (error) {
         problem = controller.signal.aborted
           ? `no answer within ${this.#timeoutMs} ms`
@@ -229,19 +241,17 @@ export class S3Origin implements Origin {
       } finally {
         clearTimeout(timer);
       }
-      if (response.ok) return { response, controller };
-      const detail = await errorDetail(response);
+      if (response.ok) return { response, controller, text };
+      const detail = errorDetail(text);
+      const status = detail ? `${response.status} ${detail}` : `${response.status}`;
       if (RETRYABLE.has(response.status)) {
-        problem = detail ? `${response.status} ${detail}` : `${response.status}`;
+        problem = status;
         continue;
       }
       const where = path ?? this.location.prefix;
       if (response.status === 404) throw new ProtocolError(404, `not found: ${where}`);
       if (response.status === 416) throw rangeError(where, undefined);
-      throw new ProtocolError(
-        500,
-        `origin answered ${response.status} ${detail} for ${where}`.trim(),
-      );
+      throw new ProtocolError(500, `origin answered ${status} for ${where}`);
     }
     throw new ProtocolError(
       503,
@@ -329,6 +339,18 @@ function statOf(response: Response, size: number): OriginStat {
   };
 }
 
+/**
+ * The whole object's size from the answer to a ranged GET: a 206 with
+ * `Content-Range: bytes FIRST-LAST/TOTAL`. Anything else (a store that
+ * ignored the range and sent the object from its start, or an unknown
+ * total) is NaN: those bytes are not the range asked for.
+ */
+function rangedTotal(response: Response): number {
+  if (response.status !== 206) return NaN;
+  const total = /^bytes \d+-\d+\/(\d+)$/.exec(response.headers.get("content-range") ?? "");
+  return total ? Number(total[1]) : NaN;
+}
+
 function emptyFile(stat: OriginStat): OriginFile {
   return {
     stat,
@@ -344,8 +366,7 @@ function rangeError(path: string, size: number | undefined): ProtocolError {
 }
 
 /** An S3 error's code and message, from its XML body (HEAD answers have none). */
-async function errorDetail(response: Response): Promise<string> {
-  const body = await response.text().catch(() => "");
+function errorDetail(body: string): string {
   const code = text(body, "Code");
   return code ? `${code}${text(body, "Message") ? `: ${text(body, "Message")}` : ""}` : "";
 }

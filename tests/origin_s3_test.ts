@@ -16,12 +16,15 @@ type Fault =
   | { pass: true } // this request is answered as it should be
   | { status: number; code?: string }
   | { stallAfter: number }
-  | { cutAfter: number };
+  | { cutAfter: number }
+  | { ignoreRange: true }; // answers a ranged GET with the whole object, 200
 
 /** A bucket in memory behind a minimal S3 API (HEAD, GET with Range, ListObjectsV2). */
 class FakeS3 {
   objects = new Map<string, { bytes: Uint8Array; etag: string; modified: Date }>();
   faults: Fault[] = [];
+  /** Entries per ListObjectsV2 page (S3's own is 1,000). */
+  pageSize = 1000;
   requests: { method: string; key: string; range: string | null; signed: boolean }[] = [];
   #server: Deno.HttpServer<Deno.NetAddr>;
 
@@ -66,7 +69,12 @@ class FakeS3 {
       return new Response(request.method === "HEAD" ? null : body, { status: fault.status });
     }
     if (bucket !== "bucket") return new Response(null, { status: 404 });
-    if (key === "") return this.#list(url.searchParams);
+    if (key === "") {
+      const xml = new TextEncoder().encode(this.#list(url.searchParams));
+      return new Response(fault ? faultyBody(xml, fault) : xml, {
+        headers: { "content-type": "application/xml" },
+      });
+    }
     const object = this.objects.get(key);
     if (!object) return new Response("<Error><Code>NoSuchKey</Code></Error>", { status: 404 });
     const headers = new Headers({
@@ -76,7 +84,7 @@ class FakeS3 {
     let bytes = object.bytes;
     let status = 200;
     const range = /^bytes=(\d+)-(\d+)$/.exec(request.headers.get("range") ?? "");
-    if (range) {
+    if (range && !(fault && "ignoreRange" in fault)) {
       const [first, last] = [Number(range[1]), Math.min(Number(range[2]), bytes.length - 1)];
       if (first >= bytes.length) return new Response(null, { status: 416 });
       headers.set("content-range", `bytes ${first}-${last}/${bytes.length}`);
@@ -85,34 +93,40 @@ class FakeS3 {
     }
     headers.set("content-length", String(bytes.length));
     if (request.method === "HEAD") return new Response(null, { status, headers });
-    if (fault) return new Response(faultyBody(bytes, fault), { status, headers });
+    if (fault && !("ignoreRange" in fault)) {
+      return new Response(faultyBody(bytes, fault), { status, headers });
+    }
     return new Response(bytes.slice(), { status, headers });
   }
 
-  #list(query: URLSearchParams): Response {
+  /** ListObjectsV2, paginated by `pageSize`; the continuation token is an index. */
+  #list(query: URLSearchParams): string {
     const prefix = query.get("prefix") ?? "";
-    const files: string[] = [];
+    const items: string[] = [];
     const dirs = new Set<string>();
-    for (const [key, object] of this.objects) {
+    for (const [key, object] of [...this.objects].sort(([a], [b]) => a < b ? -1 : 1)) {
       if (!key.startsWith(prefix)) continue;
       const rest = key.slice(prefix.length);
       const slash = rest.indexOf("/");
       if (slash >= 0) {
-        dirs.add(
-          `<CommonPrefixes><Prefix>${
-            escapeXml(prefix + rest.slice(0, slash + 1))
-          }</Prefix></CommonPrefixes>`,
-        );
+        const dir = escapeXml(prefix + rest.slice(0, slash + 1));
+        if (!dirs.has(dir)) items.push(`<CommonPrefixes><Prefix>${dir}</Prefix></CommonPrefixes>`);
+        dirs.add(dir);
       } else {
-        files.push(
+        items.push(
           `<Contents><Key>${escapeXml(key)}</Key><Size>${object.bytes.length}</Size>` +
             `<LastModified>${object.modified.toISOString()}</LastModified></Contents>`,
         );
       }
     }
-    const xml = `<?xml version="1.0"?><ListBucketResult><IsTruncated>false</IsTruncated>` +
-      `${files.join("")}${[...dirs].join("")}</ListBucketResult>`;
-    return new Response(xml, { headers: { "content-type": "application/xml" } });
+    const start = Number(query.get("continuation-token") ?? 0);
+    const page = items.slice(start, start + this.pageSize);
+    const more = start + this.pageSize < items.length;
+    const next = more
+      ? `<NextContinuationToken>${start + this.pageSize}</NextContinuationToken>`
+      : "";
+    return `<?xml version="1.0"?><ListBucketResult><IsTruncated>${more}</IsTruncated>${next}` +
+      `${page.join("")}</ListBucketResult>`;
   }
 }
 
@@ -239,6 +253,39 @@ Deno.test("S3Origin: stat, whole and ranged reads, listings, signed path-style r
     await assertProtocolError(s3.list("nothing"), 404, /not found: nothing/);
     await assertProtocolError(s3.stat("missing.txt"), 404, /not found: missing\.txt/);
     assert.ok(fake.requests.every((r) => r.signed), "every request carries a SigV4 signature");
+  });
+});
+
+Deno.test("S3Origin: listings across pages, and keys with XML's special characters", async () => {
+  await withFake(async (fake) => {
+    fake.pageSize = 2;
+    const names = ["a&b.txt", "c<d>.txt", "e'f\"g.txt", "plain.txt", "z.txt"];
+    for (const name of names) fake.put(`pre/fix/${name}`, new TextEncoder().encode(name));
+    fake.put("pre/fix/sub/x.txt", new TextEncoder().encode("x"));
+    const s3 = origin(fake);
+    const listed = await s3.list("");
+    assert.deepEqual(listed.map((e) => e.name), [...names, "sub"].sort());
+    const pages = fake.requests.filter((r) => r.key === "").length;
+    assert.equal(pages, 3, "six entries, two a page");
+    assert.equal((await s3.stat("a&b.txt")).size, "a&b.txt".length);
+  });
+});
+
+Deno.test("S3Origin: a listing that stalls is retried, then 503; an ignored Range is refused", async () => {
+  await withFake(async (fake) => {
+    fake.put("pre/fix/a.txt", new TextEncoder().encode("0123456789"));
+    const s3 = origin(fake, { timeoutMs: 150, retries: 1 });
+    fake.faults.push({ stallAfter: 10 }, { stallAfter: 10 });
+    await assertProtocolError(s3.list(""), 503, /no answer within 150 ms; 2 attempts/);
+
+    fake.faults.push({ ignoreRange: true });
+    await assertProtocolError(
+      s3.open("a.txt", { offset: 4, length: 3 }),
+      500,
+      /origin answered 200 to a ranged GET of a\.txt without a usable Content-Range/,
+    );
+    const part = await s3.open("a.txt", { offset: 4, length: 3 });
+    assert.equal(new TextDecoder().decode(await readAll(part)), "456");
   });
 });
 
