@@ -48,6 +48,8 @@ export interface HttpFrontEnd {
 /** What the handler fills in about a request, for the log and the counters. */
 interface Exchange {
   record: RequestRecord;
+  /** When the request arrived (`performance.now()`). */
+  started: number;
   connection?: GuardedConnection;
   /** Gives back what the response's body holds (its file, a permit). */
   release?: () => void;
@@ -125,6 +127,7 @@ class HttpHandler {
     const exchange: Exchange = {
       connection,
       streamed: 0,
+      started: performance.now(),
       record: {
         time: Date.now(),
         protocol: "http",
@@ -132,7 +135,7 @@ class HttpHandler {
         command: request.method,
         status: 200,
         bytes: 0,
-        ms: performance.now(),
+        ms: 0,
       },
     };
     service.countRequest();
@@ -160,7 +163,7 @@ class HttpHandler {
   #finish(service: FileService, exchange: Exchange, delivered: number): void {
     const { record, connection } = exchange;
     exchange.release?.();
-    record.ms = performance.now() - record.ms;
+    record.ms = performance.now() - exchange.started;
     record.bytes = delivered;
     service.countSent(delivered);
     service.httpActive--;
@@ -267,6 +270,7 @@ class HttpHandler {
    */
   #bodyStream(served: Served, exchange: Exchange): ReadableStream<Uint8Array> {
     let remaining = served.length;
+    let cancelled = false; // the client left: the source is closed under a pending read
     const chunkSize = served.length >= LARGE_BODY ? CHUNK_SIZES.large : CHUNK_SIZES.small;
     return new ReadableStream<Uint8Array>({
       pull: async (controller) => {
@@ -280,9 +284,13 @@ class HttpHandler {
           controller.enqueue(buffer.subarray(0, n));
           if (remaining === 0) controller.close();
         } catch (error) {
+          if (cancelled) return;
           this.#options.onError(`response cut short: ${(error as Error).message}`);
           controller.error(error);
         }
+      },
+      cancel: () => {
+        cancelled = true;
       },
     }, { highWaterMark: 0 });
   }

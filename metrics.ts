@@ -98,7 +98,11 @@ export function formatMetrics(snapshot: MetricsSnapshot): string {
     ["misses", "Reads that filled the cache from the origin.", snapshot.misses],
     ["bypasses", "Reads streamed from the origin without caching.", snapshot.bypasses],
     ["evictions", "Entries evicted to make room.", snapshot.evictions],
-    ["sent_bytes", "Bytes handed to clients, headers included.", snapshot.bytesSent],
+    [
+      "sent_bytes",
+      "Bytes handed to clients (TCP: with headers; HTTP: bodies).",
+      snapshot.bytesSent,
+    ],
     ["origin_bytes", "Bytes read from the origin.", snapshot.bytesFromOrigin],
     [
       "send_timeouts",

@@ -205,6 +205,8 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     });
   } catch (error) {
     listener.close();
+    service.reject(error); // requests that reached the HTTP port meanwhile fail
+    service.promise.catch(() => {});
     await http?.close(0);
     throw error;
   }

@@ -117,7 +117,7 @@ export class TruncatedBodyError extends Error {}
 
 /** The limits the TCP server and the HTTP front end both keep. */
 export interface Limits {
-  /** Connections (HTTP: responses in progress) at once; past it, 503. */
+  /** Connections at once (TCP and HTTP counted apart); past it, 503. */
   maxConnections: number;
   /** Milliseconds a client has to send a request. */
   idleTimeoutMs: number;
