@@ -8,7 +8,14 @@
  */
 
 import assert from "node:assert/strict";
-import { RawConnection, seededBytes, seededRandom, type Tree, withServer } from "./helpers.ts";
+import {
+  eventually,
+  RawConnection,
+  seededBytes,
+  seededRandom,
+  type Tree,
+  withServer,
+} from "./helpers.ts";
 
 const CHROMIUM = Deno.env.get("CHROMIUM_BIN") ?? "/usr/bin/chromium";
 const missing = (() => {
@@ -214,7 +221,12 @@ Deno.test({
           chromium.kill("SIGKILL");
           await chromium.status;
         }
-        await Deno.remove(userDataDir, { recursive: true }).catch(() => {});
+        // Chromium's helper processes may still write there for a moment
+        // after the main one is killed.
+        await eventually(
+          () => Deno.remove(userDataDir, { recursive: true }).then(() => true, () => false),
+          `removing ${userDataDir}`,
+        );
       }
     });
   },

@@ -258,6 +258,7 @@ class TestHosts {
   }
 
   async create(): Promise<void> {
+    await removeStaleHosts();
     for (const [i, name] of this.names.entries()) {
       const link = this.#links[i];
       await sh("ip", ["netns", "add", name]);
@@ -281,7 +282,31 @@ class TestHosts {
   }
 }
 
-/** A tcpcache process inside host `i`'s namespace. */
+/**
+ * Removes the namespaces and links a killed run of this test left behind
+ * (their names carry the run's process id), so that their routes to
+ * 10.231.N.0/24 cannot shadow this run's.
+ */
+async function removeStaleHosts(): Promise<void> {
+  const alive = (pid: string) => {
+    try {
+      Deno.statSync(`/proc/${pid}`);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (const line of (await sh("ip", ["netns", "list"])).split("\n")) {
+    const stale = /^(tcpc-(\d+)-\d+)/.exec(line);
+    if (stale && !alive(stale[2])) await sh("ip", ["netns", "del", stale[1]]).catch(() => {});
+  }
+  for (const line of (await sh("ip", ["-o", "link", "show"])).split("\n")) {
+    const stale = /^\d+: (tc(\d+)h\d+)[@:]/.exec(line);
+    if (stale && !alive(stale[2])) await sh("ip", ["link", "del", stale[1]]).catch(() => {});
+  }
+}
+
+/** A tcpcache process inside host `i`'s namespace, once it says it is listening (30 s at most). */
 async function startNode(
   hosts: TestHosts,
   i: number,
@@ -311,10 +336,15 @@ async function startNode(
   }).spawn();
   const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let seen = "";
-  while (!seen.includes("listening on")) {
-    const { value, done } = await lines.read();
-    if (done) throw new Error(`node ${i} exited before it was ready: ${seen}`);
-    seen += value;
+  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  try {
+    while (!seen.includes("listening on")) {
+      const { value, done } = await lines.read();
+      if (done) throw new Error(`node ${i} exited before it was ready: ${seen}`);
+      seen += value;
+    }
+  } finally {
+    clearTimeout(timer);
   }
   lines.releaseLock(); // --quiet: nothing more comes on stdout
   return child;
