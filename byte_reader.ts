@@ -156,3 +156,34 @@ export function closeQuietly(resource: { close(): void }): void {
     // already closed
   }
 }
+
+/** How long a closing connection keeps reading what its client still sends. */
+const LINGER_MS = 1000;
+/** The most bytes read while lingering. */
+const LINGER_BYTES = 1024 * 1024;
+
+/**
+ * Half-closes `conn` and reads what the client still sends, for at most
+ * {@linkcode LINGER_MS} and {@linkcode LINGER_BYTES}, before the caller
+ * closes it: closing with unread input would reset the connection and could
+ * destroy the last response before the client reads it. A read already in
+ * flight (`pendingRead`) is waited for first, within the same bound.
+ */
+export async function linger(conn: Deno.Conn, pendingRead?: Promise<unknown>): Promise<void> {
+  const timer = setTimeout(() => closeQuietly(conn), LINGER_MS);
+  try {
+    await conn.closeWrite();
+    await pendingRead?.catch(() => {});
+    const scratch = new Uint8Array(16 * 1024);
+    let drained = 0;
+    while (drained < LINGER_BYTES) {
+      const n = await conn.read(scratch);
+      if (n === null) break;
+      drained += n;
+    }
+  } catch {
+    // closed by the timer, or by the client
+  } finally {
+    clearTimeout(timer);
+  }
+}

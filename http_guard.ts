@@ -15,7 +15,7 @@
  * @module
  */
 
-import { closeQuietly, writeAll } from "./byte_reader.ts";
+import { closeQuietly, linger, writeAll } from "./byte_reader.ts";
 
 /** Options of {@linkcode ConnectionGuard}. */
 export interface GuardOptions {
@@ -27,6 +27,8 @@ export interface GuardOptions {
   sendTimeoutMs: number;
   /** Hears of each connection dropped for the send timeout. */
   onSendTimeout?: () => void;
+  /** Where problems are reported, one line each. */
+  onError?: (message: string) => void;
 }
 
 /**
@@ -43,7 +45,6 @@ export interface GuardedConnection {
   requestEnded(): void;
 }
 
-const CLOSE_LINGER_MS = 1000;
 /** Bytes moved per read while relaying responses (two buffers per connection). */
 const RELAY_CHUNK = 128 * 1024;
 const CR = 13;
@@ -62,6 +63,7 @@ export class ConnectionGuard {
   #byUpstreamPort = new Map<number, GuardedConnection>();
   #sweeper: ReturnType<typeof setInterval>;
   #closing = false;
+  #lastAcceptReport = 0;
   /** Connections accepted, and those refused with `503`. */
   readonly counts = { total: 0, rejected: 0 };
 
@@ -89,9 +91,16 @@ export class ConnectionGuard {
       let conn: Deno.TcpConn;
       try {
         conn = await this.#listener.accept();
-      } catch {
+      } catch (error) {
         if (this.#closing) break;
-        await new Promise((resolve) => setTimeout(resolve, 10)); // EMFILE, reset before accept
+        // Out of descriptors, or a client that reset before it was accepted:
+        // back off a little, and say so at most once a second.
+        const now = Date.now();
+        if (now - this.#lastAcceptReport >= 1000) {
+          this.#lastAcceptReport = now;
+          this.#options.onError?.(`http: accept failed: ${(error as Error).message}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 10));
         continue;
       }
       this.counts.total++;
@@ -326,18 +335,12 @@ async function refuse(conn: Deno.Conn, status: 408 | 503, message: string): Prom
   const body = `${message}\n`;
   const response = `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
     `Content-Length: ${new TextEncoder().encode(body).length}\r\nConnection: close\r\n\r\n${body}`;
-  const timer = setTimeout(() => closeQuietly(conn), CLOSE_LINGER_MS);
   try {
     await writeAll(conn, new TextEncoder().encode(response));
-    await conn.closeWrite();
-    // Read what the client still sends, so closing does not reset the
-    // connection before it has read the answer.
-    const scratch = new Uint8Array(4096);
-    while (await conn.read(scratch) !== null) { /* drain */ }
+    await linger(conn); // so that closing does not reset the answer away
   } catch {
-    // the client is gone, or the linger ran out
+    // the client is gone
   } finally {
-    clearTimeout(timer);
     closeQuietly(conn);
   }
 }
