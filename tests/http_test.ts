@@ -225,6 +225,36 @@ Deno.test("preconditions come before the range: If-Range drops it, a 304 wins ov
   });
 });
 
+Deno.test("HTTP under concurrency: 60 downloads of 12 files, ten at a time, through a cache that keeps evicting", async () => {
+  const files: Record<string, Uint8Array> = {};
+  for (let i = 0; i < 12; i++) files[`f${i}.bin`] = seededBytes(300_000 + i * 7_001, 100 + i);
+  await withServer(files, { httpPort: 0, cacheSize: MiB }, async (server) => {
+    const base = `http://127.0.0.1:${httpPort(server)}`;
+    const download = async (i: number) => {
+      const name = `f${(i * 5) % 12}.bin`;
+      const response = await fetch(`${base}/${name}`);
+      const body = new Uint8Array(await response.arrayBuffer());
+      assert.equal(response.status, 200, name);
+      assert.equal(sha256(body), sha256(files[name]), `${name}: every byte`);
+      assert.ok(server.server.cache.used <= MiB, "the cache bound holds");
+      return response.headers.get("x-cache");
+    };
+    // Six waves of ten at once: each wave's misses evict the last wave's files.
+    const outcomes: (string | null)[] = [];
+    for (let wave = 0; wave < 6; wave++) {
+      const ids = Array.from({ length: 10 }, (_, i) => wave * 10 + i);
+      outcomes.push(...await Promise.all(ids.map(download)));
+    }
+    const stats = server.server.stats();
+    assert.ok(stats.evictions > 0, "files were evicted meanwhile");
+    assert.equal(stats.hits + stats.misses + stats.bypasses, 60);
+    assert.deepEqual(
+      new Set(outcomes),
+      new Set(outcomes.filter((o) => o === "HIT" || o === "MISS" || o === "BYPASS")),
+    );
+  });
+});
+
 Deno.test("one cache for both protocols: a TCP miss is an HTTP hit, and the counters are shared", async () => {
   await withServer(tree, { httpPort: 0 }, async (server) => {
     const conn = await RawConnection.open(server.port);
