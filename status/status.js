@@ -3,6 +3,7 @@
 "use strict";
 
 const HISTORY = 300; // seconds of hit ratio kept for the chart
+const MAX_ENTRIES_SHOWN = 200;
 const ratios = []; // per-second hit ratios, oldest first (null: no reads)
 let previous; // the last /-/stats answer, for per-second differences
 
@@ -71,7 +72,9 @@ function drawRatioChart() {
 
 function drawEntries(listing) {
   document.getElementById("policy").textContent = `(${listing.policy}: next victim first)`;
-  const rows = listing.entries.map((entry, i) =>
+  // A big cache holds thousands of entries: the next victims are what matters.
+  const shown = listing.entries.slice(0, MAX_ENTRIES_SHOWN);
+  const rows = shown.map((entry, i) =>
     row([
       cell(String(i + 1), "n"),
       cell(entry.path, "path"),
@@ -79,6 +82,10 @@ function drawEntries(listing) {
       cell(new Date(entry.admitted).toLocaleTimeString()),
     ])
   );
+  const more = listing.entries.length - shown.length;
+  if (more > 0) {
+    rows.push(row([cell(""), cell(`… and ${more} more (see /-/cache)`), cell(""), cell("")]));
+  }
   document.querySelector("#entries tbody").replaceChildren(...rows);
   document.getElementById("entries-empty").hidden = rows.length > 0;
 }
