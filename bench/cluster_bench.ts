@@ -706,7 +706,6 @@ async function main(args: string[]): Promise<number> {
     hardCapMs: 240_000 + windows,
   };
   return await runSession(setup, async ({ root, pool }) => {
-    removeAtExit(root);
     const version = await codeVersion();
     log(`writing files in ${root}`);
     const ctx: Throughput = {
@@ -722,27 +721,6 @@ async function main(args: string[]): Promise<number> {
     const scenarios = SCENARIOS.slice(0, options.secondCapacity ? 2 : 1);
     const runs = await hitRatios(root, scenarios, ctx.problems);
     report(ctx, runs, versionLabel(version), started);
-  });
-}
-
-/**
- * Part 2's servers run in this process: when a Ctrl-C ends the session in
- * the middle of a replay, they may still be writing cache files while the
- * session removes the scratch directory, and the removal fails. At exit
- * (Deno.exit dispatches "unload") this thread starts nothing more, so
- * removing again succeeds.
- */
-function removeAtExit(dir: string): void {
-  globalThis.addEventListener("unload", () => {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        Deno.removeSync(dir, { recursive: true });
-        return;
-      } catch (error) {
-        if (error instanceof Deno.errors.NotFound) return;
-      }
-    }
-    console.error(`cluster_bench: could not remove ${dir}`);
   });
 }
 

@@ -61,6 +61,7 @@ export async function runSession(
   body: (session: Session) => Promise<void>,
 ): Promise<number> {
   const root = await Deno.makeTempDir({ prefix: setup.tempPrefix });
+  removeAtExit(root);
   const pool = new DriverPool(setup.driverWorkers);
   const cleanUp = async () => {
     pool.close();
@@ -89,4 +90,25 @@ export async function runSession(
     Deno.removeSignalListener("SIGINT", onInterrupt);
     await cleanUp();
   }
+}
+
+/**
+ * Removes `dir` again when the process exits. Servers running in this
+ * process (the cluster benchmark's hit-ratio part) may still write files
+ * when a Ctrl-C ends the session, and the first removal then fails; at exit
+ * (Deno.exit dispatches "unload") this thread starts nothing more, so
+ * removing again succeeds.
+ */
+function removeAtExit(dir: string): void {
+  globalThis.addEventListener("unload", () => {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        Deno.removeSync(dir, { recursive: true });
+        return;
+      } catch (error) {
+        if (error instanceof Deno.errors.NotFound) return;
+      }
+    }
+    console.error(`could not remove ${dir}`);
+  });
 }
