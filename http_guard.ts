@@ -64,8 +64,6 @@ export class ConnectionGuard {
   #sweeper: ReturnType<typeof setInterval>;
   #closing = false;
   #lastAcceptReport = 0;
-  /** Connections accepted, and those refused with `503`. */
-  readonly counts = { total: 0, rejected: 0 };
 
   constructor(listener: Deno.TcpListener, upstreamPort: number, options: GuardOptions) {
     this.#listener = listener;
@@ -103,9 +101,7 @@ export class ConnectionGuard {
         await new Promise((resolve) => setTimeout(resolve, 10));
         continue;
       }
-      this.counts.total++;
       if (this.#open >= this.#options.maxConnections) {
-        this.counts.rejected++;
         this.#track(refuse(conn, 503, "server busy: too many connections"));
       } else {
         this.#open++;
