@@ -14,6 +14,7 @@ import {
   seededBytes,
   seededRandom,
   type Tree,
+  waitForOutput,
   withServer,
 } from "./helpers.ts";
 
@@ -121,26 +122,8 @@ async function launchChromium(userDataDir: string): Promise<[Deno.ChildProcess, 
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  try {
-    while (true) {
-      const { value, done } = await lines.read();
-      if (done) throw new Error(`chromium exited before DevTools listened:\n${seen}`);
-      seen += value;
-      const match = /DevTools listening on (ws:\/\/\S+)/.exec(seen);
-      if (match) {
-        // Keep draining its stderr, or a full pipe would block it.
-        (async () => {
-          while (!(await lines.read().catch(() => ({ done: true }))).done) { /* drain */ }
-        })();
-        return [child, match[1]];
-      }
-    }
-  } finally {
-    clearTimeout(timer);
-  }
+  const match = await waitForOutput(child, child.stderr, /DevTools listening on (ws:\/\/\S+)/);
+  return [child, match[1]];
 }
 
 const ENTRY_PATHS =

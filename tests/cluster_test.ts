@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { ClusterClient, type NodeAddress, parseNodes, rankNodes } from "../cluster.ts";
 import type { CacheListing, Stats } from "../client.ts";
 import { startServer } from "../server.ts";
-import { eventually, seededBytes, sha256, writeTree } from "./helpers.ts";
+import { eventually, seededBytes, sha256, waitForOutput, writeTree } from "./helpers.ts";
 
 const SERVER = fileURLToPath(new URL("../server.ts", import.meta.url));
 
@@ -334,19 +334,7 @@ async function startNode(
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  try {
-    while (!seen.includes("listening on")) {
-      const { value, done } = await lines.read();
-      if (done) throw new Error(`node ${i} exited before it was ready: ${seen}`);
-      seen += value;
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-  lines.releaseLock(); // --quiet: nothing more comes on stdout
+  await waitForOutput(child, child.stdout, /listening on/);
   return child;
 }
 
@@ -365,7 +353,6 @@ Deno.test({
       if (!child) return;
       child.kill("SIGKILL");
       await child.status;
-      await child.stdout.cancel().catch(() => {});
     };
     try {
       const tree = clusterTree();

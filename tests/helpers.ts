@@ -195,3 +195,37 @@ export async function eventually(
 export function openDescriptors(pid: number | "self" = "self"): number {
   return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
 }
+
+/**
+ * Reads a child's output until `pattern` matches it, and resolves to the
+ * match; the rest of the output is then drained in the background (a full
+ * pipe would block the child). A child that ends first, or says nothing
+ * that matches within `timeoutMs`, is killed and the call fails with what
+ * it said.
+ */
+export async function waitForOutput(
+  child: Deno.ChildProcess,
+  output: ReadableStream<Uint8Array>,
+  pattern: RegExp,
+  timeoutMs = 30_000,
+): Promise<RegExpExecArray> {
+  const lines = output.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  try {
+    while (true) {
+      const { value, done } = await lines.read();
+      if (done) throw new Error(`the process ended before its output matched ${pattern}:\n${seen}`);
+      seen += value;
+      const match = pattern.exec(seen);
+      if (match) {
+        (async () => {
+          while (!(await lines.read().catch(() => ({ done: true }))).done) { /* drain */ }
+        })();
+        return match;
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { AwsClient } from "aws4fetch";
 import { S3Origin } from "../origin_s3.ts";
 import { startServer } from "../server.ts";
-import { RawConnection, seededBytes, sha256 } from "./helpers.ts";
+import { RawConnection, seededBytes, sha256, waitForOutput } from "./helpers.ts";
 
 const SCRIPT = fileURLToPath(new URL("./s3/ceph_rgw.sh", import.meta.url));
 const SERVER = fileURLToPath(new URL("../server.ts", import.meta.url));
@@ -270,14 +270,7 @@ Deno.test({
           stderr: "piped",
         }).spawn();
         try {
-          const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-          let ready = "";
-          while (!ready.includes("\n")) {
-            const { value, done } = await reader.read();
-            if (done) break;
-            ready += value;
-          }
-          reader.releaseLock();
+          const [ready] = await waitForOutput(child, child.stdout, /^.*listening on.*\n/);
           assert.match(ready, new RegExp(`origin s3://${bucket}/site/`));
           const port = /listening on 127\.0\.0\.1:(\d+)/.exec(ready)![1];
           const { code, stderr } = await new Deno.Command(Deno.execPath(), {
@@ -288,7 +281,6 @@ Deno.test({
         } finally {
           child.kill("SIGTERM");
           await child.status;
-          await child.stdout.cancel().catch(() => {});
           await child.stderr.cancel().catch(() => {});
         }
       });
