@@ -234,7 +234,7 @@ class HttpHandler {
         "content-range": `bytes */${current.size}`,
       });
     }
-    const served = await service.open(path, range ?? {});
+    const served = await service.open(path, range ?? {}, current);
     exchange.record.cache = served.outcome;
     const headers = fileHeaders(path, served);
     headers.set("x-cache", served.outcome.toUpperCase());

@@ -352,6 +352,32 @@ Deno.test("S3Origin: a dead endpoint and a silent one are 503 within the bounds"
   }
 });
 
+Deno.test("through the HTTP front end: one HEAD per request, one GET per fill", async () => {
+  await withFake(async (fake) => {
+    fake.put("pre/fix/a.txt", new TextEncoder().encode("alpha"));
+    const root = await Deno.makeTempDir();
+    const server = await startServer({
+      port: 0,
+      httpPort: 0,
+      cacheDir: `${root}/cache`,
+      origin: origin(fake),
+    });
+    try {
+      for (const expected of ["MISS", "HIT", "HIT"]) {
+        const response = await fetch(`http://127.0.0.1:${server.httpAddr!.port}/a.txt`);
+        assert.equal(response.headers.get("x-cache"), expected);
+        assert.equal(await response.text(), "alpha");
+      }
+      const count = (method: string) => fake.requests.filter((r) => r.method === method).length;
+      assert.equal(count("HEAD"), 3, "the validators once per request");
+      assert.equal(count("GET"), 1, "the bytes once");
+    } finally {
+      await server.close();
+      await Deno.remove(root, { recursive: true });
+    }
+  });
+});
+
 Deno.test("through the server: origin failures never poison the cache, and serving resumes", async () => {
   await withFake(async (fake) => {
     const big = seededBytes(300_000, 8);
