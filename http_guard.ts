@@ -16,6 +16,7 @@
  */
 
 import { closeQuietly, linger, writeAll } from "./byte_reader.ts";
+import { sweepInterval } from "./service.ts";
 
 /** Options of {@linkcode ConnectionGuard}. */
 export interface GuardOptions {
@@ -70,7 +71,7 @@ export class ConnectionGuard {
     this.#upstreamPort = upstreamPort;
     this.#options = options;
     const shortest = Math.min(options.idleTimeoutMs, options.sendTimeoutMs);
-    this.#sweeper = setInterval(() => this.#sweep(), Math.max(10, Math.min(1000, shortest / 4)));
+    this.#sweeper = setInterval(() => this.#sweep(), sweepInterval(shortest));
   }
 
   /** Open client connections. */

@@ -32,6 +32,7 @@ import {
   type RequestRecord,
   type Served,
   type ServerStats,
+  sweepInterval,
   TruncatedBodyError,
 } from "./service.ts";
 
@@ -265,7 +266,10 @@ class Server {
     this.#service = service;
     this.#limits = limits;
     this.#spare = openSpare();
-    this.#sweeper = setInterval(() => this.#dropStalledWriters(), sweepInterval(limits));
+    this.#sweeper = setInterval(
+      () => this.#dropStalledWriters(),
+      sweepInterval(limits.sendTimeoutMs),
+    );
   }
 
   /**
@@ -641,11 +645,6 @@ class Server {
     session.answer.bytes += bytes.length;
     return session.outbox.write(bytes);
   }
-}
-
-/** How often stalled writers are looked for: often enough for the send timeout. */
-function sweepInterval(limits: Limits): number {
-  return Math.max(10, Math.min(1000, limits.sendTimeoutMs / 4));
 }
 
 function openSpare(): Deno.FsFile | undefined {

@@ -129,6 +129,14 @@ export interface Limits {
   onRequest?: (record: RequestRecord) => void;
 }
 
+/**
+ * How often to look for clients that stopped taking bytes (or requests that
+ * ran out of time): a quarter of the shortest timeout, between 10 ms and 1 s.
+ */
+export function sweepInterval(shortestTimeoutMs: number): number {
+  return Math.max(10, Math.min(1000, shortestTimeoutMs / 4));
+}
+
 /** Options of {@linkcode FileService}. */
 export interface ServiceOptions {
   /** Files (origin and cache) open at once; a cache fill holds two. */
@@ -139,6 +147,8 @@ export interface ServiceOptions {
   debug: boolean;
 }
 
+/** The `release` of a body in memory: it holds no file and no permit. */
+const NOTHING_TO_RELEASE = () => {};
 /** How many times a request retries after losing a race with eviction. */
 const LOOKUP_ATTEMPTS = 3;
 /**
@@ -401,7 +411,8 @@ export class FileService {
     outcome: "hit" | "miss",
     range: { offset: number; length: number },
   ): Promise<Served | undefined> {
-    const served = {
+    // One object per request, filled in below: this is the path of every hit.
+    const served: Served = {
       path: entry.path,
       outcome,
       size: entry.size,
@@ -409,12 +420,16 @@ export class FileService {
       validator: entry.validator,
       sha256: entry.sha256,
       entry,
-      ...range,
+      offset: range.offset,
+      length: range.length,
+      release: NOTHING_TO_RELEASE,
     };
     if (entry.bytes) {
       this.#countServed(entry.path, outcome);
-      const bytes = entry.bytes.subarray(range.offset, range.offset + range.length);
-      return { ...served, bytes, release: () => {} };
+      served.bytes = range.length === entry.size
+        ? entry.bytes
+        : entry.bytes.subarray(range.offset, range.offset + range.length);
+      return served;
     }
     const releasePermit = await this.#files.acquire(1);
     let file: Deno.FsFile | undefined;
@@ -435,8 +450,10 @@ export class FileService {
     }
     this.#countServed(entry.path, outcome);
     const opened = file;
-    const release = once(() => (closeQuietly(opened), releasePermit()));
-    return { ...served, source: opened, file: opened, release };
+    served.source = opened;
+    served.file = opened;
+    served.release = once(() => (closeQuietly(opened), releasePermit()));
+    return served;
   }
 
   /**

@@ -13,6 +13,8 @@
  * @module
  */
 
+import { writeAll } from "../byte_reader.ts";
+
 /** The wire protocol a job speaks. */
 export type Protocol = "tcpcache" | "http";
 
@@ -153,18 +155,8 @@ interface WorkerJob extends
   firstPath: number;
 }
 
-/** One worker's measurements. */
-interface WorkerResult {
-  requests: number;
-  bytes: number;
-  errors: number;
-  errorSamples: string[];
-  connects: number;
-  histogram: number[];
-  cache: { hit: number; miss: number; bypass: number };
-  /** Epoch milliseconds of the first request sent and the last response completed. */
-  firstStart: number;
-  lastEnd: number;
+/** One worker's measurements: its tally, and the CPU its thread used. */
+interface WorkerResult extends Tally {
   /** CPU milliseconds this worker's thread used in the window, and the window (0: too short). */
   cpuMs: number;
   cpuWallMs: number;
@@ -374,6 +366,7 @@ interface Tally {
   connects: number;
   histogram: number[];
   cache: { hit: number; miss: number; bypass: number };
+  /** Epoch milliseconds of the first request sent and the last response completed. */
   firstStart: number;
   lastEnd: number;
 }
@@ -511,11 +504,6 @@ class Client {
     }
     if (this.#start === this.#end) this.#start = this.#end = 0;
   }
-}
-
-async function writeAll(conn: Deno.TcpConn, bytes: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
 }
 
 // ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { writeAll } from "../byte_reader.ts";
 
 /** The client's entry point, as a path for `deno run`. */
 export const CLIENT = fileURLToPath(new URL("../client.ts", import.meta.url));
@@ -187,8 +188,7 @@ export async function withFakeServer(
       }
       try {
         requests.push(await readRequestLine(conn));
-        let written = 0;
-        while (written < response.length) written += await conn.write(response.subarray(written));
+        await writeAll(conn, response);
       } catch {
         // the client went away: the test checks what it saw
       } finally {

@@ -9,6 +9,7 @@
  */
 
 import assert from "node:assert/strict";
+import { writeAll } from "../byte_reader.ts";
 import { connect } from "../client.ts";
 import {
   cli,
@@ -67,8 +68,7 @@ async function withStallingServer(
         if (n === null) return;
         request += new TextDecoder().decode(buffer.subarray(0, n));
       }
-      let written = 0;
-      while (written < response.length) written += await conn.write(response.subarray(written));
+      await writeAll(conn, response);
       await released;
     } catch {
       // the client went away: the test checks what it saw
