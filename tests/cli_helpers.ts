@@ -169,15 +169,18 @@ export function deadPort(): number {
 
 /**
  * Runs `test` against a fake server on 127.0.0.1 that reads one request
- * line per connection, answers `response` verbatim and closes. Resolves to
- * the request lines it received.
+ * line per connection, answers `response` verbatim and closes; with `hold`,
+ * it keeps the connection open, silent, until the test ends (a server that
+ * stalls mid-answer). Resolves to the request lines it received.
  */
 export async function withFakeServer(
   response: Uint8Array,
   test: (port: number) => Promise<void>,
+  options: { hold?: boolean } = {},
 ): Promise<string[]> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const requests: string[] = [];
+  const testDone = Promise.withResolvers<void>();
   const serving = (async () => {
     while (true) {
       let conn: Deno.Conn;
@@ -189,6 +192,7 @@ export async function withFakeServer(
       try {
         requests.push(await readRequestLine(conn));
         await writeAll(conn, response);
+        if (options.hold) await testDone.promise;
       } catch {
         // the client went away: the test checks what it saw
       } finally {
@@ -199,6 +203,7 @@ export async function withFakeServer(
   try {
     await test(listener.addr.port);
   } finally {
+    testDone.resolve();
     listener.close();
     await serving;
   }

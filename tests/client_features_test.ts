@@ -47,44 +47,6 @@ async function sizeOf(path: string): Promise<number> {
   }
 }
 
-/**
- * Runs `test` against a fake server that answers one connection with
- * `response` and then holds it open, silent, until the test ends.
- */
-async function withStallingServer(
-  response: Uint8Array,
-  test: (port: number) => Promise<void>,
-): Promise<void> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => release = resolve);
-  const serving = (async () => {
-    const conn = await listener.accept();
-    try {
-      const buffer = new Uint8Array(1024);
-      let request = "";
-      while (!request.includes("\n")) {
-        const n = await conn.read(buffer);
-        if (n === null) return;
-        request += new TextDecoder().decode(buffer.subarray(0, n));
-      }
-      await writeAll(conn, response);
-      await released;
-    } catch {
-      // the client went away: the test checks what it saw
-    } finally {
-      conn.close();
-    }
-  })();
-  try {
-    await test(listener.addr.port);
-  } finally {
-    release();
-    listener.close();
-    await serving;
-  }
-}
-
 /** How many GETs the server has answered (hits, misses and bypasses). */
 function gets(server: ServerHandle): number {
   const stats = server.stats();
@@ -530,7 +492,7 @@ Deno.test("get --continue when the server has no sha256 for the file", async (t)
 
     await t.step("Ctrl-C keeps the .part, stamped, and --continue finishes it", async () => {
       await withTempDir(async (cwd) => {
-        await withStallingServer(cutResponse(header, BIG.subarray(0, HALF)), async (fake) => {
+        await withFakeServer(cutResponse(header, BIG.subarray(0, HALF)), async (fake) => {
           const child = new Deno.Command(Deno.execPath(), {
             args: ["run", ...PERMISSIONS, CLIENT, "--port", String(fake), "get", "data/big.bin"],
             cwd,
@@ -551,7 +513,7 @@ Deno.test("get --continue when the server has no sha256 for the file", async (t)
             decoder.decode(stderr),
             "tcpcache: interrupted; 153600 bytes kept in big.bin.part (get --continue finishes it)\n",
           );
-        });
+        }, { hold: true });
         assert.deepEqual(await namesIn(cwd), ["big.bin.part"]);
         assert.equal(await mtimeOf(`${cwd}/big.bin.part`), mtime, "stamped with the mtime");
         const out = await cli(["--port", String(port), "get", "data/big.bin", "-c"], cwd);
