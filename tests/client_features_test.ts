@@ -9,7 +9,6 @@
  */
 
 import assert from "node:assert/strict";
-import { writeAll } from "../byte_reader.ts";
 import { connect } from "../client.ts";
 import {
   cli,
