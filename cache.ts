@@ -13,149 +13,22 @@
  */
 
 import { createHash } from "node:crypto";
-import { writeAll } from "./byte_reader.ts";
-import { ClockPolicy } from "./policies/clock.ts";
-import { FifoPolicy } from "./policies/fifo.ts";
-import { LruPolicy } from "./policies/lru.ts";
-import { S3FifoPolicy } from "./policies/s3fifo.ts";
-import { SievePolicy } from "./policies/sieve.ts";
-import { OriginChangedError, type OriginStat } from "./origin.ts";
+import { writeAll } from "./util/byte_reader.ts";
+import type { EvictionPolicy } from "./policies/policy.ts";
+import { PolicyIndex } from "./policies/policy_index.ts";
+import { POLICIES } from "./policies/registry.ts";
+import { Mutex } from "./util/mutex.ts";
+
+export type { EvictionPolicy, PolicyName } from "./policies/policy.ts";
+export { PolicyIndex } from "./policies/policy_index.ts";
+export { POLICIES } from "./policies/registry.ts";
+import { OriginChangedError, type OriginStat } from "./origin/directory.ts";
 
 /** The name of the file that marks a directory as a tcpcache cache. */
 export const CACHE_MARKER = ".tcpcache";
 
 /** The default capacity: 64 MiB. */
 export const DEFAULT_CAPACITY = 64 * 1024 * 1024;
-
-/**
- * An eviction policy: the order in which entries leave the cache. Keys are
- * protocol paths; the cache calls these under its lock.
- */
-export interface EvictionPolicy {
-  /** The policy's name, as given to `--policy`. */
-  readonly name: string;
-  /**
-   * Optional. Called on a miss of an object that fits the cache, before
-   * anything is evicted for it: whether to admit it at all (false: it is
-   * served uncached and nothing is evicted for it). A policy may also take
-   * note of the miss here, as S3-FIFO looks the key up in its ghost queue:
-   * later, the evictions made for the object could push the key out of the
-   * ghost before `insert`. Absent: every such object is admitted.
-   */
-  admit?(key: string, size: number): boolean;
-  /** Records a newly admitted key. */
-  insert(key: string, size: number): void;
-  /** Records a hit on a key. */
-  touch(key: string): void;
-  /** Chooses the key to evict next; the cache then calls `remove` on it. */
-  chooseVictim(): string | undefined;
-  /** Forgets a key (evicted or invalidated). */
-  remove(key: string): void;
-  /** The keys in the order they would be evicted, next victim first. */
-  evictionOrder(): string[];
-}
-
-/**
- * Entries kept in the order an eviction policy decides, with their byte
- * count: the bookkeeping that the file cache and the trace simulator share,
- * so a policy behaves the same in both.
- */
-export class PolicyIndex<T extends { size: number }> {
-  /** The policy that orders the entries. */
-  readonly policy: EvictionPolicy;
-  #entries = new Map<string, T>();
-  #used = 0;
-
-  /** Creates an empty index ordered by `policy`. */
-  constructor(policy: EvictionPolicy) {
-    this.policy = policy;
-  }
-
-  /** Bytes held by the entries. */
-  get used(): number {
-    return this.#used;
-  }
-
-  /** The number of entries. */
-  get count(): number {
-    return this.#entries.size;
-  }
-
-  /** The entry for `key`, without counting a hit. */
-  get(key: string): T | undefined {
-    return this.#entries.get(key);
-  }
-
-  /** The entry for `key`, counting a hit for the policy. */
-  hit(key: string): T | undefined {
-    const entry = this.#entries.get(key);
-    if (entry) this.policy.touch(key);
-    return entry;
-  }
-
-  /**
-   * Whether the policy admits an object of `size` bytes under `key`: asked
-   * on a miss, before evicting anything for it (see `EvictionPolicy.admit`).
-   */
-  admits(key: string, size: number): boolean {
-    return this.policy.admit?.(key, size) ?? true;
-  }
-
-  /** Adds an entry, replacing any entry under the same key. */
-  insert(key: string, entry: T): void {
-    this.remove(key);
-    this.#entries.set(key, entry);
-    this.policy.insert(key, entry.size);
-    this.#used += entry.size;
-  }
-
-  /** Removes the entry for `key` and returns it. */
-  remove(key: string): T | undefined {
-    const entry = this.#entries.get(key);
-    if (entry === undefined) return undefined;
-    this.#entries.delete(key);
-    this.policy.remove(key);
-    this.#used -= entry.size;
-    return entry;
-  }
-
-  /** Removes and returns the entry the policy evicts next. */
-  evict(): T | undefined {
-    const key = this.policy.chooseVictim();
-    const victim = key === undefined ? undefined : this.remove(key);
-    if (!victim) throw new Error(`policy ${this.policy.name} chose no evictable entry`);
-    return victim;
-  }
-
-  /** The entries in eviction order, next victim first. */
-  ordered(): T[] {
-    return this.policy.evictionOrder().map((key) => this.#entries.get(key)!);
-  }
-}
-
-/**
- * The policies `--policy` accepts, by name: each makes a fresh policy for a
- * cache of `capacity` bytes (a policy may size its queues by it).
- */
-export const POLICIES: Record<string, (capacity: number) => EvictionPolicy> = {
-  fifo: () => new FifoPolicy(),
-  lru: () => new LruPolicy(),
-  clock: () => new ClockPolicy(),
-  sieve: () => new SievePolicy(),
-  s3fifo: (capacity) => new S3FifoPolicy({ capacity }),
-};
-
-/** A lock made of a promise chain: tasks run one at a time, in call order. */
-export class Mutex {
-  #tail: Promise<unknown> = Promise.resolve();
-
-  /** Runs `task` once every task queued before it has settled. */
-  run<T>(task: () => T | Promise<T>): Promise<T> {
-    const result = this.#tail.then(task);
-    this.#tail = result.catch(() => {});
-    return result;
-  }
-}
 
 /** One file in the cache. */
 export interface CacheEntry {

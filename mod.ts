@@ -19,40 +19,11 @@
  */
 
 import { clientMain } from "./client.ts";
-import { serverMain } from "./server_cli.ts";
+import { serverMain } from "./server.ts";
 import { VERSION } from "./version.ts";
 
-export {
-  type CacheClient,
-  type CacheListing,
-  clientMain,
-  connect,
-  ConnectionError,
-  type ConnectOptions,
-  download,
-  type DownloadOptions,
-  type DownloadResult,
-  type FileListing,
-  type FileStat,
-  type GetHeader,
-  type GetOptions,
-  type GetResult,
-  IntegrityError,
-  InterruptedDownloadError,
-  ResumeError,
-  ServerError,
-  type Stats,
-  TcpCacheClient,
-} from "./client.ts";
-export { formatRecord, serverMain } from "./server_cli.ts";
-export {
-  type RequestRecord,
-  SAMPLE_DIR,
-  type ServerHandle,
-  type ServerOptions,
-  type ServerStats,
-  startServer,
-} from "./server.ts";
+export * from "./server.ts";
+export * from "./client.ts";
 export {
   type CacheEntry,
   DEFAULT_CAPACITY,
@@ -62,14 +33,6 @@ export {
   POLICIES,
 } from "./cache.ts";
 export {
-  ClusterClient,
-  type ClusterListing,
-  type ClusterOptions,
-  type NodeAddress,
-  parseNodes,
-  rankNodes,
-} from "./cluster.ts";
-export {
   type ByteRange,
   type ByteSource,
   DirectoryOrigin,
@@ -77,8 +40,8 @@ export {
   type OriginDirEntry,
   type OriginFile,
   type OriginStat,
-} from "./origin.ts";
-export { parseS3Url, S3Origin, type S3OriginOptions } from "./origin_s3.ts";
+} from "./origin/directory.ts";
+export { parseS3Url, S3Origin, type S3OriginOptions } from "./origin/s3.ts";
 export { DEFAULT_PORT, ProtocolError } from "./protocol.ts";
 export { VERSION } from "./version.ts";
 

@@ -30,9 +30,9 @@
 
 import { parseArgs } from "node:util";
 import { type CacheClient, connect, type Stats } from "../client.ts";
-import { ClusterClient, rankNodes } from "../cluster.ts";
+import { ClusterClient, rankNodes } from "../client.ts";
 import { type ServerHandle, startServer } from "../server.ts";
-import { type Trace, zipfTrace } from "../trace.ts";
+import { type Trace, zipfTrace } from "../sim/trace.ts";
 import { cpuModel, cpuSeconds, type CpuUse, sampleCpu } from "./cpu.ts";
 import { DriverPool, type LoadResult, type Mode } from "./driver.ts";
 import { type FileSet, fileWriter, firstFiles, KiB, MiB, numberedPaths } from "./files.ts";

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { writeAll } from "../byte_reader.ts";
+import { writeAll } from "../util/byte_reader.ts";
 
 /** The wire protocol a job speaks. */
 export type Protocol = "tcpcache" | "http";

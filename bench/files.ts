@@ -5,7 +5,7 @@
  * @module
  */
 
-import { writeAll } from "../byte_reader.ts";
+import { writeAll } from "../util/byte_reader.ts";
 
 /** Bytes in a KiB. */
 export const KiB = 1024;

@@ -7,9 +7,9 @@
  */
 
 import { parseArgs } from "node:util";
-import { simulate, simulatorPolicies } from "../sim.ts";
-import { readTrace } from "../trace.ts";
-import { parseSize } from "../units.ts";
+import { simulate, simulatorPolicies } from "../sim/sim.ts";
+import { readTrace } from "../sim/trace.ts";
+import { parseSize } from "../util/units.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -21,7 +21,7 @@ import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { ByteReader, writeAll } from "../byte_reader.ts";
+import { ByteReader, writeAll } from "../util/byte_reader.ts";
 import {
   type CacheListing,
   connect,
@@ -32,7 +32,7 @@ import {
   type TcpCacheClient,
 } from "../client.ts";
 import { formatRequest, parseResponseHeader } from "../protocol.ts";
-import { formatBytes, parseSize } from "../units.ts";
+import { formatBytes, parseSize } from "../util/units.ts";
 import { readyPorts } from "./processes.ts";
 import { markdownTable } from "./report.ts";
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { EvictionPolicy } from "../cache.ts";
+import type { EvictionPolicy } from "./policy.ts";
 import { LinkedList, type ListNode } from "./list.ts";
 
 /** Options of {@linkcode ClockPolicy}. */

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { EvictionPolicy } from "../cache.ts";
+import type { EvictionPolicy } from "./policy.ts";
 import { LinkedList, type ListNode } from "./list.ts";
 
 /** First in, first out. Every operation is O(1). */

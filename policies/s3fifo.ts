@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { EvictionPolicy } from "../cache.ts";
+import type { EvictionPolicy } from "./policy.ts";
 import { LinkedList, type ListNode } from "./list.ts";
 
 /** What {@linkcode S3FifoPolicy} does with an object larger than its small queue. */

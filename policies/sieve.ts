@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { EvictionPolicy } from "../cache.ts";
+import type { EvictionPolicy } from "./policy.ts";
 import { LinkedList, type ListNode } from "./list.ts";
 
 interface SieveNode extends ListNode {

@@ -1,14 +1,9 @@
 import assert from "node:assert/strict";
-import {
-  CACHE_MARKER,
-  type CacheEntry,
-  type EvictionPolicy,
-  FileCache,
-  type FillSource,
-  Mutex,
-  POLICIES,
-} from "../cache.ts";
-import { OriginChangedError } from "../origin.ts";
+import { CACHE_MARKER, type CacheEntry, FileCache, type FillSource } from "../cache.ts";
+import type { EvictionPolicy } from "../policies/policy.ts";
+import { POLICIES } from "../policies/registry.ts";
+import { Mutex } from "../util/mutex.ts";
+import { OriginChangedError } from "../origin/directory.ts";
 import { FifoPolicy } from "../policies/fifo.ts";
 import { seededBytes, seededRandom, sha256 } from "./helpers.ts";
 

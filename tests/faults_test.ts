@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { CACHE_MARKER, type FileCache } from "../cache.ts";
 import { connect, ConnectionError } from "../client.ts";
-import { DirectoryOrigin, type Origin } from "../origin.ts";
+import { DirectoryOrigin, type Origin } from "../origin/directory.ts";
 import {
   eventually,
   json,
@@ -214,7 +214,7 @@ Deno.test("a full cache disk: files are served uncached, nothing partial stays, 
     const root = await Deno.makeTempDir();
     await Deno.writeFile(`${root}/big.bin`, big);
     await Deno.writeFile(`${root}/small.bin`, small);
-    const { startServer } = await import("../server.ts");
+    const { startServer } = await import("../server/start_server.ts");
     const errors: string[] = [];
     const server = await startServer({
       dir: root,

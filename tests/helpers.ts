@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { ByteReader, writeAll } from "../byte_reader.ts";
+import { ByteReader, writeAll } from "../util/byte_reader.ts";
 import { parseResponseHeader } from "../protocol.ts";
 import { type ServerHandle, type ServerOptions, startServer } from "../server.ts";
 

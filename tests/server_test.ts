@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { POLICIES } from "../cache.ts";
+import { POLICIES } from "../policies/registry.ts";
 import { connect, type TcpCacheClient } from "../client.ts";
-import { DirectoryOrigin, type Origin } from "../origin.ts";
+import { DirectoryOrigin, type Origin } from "../origin/directory.ts";
 import { MAX_REQUEST_LINE } from "../protocol.ts";
 import { type ServerStats, startServer } from "../server.ts";
 import {

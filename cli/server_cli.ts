@@ -1,0 +1,265 @@
+/**
+ * The server's command line: flags, the ready line, the access log, and
+ * signals. `server.ts` runs it when started directly; `mod.ts` runs it for
+ * `tcpcache serve`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { POLICIES } from "../policies/registry.ts";
+import { S3Origin } from "../origin/s3.ts";
+import { DEFAULT_PORT, percentEncode } from "../protocol.ts";
+import {
+  type RequestRecord,
+  SAMPLE_DIR,
+  type ServerHandle,
+  type ServerOptions,
+  startServer,
+} from "../server/start_server.ts";
+import { formatBytes, parseSize } from "../util/units.ts";
+import { VERSION } from "../version.ts";
+
+const USAGE = `tcpcache server ${VERSION}: serves a directory over TCP through a byte-bounded cache
+
+Usage: deno run -A server.ts [options]
+       tcpcache serve [options]
+
+Options:
+  --dir DIR             directory to serve (default: the bundled sample files)
+  --origin s3://BUCKET/PREFIX
+                        serve an S3-compatible bucket instead of a directory;
+                        credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+                        AWS_REGION
+  --s3-endpoint URL     the bucket's store (default: $S3_ENDPOINT), e.g.
+                        http://127.0.0.1:7480
+  --origin-timeout SECS time for the origin to answer, and for each read of a
+                        body to progress (default: 10)
+  --origin-retries N    retries of a failed origin request, with backoff (default: 4)
+  --host HOST           address to listen on (default: 127.0.0.1)
+  --port PORT           port to listen on, 0 for any free one (default: ${DEFAULT_PORT})
+  --http-port PORT      also serve HTTP/1.1 on this port (curl, browsers, Prometheus;
+                        status page at /-/); off by default
+  --cache-dir DIR       cache directory, created empty at start (default: ./cache)
+  --cache-size SIZE     cache capacity: bytes or K, KiB, M, MiB, G, GiB, KB, MB, GB
+                        (default: 64MiB)
+  --policy NAME         eviction policy: ${Object.keys(POLICIES).join(", ")} (default: fifo)
+  --max-connections N   connections served at once; more get ERR 503 (default: 1024)
+  --idle-timeout SECS   time to send a request line before ERR 408 (default: 60)
+  --send-timeout SECS   time a client may take no bytes before it is dropped (default: 60)
+  --shutdown-timeout SECS
+                        on SIGTERM/SIGINT, time for responses in progress (default: 10)
+  --max-open-files N    files open at once; more requests wait (default: 512)
+  --memory-cache SIZE   small entries (<= 64 KiB) also kept in memory, up to SIZE
+                        in all (default: 32MiB; 0 turns it off)
+  --log-format F        text or json: one line per request on stdout (default: text)
+  -q, --quiet           no per-request lines (the ready lines and errors stay)
+  --debug               report failures with their stack traces
+  -h, --help            show this help
+
+Example:
+  deno run -A server.ts --dir files --port 9089 --cache-size 128MiB --http-port 8080
+`;
+
+/**
+ * The server's command line: parses `args`, starts the server, prints the
+ * `listening on HOST:PORT` line and serves until SIGINT or SIGTERM.
+ * Resolves to the process exit code.
+ */
+export async function serverMain(args: string[]): Promise<number> {
+  let invocation: ServerInvocation;
+  try {
+    const parsed = parseServerArgs(args);
+    if (parsed === "help") {
+      console.log(USAGE);
+      return 0;
+    }
+    invocation = parsed;
+  } catch (error) {
+    console.error(`tcpcache: ${(error as Error).message}\n(see --help)`);
+    return 2;
+  }
+  const { options, logFormat, quiet } = invocation;
+  let server: ServerHandle;
+  try {
+    server = await startServer({
+      ...options,
+      onRequest: quiet ? undefined : (record) => console.log(formatRecord(record, logFormat)),
+    });
+  } catch (error) {
+    const message = options.debug ? (error as Error).stack : (error as Error).message;
+    console.error(`tcpcache: ${message}`);
+    return 1;
+  }
+  // Handlers first: a supervisor may signal as soon as it reads the line.
+  const stopped = Promise.withResolvers<void>();
+  const stop = () => stopped.resolve();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  console.log(banner(server, options, logFormat));
+  await stopped.promise;
+  Deno.removeSignalListener("SIGINT", stop);
+  Deno.removeSignalListener("SIGTERM", stop);
+  await server.close();
+  return 0;
+}
+
+/** The ready line: it always holds `listening on HOST:PORT`. */
+function banner(server: ServerHandle, options: ServerOptions, format: "text" | "json"): string {
+  const { hostname, port } = server.addr;
+  const bucket = options.origin instanceof S3Origin ? options.origin.location : undefined;
+  const source = bucket
+    ? { origin: `s3://${bucket.bucket}/${bucket.prefix}` }
+    : { dir: options.dir ?? SAMPLE_DIR };
+  const facts = {
+    ...source,
+    cacheDir: options.cacheDir ?? "./cache",
+    capacity: server.cache.capacity,
+    policy: server.cache.policy,
+  };
+  const http = server.httpAddr;
+  const httpUrl = http ? `http://${http.hostname}:${http.port}/` : undefined;
+  const message = `tcpcache ${VERSION} listening on ${hostname}:${port}` +
+    (httpUrl ? `, HTTP on ${httpUrl} (status page ${httpUrl}-/)` : "");
+  if (format === "json") {
+    return JSON.stringify({ time: new Date().toISOString(), message, ...facts, http: httpUrl });
+  }
+  const from = "origin" in source ? `origin ${source.origin}` : `dir ${source.dir}`;
+  return `${message} (${from}, cache ${facts.cacheDir}, ` +
+    `capacity ${formatBytes(facts.capacity)}, policy ${facts.policy})`;
+}
+
+/**
+ * One access-log line: `TIME CLIENT COMMAND PATH STATUS BYTES MS CACHE` as
+ * text (`-` for what does not apply), or the record as JSON.
+ */
+export function formatRecord(record: RequestRecord, format: "text" | "json"): string {
+  const time = new Date(record.time).toISOString();
+  const ms = Math.round(record.ms * 1000) / 1000;
+  if (format === "json") return JSON.stringify({ ...record, time, ms });
+  const path = record.path === undefined ? "-" : percentEncode(record.path);
+  return [
+    time,
+    record.client,
+    record.command,
+    path,
+    record.status,
+    record.bytes,
+    ms.toFixed(3),
+    record.cache ?? "-",
+  ].join(" ");
+}
+
+/** What the command line asks for: the server's options and how to log. */
+interface ServerInvocation {
+  options: ServerOptions;
+  logFormat: "text" | "json";
+  quiet: boolean;
+}
+
+function parseServerArgs(args: string[]): ServerInvocation | "help" {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      dir: { type: "string" },
+      origin: { type: "string" },
+      "s3-endpoint": { type: "string" },
+      "origin-timeout": { type: "string" },
+      "origin-retries": { type: "string" },
+      host: { type: "string" },
+      port: { type: "string" },
+      "http-port": { type: "string" },
+      "cache-dir": { type: "string" },
+      "cache-size": { type: "string" },
+      policy: { type: "string" },
+      "max-connections": { type: "string" },
+      "idle-timeout": { type: "string" },
+      "send-timeout": { type: "string" },
+      "shutdown-timeout": { type: "string" },
+      "max-open-files": { type: "string" },
+      "memory-cache": { type: "string" },
+      "log-format": { type: "string", default: "text" },
+      quiet: { type: "boolean", short: "q", default: false },
+      debug: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h" },
+    },
+    allowPositionals: true,
+  });
+  if (values.help) return "help";
+  if (positionals.length > 0) throw new Error(`unexpected argument: ${positionals[0]}`);
+  const logFormat = values["log-format"];
+  if (logFormat !== "text" && logFormat !== "json") {
+    throw new Error(`--log-format must be text or json, not "${logFormat}"`);
+  }
+  const options = serverOptions(values);
+  if (values.origin !== undefined) {
+    if (values.dir !== undefined) throw new Error("give --dir or --origin, not both");
+    options.origin = s3Origin(values);
+  }
+  return { options, logFormat, quiet: values.quiet };
+}
+
+function serverOptions(values: Record<string, string | boolean | undefined>): ServerOptions {
+  const text = (name: string) => values[name] as string | undefined;
+  return {
+    debug: values.debug === true,
+    dir: text("dir"),
+    host: text("host"),
+    port: optional(text("port"), (v) => parseInteger("--port", v, 65535)),
+    httpPort: optional(text("http-port"), (v) => parseInteger("--http-port", v, 65535)),
+    cacheDir: text("cache-dir"),
+    cacheSize: optional(text("cache-size"), parseSize),
+    memoryBudget: optional(text("memory-cache"), parseSize),
+    policy: text("policy"),
+    maxConnections: optional(
+      text("max-connections"),
+      (v) => parseInteger("--max-connections", v, 1e9, 1),
+    ),
+    idleTimeoutMs: optional(text("idle-timeout"), (v) => parseSeconds("--idle-timeout", v)),
+    sendTimeoutMs: optional(text("send-timeout"), (v) => parseSeconds("--send-timeout", v)),
+    shutdownTimeoutMs: optional(
+      text("shutdown-timeout"),
+      (v) => parseSeconds("--shutdown-timeout", v),
+    ),
+    maxOpenFiles: optional(
+      text("max-open-files"),
+      (v) => parseInteger("--max-open-files", v, 1e6, 1),
+    ),
+  };
+}
+
+function s3Origin(values: Record<string, string | boolean | undefined>): S3Origin {
+  const endpoint = (values["s3-endpoint"] as string | undefined) ?? Deno.env.get("S3_ENDPOINT");
+  if (!endpoint) throw new Error("--origin s3://... needs --s3-endpoint URL (or $S3_ENDPOINT)");
+  const timeout = values["origin-timeout"] as string | undefined;
+  const retries = values["origin-retries"] as string | undefined;
+  return S3Origin.fromEnv(values.origin as string, endpoint, {
+    timeoutMs: optional(timeout, (v) => parseSeconds("--origin-timeout", v)),
+    retries: optional(retries, (v) => parseInteger("--origin-retries", v, 20)),
+  });
+}
+
+function optional<T>(text: string | undefined, parse: (text: string) => T): T | undefined {
+  return text === undefined ? undefined : parse(text);
+}
+
+function parseInteger(flag: string, text: string, max: number, min = 0): number {
+  const value = Number(text);
+  if (!/^[0-9]+$/.test(text) || value < min || value > max) {
+    throw new Error(`${flag} must be a whole number from ${min} to ${max}, not "${text}"`);
+  }
+  return value;
+}
+
+function parseSeconds(flag: string, text: string): number {
+  const seconds = Number(text);
+  // Timers longer than 2^31-1 ms would fire at once.
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || seconds <= 0 || seconds > 2_147_483) {
+    throw new Error(`${flag} must be a number of seconds from 0.001 to 2147483, not "${text}"`);
+  }
+  return Math.round(seconds * 1000);
+}
+
+if (import.meta.main) {
+  Deno.exit(await serverMain(Deno.args));
+}

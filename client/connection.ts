@@ -1,0 +1,333 @@
+/**
+ * One connection to a tcpcache server, for programs: requests are pipelined
+ * and answered in order, bodies are streamed to a sink and verified by
+ * sha256.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { ByteReader, writeAll } from "../util/byte_reader.ts";
+import { ConnectionError, IntegrityError, ServerError } from "./errors.ts";
+import { type Command, DEFAULT_PORT, formatRequest, parseResponseHeader } from "../protocol.ts";
+
+/** Options of {@linkcode connect}. */
+export interface ConnectOptions {
+  /**
+   * The server's host name or address.
+   * @default {"127.0.0.1"}
+   */
+  host?: string;
+  /**
+   * The server's port.
+   * @default {9089}
+   */
+  port?: number;
+}
+
+/** Options of {@linkcode TcpCacheClient.get}. */
+export interface GetOptions {
+  /**
+   * The first byte wanted.
+   * @default {0}
+   */
+  offset?: number;
+  /**
+   * How many bytes are wanted; the rest of the file when omitted.
+   * @default {undefined}
+   */
+  length?: number;
+  /**
+   * Receives the body chunk by chunk instead of collecting it in memory. A
+   * chunk is only valid until the returned promise settles.
+   * @default {undefined}
+   */
+  sink?: (chunk: Uint8Array) => Promise<void> | void;
+  /**
+   * Called with the response's header, before the first byte of the body
+   * (to learn the size, for progress).
+   * @default {undefined}
+   */
+  onHeader?: (header: GetHeader) => void;
+}
+
+/** The header of a `GET` response (see {@linkcode GetResult}). */
+export type GetHeader = Omit<GetResult, "verified" | "bytes">;
+
+/** What {@linkcode TcpCacheClient.get} resolves to. */
+export interface GetResult {
+  /** The whole file's size. */
+  size: number;
+  /** The first byte sent. */
+  offset: number;
+  /** The number of bytes sent. */
+  length: number;
+  /** The file's modification time, ms since the epoch. */
+  mtime: number;
+  /** Where the server took the bytes from. */
+  cache: "hit" | "miss" | "bypass";
+  /** The whole file's sha256, when the server knows it. */
+  sha256?: string;
+  /** True when the whole file was received and matched `sha256`. */
+  verified: boolean;
+  /** The body, unless a `sink` took it. */
+  bytes?: Uint8Array;
+}
+
+/** An entry of `LIST`. */
+export interface CacheListing {
+  capacity: number;
+  used: number;
+  policy: string;
+  entries: { path: string; size: number; admitted: number }[];
+}
+
+/** An answer to `FILES`. */
+export interface FileListing {
+  path: string;
+  entries: { name: string; type: "file" | "dir"; size: number; mtime: number }[];
+}
+
+/** An answer to `STAT`. */
+export interface FileStat {
+  path: string;
+  size: number;
+  mtime: number;
+  cached: boolean;
+  sha256: string | null;
+}
+
+/** An answer to `STATS` (see `ServerStats` in server.ts). */
+export type Stats = Record<string, unknown> & {
+  version: string;
+  requests: number;
+  hits: number;
+  misses: number;
+  bypasses: number;
+};
+
+type Header = { length: number; fields: Record<string, string> };
+
+/** A failure of the caller's own code (a sink writing to disk), not of the connection. */
+class LocalFailure {
+  constructor(readonly error: unknown) {}
+}
+
+/** Runs a caller's callback; its failure is passed on as it is, never as a broken connection. */
+async function local(callback: () => unknown): Promise<void> {
+  try {
+    await callback();
+  } catch (error) {
+    throw new LocalFailure(error);
+  }
+}
+
+/**
+ * Connects to a tcpcache server.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "./connection.ts";
+ * const client = await connect({ host: "127.0.0.1", port: 9089 });
+ * const { bytes, cache } = await client.get("hello.txt");
+ * console.log(cache, new TextDecoder().decode(bytes));
+ * client.close();
+ * ```
+ */
+export async function connect(options: ConnectOptions = {}): Promise<TcpCacheClient> {
+  const host = options.host ?? "127.0.0.1";
+  const port = options.port ?? DEFAULT_PORT;
+  try {
+    const conn = await Deno.connect({ hostname: host, port });
+    conn.setNoDelay(true);
+    return new TcpCacheClient(conn);
+  } catch (error) {
+    throw new ConnectionError(`cannot connect to ${host}:${port}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+}
+
+/**
+ * What a client of tcpcache offers, whether one connection
+ * ({@linkcode TcpCacheClient}) or a whole cluster (`ClusterClient` in
+ * cluster.ts).
+ */
+export interface CacheClient {
+  /** Fetches a file or a byte range of it (see {@linkcode TcpCacheClient.get}). */
+  get(path: string, options?: GetOptions): Promise<GetResult>;
+  /** The cache's entries, in eviction order. */
+  list(): Promise<CacheListing>;
+  /** A directory of the served tree. */
+  files(dir?: string): Promise<FileListing>;
+  /** A file's size, mtime and cache state. */
+  stat(path: string): Promise<FileStat>;
+  /** The server's counters. */
+  stats(): Promise<Stats>;
+  /** Resolves when the server answers. */
+  ping(): Promise<void>;
+  /** Closes the connection(s). */
+  close(): void;
+}
+
+/**
+ * One connection to a server. Requests may be issued without waiting for
+ * earlier ones: they are pipelined, and answered in order.
+ */
+export class TcpCacheClient implements CacheClient {
+  #conn: Deno.Conn;
+  #reader: ByteReader;
+  #writes: Promise<unknown> = Promise.resolve();
+  #reads: Promise<unknown> = Promise.resolve();
+
+  /** Wraps an open connection (see {@linkcode connect}). */
+  constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+    this.#reader = new ByteReader(conn);
+  }
+
+  /**
+   * Fetches a file or a byte range of it. A whole file is verified against
+   * the server's sha256 when it sends one.
+   *
+   * @throws {ServerError} when the server answers an error (e.g. 404).
+   * @throws {IntegrityError} when the bytes do not match the sha256.
+   * @throws whatever `sink` or `onHeader` throws; the connection is then
+   *   closed, since the rest of the body was not read.
+   */
+  get(path: string, options: GetOptions = {}): Promise<GetResult> {
+    const args: (string | number)[] = [path];
+    if (options.offset !== undefined || options.length !== undefined) {
+      args.push(options.offset ?? 0);
+      if (options.length !== undefined) args.push(options.length);
+    }
+    return this.#exchange("GET", args, async ({ length, fields }) => {
+      const size = Number(fields.size ?? length);
+      const offset = Number(fields.offset ?? 0);
+      const whole = offset === 0 && length === size;
+      const mtime = Number(fields.mtime ?? 0);
+      const cache = fields.cache as GetResult["cache"];
+      await local(() =>
+        options.onHeader?.({ size, offset, length, mtime, cache, sha256: fields.sha256 })
+      );
+      const hash = whole && fields.sha256 ? createHash("sha256") : undefined;
+      let bytes: Uint8Array | undefined;
+      let filled = 0;
+      if (!options.sink) bytes = new Uint8Array(length);
+      await this.#reader.readBody(length, async (chunk) => {
+        hash?.update(chunk);
+        if (bytes) {
+          bytes.set(chunk, filled);
+          filled += chunk.length;
+        } else {
+          await local(() => options.sink!(chunk));
+        }
+      });
+      if (hash) {
+        const actual = hash.digest("hex");
+        if (actual !== fields.sha256) throw new IntegrityError(path, fields.sha256, actual);
+      }
+      return {
+        size,
+        offset,
+        length,
+        mtime,
+        cache,
+        sha256: fields.sha256,
+        verified: hash !== undefined,
+        bytes,
+      };
+    });
+  }
+
+  /** The cache's contents, in eviction order. */
+  list(): Promise<CacheListing> {
+    return this.#json("LIST");
+  }
+
+  /** The entries of a directory on the server ("" for the served directory). */
+  files(dir = ""): Promise<FileListing> {
+    return this.#json("FILES", dir === "" ? [] : [dir]);
+  }
+
+  /** A file's size, mtime, and whether (and with which sha256) it is cached. */
+  stat(path: string): Promise<FileStat> {
+    return this.#json("STAT", [path]);
+  }
+
+  /** The server's counters. */
+  stats(): Promise<Stats> {
+    return this.#json("STATS");
+  }
+
+  /** Checks that the server answers. */
+  async ping(): Promise<void> {
+    await this.#exchange("PING", [], () => {});
+  }
+
+  /** Says goodbye (`QUIT`) and closes the connection. */
+  async quit(): Promise<void> {
+    await this.#exchange("QUIT", [], () => {});
+    this.close();
+  }
+
+  /** Closes the connection. */
+  close(): void {
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  #json<T>(command: Command, args: string[] = []): Promise<T> {
+    return this.#exchange(command, args, async ({ length }) => {
+      const body = new Uint8Array(length);
+      let filled = 0;
+      await this.#reader.readBody(length, (chunk) => {
+        body.set(chunk, filled);
+        filled += chunk.length;
+      });
+      return JSON.parse(new TextDecoder().decode(body)) as T;
+    });
+  }
+
+  /**
+   * Sends a request at once and reads its answer after every earlier
+   * answer: writes and reads are two queues, so requests pipeline.
+   */
+  #exchange<T>(
+    command: Command,
+    args: (string | number)[],
+    readBody: (header: Header) => Promise<T> | T,
+  ): Promise<T> {
+    const line = new TextEncoder().encode(formatRequest(command, args));
+    const written = this.#writes.then(() => writeAll(this.#conn, line));
+    this.#writes = written.catch(() => {});
+    const answered = this.#reads.then(async () => {
+      await written.catch((error) => {
+        throw new ConnectionError(`connection broken: ${error.message}`, { cause: error });
+      });
+      return readBody(await this.#readHeader());
+    });
+    this.#reads = answered.catch(() => {});
+    return answered.catch((error) => {
+      if (error instanceof LocalFailure) {
+        // The body was not read to its end: the connection is out of step.
+        this.close();
+        throw error.error;
+      }
+      if (error instanceof ServerError || error instanceof IntegrityError) throw error;
+      if (error instanceof ConnectionError) throw error;
+      throw new ConnectionError(`connection broken: ${error.message}`, { cause: error });
+    });
+  }
+
+  async #readHeader(): Promise<Header> {
+    const line = await this.#reader.readLine(64 * 1024);
+    if (line === null) throw new ConnectionError("the server closed the connection");
+    const header = parseResponseHeader(new TextDecoder().decode(line));
+    if (!header.ok) throw new ServerError(header.code, header.message);
+    return header;
+  }
+}

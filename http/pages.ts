@@ -1,0 +1,50 @@
+/**
+ * The HTML the HTTP front end generates: a directory listing. (The status
+ * page is a static file in `status/`.)
+ *
+ * @module
+ */
+
+import type { OriginDirEntry } from "../origin/directory.ts";
+import { formatBytes } from "../util/units.ts";
+
+/**
+ * A directory listing as a small HTML page: a link per entry (directories
+ * first, each with a trailing slash), its size and modification time.
+ *
+ * @example
+ * ```ts
+ * import { listingPage } from "./pages.ts";
+ * listingPage("docs", [{ name: "a b.txt", type: "file", size: 3, mtime: 0 }])
+ *   .includes('href="a%20b.txt"'); // true
+ * ```
+ */
+export function listingPage(dir: string, entries: OriginDirEntry[]): string {
+  const sorted = [...entries].sort((a, b) =>
+    a.type === b.type ? (a.name < b.name ? -1 : 1) : a.type === "dir" ? -1 : 1
+  );
+  const rows = sorted.map((entry) => {
+    const name = entry.type === "dir" ? `${entry.name}/` : entry.name;
+    const href = encodeURIComponent(entry.name) + (entry.type === "dir" ? "/" : "");
+    const size = entry.type === "dir" ? "-" : formatBytes(entry.size);
+    const mtime = new Date(entry.mtime).toISOString().replace("T", " ").slice(0, 19);
+    return `<tr><td><a href="${href}">${escapeHtml(name)}</a></td>` +
+      `<td class="n">${size}</td><td>${mtime}</td></tr>`;
+  });
+  const title = `/${dir}${dir === "" ? "" : "/"}`;
+  const parent = dir === "" ? "" : `<tr><td><a href="../">../</a></td><td></td><td></td></tr>`;
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Index of ${escapeHtml(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/-/status.css"></head>
+<body><h1>Index of ${escapeHtml(title)}</h1>
+<table class="listing"><thead><tr><th>Name</th><th class="n">Size</th><th>Modified (UTC)</th></tr></thead>
+<tbody>${parent}${rows.join("")}</tbody></table>
+<p class="foot"><a href="/-/">server status</a></p></body></html>
+`;
+}
+
+/** Escapes text for HTML element content and quoted attributes. */
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}

@@ -1,0 +1,411 @@
+/**
+ * An S3-compatible bucket as the origin (AWS S3, Ceph's RADOS Gateway,
+ * MinIO, ...): `--origin s3://BUCKET/PREFIX --s3-endpoint URL`, credentials
+ * from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_REGION`.
+ *
+ * - Freshness through the store's validators: the ETag, Last-Modified and
+ *   size of a `HEAD` make the validator, so a changed object is fetched
+ *   again and a deleted one is a 404 that leaves the cache.
+ * - Ranged reads are ranged `GET`s.
+ * - Failures (a dead endpoint, timeouts, 5xx, throttling) are retried with
+ *   bounded exponential backoff, then answered `503 origin unavailable`; an
+ *   unexpected answer (403, say) is a `500` naming it. A read that breaks
+ *   off is never admitted: the cache checks every byte count.
+ *
+ * Requests are signed with AWS Signature V4 by `aws4fetch` and sent with
+ * Deno's `fetch`, path-style (`ENDPOINT/BUCKET/KEY`), which every
+ * S3-compatible store accepts.
+ *
+ * @module
+ */
+
+import { AwsClient } from "aws4fetch";
+import type { ByteRange, Origin, OriginDirEntry, OriginFile, OriginStat } from "./directory.ts";
+import { ProtocolError } from "../protocol.ts";
+
+/** Options of {@linkcode S3Origin}. */
+export interface S3OriginOptions {
+  /** The bucket and key prefix, `s3://BUCKET` or `s3://BUCKET/PREFIX`. */
+  url: string;
+  /** The store's address, e.g. `http://127.0.0.1:7480`. */
+  endpoint: string;
+  /** The access key. */
+  accessKeyId: string;
+  /** The secret key. */
+  secretAccessKey: string;
+  /**
+   * The region the requests are signed for.
+   * @default {"us-east-1"}
+   */
+  region?: string;
+  /**
+   * Attempts after the first for a request that failed in a way worth
+   * retrying (no answer, timeout, 5xx, 429).
+   * @default {4}
+   */
+  retries?: number;
+  /**
+   * The first backoff; it doubles at each retry (with jitter), up to 2 s.
+   * @default {100}
+   */
+  backoffMs?: number;
+  /**
+   * Milliseconds for an answer to start, and for each read of a body to
+   * make progress.
+   * @default {10000}
+   */
+  timeoutMs?: number;
+}
+
+/** The parts of an `s3://` URL. */
+export interface S3Location {
+  bucket: string;
+  /** The key prefix, empty or ending with `/`. */
+  prefix: string;
+}
+
+/**
+ * Reads `s3://BUCKET[/PREFIX]`.
+ *
+ * @throws {RangeError} when it is not such a URL.
+ */
+export function parseS3Url(url: string): S3Location {
+  const match = /^s3:\/\/([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(url);
+  if (!match) throw new RangeError(`an S3 origin must be s3://BUCKET/PREFIX, not "${url}"`);
+  const prefix = (match[2] ?? "").replace(/^\/+|\/+$/g, "");
+  return { bucket: match[1], prefix: prefix === "" ? "" : `${prefix}/` };
+}
+
+/** Statuses worth another attempt: the store is busy, failing or throttling. */
+const RETRYABLE = new Set([429, 500, 502, 503, 504]);
+const MAX_BACKOFF_MS = 2000;
+
+/** An S3-compatible bucket as an {@linkcode Origin}. */
+export class S3Origin implements Origin {
+  /** Where the objects are. */
+  readonly location: S3Location;
+  readonly #endpoint: string;
+  readonly #aws: AwsClient;
+  readonly #retries: number;
+  readonly #backoffMs: number;
+  readonly #timeoutMs: number;
+
+  constructor(options: S3OriginOptions) {
+    this.location = parseS3Url(options.url);
+    let endpoint: URL;
+    try {
+      endpoint = new URL(options.endpoint);
+    } catch {
+      throw new RangeError(`invalid S3 endpoint: "${options.endpoint}"`);
+    }
+    if (endpoint.protocol !== "http:" && endpoint.protocol !== "https:") {
+      throw new RangeError(`an S3 endpoint must be http:// or https://, not "${options.endpoint}"`);
+    }
+    this.#endpoint = endpoint.origin;
+    this.#aws = new AwsClient({
+      accessKeyId: options.accessKeyId,
+      secretAccessKey: options.secretAccessKey,
+      region: options.region ?? "us-east-1",
+      service: "s3",
+      retries: 0, // ours, below: bounded, and mapped to clear answers
+    });
+    this.#retries = options.retries ?? 4;
+    this.#backoffMs = options.backoffMs ?? 100;
+    this.#timeoutMs = options.timeoutMs ?? 10_000;
+  }
+
+  /**
+   * An S3 origin with credentials from the environment (`AWS_ACCESS_KEY_ID`,
+   * `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`).
+   *
+   * @throws {Error} naming the variable that is missing.
+   */
+  static fromEnv(
+    url: string,
+    endpoint: string,
+    options: Partial<S3OriginOptions> = {},
+  ): S3Origin {
+    const need = (name: string) => {
+      const value = Deno.env.get(name);
+      if (!value) throw new Error(`the S3 origin needs ${name} in the environment`);
+      return value;
+    };
+    return new S3Origin({
+      ...options,
+      url,
+      endpoint,
+      accessKeyId: need("AWS_ACCESS_KEY_ID"),
+      secretAccessKey: need("AWS_SECRET_ACCESS_KEY"),
+      region: Deno.env.get("AWS_REGION") || Deno.env.get("AWS_DEFAULT_REGION") || "us-east-1",
+    });
+  }
+
+  async stat(path: string): Promise<OriginStat> {
+    const { response } = await this.#send("HEAD", path);
+    await response.body?.cancel();
+    return statOf(response, Number(response.headers.get("content-length")));
+  }
+
+  async open(path: string, range?: ByteRange): Promise<OriginFile> {
+    if (range && range.length === 0) {
+      // S3 ranges cannot be empty: the stat alone, and no bytes.
+      const stat = await this.stat(path);
+      if (range.offset > stat.size) throw rangeError(path, stat.size);
+      return emptyFile(stat);
+    }
+    const headers: Record<string, string> = {};
+    if (range && (range.offset > 0 || Number.isFinite(range.length))) {
+      headers.range = `bytes=${range.offset}-${range.offset + range.length - 1}`;
+    }
+    const { response, controller } = await this.#send("GET", path, { headers });
+    const size = headers.range === undefined
+      ? Number(response.headers.get("content-length"))
+      : rangedTotal(response);
+    if (!Number.isSafeInteger(size)) {
+      controller.abort();
+      throw new ProtocolError(
+        500,
+        `origin answered ${response.status} to a ranged GET of ${path} without a usable ` +
+          `Content-Range (${response.headers.get("content-range") ?? "none"})`,
+      );
+    }
+    const stat = statOf(response, size);
+    return new S3Body(response.body!, controller, stat, this.#timeoutMs, path);
+  }
+
+  async list(path: string): Promise<OriginDirEntry[]> {
+    const prefix = this.location.prefix + (path === "" ? "" : `${path}/`);
+    const entries: OriginDirEntry[] = [];
+    let token: string | undefined;
+    do {
+      const query = new URLSearchParams({ "list-type": "2", prefix, delimiter: "/" });
+      if (token) query.set("continuation-token", token);
+      const { text: xml } = await this.#send("GET", undefined, { query, text: true });
+      for (const item of elements(xml, "Contents")) {
+        const name = (text(item, "Key") ?? "").slice(prefix.length);
+        if (!isListable(name)) continue; // a "folder" marker, or a name no path can reach
+        entries.push({
+          name,
+          type: "file",
+          size: Number(text(item, "Size") ?? 0),
+          mtime: Date.parse(text(item, "LastModified") ?? "") || 0,
+        });
+      }
+      for (const item of elements(xml, "CommonPrefixes")) {
+        const name = (text(item, "Prefix") ?? "").slice(prefix.length).replace(/\/$/, "");
+        if (isListable(name)) entries.push({ name, type: "dir", size: 0, mtime: 0 });
+      }
+      token = text(xml, "IsTruncated") === "true" ? text(xml, "NextContinuationToken") : undefined;
+    } while (token);
+    // S3 has no directories: a prefix with nothing under it is not one.
+    if (entries.length === 0 && path !== "") throw new ProtocolError(404, `not found: ${path}`);
+    return entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  }
+
+  /**
+   * Sends a signed request for `path`'s object (or the bucket itself),
+   * retrying what is worth retrying; resolves to a successful answer.
+   *
+   * @throws {ProtocolError} 404 when the object is not there, 416 for a
+   *   range past its end, 503 when the store cannot be reached or keeps
+   *   failing, 500 for another answer.
+   */
+  async #send(
+    method: "GET" | "HEAD",
+    path: string | undefined,
+    options: { headers?: Record<string, string>; query?: URLSearchParams; text?: boolean } = {},
+  ): Promise<{ response: Response; controller: AbortController; text: string }> {
+    const url = this.#url(path, options.query);
+    let problem = "";
+    for (let attempt = 0; attempt <= this.#retries; attempt++) {
+      if (attempt > 0) await sleep(backoff(this.#backoffMs, attempt));
+      const controller = new AbortController();
+      // Armed until the answer has started (and, for a listing or an error,
+      // until its whole text is read); an object's body has its own timer
+      // per read (S3Body), so a long download is never cut by this one.
+      const timer = setTimeout(() => controller.abort(), this.#timeoutMs);
+      let response: Response;
+      let text = "";
+      try {
+        response = await this.#aws.fetch(url, {
+          method,
+          headers: options.headers,
+          signal: controller.signal,
+        });
+        if (options.text || !response.ok) text = await response.text();
+      } catch (error) {
+        problem = controller.signal.aborted
+          ? `no answer within ${this.#timeoutMs} ms`
+          : (error as Error).message;
+        continue;
+      } finally {
+        clearTimeout(timer);
+      }
+      if (response.ok) return { response, controller, text };
+      const detail = errorDetail(text);
+      const status = detail ? `${response.status} ${detail}` : `${response.status}`;
+      if (RETRYABLE.has(response.status)) {
+        problem = status;
+        continue;
+      }
+      const where = path ?? this.location.prefix;
+      if (response.status === 404) throw new ProtocolError(404, `not found: ${where}`);
+      if (response.status === 416) throw rangeError(where, undefined);
+      throw new ProtocolError(500, `origin answered ${status} for ${where}`);
+    }
+    throw new ProtocolError(
+      503,
+      `origin unavailable: ${this.#endpoint} (${problem}; ${this.#retries + 1} attempts)`,
+    );
+  }
+
+  #url(path: string | undefined, query?: URLSearchParams): string {
+    const { bucket, prefix } = this.location;
+    const key = path === undefined ? "" : `/${encodeKey(prefix + path)}`;
+    return `${this.#endpoint}/${bucket}${key}${query ? `?${query}` : ""}`;
+  }
+}
+
+/**
+ * An object's body as a {@linkcode OriginFile}: reads copy from the
+ * response stream; each read must make progress within the timeout.
+ */
+class S3Body implements OriginFile {
+  readonly stat: OriginStat;
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #controller: AbortController;
+  #timeoutMs: number;
+  #path: string;
+  #left: Uint8Array | undefined;
+
+  constructor(
+    body: ReadableStream<Uint8Array>,
+    controller: AbortController,
+    stat: OriginStat,
+    timeoutMs: number,
+    path: string,
+  ) {
+    this.#reader = body.getReader();
+    this.#controller = controller;
+    this.stat = stat;
+    this.#timeoutMs = timeoutMs;
+    this.#path = path;
+  }
+
+  async read(into: Uint8Array): Promise<number | null> {
+    if (!this.#left || this.#left.length === 0) {
+      const timer = setTimeout(() => this.#controller.abort(), this.#timeoutMs);
+      try {
+        const { value, done } = await this.#reader.read();
+        if (done) return null;
+        this.#left = value;
+      } catch (error) {
+        const stalled = this.#controller.signal.aborted;
+        throw new Error(
+          stalled
+            ? `origin stalled reading ${this.#path} (no byte within ${this.#timeoutMs} ms)`
+            : `origin read of ${this.#path} failed: ${(error as Error).message}`,
+        );
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    const n = Math.min(into.length, this.#left.length);
+    into.set(this.#left.subarray(0, n));
+    this.#left = this.#left.subarray(n);
+    return n;
+  }
+
+  close(): void {
+    this.#reader.cancel().catch(() => {});
+    this.#controller.abort();
+  }
+
+  restat(): Promise<OriginStat> {
+    // One GET reads one version of an object, whatever happens to the key
+    // meanwhile; a short or long body is caught by the byte count.
+    return Promise.resolve(this.stat);
+  }
+}
+
+/** The validator and mtime of an object, from its answer's headers. */
+function statOf(response: Response, size: number): OriginStat {
+  const etag = response.headers.get("etag") ?? "";
+  const lastModified = response.headers.get("last-modified") ?? "";
+  return {
+    size,
+    mtime: Date.parse(lastModified) || 0,
+    validator: `${size}:${etag}:${lastModified}`,
+  };
+}
+
+/**
+ * The whole object's size from the answer to a ranged GET: a 206 with
+ * `Content-Range: bytes FIRST-LAST/TOTAL`. Anything else (a store that
+ * ignored the range and sent the object from its start, or an unknown
+ * total) is NaN: those bytes are not the range asked for.
+ */
+function rangedTotal(response: Response): number {
+  if (response.status !== 206) return NaN;
+  const total = /^bytes \d+-\d+\/(\d+)$/.exec(response.headers.get("content-range") ?? "");
+  return total ? Number(total[1]) : NaN;
+}
+
+function emptyFile(stat: OriginStat): OriginFile {
+  return {
+    stat,
+    read: () => Promise.resolve(null),
+    close: () => {},
+    restat: () => Promise.resolve(stat),
+  };
+}
+
+function rangeError(path: string, size: number | undefined): ProtocolError {
+  const of = size === undefined ? "" : ` (size ${size})`;
+  return new ProtocolError(416, `range past the end of ${path}${of}`);
+}
+
+/** An S3 error's code and message, from its XML body (HEAD answers have none). */
+function errorDetail(body: string): string {
+  const code = text(body, "Code");
+  return code ? `${code}${text(body, "Message") ? `: ${text(body, "Message")}` : ""}` : "";
+}
+
+/** Percent-encodes a key for a URL path, keeping its slashes. */
+function encodeKey(key: string): string {
+  return key.split("/").map(encodeURIComponent).join("/");
+}
+
+/** A name that a protocol path can reach: one segment, not `.` or `..`. */
+function isListable(name: string): boolean {
+  return name !== "" && name !== "." && name !== ".." && !name.includes("/");
+}
+
+/** The bodies of every `<tag>` element (S3's XML: flat, no attributes on these). */
+function elements(xml: string, tag: string): string[] {
+  return [...xml.matchAll(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, "g"))].map((m) => m[1]);
+}
+
+/** The text of the first `<tag>`, with XML's entities decoded. */
+function text(xml: string, tag: string): string | undefined {
+  const match = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml);
+  return match ? decodeEntities(match[1]) : undefined;
+}
+
+function decodeEntities(value: string): string {
+  return value.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|amp|lt|gt|quot|apos);/g, (_, entity: string) => {
+    if (entity.startsWith("#x")) return String.fromCodePoint(parseInt(entity.slice(2), 16));
+    if (entity.startsWith("#")) return String.fromCodePoint(Number(entity.slice(1)));
+    return { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" }[entity]!;
+  });
+}
+
+/** The wait before attempt `attempt` (1-based): doubling, with full jitter. */
+function backoff(firstMs: number, attempt: number): number {
+  const ceiling = Math.min(MAX_BACKOFF_MS, firstMs * 2 ** (attempt - 1));
+  return ceiling / 2 + Math.random() * ceiling / 2;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

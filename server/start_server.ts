@@ -1,0 +1,212 @@
+/**
+ * The tcpcache server: accepts TCP connections, runs one async task per
+ * connection, and answers requests strictly in order from the cache or the
+ * served directory.
+ *
+ * Run it: `deno run -A server.ts --dir files` (see `--help`).
+ *
+ * @module
+ */
+
+import { DEFAULT_CAPACITY, FileCache } from "../cache.ts";
+import { TcpServer } from "../tcp/tcp_server.ts";
+import { type HttpFrontEnd, startHttp } from "../http/front_end.ts";
+import { DirectoryOrigin, type Origin } from "../origin/directory.ts";
+import { DEFAULT_PORT } from "../protocol.ts";
+import {
+  FileService,
+  type Limits,
+  type RequestRecord,
+  type ServerStats,
+} from "../service/file_service.ts";
+
+export type { RequestRecord, ServerStats } from "../service/file_service.ts";
+
+/** The sample files served when no `--dir` is given. */
+export const SAMPLE_DIR: string = decodeURIComponent(
+  new URL("../sample", import.meta.url).pathname,
+);
+
+/** Options of {@linkcode startServer}. */
+export interface ServerOptions {
+  /**
+   * The directory to serve.
+   * @default {SAMPLE_DIR}
+   */
+  dir?: string;
+  /**
+   * The address to listen on.
+   * @default {"127.0.0.1"}
+   */
+  host?: string;
+  /**
+   * The port to listen on; 0 picks a free one (see the handle's `addr`).
+   * @default {9089}
+   */
+  port?: number;
+  /**
+   * The port of the HTTP front end, on the same host; 0 picks a free one
+   * (see the handle's `httpAddr`). Off when not given.
+   * @default {undefined}
+   */
+  httpPort?: number;
+  /**
+   * The cache directory, created empty at start (see `FileCache.open`).
+   * @default {"./cache"}
+   */
+  cacheDir?: string;
+  /**
+   * The cache's capacity in bytes.
+   * @default {67108864}
+   */
+  cacheSize?: number;
+  /**
+   * The eviction policy's name.
+   * @default {"fifo"}
+   */
+  policy?: string;
+  /**
+   * Bytes of small cache entries (64 KiB or less) also held in memory, so
+   * that their hits need no file open; 0 turns it off.
+   * @default {33554432}
+   */
+  memoryBudget?: number;
+  /**
+   * Connections served at once; past it, new ones get `ERR 503`.
+   * @default {1024}
+   */
+  maxConnections?: number;
+  /**
+   * Milliseconds a client has to send a complete request line, counted from
+   * when the server is ready for it; past it, `ERR 408` and close.
+   * @default {60000}
+   */
+  idleTimeoutMs?: number;
+  /**
+   * Milliseconds a client may go without taking a byte of a response before
+   * the server drops the connection and frees what it held.
+   * @default {60000}
+   */
+  sendTimeoutMs?: number;
+  /**
+   * Milliseconds `close()` waits for responses in progress before it closes
+   * their connections.
+   * @default {10000}
+   */
+  shutdownTimeoutMs?: number;
+  /**
+   * Files (origin and cache) open at once; further requests wait for one.
+   * A cache fill holds two.
+   * @default {512}
+   */
+  maxOpenFiles?: number;
+  /**
+   * The origin to serve instead of `dir` (tests inject faults through it).
+   * @default {undefined}
+   */
+  origin?: Origin;
+  /**
+   * Where problems are reported, one line each.
+   * @default {console.error}
+   */
+  onError?: (message: string) => void;
+  /**
+   * Called once per request, after its answer was handed to the connection
+   * (the server's access log).
+   * @default {undefined}
+   */
+  onRequest?: (record: RequestRecord) => void;
+  /**
+   * Reports failures with their stack traces.
+   * @default {false}
+   */
+  debug?: boolean;
+}
+
+/** A running server, as {@linkcode startServer} returns it. */
+export interface ServerHandle {
+  /** The address it listens on (with the real port when 0 was asked). */
+  readonly addr: Deno.NetAddr;
+  /** The HTTP front end's address, when it runs. */
+  readonly httpAddr?: Deno.NetAddr;
+  /** The cache it serves from. */
+  readonly cache: FileCache;
+  /** The counters `STATS` reports, as of now. */
+  stats(): ServerStats;
+  /**
+   * Stops accepting, closes idle connections, lets responses in progress
+   * finish (for at most `shutdownTimeoutMs`, then closes them too), and
+   * resolves once every connection is closed.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a server and resolves once it is listening.
+ *
+ * @example
+ * ```ts
+ * import { startServer } from "./start_server.ts";
+ * const server = await startServer({ port: 0, cacheDir: await Deno.makeTempDir() + "/c" });
+ * console.log(`listening on ${server.addr.hostname}:${server.addr.port}`);
+ * await server.close();
+ * ```
+ */
+export async function startServer(options: ServerOptions = {}): Promise<ServerHandle> {
+  const cacheDir = options.cacheDir ?? "./cache";
+  const onError = options.onError ?? console.error;
+  // The origin and the port first: a server that cannot serve its directory
+  // or take its port must not create or empty a cache directory (which may
+  // be a running server's).
+  const origin = options.origin ??
+    await DirectoryOrigin.open(options.dir ?? SAMPLE_DIR, { hide: cacheDir });
+  const hostname = options.host ?? "127.0.0.1";
+  const listener = Deno.listen({ hostname, port: options.port ?? DEFAULT_PORT });
+  const limits: Limits = {
+    maxConnections: options.maxConnections ?? 1024,
+    idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
+    sendTimeoutMs: options.sendTimeoutMs ?? 60_000,
+    onError,
+    onRequest: options.onRequest,
+  };
+  const service = Promise.withResolvers<FileService>();
+  let http: HttpFrontEnd | undefined;
+  let cache: FileCache;
+  try {
+    if (options.httpPort !== undefined) {
+      http = startHttp(service.promise, { hostname, port: options.httpPort, ...limits });
+    }
+    cache = await FileCache.open({
+      dir: cacheDir,
+      capacity: options.cacheSize ?? DEFAULT_CAPACITY,
+      policy: options.policy,
+      memoryBudget: options.memoryBudget,
+      onWarning: onError,
+    });
+  } catch (error) {
+    listener.close();
+    service.reject(error); // requests that reached the HTTP port meanwhile fail
+    service.promise.catch(() => {});
+    await http?.close(0);
+    throw error;
+  }
+  const files = new FileService(cache, origin, {
+    maxOpenFiles: options.maxOpenFiles ?? 512,
+    onError,
+    debug: options.debug ?? false,
+  });
+  service.resolve(files);
+  const server = new TcpServer(listener, files, limits);
+  const accepting = server.acceptLoop();
+  const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 10_000;
+  return {
+    addr: listener.addr,
+    httpAddr: http?.addr,
+    cache,
+    stats: () => files.stats(),
+    close: async () => {
+      server.shutdown(shutdownTimeoutMs);
+      await Promise.all([accepting, http?.close(shutdownTimeoutMs)]);
+    },
+  };
+}

@@ -1,0 +1,664 @@
+/**
+ * What the server does for a request, whatever protocol it came in on: the
+ * cache lookup, admission and eviction, the origin reads, the counters and
+ * the error answers. The TCP protocol (`server.ts`) and the HTTP front end
+ * (`http.ts`) are two ways of speaking to one service, so both share one
+ * cache and one set of counters.
+ *
+ * @module
+ */
+
+import { closeQuietly } from "../util/byte_reader.ts";
+import type { CacheEntry, FileCache, FillSource } from "../cache.ts";
+import { Histogram, type MetricsSnapshot, type RequestCounts } from "./metrics.ts";
+import {
+  type ByteSource,
+  type Origin,
+  OriginChangedError,
+  type OriginDirEntry,
+  type OriginStat,
+} from "../origin/directory.ts";
+import { type ErrorCode, ProtocolError } from "../protocol.ts";
+import { Semaphore } from "../util/semaphore.ts";
+import { VERSION } from "../version.ts";
+
+/** Where a `GET` was served from. */
+export type Outcome = "hit" | "miss" | "bypass";
+
+/** The protocols a request can arrive on. */
+export type Protocol = "tcp" | "http";
+
+/** One answered request, as the access log and the status page hear of it. */
+export interface RequestRecord {
+  /** When the request arrived, ms since the epoch. */
+  time: number;
+  /** The protocol it came in on. */
+  protocol: Protocol;
+  /** The client's address, `host:port`. */
+  client: string;
+  /** The command (`GET`, `LIST`, ...; `-` when the request did not parse). */
+  command: string;
+  /** The path, for commands that take one. */
+  path?: string;
+  /** TCP: `OK`, or the error code sent. HTTP: the status code. */
+  status: "OK" | number;
+  /** Bytes of the answer, header included. */
+  bytes: number;
+  /** Milliseconds from the request to the answer's last byte handed over. */
+  ms: number;
+  /** Where a `GET` was served from. */
+  cache?: Outcome;
+}
+
+/** The counters `STATS` reports. */
+export interface ServerStats {
+  version: string;
+  uptimeMs: number;
+  /** TCP protocol connections. */
+  connections: { open: number; total: number; rejected: number };
+  /** Requests over both protocols. */
+  requests: number;
+  hits: number;
+  misses: number;
+  bypasses: number;
+  evictions: number;
+  bytesSent: number;
+  bytesFromOrigin: number;
+  /** Responses dropped because the client stopped taking bytes. */
+  sendTimeouts: number;
+  errors: Record<string, number>;
+  /**
+   * Requests answered, by protocol; for HTTP also the open connections and
+   * the responses in progress (`active`).
+   */
+  protocols: {
+    tcp: { requests: number };
+    http: { requests: number; connections: number; active: number };
+  };
+  /** `memory`: bytes of small entries also held in memory. */
+  cache: { capacity: number; used: number; entries: number; policy: string; memory: number };
+}
+
+/** A `GET` resolved to its bytes, ready to send. */
+export interface Served {
+  path: string;
+  outcome: Outcome;
+  /** The whole file's size. */
+  size: number;
+  mtime: number;
+  /** The origin's validator of this version (see `OriginStat.validator`). */
+  validator: string;
+  /** Hex sha256 of the whole file, when the cache knows it (hits and misses). */
+  sha256?: string;
+  /** The first byte sent. */
+  offset: number;
+  /** The bytes sent. */
+  length: number;
+  /** The cache entry served (hits and misses). */
+  entry?: CacheEntry;
+  /** The bytes themselves, when served from memory. */
+  bytes?: Uint8Array;
+  /** Otherwise, where to read them: positioned at `offset`. */
+  source?: ByteSource;
+  /** The same source, when it is a cache file (the HTTP front end streams it natively). */
+  file?: Deno.FsFile;
+  /** Closes the source and gives back its file permit; safe to call twice. */
+  release(): void;
+}
+
+/** A part of a file to send: from `offset` (0), `length` bytes (to the end). */
+export interface RangeRequest {
+  offset?: number;
+  length?: number;
+}
+
+/** Raised when a body could not be completed after its header was sent. */
+export class TruncatedBodyError extends Error {}
+
+/** The limits the TCP server and the HTTP front end both keep. */
+export interface Limits {
+  /** Connections at once (TCP and HTTP counted apart); past it, 503. */
+  maxConnections: number;
+  /** Milliseconds a client has to send a request. */
+  idleTimeoutMs: number;
+  /** Milliseconds a client may go without taking a byte of a response. */
+  sendTimeoutMs: number;
+  /** Where problems are reported, one line each. */
+  onError: (message: string) => void;
+  /** Hears of every answered request. */
+  onRequest?: (record: RequestRecord) => void;
+}
+
+/**
+ * How often to look for clients that stopped taking bytes (or requests that
+ * ran out of time): a quarter of the shortest timeout, between 10 ms and 1 s.
+ */
+export function sweepInterval(shortestTimeoutMs: number): number {
+  return Math.max(10, Math.min(1000, shortestTimeoutMs / 4));
+}
+
+/** Options of {@linkcode FileService}. */
+export interface ServiceOptions {
+  /** Files (origin and cache) open at once; a cache fill holds two. */
+  maxOpenFiles: number;
+  /** Where problems are reported, one line each. */
+  onError: (message: string) => void;
+  /** Reports failures with their stack traces. */
+  debug: boolean;
+}
+
+/** The `release` of a body in memory: it holds no file and no permit. */
+const NOTHING_TO_RELEASE = () => {};
+/** How many times a request retries after losing a race with eviction. */
+const LOOKUP_ATTEMPTS = 3;
+/**
+ * Chunk sizes for streaming bodies and filling the cache: big chunks make
+ * fewer system calls on a big file; small ones keep memory low when hundreds
+ * of connections each fetch a file of a few MiB. Each transfer holds two.
+ */
+export const CHUNK_SIZES = { small: 64 * 1024, large: 256 * 1024 } as const;
+/** Bodies from this size on are moved in large chunks. */
+export const LARGE_BODY = 8 * 1024 * 1024;
+/** How many recent requests the status page can show. */
+const RECENT_REQUESTS = 50;
+
+/** The cache, the origin and the counters, shared by every protocol. */
+export class FileService {
+  /** The cache served from. */
+  readonly cache: FileCache;
+  /** The origin behind it. */
+  readonly origin: Origin;
+  /** TCP connection counters, kept by the TCP server. */
+  readonly connections = { open: 0, total: 0, rejected: 0 };
+  /** HTTP responses in progress, kept by the HTTP front end. */
+  httpActive = 0;
+  /** Open HTTP connections, as the HTTP front end counts them. */
+  httpConnections: () => number = () => 0;
+  #options: ServiceOptions;
+  #started = Date.now();
+  #files: Semaphore;
+  #counts = {
+    requests: 0,
+    hits: 0,
+    misses: 0,
+    bypasses: 0,
+    bytesSent: 0,
+    bytesFromOrigin: 0,
+    sendTimeouts: 0,
+  };
+  #errors: Record<string, number> = {};
+  #byProtocol: Record<Protocol, RequestCounts> = { tcp: {}, http: {} };
+  #durations: Record<Protocol, Histogram> = { tcp: new Histogram(), http: new Histogram() };
+  #recent: RequestRecord[] = [];
+  #buffers = { small: [] as Uint8Array[], large: [] as Uint8Array[] };
+
+  constructor(cache: FileCache, origin: Origin, options: ServiceOptions) {
+    this.cache = cache;
+    this.origin = origin;
+    this.#options = options;
+    this.#files = new Semaphore(options.maxOpenFiles);
+  }
+
+  /** Counts a request as it arrives. */
+  countRequest(): void {
+    this.#counts.requests++;
+  }
+
+  /** Counts bytes handed to a client. */
+  countSent(bytes: number): void {
+    this.#counts.bytesSent += bytes;
+  }
+
+  /** Counts a response dropped because its client stopped reading. */
+  countSendTimeout(): void {
+    this.#counts.sendTimeouts++;
+  }
+
+  /** Counts an error answer. */
+  countError(code: ErrorCode): void {
+    this.#errors[code] = (this.#errors[code] ?? 0) + 1;
+  }
+
+  /**
+   * Records an answered request for the metrics and, unless `recent` is
+   * false (the status page's own polling), for the recent requests.
+   */
+  record(record: RequestRecord, options: { recent?: boolean } = {}): void {
+    const failed = typeof record.status === "number" && record.status >= 400;
+    const outcome = record.cache ?? (failed ? String(record.status) : "ok");
+    const counts = this.#byProtocol[record.protocol];
+    counts[outcome] = (counts[outcome] ?? 0) + 1;
+    this.#durations[record.protocol].observe(record.ms / 1000);
+    if (options.recent === false) return;
+    this.#recent.push(record);
+    if (this.#recent.length > RECENT_REQUESTS) this.#recent.shift();
+  }
+
+  /** The most recent requests, oldest first. */
+  recent(): RequestRecord[] {
+    return [...this.#recent];
+  }
+
+  /** The counters in the shape `/-/metrics` reports them. */
+  metrics(): MetricsSnapshot {
+    const stats = this.stats();
+    return {
+      requests: this.#byProtocol,
+      durations: this.#durations,
+      hits: stats.hits,
+      misses: stats.misses,
+      bypasses: stats.bypasses,
+      evictions: stats.evictions,
+      bytesSent: stats.bytesSent,
+      bytesFromOrigin: stats.bytesFromOrigin,
+      sendTimeouts: stats.sendTimeouts,
+      cacheUsed: stats.cache.used,
+      cacheCapacity: stats.cache.capacity,
+      cacheEntries: stats.cache.entries,
+      memoryUsed: stats.cache.memory,
+      open: { tcp: this.connections.open, http: this.httpConnections() },
+      uptimeSeconds: stats.uptimeMs / 1000,
+    };
+  }
+
+  /** The counters `STATS` reports, as of now. */
+  stats(): ServerStats {
+    const c = this.#counts;
+    const requestsOf = (counts: RequestCounts) => Object.values(counts).reduce((a, b) => a + b, 0);
+    return {
+      version: VERSION,
+      uptimeMs: Date.now() - this.#started,
+      connections: { ...this.connections },
+      requests: c.requests,
+      hits: c.hits,
+      misses: c.misses,
+      bypasses: c.bypasses,
+      evictions: this.cache.evictions,
+      bytesSent: c.bytesSent,
+      bytesFromOrigin: c.bytesFromOrigin,
+      sendTimeouts: c.sendTimeouts,
+      errors: { ...this.#errors },
+      protocols: {
+        tcp: { requests: requestsOf(this.#byProtocol.tcp) },
+        http: {
+          requests: requestsOf(this.#byProtocol.http),
+          connections: this.httpConnections(),
+          active: this.httpActive,
+        },
+      },
+      cache: {
+        capacity: this.cache.capacity,
+        used: this.cache.used,
+        entries: this.cache.count,
+        policy: this.cache.policy,
+        memory: this.cache.memoryUsed,
+      },
+    };
+  }
+
+  /** The `LIST` answer: the cache's entries in eviction order. */
+  listing(): { capacity: number; used: number; policy: string; entries: unknown[] } {
+    return {
+      capacity: this.cache.capacity,
+      used: this.cache.used,
+      policy: this.cache.policy,
+      entries: this.cache.entries().map((entry) => ({
+        path: entry.path,
+        size: entry.size,
+        admitted: entry.admitted,
+      })),
+    };
+  }
+
+  /** The `FILES` answer: a directory of the origin. */
+  async files(path: string): Promise<{ path: string; entries: OriginDirEntry[] }> {
+    return { path, entries: await this.origin.list(path) };
+  }
+
+  /** The `STAT` answer: an origin file, and whether a fresh copy is cached. */
+  async stat(path: string): Promise<Record<string, unknown>> {
+    const { size, mtime, sha256 } = await this.current(path);
+    return { path, size, mtime, cached: sha256 !== undefined, sha256: sha256 ?? null };
+  }
+
+  /**
+   * The version of `path` a `GET` would serve now, without opening it: its
+   * stat, and its sha256 when a fresh copy is cached (for conditional
+   * requests, answered without reading a byte).
+   */
+  async current(path: string): Promise<OriginStat & { sha256?: string }> {
+    const stat = await this.#originStat(path);
+    const entry = this.cache.lookup(path);
+    return entry?.validator === stat.validator ? { ...stat, sha256: entry.sha256 } : stat;
+  }
+
+  /**
+   * Resolves a `GET` of `path` (or of a range of it): from the cache when a
+   * fresh entry is there; otherwise fills the cache from the origin and
+   * serves the new entry; otherwise (too large, a range of an uncached
+   * file, no room) streams from the origin. The caller sends the bytes and
+   * then calls `release()`. `known` is the origin's stat when the caller
+   * has just taken it (see {@linkcode FileService.current}): one origin
+   * round trip per request, not two.
+   *
+   * @throws {ProtocolError} 404/403 for the path, 416 for the range.
+   */
+  async open(path: string, range: RangeRequest = {}, known?: OriginStat): Promise<Served> {
+    const stat = known ?? await this.#originStat(path);
+    const { offset, length } = checkRange(stat.size, range.offset, range.length);
+    const whole = offset === 0 && length === stat.size;
+    for (let attempt = 0; attempt < LOOKUP_ATTEMPTS; attempt++) {
+      let entry = this.cache.lookup(path);
+      let outcome: "hit" | "miss" = "hit";
+      if (entry && entry.validator !== stat.validator) {
+        await this.cache.remove(path, entry);
+        entry = undefined;
+      }
+      if (!entry) {
+        if (!whole || stat.size > this.cache.capacity) break;
+        entry = await this.#fill(path, stat);
+        if (!entry) break;
+        outcome = "miss";
+        if (entry.validator !== stat.validator) continue; // joined an older fill
+      }
+      const served = await this.#openEntry(entry, outcome, { offset, length });
+      if (served) return served;
+    }
+    return await this.#openOrigin(path, stat, { offset, length });
+  }
+
+  /**
+   * Reads a served body's bytes and hands each chunk to `consume`, reading
+   * the next while the current one is consumed.
+   *
+   * @throws {TruncatedBodyError} when the source ended early, or failed.
+   */
+  async stream(served: Served, consume: (chunk: Uint8Array) => Promise<void>): Promise<void> {
+    if (served.bytes) {
+      await consume(served.bytes);
+      return;
+    }
+    const buffers = this.#takeBuffers(served.length);
+    try {
+      const sent = await readChunks(served.source!, buffers, served.length, consume);
+      if (sent < served.length) throw new TruncatedBodyError(`${served.path} ended early`);
+    } catch (error) {
+      if (isConnectionError(error)) throw error;
+      this.#options.onError(`response cut short: ${(error as Error).message}`);
+      throw error instanceof TruncatedBodyError ? error : new TruncatedBodyError(String(error));
+    } finally {
+      this.#returnBuffers(buffers);
+    }
+  }
+
+  /**
+   * Maps any error to the answer a client gets: the one place that does,
+   * for both protocols.
+   */
+  describeError(error: unknown): [ErrorCode, string] {
+    if (error instanceof ProtocolError) return [error.code, error.message];
+    if (error instanceof OriginChangedError) return [500, `${error.message}; try again`];
+    if (isOutOfDescriptors(error)) return [503, "server busy: out of file descriptors"];
+    const message = error instanceof Error ? error.message : String(error);
+    const detail = this.#options.debug && error instanceof Error ? error.stack : message;
+    this.#options.onError(`request failed: ${detail}`);
+    return [500, `server error: ${message}`];
+  }
+
+  /** Serves an entry from memory or from its cache file; undefined if the file is gone. */
+  async #openEntry(
+    entry: CacheEntry,
+    outcome: "hit" | "miss",
+    range: { offset: number; length: number },
+  ): Promise<Served | undefined> {
+    // One object per request, filled in below: this is the path of every hit.
+    const served: Served = {
+      path: entry.path,
+      outcome,
+      size: entry.size,
+      mtime: entry.mtime,
+      validator: entry.validator,
+      sha256: entry.sha256,
+      entry,
+      offset: range.offset,
+      length: range.length,
+      release: NOTHING_TO_RELEASE,
+    };
+    if (entry.bytes) {
+      this.#countServed(entry.path, outcome);
+      served.bytes = range.length === entry.size
+        ? entry.bytes
+        : entry.bytes.subarray(range.offset, range.offset + range.length);
+      return served;
+    }
+    const releasePermit = await this.#files.acquire(1);
+    let file: Deno.FsFile | undefined;
+    try {
+      file = await this.cache.openEntry(entry);
+      if (file && range.offset > 0) await file.seek(range.offset, Deno.SeekMode.Start);
+    } catch (error) {
+      file?.close();
+      releasePermit();
+      throw error;
+    }
+    if (!file) {
+      releasePermit();
+      // Evicted between lookup and open (then this does nothing), or its
+      // file vanished: an entry without a file must not stay.
+      await this.cache.remove(entry.path, entry);
+      return undefined;
+    }
+    this.#countServed(entry.path, outcome);
+    const opened = file;
+    served.source = opened;
+    served.file = opened;
+    served.release = once(() => (closeQuietly(opened), releasePermit()));
+    return served;
+  }
+
+  /**
+   * Streams from the origin without admitting anything.
+   *
+   * @throws {OriginChangedError} when the file is no longer the one stat'ed:
+   *   the range was chosen against its size, and the header would describe
+   *   the new version while the body held a part of it.
+   */
+  async #openOrigin(
+    path: string,
+    stat: OriginStat,
+    range: { offset: number; length: number },
+  ): Promise<Served> {
+    const releasePermit = await this.#files.acquire(1);
+    try {
+      const opened = await this.origin.open(path, range);
+      try {
+        if (opened.stat.validator !== stat.validator) throw new OriginChangedError(path);
+        const { offset, length } = range;
+        this.#counts.bypasses++;
+        const source: ByteSource = {
+          read: async (into) => {
+            const n = await opened.read(into);
+            if (n !== null) this.#counts.bytesFromOrigin += n;
+            return n;
+          },
+          close: () => opened.close(),
+        };
+        return {
+          path,
+          outcome: "bypass",
+          size: stat.size,
+          mtime: stat.mtime,
+          validator: stat.validator,
+          offset,
+          length,
+          source,
+          release: once(() => (closeQuietly(opened), releasePermit())),
+        };
+      } catch (error) {
+        opened.close();
+        throw error;
+      }
+    } catch (error) {
+      releasePermit();
+      throw error;
+    }
+  }
+
+  #countServed(path: string, outcome: "hit" | "miss"): void {
+    if (outcome === "hit") this.cache.touch(path);
+    this.#counts[outcome === "hit" ? "hits" : "misses"]++;
+  }
+
+  /**
+   * Fills the cache from the origin. A fill holds two file permits (origin
+   * and cache file); a request that joins a fill in flight holds none.
+   */
+  #fill(path: string, stat: OriginStat): Promise<CacheEntry | undefined> {
+    const fill = () => this.cache.fill(path, this.#originSource(path, stat));
+    return this.cache.filling(path) ? fill() : this.#files.with(2, fill);
+  }
+
+  /** Stats an origin file; one that is gone leaves the cache too. */
+  async #originStat(path: string): Promise<OriginStat> {
+    try {
+      return await this.origin.stat(path);
+    } catch (error) {
+      if (error instanceof ProtocolError && error.code === 404) await this.cache.remove(path);
+      throw error;
+    }
+  }
+
+  /** The origin as a fill source: reads and checks that the file held still. */
+  #originSource(path: string, stat: OriginStat): FillSource {
+    return {
+      stat,
+      read: async (sink) => {
+        const opened = await this.origin.open(path);
+        const buffers = this.#takeBuffers(stat.size);
+        try {
+          if (opened.stat.validator !== stat.validator) throw new OriginChangedError(path);
+          // Read to the end, not just `size` bytes: a file that grew is caught.
+          await readChunks(opened, buffers, Infinity, async (chunk) => {
+            this.#counts.bytesFromOrigin += chunk.length;
+            await sink(chunk);
+          });
+          if ((await opened.restat()).validator !== stat.validator) {
+            throw new OriginChangedError(path);
+          }
+        } finally {
+          opened.close();
+          this.#returnBuffers(buffers);
+        }
+      },
+    };
+  }
+
+  /** Two pooled buffers for moving `length` bytes, sized for it. */
+  #takeBuffers(length: number): [Uint8Array, Uint8Array] {
+    const kind = length >= LARGE_BODY ? "large" : "small";
+    const take = () => this.#buffers[kind].pop() ?? new Uint8Array(CHUNK_SIZES[kind]);
+    return [take(), take()];
+  }
+
+  #returnBuffers(buffers: Uint8Array[]): void {
+    for (const buffer of buffers) {
+      const pool = buffer.length === CHUNK_SIZES.large ? this.#buffers.large : this.#buffers.small;
+      if (pool.length < 32) pool.push(buffer);
+    }
+  }
+}
+
+/**
+ * Checks a requested range against a file's size.
+ *
+ * @throws {ProtocolError} 416 when it reaches past the end.
+ */
+function checkRange(
+  size: number,
+  offset = 0,
+  length?: number,
+): { offset: number; length: number } {
+  if (offset > size) {
+    throw new ProtocolError(416, `offset ${offset} is past the end (size ${size})`);
+  }
+  const wanted = length ?? size - offset;
+  if (offset + wanted > size) {
+    throw new ProtocolError(416, `range ${offset}+${wanted} is past the end (size ${size})`);
+  }
+  return { offset, length: wanted };
+}
+
+/**
+ * Reads up to `limit` bytes of `source` (to its end with `Infinity`) and
+ * hands each chunk to `consume`. Two buffers take turns, so the next chunk is
+ * read while the current one is consumed (sent, or hashed and written).
+ * Resolves to the bytes read, which is less than `limit` when the source
+ * ends first.
+ */
+async function readChunks(
+  source: ByteSource,
+  buffers: [Uint8Array, Uint8Array],
+  limit: number,
+  consume: (chunk: Uint8Array) => Promise<void>,
+): Promise<number> {
+  let [current, next] = buffers;
+  let total = 0;
+  let reading: Promise<number | null> | undefined = source.read(
+    current.subarray(0, Math.min(limit, current.length)),
+  );
+  try {
+    while (reading) {
+      const n = await reading;
+      reading = undefined;
+      if (n === null) break;
+      total += n;
+      if (total < limit) {
+        reading = source.read(next.subarray(0, Math.min(limit - total, next.length)));
+        // It may fail while `consume` runs, before the loop awaits it: mark it
+        // handled now, or the runtime reports an unhandled rejection.
+        reading.catch(() => {});
+      }
+      await consume(current.subarray(0, n));
+      [current, next] = [next, current];
+    }
+    return total;
+  } finally {
+    await reading?.catch(() => {}); // no buffer goes back to the pool while a read fills it
+  }
+}
+
+/** Reads until `target` is full or the source ends; resolves to the count. */
+export async function readFull(source: ByteSource, target: Uint8Array): Promise<number> {
+  let filled = 0;
+  while (filled < target.length) {
+    const n = await source.read(target.subarray(filled));
+    if (n === null) break;
+    filled += n;
+  }
+  return filled;
+}
+
+/** True for the errors of a connection whose peer went away. */
+export function isConnectionError(error: unknown): boolean {
+  return error instanceof Deno.errors.BrokenPipe ||
+    error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.NotConnected ||
+    error instanceof Deno.errors.BadResource;
+}
+
+/** True for the errors of a process out of file descriptors. */
+export function isOutOfDescriptors(error: unknown): boolean {
+  const code = (error as { code?: string } | undefined)?.code;
+  return code === "EMFILE" || code === "ENFILE" ||
+    /Too many open files/.test((error as Error | undefined)?.message ?? "");
+}
+
+function once(action: () => void): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    action();
+  };
+}

@@ -1,0 +1,435 @@
+/**
+ * The S3 origin against a small stand-in S3 server in this process, so
+ * that the store's failures can be made to order: throttling, 5xx, a dead
+ * endpoint, a body that stalls or breaks off, refused credentials. (The
+ * real store, Ceph's RADOS Gateway, is in s3_test.ts.)
+ */
+
+import assert from "node:assert/strict";
+import { parseS3Url, S3Origin } from "../../origin/s3.ts";
+import { ProtocolError } from "../../protocol.ts";
+import { startServer } from "../../server.ts";
+import { RawConnection, seededBytes, sha256 } from "../helpers.ts";
+
+/** What the stand-in does with the next request, before answering it properly. */
+type Fault =
+  | { pass: true } // this request is answered as it should be
+  | { status: number; code?: string }
+  | { stallAfter: number }
+  | { cutAfter: number }
+  | { ignoreRange: true }; // answers a ranged GET with the whole object, 200
+
+/** A bucket in memory behind a minimal S3 API (HEAD, GET with Range, ListObjectsV2). */
+class FakeS3 {
+  objects = new Map<string, { bytes: Uint8Array; etag: string; modified: Date }>();
+  faults: Fault[] = [];
+  /** Entries per ListObjectsV2 page (S3's own is 1,000). */
+  pageSize = 1000;
+  requests: { method: string; key: string; range: string | null; signed: boolean }[] = [];
+  #server: Deno.HttpServer<Deno.NetAddr>;
+
+  constructor() {
+    this.#server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      (request) => this.#handle(request),
+    );
+  }
+
+  get endpoint(): string {
+    return `http://127.0.0.1:${this.#server.addr.port}`;
+  }
+
+  put(key: string, bytes: Uint8Array): void {
+    this.objects.set(key, { bytes, etag: `"${sha256(bytes).slice(0, 32)}"`, modified: new Date() });
+  }
+
+  /** Ends the stalled bodies (or shutting down would wait for them forever), then stops. */
+  close(): Promise<void> {
+    for (const end of stalls) end();
+    stalls.clear();
+    return this.#server.shutdown();
+  }
+
+  #handle(request: Request): Response {
+    const url = new URL(request.url);
+    const [, bucket, ...rest] = url.pathname.split("/");
+    const key = decodeURIComponent(rest.join("/"));
+    this.requests.push({
+      method: request.method,
+      key,
+      range: request.headers.get("range"),
+      signed: /^AWS4-HMAC-SHA256 Credential=KEY\//.test(request.headers.get("authorization") ?? ""),
+    });
+    const next = this.faults.shift();
+    const fault = next && "pass" in next ? undefined : next;
+    if (fault && "status" in fault) {
+      const body = `<Error><Code>${
+        fault.code ?? "Fault"
+      }</Code><Message>injected</Message></Error>`;
+      return new Response(request.method === "HEAD" ? null : body, { status: fault.status });
+    }
+    if (bucket !== "bucket") return new Response(null, { status: 404 });
+    if (key === "") {
+      const xml = new TextEncoder().encode(this.#list(url.searchParams));
+      return new Response(fault ? faultyBody(xml, fault) : xml, {
+        headers: { "content-type": "application/xml" },
+      });
+    }
+    const object = this.objects.get(key);
+    if (!object) return new Response("<Error><Code>NoSuchKey</Code></Error>", { status: 404 });
+    const headers = new Headers({
+      etag: object.etag,
+      "last-modified": object.modified.toUTCString(),
+    });
+    let bytes = object.bytes;
+    let status = 200;
+    const range = /^bytes=(\d+)-(\d+)$/.exec(request.headers.get("range") ?? "");
+    if (range && !(fault && "ignoreRange" in fault)) {
+      const [first, last] = [Number(range[1]), Math.min(Number(range[2]), bytes.length - 1)];
+      if (first >= bytes.length) return new Response(null, { status: 416 });
+      headers.set("content-range", `bytes ${first}-${last}/${bytes.length}`);
+      bytes = bytes.subarray(first, last + 1);
+      status = 206;
+    }
+    headers.set("content-length", String(bytes.length));
+    if (request.method === "HEAD") return new Response(null, { status, headers });
+    if (fault && !("ignoreRange" in fault)) {
+      return new Response(faultyBody(bytes, fault), { status, headers });
+    }
+    return new Response(bytes.slice(), { status, headers });
+  }
+
+  /** ListObjectsV2, paginated by `pageSize`; the continuation token is an index. */
+  #list(query: URLSearchParams): string {
+    const prefix = query.get("prefix") ?? "";
+    const items: string[] = [];
+    const dirs = new Set<string>();
+    for (const [key, object] of [...this.objects].sort(([a], [b]) => a < b ? -1 : 1)) {
+      if (!key.startsWith(prefix)) continue;
+      const rest = key.slice(prefix.length);
+      const slash = rest.indexOf("/");
+      if (slash >= 0) {
+        const dir = escapeXml(prefix + rest.slice(0, slash + 1));
+        if (!dirs.has(dir)) items.push(`<CommonPrefixes><Prefix>${dir}</Prefix></CommonPrefixes>`);
+        dirs.add(dir);
+      } else {
+        items.push(
+          `<Contents><Key>${escapeXml(key)}</Key><Size>${object.bytes.length}</Size>` +
+            `<LastModified>${object.modified.toISOString()}</LastModified></Contents>`,
+        );
+      }
+    }
+    const start = Number(query.get("continuation-token") ?? 0);
+    const page = items.slice(start, start + this.pageSize);
+    const more = start + this.pageSize < items.length;
+    const next = more
+      ? `<NextContinuationToken>${start + this.pageSize}</NextContinuationToken>`
+      : "";
+    return `<?xml version="1.0"?><ListBucketResult><IsTruncated>${more}</IsTruncated>${next}` +
+      `${page.join("")}</ListBucketResult>`;
+  }
+}
+
+function escapeXml(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+/** Ways to end the bodies that stall, for FakeS3.close. */
+const stalls = new Set<() => void>();
+
+/** A body that stalls (until the fake closes), or breaks off, after some bytes. */
+function faultyBody(bytes: Uint8Array, fault: Fault): ReadableStream<Uint8Array> {
+  const at = "stallAfter" in fault ? fault.stallAfter : "cutAfter" in fault ? fault.cutAfter : 0;
+  let sent = false;
+  return new ReadableStream({
+    pull(controller) {
+      if (!sent) {
+        sent = true;
+        controller.enqueue(bytes.slice(0, at));
+        return;
+      }
+      if ("cutAfter" in fault) {
+        controller.error(new Error("connection cut"));
+        return;
+      }
+      return new Promise<void>((resolve) => {
+        stalls.add(() => {
+          try {
+            controller.close();
+          } catch {
+            // the client cancelled it already
+          }
+          resolve();
+        });
+      });
+    },
+  });
+}
+
+function origin(fake: FakeS3, options: { timeoutMs?: number; retries?: number } = {}): S3Origin {
+  return new S3Origin({
+    url: "s3://bucket/pre/fix",
+    endpoint: fake.endpoint,
+    accessKeyId: "KEY",
+    secretAccessKey: "SECRET",
+    backoffMs: 5,
+    ...options,
+  });
+}
+
+async function withFake(test: (fake: FakeS3) => Promise<void>): Promise<void> {
+  const fake = new FakeS3();
+  try {
+    await test(fake);
+  } finally {
+    await fake.close();
+  }
+}
+
+async function readAll(file: { read(into: Uint8Array): Promise<number | null> }) {
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(1000);
+  for (let n = await file.read(buffer); n !== null; n = await file.read(buffer)) {
+    chunks.push(buffer.slice(0, n));
+  }
+  const out = new Uint8Array(chunks.reduce((sum, c) => sum + c.length, 0));
+  let at = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, at);
+    at += chunk.length;
+  }
+  return out;
+}
+
+async function assertProtocolError(promise: Promise<unknown>, code: number, message: RegExp) {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof ProtocolError, String(error));
+    assert.equal(error.code, code);
+    assert.match(error.message, message);
+    return true;
+  });
+}
+
+Deno.test("parseS3Url: bucket and prefix, normalised; anything else refused", () => {
+  assert.deepEqual(parseS3Url("s3://my-bucket"), { bucket: "my-bucket", prefix: "" });
+  assert.deepEqual(parseS3Url("s3://b.example/a/b/"), { bucket: "b.example", prefix: "a/b/" });
+  assert.deepEqual(parseS3Url("s3://bkt//x"), { bucket: "bkt", prefix: "x/" });
+  for (const bad of ["http://b/x", "s3://", "s3://B", "s3://a", "bucket/x"]) {
+    assert.throws(() => parseS3Url(bad), RangeError, bad);
+  }
+});
+
+Deno.test("S3Origin: stat, whole and ranged reads, listings, signed path-style requests", async () => {
+  await withFake(async (fake) => {
+    const bytes = seededBytes(5000, 3);
+    fake.put("pre/fix/dir/a b.bin", bytes);
+    fake.put("pre/fix/dir/sub/c.txt", new TextEncoder().encode("c"));
+    fake.put("pre/fix/top.txt", new TextEncoder().encode("top"));
+    fake.put("elsewhere.txt", new TextEncoder().encode("not under the prefix"));
+    const s3 = origin(fake);
+
+    const stat = await s3.stat("dir/a b.bin");
+    assert.equal(stat.size, 5000);
+    assert.ok(stat.validator.includes(fake.objects.get("pre/fix/dir/a b.bin")!.etag));
+
+    const whole = await s3.open("dir/a b.bin");
+    assert.deepEqual(whole.stat, stat);
+    assert.deepEqual(await readAll(whole), bytes);
+    const part = await s3.open("dir/a b.bin", { offset: 100, length: 50 });
+    assert.equal(part.stat.size, 5000, "the whole object's size, from Content-Range");
+    assert.deepEqual(await readAll(part), bytes.subarray(100, 150));
+    assert.equal(fake.requests.at(-1)!.range, "bytes=100-149");
+    const empty = await s3.open("dir/a b.bin", { offset: 10, length: 0 });
+    assert.equal(await empty.read(new Uint8Array(4)), null);
+
+    assert.deepEqual(
+      (await s3.list("")).map((e) => [e.name, e.type]),
+      [["dir", "dir"], ["top.txt", "file"]],
+    );
+    assert.deepEqual(
+      (await s3.list("dir")).map((e) => [e.name, e.type, e.size]),
+      [["a b.bin", "file", 5000], ["sub", "dir", 0]],
+    );
+    await assertProtocolError(s3.list("nothing"), 404, /not found: nothing/);
+    await assertProtocolError(s3.stat("missing.txt"), 404, /not found: missing\.txt/);
+    assert.ok(fake.requests.every((r) => r.signed), "every request carries a SigV4 signature");
+  });
+});
+
+Deno.test("S3Origin: listings across pages, and keys with XML's special characters", async () => {
+  await withFake(async (fake) => {
+    fake.pageSize = 2;
+    const names = ["a&b.txt", "c<d>.txt", "e'f\"g.txt", "plain.txt", "z.txt"];
+    for (const name of names) fake.put(`pre/fix/${name}`, new TextEncoder().encode(name));
+    fake.put("pre/fix/sub/x.txt", new TextEncoder().encode("x"));
+    const s3 = origin(fake);
+    const listed = await s3.list("");
+    assert.deepEqual(listed.map((e) => e.name), [...names, "sub"].sort());
+    const pages = fake.requests.filter((r) => r.key === "").length;
+    assert.equal(pages, 3, "six entries, two a page");
+    assert.equal((await s3.stat("a&b.txt")).size, "a&b.txt".length);
+  });
+});
+
+Deno.test("S3Origin: a listing that stalls is retried, then 503; an ignored Range is refused", async () => {
+  await withFake(async (fake) => {
+    fake.put("pre/fix/a.txt", new TextEncoder().encode("0123456789"));
+    const s3 = origin(fake, { timeoutMs: 150, retries: 1 });
+    fake.faults.push({ stallAfter: 10 }, { stallAfter: 10 });
+    await assertProtocolError(s3.list(""), 503, /no answer within 150 ms; 2 attempts/);
+
+    fake.faults.push({ ignoreRange: true });
+    await assertProtocolError(
+      s3.open("a.txt", { offset: 4, length: 3 }),
+      500,
+      /origin answered 200 to a ranged GET of a\.txt without a usable Content-Range/,
+    );
+    const part = await s3.open("a.txt", { offset: 4, length: 3 });
+    assert.equal(new TextDecoder().decode(await readAll(part)), "456");
+  });
+});
+
+Deno.test("S3Origin: throttling and 5xx are retried with backoff, then 503 with a clear message", async () => {
+  await withFake(async (fake) => {
+    fake.put("pre/fix/a.txt", new TextEncoder().encode("alpha"));
+    const s3 = origin(fake, { retries: 3 });
+    fake.faults.push({ status: 503, code: "SlowDown" }, { status: 500 }, { status: 429 });
+    assert.equal((await s3.stat("a.txt")).size, 5, "the fourth attempt succeeds");
+    assert.equal(fake.requests.length, 4);
+
+    fake.faults.push(...Array(4).fill({ status: 503, code: "SlowDown" }));
+    await assertProtocolError(
+      s3.open("a.txt"),
+      503,
+      /^origin unavailable: http:\/\/127\.0\.0\.1:\d+ \(503 SlowDown: injected; 4 attempts\)$/,
+    );
+    fake.faults.push(...Array(4).fill({ status: 502 }));
+    await assertProtocolError(s3.stat("a.txt"), 503, /\(502; 4 attempts\)$/); // HEAD: no body
+    // Not worth retrying: refused credentials are a 500 naming the answer, at once.
+    const before = fake.requests.length;
+    fake.faults.push({ status: 403, code: "AccessDenied" });
+    await assertProtocolError(s3.open("a.txt"), 500, /origin answered 403 AccessDenied/);
+    assert.equal(fake.requests.length, before + 1);
+  });
+});
+
+Deno.test("S3Origin: a dead endpoint and a silent one are 503 within the bounds", async () => {
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = dead.addr.port;
+  dead.close(); // nothing listens there now
+  const s3 = new S3Origin({
+    url: "s3://bucket",
+    endpoint: `http://127.0.0.1:${port}`,
+    accessKeyId: "KEY",
+    secretAccessKey: "SECRET",
+    retries: 2,
+    backoffMs: 5,
+  });
+  await assertProtocolError(s3.stat("a"), 503, /origin unavailable: .*3 attempts/);
+
+  // Accepts and never answers: each attempt times out.
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  (async () => {
+    for await (const conn of silent) held.push(conn);
+  })();
+  try {
+    const slow = new S3Origin({
+      url: "s3://bucket",
+      endpoint: `http://127.0.0.1:${silent.addr.port}`,
+      accessKeyId: "KEY",
+      secretAccessKey: "SECRET",
+      retries: 1,
+      backoffMs: 5,
+      timeoutMs: 100,
+    });
+    const started = performance.now();
+    await assertProtocolError(slow.stat("a"), 503, /no answer within 100 ms; 2 attempts/);
+    assert.ok(performance.now() - started < 2000);
+  } finally {
+    silent.close();
+    for (const conn of held) conn.close();
+  }
+});
+
+Deno.test("through the HTTP front end: one HEAD per request, one GET per fill", async () => {
+  await withFake(async (fake) => {
+    fake.put("pre/fix/a.txt", new TextEncoder().encode("alpha"));
+    const root = await Deno.makeTempDir();
+    const server = await startServer({
+      port: 0,
+      httpPort: 0,
+      cacheDir: `${root}/cache`,
+      origin: origin(fake),
+    });
+    try {
+      for (const expected of ["MISS", "HIT", "HIT"]) {
+        const response = await fetch(`http://127.0.0.1:${server.httpAddr!.port}/a.txt`);
+        assert.equal(response.headers.get("x-cache"), expected);
+        assert.equal(await response.text(), "alpha");
+      }
+      const count = (method: string) => fake.requests.filter((r) => r.method === method).length;
+      assert.equal(count("HEAD"), 3, "the validators once per request");
+      assert.equal(count("GET"), 1, "the bytes once");
+    } finally {
+      await server.close();
+      await Deno.remove(root, { recursive: true });
+    }
+  });
+});
+
+Deno.test("through the server: origin failures never poison the cache, and serving resumes", async () => {
+  await withFake(async (fake) => {
+    const big = seededBytes(300_000, 8);
+    fake.put("pre/fix/big.bin", big);
+    const root = await Deno.makeTempDir();
+    const errors: string[] = [];
+    const server = await startServer({
+      port: 0,
+      cacheDir: `${root}/cache`,
+      origin: origin(fake, { timeoutMs: 200, retries: 1 }),
+      onError: (line) => errors.push(line),
+    });
+    let conn = await RawConnection.open(server.addr.port);
+    try {
+      // The stat (HEAD) passes; the fill's GET stalls after 1000 bytes: an
+      // error, and nothing admitted.
+      fake.faults.push({ pass: true }, { stallAfter: 1000 });
+      const stalled = await conn.request("GET big.bin");
+      assert.equal(stalled.code, 500, stalled.line);
+      assert.match(stalled.message, /origin stalled reading big\.bin/);
+      assert.equal(server.cache.count, 0);
+
+      fake.faults.push({ pass: true }, { cutAfter: 5000 });
+      const cut = await conn.request("GET big.bin");
+      assert.equal(cut.code, 500, cut.line);
+      assert.equal(server.cache.count, 0, "a broken read is not admitted");
+
+      fake.faults.push(...Array(2).fill({ status: 503, code: "SlowDown" }));
+      const throttled = await conn.request("GET big.bin");
+      assert.equal(throttled.code, 503, throttled.line);
+      assert.match(throttled.message, /origin unavailable/);
+      conn.close(); // a 503 ends the connection, as the protocol says
+      conn = await RawConnection.open(server.addr.port);
+
+      const good = await conn.request("GET big.bin");
+      assert.equal(good.fields.cache, "miss", good.line);
+      assert.equal(sha256(good.body), sha256(big));
+      assert.equal((await conn.request("GET big.bin")).fields.cache, "hit");
+
+      // Changed in the store: fetched again; deleted: 404, and gone from the cache.
+      const changed = seededBytes(1000, 9);
+      fake.put("pre/fix/big.bin", changed);
+      const refreshed = await conn.request("GET big.bin");
+      assert.equal(refreshed.fields.cache, "miss");
+      assert.deepEqual(refreshed.body, changed);
+      fake.objects.delete("pre/fix/big.bin");
+      assert.equal((await conn.request("GET big.bin")).code, 404);
+      assert.equal(server.cache.count, 0);
+    } finally {
+      conn.close();
+      await server.close();
+      await Deno.remove(root, { recursive: true });
+    }
+  });
+});
