@@ -14,21 +14,19 @@
 
 import { createHash } from "node:crypto";
 import { writeAll } from "./util/byte_reader.ts";
-import type { EvictionPolicy } from "./policies/policy.ts";
+import type { EvictionPolicy, PolicyFactory, PolicyName } from "./policies/policy.ts";
 import { PolicyIndex } from "./policies/policy_index.ts";
-import { POLICIES } from "./policies/registry.ts";
+import { isPolicyName, POLICIES } from "./policies/registry.ts";
 import { Mutex } from "./util/mutex.ts";
+import { DEFAULTS } from "./defaults.ts";
 
-export type { EvictionPolicy, PolicyName } from "./policies/policy.ts";
+export type { EvictionPolicy, PolicyFactory, PolicyName } from "./policies/policy.ts";
 export { PolicyIndex } from "./policies/policy_index.ts";
 export { POLICIES } from "./policies/registry.ts";
 import { OriginChangedError, type OriginStat } from "./origin/directory.ts";
 
 /** The name of the file that marks a directory as a tcpcache cache. */
 export const CACHE_MARKER = ".tcpcache";
-
-/** The default capacity: 64 MiB. */
-export const DEFAULT_CAPACITY = 64 * 1024 * 1024;
 
 /** One file in the cache. */
 export interface CacheEntry {
@@ -71,24 +69,25 @@ export interface FileCacheOptions {
   dir: string;
   /**
    * The most bytes the cache may hold.
-   * @default {67108864}
+   * @default {DEFAULTS.cacheSize}
    */
   capacity?: number;
   /**
-   * The eviction policy's name (a key of {@linkcode POLICIES}).
-   * @default {"fifo"}
+   * The eviction policy: a name from {@linkcode POLICIES}, or a function
+   * that makes a policy of one's own for the cache's capacity.
+   * @default {DEFAULTS.policy}
    */
-  policy?: string;
+  policy?: PolicyName | PolicyFactory;
   /**
    * Bytes of small entries also kept in memory, on top of their cache files:
    * opening and reading a file costs far more than sending a few KiB. Counted
    * apart from the capacity, which bounds the cache directory.
-   * @default {33554432}
+   * @default {DEFAULTS.memoryCache}
    */
   memoryBudget?: number;
   /**
    * The largest entry kept in memory.
-   * @default {65536}
+   * @default {DEFAULTS.memoryEntryLimit}
    */
   memoryEntryLimit?: number;
   /**
@@ -122,8 +121,8 @@ export class FileCache {
     this.capacity = capacity;
     this.#index = new PolicyIndex(policy);
     this.#onWarning = options.onWarning ?? console.error;
-    this.#memoryBudget = options.memoryBudget ?? 32 * 1024 * 1024;
-    this.#memoryEntryLimit = options.memoryEntryLimit ?? 64 * 1024;
+    this.#memoryBudget = options.memoryBudget ?? DEFAULTS.memoryCache;
+    this.#memoryEntryLimit = options.memoryEntryLimit ?? DEFAULTS.memoryEntryLimit;
   }
 
   /**
@@ -141,16 +140,11 @@ export class FileCache {
    * ```
    */
   static async open(options: FileCacheOptions): Promise<FileCache> {
-    const capacity = options.capacity ?? DEFAULT_CAPACITY;
+    const capacity = options.capacity ?? DEFAULTS.cacheSize;
     if (!Number.isSafeInteger(capacity) || capacity < 0) {
       throw new RangeError(`invalid cache capacity: ${capacity}`);
     }
-    const makePolicy = POLICIES[options.policy ?? "fifo"];
-    if (!makePolicy) {
-      throw new RangeError(
-        `unknown policy "${options.policy}" (known: ${Object.keys(POLICIES).join(", ")})`,
-      );
-    }
+    const makePolicy = policyFactory(options.policy ?? DEFAULTS.policy);
     await prepareDirectory(options.dir);
     return new FileCache(options, capacity, makePolicy(capacity));
   }
@@ -408,4 +402,13 @@ async function prepareDirectory(dir: string): Promise<void> {
     `${dir}/${CACHE_MARKER}`,
     "This directory is a tcpcache cache. The server empties it at every start.\n",
   );
+}
+
+/** The factory `policy` names; a name from outside the type is checked here. */
+function policyFactory(policy: PolicyName | PolicyFactory): PolicyFactory {
+  if (typeof policy === "function") return policy;
+  if (!isPolicyName(policy)) {
+    throw new RangeError(`unknown policy "${policy}" (known: ${Object.keys(POLICIES).join(", ")})`);
+  }
+  return POLICIES[policy];
 }

@@ -26,7 +26,6 @@ export * from "./server.ts";
 export * from "./client.ts";
 export {
   type CacheEntry,
-  DEFAULT_CAPACITY,
   type EvictionPolicy,
   FileCache,
   type FileCacheOptions,
@@ -44,6 +43,7 @@ export {
 export { parseS3Url, S3Origin, type S3OriginOptions } from "./origin/s3.ts";
 export { DEFAULT_PORT, ProtocolError } from "./protocol.ts";
 export { VERSION } from "./version.ts";
+export { DEFAULTS } from "./defaults.ts";
 
 const USAGE = `tcpcache ${VERSION}: a caching file server over TCP, and its client
 

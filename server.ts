@@ -24,7 +24,7 @@ export {
   startServer,
 } from "./server/start_server.ts";
 export type { RequestRecord, ServerStats } from "./service/file_service.ts";
-export { formatRecord, serverMain } from "./cli/server_cli.ts";
+export { formatAccessLog, serverMain } from "./cli/server_cli.ts";
 
 if (import.meta.main) {
   Deno.exit(await serverMain(Deno.args));

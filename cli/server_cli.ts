@@ -7,9 +7,12 @@
  */
 
 import { parseArgs } from "node:util";
-import { POLICIES } from "../policies/registry.ts";
+import { DEFAULTS } from "../defaults.ts";
+import type { PolicyName } from "../policies/policy.ts";
+import { isPolicyName, POLICIES } from "../policies/registry.ts";
+import { optional, parseInteger, parseSeconds, seconds, UsageError } from "./flags.ts";
 import { S3Origin } from "../origin/s3.ts";
-import { DEFAULT_PORT, percentEncode } from "../protocol.ts";
+import { percentEncode } from "../protocol.ts";
 import {
   type RequestRecord,
   SAMPLE_DIR,
@@ -34,31 +37,41 @@ Options:
   --s3-endpoint URL     the bucket's store (default: $S3_ENDPOINT), e.g.
                         http://127.0.0.1:7480
   --origin-timeout SECS time for the origin to answer, and for each read of a
-                        body to progress (default: 10)
-  --origin-retries N    retries of a failed origin request, with backoff (default: 4)
-  --host HOST           address to listen on (default: 127.0.0.1)
-  --port PORT           port to listen on, 0 for any free one (default: ${DEFAULT_PORT})
+                        body to progress (default: ${seconds(DEFAULTS.originTimeoutMs)})
+  --origin-retries N    retries of a failed origin request, with backoff (default: ${DEFAULTS.originRetries})
+  --host HOST           address to listen on (default: ${DEFAULTS.host})
+  --port PORT           port to listen on, 0 for any free one (default: ${DEFAULTS.port})
   --http-port PORT      also serve HTTP/1.1 on this port (curl, browsers, Prometheus;
                         status page at /-/); off by default
-  --cache-dir DIR       cache directory, created empty at start (default: ./cache)
+  --cache-dir DIR       cache directory, created empty at start (default: ${DEFAULTS.cacheDir})
   --cache-size SIZE     cache capacity: bytes or K, KiB, M, MiB, G, GiB, KB, MB, GB
-                        (default: 64MiB)
-  --policy NAME         eviction policy: ${Object.keys(POLICIES).join(", ")} (default: fifo)
-  --max-connections N   connections served at once; more get ERR 503 (default: 1024)
-  --idle-timeout SECS   time to send a request line before ERR 408 (default: 60)
-  --send-timeout SECS   time a client may take no bytes before it is dropped (default: 60)
+                        (default: ${formatBytes(DEFAULTS.cacheSize)})
+  --policy NAME         eviction policy: ${
+  Object.keys(POLICIES).join(", ")
+} (default: ${DEFAULTS.policy})
+  --max-connections N   connections served at once; more get ERR 503 (default: ${DEFAULTS.maxConnections})
+  --idle-timeout SECS   time to send a request line before ERR 408 (default: ${
+  seconds(DEFAULTS.idleTimeoutMs)
+})
+  --send-timeout SECS   time a client may take no bytes before it is dropped (default: ${
+  seconds(DEFAULTS.sendTimeoutMs)
+})
   --shutdown-timeout SECS
-                        on SIGTERM/SIGINT, time for responses in progress (default: 10)
-  --max-open-files N    files open at once; more requests wait (default: 512)
-  --memory-cache SIZE   small entries (<= 64 KiB) also kept in memory, up to SIZE
-                        in all (default: 32MiB; 0 turns it off)
+                        on SIGTERM/SIGINT, time for responses in progress (default: ${
+  seconds(DEFAULTS.shutdownTimeoutMs)
+})
+  --max-open-files N    files open at once; more requests wait (default: ${DEFAULTS.maxOpenFiles})
+  --memory-cache SIZE   small entries (<= ${
+  formatBytes(DEFAULTS.memoryEntryLimit)
+}) also kept in memory, up to SIZE
+                        in all (default: ${formatBytes(DEFAULTS.memoryCache)}; 0 turns it off)
   --log-format F        text or json: one line per request on stdout (default: text)
   -q, --quiet           no per-request lines (the ready lines and errors stay)
   --debug               report failures with their stack traces
   -h, --help            show this help
 
 Example:
-  deno run -A server.ts --dir files --port 9089 --cache-size 128MiB --http-port 8080
+  deno run -A server.ts --dir files --port ${DEFAULTS.port} --cache-size 128MiB --http-port 8080
 `;
 
 /**
@@ -84,7 +97,7 @@ export async function serverMain(args: string[]): Promise<number> {
   try {
     server = await startServer({
       ...options,
-      onRequest: quiet ? undefined : (record) => console.log(formatRecord(record, logFormat)),
+      onRequest: quiet ? undefined : (record) => console.log(formatAccessLog(record, logFormat)),
     });
   } catch (error) {
     const message = options.debug ? (error as Error).stack : (error as Error).message;
@@ -113,7 +126,7 @@ function banner(server: ServerHandle, options: ServerOptions, format: "text" | "
     : { dir: options.dir ?? SAMPLE_DIR };
   const facts = {
     ...source,
-    cacheDir: options.cacheDir ?? "./cache",
+    cacheDir: options.cacheDir ?? DEFAULTS.cacheDir,
     capacity: server.cache.capacity,
     policy: server.cache.policy,
   };
@@ -133,7 +146,7 @@ function banner(server: ServerHandle, options: ServerOptions, format: "text" | "
  * One access-log line: `TIME CLIENT COMMAND PATH STATUS BYTES MS CACHE` as
  * text (`-` for what does not apply), or the record as JSON.
  */
-export function formatRecord(record: RequestRecord, format: "text" | "json"): string {
+export function formatAccessLog(record: RequestRecord, format: "text" | "json"): string {
   const time = new Date(record.time).toISOString();
   const ms = Math.round(record.ms * 1000) / 1000;
   if (format === "json") return JSON.stringify({ ...record, time, ms });
@@ -186,14 +199,14 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
     allowPositionals: true,
   });
   if (values.help) return "help";
-  if (positionals.length > 0) throw new Error(`unexpected argument: ${positionals[0]}`);
+  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
   const logFormat = values["log-format"];
   if (logFormat !== "text" && logFormat !== "json") {
-    throw new Error(`--log-format must be text or json, not "${logFormat}"`);
+    throw new UsageError(`--log-format must be text or json, not "${logFormat}"`);
   }
   const options = serverOptions(values);
   if (values.origin !== undefined) {
-    if (values.dir !== undefined) throw new Error("give --dir or --origin, not both");
+    if (values.dir !== undefined) throw new UsageError("give --dir or --origin, not both");
     options.origin = s3Origin(values);
   }
   return { options, logFormat, quiet: values.quiet };
@@ -210,7 +223,7 @@ function serverOptions(values: Record<string, string | boolean | undefined>): Se
     cacheDir: text("cache-dir"),
     cacheSize: optional(text("cache-size"), parseSize),
     memoryBudget: optional(text("memory-cache"), parseSize),
-    policy: text("policy"),
+    policy: optional(text("policy"), parsePolicy),
     maxConnections: optional(
       text("max-connections"),
       (v) => parseInteger("--max-connections", v, 1e9, 1),
@@ -230,7 +243,9 @@ function serverOptions(values: Record<string, string | boolean | undefined>): Se
 
 function s3Origin(values: Record<string, string | boolean | undefined>): S3Origin {
   const endpoint = (values["s3-endpoint"] as string | undefined) ?? Deno.env.get("S3_ENDPOINT");
-  if (!endpoint) throw new Error("--origin s3://... needs --s3-endpoint URL (or $S3_ENDPOINT)");
+  if (!endpoint) {
+    throw new UsageError("--origin s3://... needs --s3-endpoint URL (or $S3_ENDPOINT)");
+  }
   const timeout = values["origin-timeout"] as string | undefined;
   const retries = values["origin-retries"] as string | undefined;
   return S3Origin.fromEnv(values.origin as string, endpoint, {
@@ -239,27 +254,7 @@ function s3Origin(values: Record<string, string | boolean | undefined>): S3Origi
   });
 }
 
-function optional<T>(text: string | undefined, parse: (text: string) => T): T | undefined {
-  return text === undefined ? undefined : parse(text);
-}
-
-function parseInteger(flag: string, text: string, max: number, min = 0): number {
-  const value = Number(text);
-  if (!/^[0-9]+$/.test(text) || value < min || value > max) {
-    throw new Error(`${flag} must be a whole number from ${min} to ${max}, not "${text}"`);
-  }
-  return value;
-}
-
-function parseSeconds(flag: string, text: string): number {
-  const seconds = Number(text);
-  // Timers longer than 2^31-1 ms would fire at once.
-  if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || seconds <= 0 || seconds > 2_147_483) {
-    throw new Error(`${flag} must be a number of seconds from 0.001 to 2147483, not "${text}"`);
-  }
-  return Math.round(seconds * 1000);
-}
-
-if (import.meta.main) {
-  Deno.exit(await serverMain(Deno.args));
+function parsePolicy(name: string): PolicyName {
+  if (isPolicyName(name)) return name;
+  throw new UsageError(`unknown policy "${name}" (known: ${Object.keys(POLICIES).join(", ")})`);
 }

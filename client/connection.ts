@@ -8,19 +8,20 @@
 
 import { createHash } from "node:crypto";
 import { ByteReader, writeAll } from "../util/byte_reader.ts";
+import { DEFAULTS } from "../defaults.ts";
 import { ConnectionError, IntegrityError, ServerError } from "./errors.ts";
-import { type Command, DEFAULT_PORT, formatRequest, parseResponseHeader } from "../protocol.ts";
+import { type Command, formatRequest, parseResponseHeader } from "../protocol.ts";
 
 /** Options of {@linkcode connect}. */
 export interface ConnectOptions {
   /**
    * The server's host name or address.
-   * @default {"127.0.0.1"}
+   * @default {DEFAULTS.host}
    */
   host?: string;
   /**
    * The server's port.
-   * @default {9089}
+   * @default {DEFAULTS.port}
    */
   port?: number;
 }
@@ -135,8 +136,8 @@ async function local(callback: () => unknown): Promise<void> {
  * ```
  */
 export async function connect(options: ConnectOptions = {}): Promise<TcpCacheClient> {
-  const host = options.host ?? "127.0.0.1";
-  const port = options.port ?? DEFAULT_PORT;
+  const host = options.host ?? DEFAULTS.host;
+  const port = options.port ?? DEFAULTS.port;
   try {
     const conn = await Deno.connect({ hostname: host, port });
     conn.setNoDelay(true);

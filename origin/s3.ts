@@ -19,6 +19,7 @@
  * @module
  */
 
+import { DEFAULTS } from "../defaults.ts";
 import { AwsClient } from "aws4fetch";
 import type { ByteRange, Origin, OriginDirEntry, OriginFile, OriginStat } from "./directory.ts";
 import { ProtocolError } from "../protocol.ts";
@@ -35,24 +36,24 @@ export interface S3OriginOptions {
   secretAccessKey: string;
   /**
    * The region the requests are signed for.
-   * @default {"us-east-1"}
+   * @default {DEFAULTS.s3Region}
    */
   region?: string;
   /**
    * Attempts after the first for a request that failed in a way worth
    * retrying (no answer, timeout, 5xx, 429).
-   * @default {4}
+   * @default {DEFAULTS.originRetries}
    */
   retries?: number;
   /**
    * The first backoff; it doubles at each retry (with jitter), up to 2 s.
-   * @default {100}
+   * @default {DEFAULTS.originBackoffMs}
    */
   backoffMs?: number;
   /**
    * Milliseconds for an answer to start, and for each read of a body to
    * make progress.
-   * @default {10000}
+   * @default {DEFAULTS.originTimeoutMs}
    */
   timeoutMs?: number;
 }
@@ -105,13 +106,13 @@ export class S3Origin implements Origin {
     this.#aws = new AwsClient({
       accessKeyId: options.accessKeyId,
       secretAccessKey: options.secretAccessKey,
-      region: options.region ?? "us-east-1",
+      region: options.region ?? DEFAULTS.s3Region,
       service: "s3",
       retries: 0, // ours, below: bounded, and mapped to clear answers
     });
-    this.#retries = options.retries ?? 4;
-    this.#backoffMs = options.backoffMs ?? 100;
-    this.#timeoutMs = options.timeoutMs ?? 10_000;
+    this.#retries = options.retries ?? DEFAULTS.originRetries;
+    this.#backoffMs = options.backoffMs ?? DEFAULTS.originBackoffMs;
+    this.#timeoutMs = options.timeoutMs ?? DEFAULTS.originTimeoutMs;
   }
 
   /**
@@ -136,7 +137,7 @@ export class S3Origin implements Origin {
       endpoint,
       accessKeyId: need("AWS_ACCESS_KEY_ID"),
       secretAccessKey: need("AWS_SECRET_ACCESS_KEY"),
-      region: Deno.env.get("AWS_REGION") || Deno.env.get("AWS_DEFAULT_REGION") || "us-east-1",
+      region: Deno.env.get("AWS_REGION") || Deno.env.get("AWS_DEFAULT_REGION") || DEFAULTS.s3Region,
     });
   }
 

@@ -36,3 +36,9 @@ export interface EvictionPolicy {
   /** The keys in the order they would be evicted, next victim first. */
   evictionOrder(): string[];
 }
+
+/**
+ * Makes a fresh policy for a cache of `capacity` bytes (a policy may size its
+ * queues by it).
+ */
+export type PolicyFactory = (capacity: number) => EvictionPolicy;

@@ -8,11 +8,12 @@
  * @module
  */
 
-import { DEFAULT_CAPACITY, FileCache } from "../cache.ts";
+import { FileCache } from "../cache.ts";
+import { DEFAULTS } from "../defaults.ts";
+import type { PolicyFactory, PolicyName } from "../policies/policy.ts";
 import { TcpServer } from "../tcp/tcp_server.ts";
 import { type HttpFrontEnd, startHttp } from "../http/front_end.ts";
 import { DirectoryOrigin, type Origin } from "../origin/directory.ts";
-import { DEFAULT_PORT } from "../protocol.ts";
 import {
   FileService,
   type Limits,
@@ -36,12 +37,12 @@ export interface ServerOptions {
   dir?: string;
   /**
    * The address to listen on.
-   * @default {"127.0.0.1"}
+   * @default {DEFAULTS.host}
    */
   host?: string;
   /**
    * The port to listen on; 0 picks a free one (see the handle's `addr`).
-   * @default {9089}
+   * @default {DEFAULTS.port}
    */
   port?: number;
   /**
@@ -52,52 +53,53 @@ export interface ServerOptions {
   httpPort?: number;
   /**
    * The cache directory, created empty at start (see `FileCache.open`).
-   * @default {"./cache"}
+   * @default {DEFAULTS.cacheDir}
    */
   cacheDir?: string;
   /**
    * The cache's capacity in bytes.
-   * @default {67108864}
+   * @default {DEFAULTS.cacheSize}
    */
   cacheSize?: number;
   /**
-   * The eviction policy's name.
-   * @default {"fifo"}
+   * The eviction policy: a name from `POLICIES`, or a function that makes
+   * a policy of one's own.
+   * @default {DEFAULTS.policy}
    */
-  policy?: string;
+  policy?: PolicyName | PolicyFactory;
   /**
-   * Bytes of small cache entries (64 KiB or less) also held in memory, so
+   * Bytes of small cache entries (`DEFAULTS.memoryEntryLimit` or less) also held in memory, so
    * that their hits need no file open; 0 turns it off.
-   * @default {33554432}
+   * @default {DEFAULTS.memoryCache}
    */
   memoryBudget?: number;
   /**
    * Connections served at once; past it, new ones get `ERR 503`.
-   * @default {1024}
+   * @default {DEFAULTS.maxConnections}
    */
   maxConnections?: number;
   /**
    * Milliseconds a client has to send a complete request line, counted from
    * when the server is ready for it; past it, `ERR 408` and close.
-   * @default {60000}
+   * @default {DEFAULTS.idleTimeoutMs}
    */
   idleTimeoutMs?: number;
   /**
    * Milliseconds a client may go without taking a byte of a response before
    * the server drops the connection and frees what it held.
-   * @default {60000}
+   * @default {DEFAULTS.sendTimeoutMs}
    */
   sendTimeoutMs?: number;
   /**
    * Milliseconds `close()` waits for responses in progress before it closes
    * their connections.
-   * @default {10000}
+   * @default {DEFAULTS.shutdownTimeoutMs}
    */
   shutdownTimeoutMs?: number;
   /**
    * Files (origin and cache) open at once; further requests wait for one.
    * A cache fill holds two.
-   * @default {512}
+   * @default {DEFAULTS.maxOpenFiles}
    */
   maxOpenFiles?: number;
   /**
@@ -153,19 +155,19 @@ export interface ServerHandle {
  * ```
  */
 export async function startServer(options: ServerOptions = {}): Promise<ServerHandle> {
-  const cacheDir = options.cacheDir ?? "./cache";
+  const cacheDir = options.cacheDir ?? DEFAULTS.cacheDir;
   const onError = options.onError ?? console.error;
   // The origin and the port first: a server that cannot serve its directory
   // or take its port must not create or empty a cache directory (which may
   // be a running server's).
   const origin = options.origin ??
     await DirectoryOrigin.open(options.dir ?? SAMPLE_DIR, { hide: cacheDir });
-  const hostname = options.host ?? "127.0.0.1";
-  const listener = Deno.listen({ hostname, port: options.port ?? DEFAULT_PORT });
+  const hostname = options.host ?? DEFAULTS.host;
+  const listener = Deno.listen({ hostname, port: options.port ?? DEFAULTS.port });
   const limits: Limits = {
-    maxConnections: options.maxConnections ?? 1024,
-    idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
-    sendTimeoutMs: options.sendTimeoutMs ?? 60_000,
+    maxConnections: options.maxConnections ?? DEFAULTS.maxConnections,
+    idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
+    sendTimeoutMs: options.sendTimeoutMs ?? DEFAULTS.sendTimeoutMs,
     onError,
     onRequest: options.onRequest,
   };
@@ -178,7 +180,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     }
     cache = await FileCache.open({
       dir: cacheDir,
-      capacity: options.cacheSize ?? DEFAULT_CAPACITY,
+      capacity: options.cacheSize ?? DEFAULTS.cacheSize,
       policy: options.policy,
       memoryBudget: options.memoryBudget,
       onWarning: onError,
@@ -191,14 +193,14 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     throw error;
   }
   const files = new FileService(cache, origin, {
-    maxOpenFiles: options.maxOpenFiles ?? 512,
+    maxOpenFiles: options.maxOpenFiles ?? DEFAULTS.maxOpenFiles,
     onError,
     debug: options.debug ?? false,
   });
   service.resolve(files);
   const server = new TcpServer(listener, files, limits);
   const accepting = server.acceptLoop();
-  const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 10_000;
+  const shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs;
   return {
     addr: listener.addr,
     httpAddr: http?.addr,

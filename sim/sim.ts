@@ -7,9 +7,9 @@
  */
 
 import { parseArgs } from "node:util";
-import type { EvictionPolicy } from "../policies/policy.ts";
+import type { EvictionPolicy, PolicyFactory } from "../policies/policy.ts";
 import { PolicyIndex } from "../policies/policy_index.ts";
-import { POLICIES } from "../policies/registry.ts";
+import { isPolicyName, POLICIES } from "../policies/registry.ts";
 import { lineChartSvg } from "./plot.ts";
 import {
   readTrace,
@@ -52,7 +52,11 @@ export interface SimResult {
  * simulate(trace, "fifo", 10 * 4096).misses;
  * ```
  */
-export function simulate(trace: Trace, policy: string, capacity: number): SimResult {
+export function simulate(
+  trace: Trace,
+  policy: string | PolicyFactory,
+  capacity: number,
+): SimResult {
   const clock = { now: 0 };
   const index = new PolicyIndex<{ size: number }>(makePolicy(policy, trace, clock, capacity));
   const { keys, sizes } = trace;
@@ -87,17 +91,17 @@ export function simulatorPolicies(): string[] {
 }
 
 function makePolicy(
-  name: string,
+  name: string | PolicyFactory,
   trace: Trace,
   clock: { now: number },
   capacity: number,
 ): EvictionPolicy {
+  if (typeof name === "function") return name(capacity);
   if (name === "belady") return new BeladyPolicy(trace.nextAccess, clock);
-  const make = POLICIES[name];
-  if (!make) {
+  if (!isPolicyName(name)) {
     throw new RangeError(`unknown policy "${name}" (known: ${simulatorPolicies().join(", ")})`);
   }
-  return make(capacity);
+  return POLICIES[name](capacity);
 }
 
 /**

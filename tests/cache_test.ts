@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { CACHE_MARKER, type CacheEntry, FileCache, type FillSource } from "../cache.ts";
-import type { EvictionPolicy } from "../policies/policy.ts";
-import { POLICIES } from "../policies/registry.ts";
+import type { EvictionPolicy, PolicyFactory, PolicyName } from "../policies/policy.ts";
 import { Mutex } from "../util/mutex.ts";
 import { OriginChangedError } from "../origin/directory.ts";
 import { FifoPolicy } from "../policies/fifo.ts";
@@ -28,7 +27,11 @@ function memorySource(
 }
 
 async function withCache(
-  options: { capacity: number; policy?: string; onWarning?: (message: string) => void },
+  options: {
+    capacity: number;
+    policy?: PolicyName | PolicyFactory;
+    onWarning?: (message: string) => void;
+  },
   test: (cache: FileCache, dir: string) => Promise<void>,
 ): Promise<void> {
   const root = await Deno.makeTempDir({ prefix: "tcpcache-cache-test-" });
@@ -234,7 +237,10 @@ Deno.test("the cache directory: created, adopted, emptied when marked, else refu
       await assert.rejects(Deno.stat(`${root}/foreign/${CACHE_MARKER}`), Deno.errors.NotFound);
     });
     await t.step("an unknown policy is refused", async () => {
-      await assert.rejects(FileCache.open({ dir: `${root}/p`, policy: "nope" }), /unknown policy/);
+      await assert.rejects(
+        FileCache.open({ dir: `${root}/p`, policy: "nope" as PolicyName }),
+        /unknown policy/,
+      );
     });
   } finally {
     await Deno.remove(root, { recursive: true });
@@ -293,11 +299,10 @@ class CheckedFifo implements EvictionPolicy {
 }
 
 Deno.test("randomized: thousands of concurrent fills, hits and removals keep every invariant", async () => {
-  POLICIES["checked-fifo"] = () => new CheckedFifo();
   const random = seededRandom(20261125);
   const capacity = 64 * 1024;
-  try {
-    await withCache({ capacity, policy: "checked-fifo" }, async (cache, dir) => {
+  {
+    await withCache({ capacity, policy: () => new CheckedFifo() }, async (cache, dir) => {
       const contents = new Map<string, Uint8Array>();
       let peak = 0;
       const checkBound = () => {
@@ -363,8 +368,6 @@ Deno.test("randomized: thousands of concurrent fills, hits and removals keep eve
       }
       assert.ok([...files.values()].reduce((a, b) => a + b, 0) <= capacity);
     });
-  } finally {
-    delete POLICIES["checked-fifo"];
   }
 });
 

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import type { PolicyName } from "../policies/policy.ts";
 import { POLICIES } from "../policies/registry.ts";
 import { connect, type TcpCacheClient } from "../client.ts";
 import { DirectoryOrigin, type Origin } from "../origin/directory.ts";
@@ -30,8 +31,10 @@ function text(response: RawResponse): string {
 }
 
 /** Registers a test once per eviction policy: serving must not depend on the policy. */
-function eachPolicy(name: string, test: (policy: string) => Promise<void>): void {
-  for (const policy of Object.keys(POLICIES)) Deno.test(`${name} [${policy}]`, () => test(policy));
+function eachPolicy(name: string, test: (policy: PolicyName) => Promise<void>): void {
+  for (const policy of Object.keys(POLICIES) as PolicyName[]) {
+    Deno.test(`${name} [${policy}]`, () => test(policy));
+  }
 }
 
 eachPolicy("GET: a miss admits the file, then hits are served from the cache", async (policy) => {

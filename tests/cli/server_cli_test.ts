@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { formatRecord } from "../../cli/server_cli.ts";
+import { formatAccessLog } from "../../cli/server_cli.ts";
 import type { RequestRecord } from "../../server.ts";
 import { RawConnection, withServer } from "../helpers.ts";
 
@@ -39,7 +39,7 @@ Deno.test("the access log: one record per request, with status, bytes and cache 
   }
 });
 
-Deno.test("formatRecord: a text line with - for what does not apply, or JSON", () => {
+Deno.test("formatAccessLog: a text line with - for what does not apply, or JSON", () => {
   const record: RequestRecord = {
     time: Date.UTC(2026, 10, 25, 12, 0, 0, 5),
     protocol: "tcp",
@@ -52,17 +52,17 @@ Deno.test("formatRecord: a text line with - for what does not apply, or JSON", (
     cache: "hit",
   };
   assert.equal(
-    formatRecord(record, "text"),
+    formatAccessLog(record, "text"),
     "2026-11-25T12:00:00.005Z 127.0.0.1:5000 GET my%20docs/a.txt OK 120 1.235 hit",
   );
   assert.equal(
-    formatRecord(
+    formatAccessLog(
       { ...record, command: "-", path: undefined, status: 400, cache: undefined },
       "text",
     ),
     "2026-11-25T12:00:00.005Z 127.0.0.1:5000 - - 400 120 1.235 -",
   );
-  assert.deepEqual(JSON.parse(formatRecord(record, "json")), {
+  assert.deepEqual(JSON.parse(formatAccessLog(record, "json")), {
     ...record,
     time: "2026-11-25T12:00:00.005Z",
     ms: 1.235,

@@ -129,13 +129,9 @@ Deno.test("every policy matches libCacheSim exactly on cloudPhysicsIO, 128 to 10
 
 Deno.test("S3-FIFO with coldFillToMain off is libCacheSim's S3-FIFOv0 (at 256 MiB)", async () => {
   const trace = await sampleTrace();
-  POLICIES["s3fifo-v0"] = (capacity) => new S3FifoPolicy({ capacity, coldFillToMain: false });
-  try {
-    const result = simulate(trace, "s3fifo-v0", 256 * MiB);
-    assert.deepEqual([result.misses, result.missedBytes], [82387, 3703628800]);
-  } finally {
-    delete POLICIES["s3fifo-v0"];
-  }
+  const v0 = (capacity: number) => new S3FifoPolicy({ capacity, coldFillToMain: false });
+  const result = simulate(trace, v0, 256 * MiB);
+  assert.deepEqual([result.misses, result.missedBytes], [82387, 3703628800]);
 });
 
 /**
@@ -342,19 +338,19 @@ Deno.test("S3-FIFO: objects larger than the small queue, admitted by default or 
   assert.throws(() => new S3FifoPolicy({ capacity: 1, largeObjects: "x" as "small" }), RangeError);
 
   // The simulator and the server's cache both ask before evicting.
-  POLICIES["s3fifo-reject"] = (capacity) => new S3FifoPolicy({ capacity, largeObjects: "reject" });
-  try {
+  const reject = (capacity: number) => new S3FifoPolicy({ capacity, largeObjects: "reject" });
+  {
     const trace: Trace = {
       keys: ["big", "big", "small", "small"],
       sizes: Float64Array.from([50, 50, 5, 5]),
       nextAccess: Float64Array.from([1, Infinity, 3, Infinity]),
     };
-    assert.equal(simulate(trace, "s3fifo-reject", 100).misses, 3);
+    assert.equal(simulate(trace, reject, 100).misses, 3);
     assert.equal(simulate(trace, "s3fifo", 100).misses, 2);
 
     const dir = await Deno.makeTempDir({ prefix: "tcpcache-policies-test-" });
     try {
-      const cache = await FileCache.open({ dir, capacity: 100, policy: "s3fifo-reject" });
+      const cache = await FileCache.open({ dir, capacity: 100, policy: reject });
       const source = (size: number) => ({
         stat: { size, mtime: 1, validator: `v${size}` },
         read: (sink: (chunk: Uint8Array) => Promise<void>) => sink(new Uint8Array(size)),
@@ -365,8 +361,6 @@ Deno.test("S3-FIFO: objects larger than the small queue, admitted by default or 
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
-  } finally {
-    delete POLICIES["s3fifo-reject"];
   }
 });
 

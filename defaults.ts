@@ -1,0 +1,55 @@
+/**
+ * Every default of tcpcache, stated once: the code, the JSDoc of each
+ * option and the `--help` texts all read them from here.
+ *
+ * @module
+ */
+
+import type { PolicyName } from "./policies/policy.ts";
+import { DEFAULT_PORT } from "./protocol.ts";
+
+const MiB = 1024 * 1024;
+
+/**
+ * The defaults of the server, the cache, the origins and the client.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULTS } from "@tcpcache/tcpcache";
+ * console.log(`tcpcache listens on ${DEFAULTS.host}:${DEFAULTS.port}`);
+ * ```
+ */
+export const DEFAULTS = {
+  /** The address the server listens on, and the client connects to. */
+  host: "127.0.0.1",
+  /** The TCP protocol's port. */
+  port: DEFAULT_PORT,
+  /** The cache directory, created empty at start. */
+  cacheDir: "./cache",
+  /** The cache's capacity in bytes: 64 MiB. */
+  cacheSize: 64 * MiB,
+  /** The eviction policy. */
+  policy: "fifo" as PolicyName,
+  /** Small entries kept in memory as well, in bytes in all: 32 MiB. */
+  memoryCache: 32 * MiB,
+  /** The largest entry kept in memory: 64 KiB. */
+  memoryEntryLimit: 64 * 1024,
+  /** Connections served at once; more get `ERR 503`. */
+  maxConnections: 1024,
+  /** Time to send a request line (or an HTTP head) before `408`. */
+  idleTimeoutMs: 60_000,
+  /** Time a client may take no bytes before it is dropped. */
+  sendTimeoutMs: 60_000,
+  /** On SIGTERM/SIGINT, time for the responses in progress. */
+  shutdownTimeoutMs: 10_000,
+  /** Files open at once; more requests wait. */
+  maxOpenFiles: 512,
+  /** Time for an S3 origin to answer, and for each read of a body to progress. */
+  originTimeoutMs: 10_000,
+  /** Retries of a failed S3 request, with backoff. */
+  originRetries: 4,
+  /** The first retry's backoff; it doubles with each retry. */
+  originBackoffMs: 100,
+  /** The S3 region when none is given. */
+  s3Region: "us-east-1",
+} as const;
