@@ -23,7 +23,7 @@ import { DEFAULTS } from "./defaults.ts";
 export type { EvictionPolicy, PolicyFactory, PolicyName } from "./policies/policy.ts";
 export { PolicyIndex } from "./policies/policy_index.ts";
 export { POLICIES } from "./policies/registry.ts";
-import { OriginChangedError, type OriginStat } from "./origin/directory.ts";
+import { OriginChangedError, type OriginStat } from "./origin/origin.ts";
 
 /** The name of the file that marks a directory as a tcpcache cache. */
 export const CACHE_MARKER = ".tcpcache";

@@ -34,14 +34,15 @@ export {
 export {
   type ByteRange,
   type ByteSource,
-  DirectoryOrigin,
   type Origin,
+  OriginChangedError,
   type OriginDirEntry,
   type OriginFile,
   type OriginStat,
-} from "./origin/directory.ts";
-export { parseS3Url, S3Origin, type S3OriginOptions } from "./origin/s3.ts";
-export { DEFAULT_PORT, ProtocolError } from "./protocol.ts";
+} from "./origin/origin.ts";
+export { DirectoryOrigin, type DirectoryOriginOptions } from "./origin/directory.ts";
+export { parseS3Url, type S3Location, S3Origin, type S3OriginOptions } from "./origin/s3.ts";
+export { DEFAULT_PORT, RequestError } from "./protocol.ts";
 export { VERSION } from "./version.ts";
 export { DEFAULTS } from "./defaults.ts";
 

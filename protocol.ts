@@ -33,23 +33,23 @@ export const ERROR_CODES = {
 export type ErrorCode = keyof typeof ERROR_CODES;
 
 /**
- * An error that has a protocol answer: the server sends `ERR <code> <message>`
- * for it, and the client raises it when the server answered with one.
+ * A request the server refuses: it answers `ERR <code> <message>` for it.
+ * (A client sees that answer as a `ServerError`, in `client/errors.ts`.)
  */
-export class ProtocolError extends Error {
+export class RequestError extends Error {
   /** The three-digit code sent on the wire. */
   readonly code: ErrorCode;
 
   /** Creates an error with the given code and human-readable message. */
   constructor(code: ErrorCode, message: string) {
     super(message);
-    this.name = "ProtocolError";
+    this.name = "RequestError";
     this.code = code;
   }
 }
 
 /** A parsed request line: one variant per command. */
-export type Request =
+export type ProtocolRequest =
   | { command: "GET"; path: string; offset?: number; length?: number }
   | { command: "LIST" }
   | { command: "FILES"; path: string }
@@ -59,7 +59,7 @@ export type Request =
   | { command: "QUIT" };
 
 /** The command names a request may start with. */
-export type Command = Request["command"];
+export type Command = ProtocolRequest["command"];
 
 /** How many arguments each command takes: [at least, at most]. */
 const ARITY: Record<Command, [number, number]> = {
@@ -84,7 +84,7 @@ const DEL = 0x7f;
 /**
  * Parses one request line (without its LF; a trailing CR is ignored).
  *
- * @throws {ProtocolError} 400 for anything malformed.
+ * @throws {RequestError} 400 for anything malformed.
  * @example
  * ```ts
  * import { parseRequest } from "./protocol.ts";
@@ -92,7 +92,7 @@ const DEL = 0x7f;
  * // { command: "GET", path: "docs/a b.txt", offset: 0, length: 10 }
  * ```
  */
-export function parseRequest(line: Uint8Array): Request {
+export function parseRequest(line: Uint8Array): ProtocolRequest {
   if (line.length > 0 && line[line.length - 1] === 0x0d) {
     line = line.subarray(0, line.length - 1);
   }
@@ -164,7 +164,7 @@ function decodeCommand(bytes: Uint8Array): Command {
 /**
  * Decodes `%XX` escapes to bytes, then the bytes as strict UTF-8.
  *
- * @throws {ProtocolError} 400 on an invalid escape or invalid UTF-8.
+ * @throws {RequestError} 400 on an invalid escape or invalid UTF-8.
  */
 export function percentDecode(bytes: Uint8Array | string): string {
   if (typeof bytes === "string") bytes = utf8.encode(bytes);
@@ -232,7 +232,7 @@ export function percentEncode(text: string): string {
  * Checks a decoded path: relative, no empty, `.` or `..` segments, no NUL.
  * Returns it unchanged when valid.
  *
- * @throws {ProtocolError} 400 when the path is malformed.
+ * @throws {RequestError} 400 when the path is malformed.
  */
 export function checkPath(path: string): string {
   if (path.length === 0) throw badRequest("empty path");
@@ -253,8 +253,8 @@ function parseNumber(text: string): number {
   return Number(text);
 }
 
-function badRequest(message: string): ProtocolError {
-  return new ProtocolError(400, message);
+function badRequest(message: string): RequestError {
+  return new RequestError(400, message);
 }
 
 /** Metadata carried as `key=value` pairs on an `OK` header. */

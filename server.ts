@@ -23,7 +23,12 @@ export {
   type ServerOptions,
   startServer,
 } from "./server/start_server.ts";
-export type { RequestRecord, ServerStats } from "./service/file_service.ts";
+export type {
+  CacheOutcome,
+  ProtocolName,
+  RequestRecord,
+  ServerStats,
+} from "./service/file_service.ts";
 export { formatAccessLog, serverMain } from "./cli/server_cli.ts";
 
 if (import.meta.main) {

@@ -94,7 +94,9 @@ export interface ClusterOptions {
 
 /** What `LIST` gives across a cluster: the sum, and each node's entries. */
 export interface ClusterListing extends CacheListing {
+  /** Every node's entries, each with the node that holds it. */
   entries: (CacheListing["entries"][number] & { node: NodeAddress })[];
+  /** Each node's totals, or why it did not answer. */
   nodes: ({ node: NodeAddress; up: true; capacity: number; used: number; entries: number } | {
     node: NodeAddress;
     up: false;
@@ -136,6 +138,7 @@ export class ClusterClient implements CacheClient {
   #closed = false;
   #connect: (host: string, port: number) => Promise<TcpCacheClient>;
 
+  /** A client of `nodes`; it connects to each on first use. */
   constructor(nodes: readonly NodeAddress[], options: ClusterOptions = {}) {
     if (nodes.length === 0) throw new RangeError("a cluster needs at least one node");
     for (const node of nodes) splitNode(node);

@@ -75,30 +75,41 @@ export interface GetResult {
   bytes?: Uint8Array;
 }
 
-/** An entry of `LIST`. */
+/** An answer to `LIST`: the cache's entries, next to be evicted first. */
 export interface CacheListing {
+  /** The cache's capacity in bytes. */
   capacity: number;
+  /** Bytes the entries hold. */
   used: number;
+  /** The eviction policy's name. */
   policy: string;
+  /** The entries in eviction order; `admitted` is ms since the epoch. */
   entries: { path: string; size: number; admitted: number }[];
 }
 
 /** An answer to `FILES`. */
 export interface FileListing {
+  /** The directory listed ("" for the served directory itself). */
   path: string;
+  /** Its files and subdirectories; `mtime` is ms since the epoch. */
   entries: { name: string; type: "file" | "dir"; size: number; mtime: number }[];
 }
 
 /** An answer to `STAT`. */
 export interface FileStat {
+  /** The file's path. */
   path: string;
+  /** Its size in bytes. */
   size: number;
+  /** Its modification time, ms since the epoch. */
   mtime: number;
+  /** Whether the cache holds this version of it. */
   cached: boolean;
+  /** Its hex sha256 when the cache holds it, else null. */
   sha256: string | null;
 }
 
-/** An answer to `STATS` (see `ServerStats` in server.ts). */
+/** An answer to `STATS` (see `ServerStats` in server.ts for every field). */
 export type Stats = Record<string, unknown> & {
   version: string;
   requests: number;
@@ -110,8 +121,11 @@ export type Stats = Record<string, unknown> & {
 type Header = { length: number; fields: Record<string, string> };
 
 /** A failure of the caller's own code (a sink writing to disk), not of the connection. */
-class LocalFailure {
-  constructor(readonly error: unknown) {}
+class LocalFailure extends Error {
+  constructor(readonly error: unknown) {
+    super("the caller's callback failed", { cause: error });
+    this.name = "LocalFailure";
+  }
 }
 
 /** Runs a caller's callback; its failure is passed on as it is, never as a broken connection. */

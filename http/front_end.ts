@@ -16,7 +16,7 @@ import { ConnectionGuard, type GuardedConnection } from "./guard.ts";
 import { entityTag, mediaType, notModified, parseRange, rangeStillValid } from "./headers.ts";
 import { listingPage } from "./pages.ts";
 import { formatMetrics } from "../service/metrics.ts";
-import { checkPath, percentDecode, ProtocolError } from "../protocol.ts";
+import { checkPath, percentDecode, RequestError } from "../protocol.ts";
 import {
   CHUNK_SIZES,
   type FileService,
@@ -199,7 +199,7 @@ class HttpHandler {
     } catch (error) {
       // A directory asked for without its slash: send the browser to it, so
       // that the relative links of its listing resolve.
-      if (error instanceof ProtocolError && error.code === 404) {
+      if (error instanceof RequestError && error.code === 404) {
         const isDirectory = await service.files(path).then(() => true, () => false);
         if (isDirectory) {
           return new Response(null, { status: 301, headers: { location: `${pathname}/` } });

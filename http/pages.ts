@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { OriginDirEntry } from "../origin/directory.ts";
+import type { OriginDirEntry } from "../origin/origin.ts";
 import { formatBytes } from "../util/units.ts";
 
 /**

@@ -1,88 +1,13 @@
 /**
- * The origin: the served directory, seen through protocol paths. It owns the
+ * A directory as the origin, seen through protocol paths. It owns the
  * rule that no path may reach outside the directory, through `..` or through
  * a symbolic link, and that only regular files are ever opened.
  *
  * @module
  */
 
-import { escapeControls, ProtocolError } from "../protocol.ts";
-
-/** What the server needs to know of an origin file before serving it. */
-export interface OriginStat {
-  /** Size in bytes. */
-  size: number;
-  /** Modification time, milliseconds since the epoch. */
-  mtime: number;
-  /**
-   * Changes whenever the file's content may have changed (size, mtime, inode
-   * or change time): a cache entry is fresh only while this is equal.
-   */
-  validator: string;
-}
-
-/**
- * An origin file changed while it was read (its size, mtime or inode moved,
- * or it held more or fewer bytes than its size said): its bytes are not
- * served as a whole file and never admitted.
- */
-export class OriginChangedError extends Error {
-  constructor(path: string) {
-    super(`changed while it was read: ${path}`);
-    this.name = "OriginChangedError";
-  }
-}
-
-/** One entry of a directory listing. */
-export interface OriginDirEntry {
-  /** The entry's name within its directory. */
-  name: string;
-  /** `file` or `dir`; other kinds of entry are not listed. */
-  type: "file" | "dir";
-  /** Size in bytes (0 for a directory). */
-  size: number;
-  /** Modification time, milliseconds since the epoch. */
-  mtime: number;
-}
-
-/** Bytes read in order, the way `Deno.FsFile.read` reads them. */
-export interface ByteSource {
-  /** Reads into `into`; resolves to the count, or null at the end. */
-  read(into: Uint8Array): Promise<number | null>;
-  /** Releases what the source holds; reading after it fails. */
-  close(): void;
-}
-
-/** A part of a file: `length` bytes from `offset`. */
-export interface ByteRange {
-  offset: number;
-  length: number;
-}
-
-/**
- * An origin file opened for reading, from the start or from the asked
- * range's offset. Reading past the range (or the size) is allowed and is
- * how a file that grew while it was read is noticed.
- */
-export interface OriginFile extends ByteSource {
-  /** Its size, mtime and validator when it was opened. */
-  readonly stat: OriginStat;
-  /**
-   * Its stat now: a validator unlike `stat`'s means that the file changed
-   * while it was read.
-   */
-  restat(): Promise<OriginStat>;
-}
-
-/** The origin's contract: what the server and the cache use. */
-export interface Origin {
-  /** Stats a regular file. */
-  stat(path: string): Promise<OriginStat>;
-  /** Opens a regular file for reading, positioned at `range.offset`. */
-  open(path: string, range?: ByteRange): Promise<OriginFile>;
-  /** Lists a directory ("" is the served directory itself). */
-  list(path: string): Promise<OriginDirEntry[]>;
-}
+import { escapeControls, RequestError } from "../protocol.ts";
+import type { ByteRange, Origin, OriginDirEntry, OriginFile, OriginStat } from "./origin.ts";
 
 /** Options of {@linkcode DirectoryOrigin.open}. */
 export interface DirectoryOriginOptions {
@@ -209,13 +134,13 @@ export class DirectoryOrigin implements Origin {
   /**
    * Resolves a checked protocol path to a real path inside the root.
    *
-   * @throws {ProtocolError} 404 when it does not exist, 403 when it resolves
+   * @throws {RequestError} 404 when it does not exist, 403 when it resolves
    *   outside the served directory.
    */
   async #resolve(path: string): Promise<string> {
     const real = await Deno.realPath(`${this.root}/${path}`).catch(mapFsError(path));
     if (!this.#contains(real)) {
-      throw new ProtocolError(403, `outside the served directory: ${path}`);
+      throw new RequestError(403, `outside the served directory: ${path}`);
     }
     return real;
   }
@@ -223,7 +148,7 @@ export class DirectoryOrigin implements Origin {
   #resolveSync(path: string): string {
     const real = Deno.realPathSync(`${this.root}/${path}`);
     if (!this.#contains(real)) {
-      throw new ProtocolError(403, `outside the served directory: ${path}`);
+      throw new RequestError(403, `outside the served directory: ${path}`);
     }
     return real;
   }
@@ -255,8 +180,8 @@ function isWithin(path: string, dir: string): boolean {
   return path === dir || path.startsWith(dir.endsWith("/") ? dir : dir + "/");
 }
 
-function notFound(path: string): ProtocolError {
-  return new ProtocolError(404, `not found: ${path}`);
+function notFound(path: string): RequestError {
+  return new RequestError(404, `not found: ${path}`);
 }
 
 /** A file-system error on `path` as a protocol error, when it has one. */
@@ -271,7 +196,7 @@ function asProtocolError(path: string, error: unknown): unknown {
 /** Maps file-system errors on `path` to protocol errors; rethrows others. */
 function mapFsError(path: string): (error: unknown) => never {
   return (error: unknown) => {
-    if (error instanceof ProtocolError) throw error;
+    if (error instanceof RequestError) throw error;
     if (error instanceof Deno.errors.NotFound) throw notFound(path);
     // No file can exist under such a path: a name too long, a loop of links,
     // a file where a directory should be.
@@ -281,7 +206,7 @@ function mapFsError(path: string): (error: unknown) => never {
       (error as { code?: string }).code === "ENAMETOOLONG"
     ) throw notFound(path);
     if (error instanceof Deno.errors.PermissionDenied) {
-      throw new ProtocolError(403, `not readable: ${path}`);
+      throw new RequestError(403, `not readable: ${path}`);
     }
     throw error;
   };

@@ -21,8 +21,8 @@
 
 import { DEFAULTS } from "../defaults.ts";
 import { AwsClient } from "aws4fetch";
-import type { ByteRange, Origin, OriginDirEntry, OriginFile, OriginStat } from "./directory.ts";
-import { ProtocolError } from "../protocol.ts";
+import type { ByteRange, Origin, OriginDirEntry, OriginFile, OriginStat } from "./origin.ts";
+import { RequestError } from "../protocol.ts";
 
 /** Options of {@linkcode S3Origin}. */
 export interface S3OriginOptions {
@@ -60,6 +60,7 @@ export interface S3OriginOptions {
 
 /** The parts of an `s3://` URL. */
 export interface S3Location {
+  /** The bucket's name. */
   bucket: string;
   /** The key prefix, empty or ending with `/`. */
   prefix: string;
@@ -91,6 +92,7 @@ export class S3Origin implements Origin {
   readonly #backoffMs: number;
   readonly #timeoutMs: number;
 
+  /** An origin for the bucket and prefix of `options.url` at `options.endpoint`. */
   constructor(options: S3OriginOptions) {
     this.location = parseS3Url(options.url);
     let endpoint: URL;
@@ -164,7 +166,7 @@ export class S3Origin implements Origin {
       : rangedTotal(response);
     if (!Number.isSafeInteger(size)) {
       controller.abort();
-      throw new ProtocolError(
+      throw new RequestError(
         500,
         `origin answered ${response.status} to a ranged GET of ${path} without a usable ` +
           `Content-Range (${response.headers.get("content-range") ?? "none"})`,
@@ -199,7 +201,7 @@ export class S3Origin implements Origin {
       token = text(xml, "IsTruncated") === "true" ? text(xml, "NextContinuationToken") : undefined;
     } while (token);
     // S3 has no directories: a prefix with nothing under it is not one.
-    if (entries.length === 0 && path !== "") throw new ProtocolError(404, `not found: ${path}`);
+    if (entries.length === 0 && path !== "") throw new RequestError(404, `not found: ${path}`);
     return entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   }
 
@@ -207,7 +209,7 @@ export class S3Origin implements Origin {
    * Sends a signed request for `path`'s object (or the bucket itself),
    * retrying what is worth retrying; resolves to a successful answer.
    *
-   * @throws {ProtocolError} 404 when the object is not there, 416 for a
+   * @throws {RequestError} 404 when the object is not there, 416 for a
    *   range past its end, 503 when the store cannot be reached or keeps
    *   failing, 500 for another answer.
    */
@@ -250,11 +252,11 @@ export class S3Origin implements Origin {
         continue;
       }
       const where = path ?? this.location.prefix;
-      if (response.status === 404) throw new ProtocolError(404, `not found: ${where}`);
+      if (response.status === 404) throw new RequestError(404, `not found: ${where}`);
       if (response.status === 416) throw rangeError(where, undefined);
-      throw new ProtocolError(500, `origin answered ${status} for ${where}`);
+      throw new RequestError(500, `origin answered ${status} for ${where}`);
     }
-    throw new ProtocolError(
+    throw new RequestError(
       503,
       `origin unavailable: ${this.#endpoint} (${problem}; ${this.#retries + 1} attempts)`,
     );
@@ -361,9 +363,9 @@ function emptyFile(stat: OriginStat): OriginFile {
   };
 }
 
-function rangeError(path: string, size: number | undefined): ProtocolError {
+function rangeError(path: string, size: number | undefined): RequestError {
   const of = size === undefined ? "" : ` (size ${size})`;
-  return new ProtocolError(416, `range past the end of ${path}${of}`);
+  return new RequestError(416, `range past the end of ${path}${of}`);
 }
 
 /** An S3 error's code and message, from its XML body (HEAD answers have none). */

@@ -13,7 +13,8 @@ import { DEFAULTS } from "../defaults.ts";
 import type { PolicyFactory, PolicyName } from "../policies/policy.ts";
 import { TcpServer } from "../tcp/tcp_server.ts";
 import { type HttpFrontEnd, startHttp } from "../http/front_end.ts";
-import { DirectoryOrigin, type Origin } from "../origin/directory.ts";
+import { DirectoryOrigin } from "../origin/directory.ts";
+import type { Origin } from "../origin/origin.ts";
 import {
   FileService,
   type Limits,

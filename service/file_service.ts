@@ -17,23 +17,23 @@ import {
   OriginChangedError,
   type OriginDirEntry,
   type OriginStat,
-} from "../origin/directory.ts";
-import { type ErrorCode, ProtocolError } from "../protocol.ts";
+} from "../origin/origin.ts";
+import { type ErrorCode, RequestError } from "../protocol.ts";
 import { Semaphore } from "../util/semaphore.ts";
 import { VERSION } from "../version.ts";
 
 /** Where a `GET` was served from. */
-export type Outcome = "hit" | "miss" | "bypass";
+export type CacheOutcome = "hit" | "miss" | "bypass";
 
 /** The protocols a request can arrive on. */
-export type Protocol = "tcp" | "http";
+export type ProtocolName = "tcp" | "http";
 
 /** One answered request, as the access log and the status page hear of it. */
 export interface RequestRecord {
   /** When the request arrived, ms since the epoch. */
   time: number;
   /** The protocol it came in on. */
-  protocol: Protocol;
+  protocol: ProtocolName;
   /** The client's address, `host:port`. */
   client: string;
   /** The command (`GET`, `LIST`, ...; `-` when the request did not parse). */
@@ -47,25 +47,34 @@ export interface RequestRecord {
   /** Milliseconds from the request to the answer's last byte handed over. */
   ms: number;
   /** Where a `GET` was served from. */
-  cache?: Outcome;
+  cache?: CacheOutcome;
 }
 
 /** The counters `STATS` reports. */
 export interface ServerStats {
+  /** The server's version. */
   version: string;
+  /** Milliseconds since the server started. */
   uptimeMs: number;
   /** TCP protocol connections. */
   connections: { open: number; total: number; rejected: number };
   /** Requests over both protocols. */
   requests: number;
+  /** `GET`s served from the cache. */
   hits: number;
+  /** `GET`s read from the origin and admitted to the cache. */
   misses: number;
+  /** `GET`s read from the origin and not admitted (too big, refused, or failed to store). */
   bypasses: number;
+  /** Entries evicted to make room. */
   evictions: number;
+  /** Bytes sent to clients, over both protocols. */
   bytesSent: number;
+  /** Bytes read from the origin. */
   bytesFromOrigin: number;
   /** Responses dropped because the client stopped taking bytes. */
   sendTimeouts: number;
+  /** Error answers sent, by code. */
   errors: Record<string, number>;
   /**
    * Requests answered, by protocol; for HTTP also the open connections and
@@ -82,7 +91,7 @@ export interface ServerStats {
 /** A `GET` resolved to its bytes, ready to send. */
 export interface Served {
   path: string;
-  outcome: Outcome;
+  outcome: CacheOutcome;
   /** The whole file's size. */
   size: number;
   mtime: number;
@@ -187,8 +196,8 @@ export class FileService {
     sendTimeouts: 0,
   };
   #errors: Record<string, number> = {};
-  #byProtocol: Record<Protocol, RequestCounts> = { tcp: {}, http: {} };
-  #durations: Record<Protocol, Histogram> = { tcp: new Histogram(), http: new Histogram() };
+  #byProtocol: Record<ProtocolName, RequestCounts> = { tcp: {}, http: {} };
+  #durations: Record<ProtocolName, Histogram> = { tcp: new Histogram(), http: new Histogram() };
   #recent: RequestRecord[] = [];
   #buffers = { small: [] as Uint8Array[], large: [] as Uint8Array[] };
 
@@ -341,7 +350,7 @@ export class FileService {
    * has just taken it (see {@linkcode FileService.current}): one origin
    * round trip per request, not two.
    *
-   * @throws {ProtocolError} 404/403 for the path, 416 for the range.
+   * @throws {RequestError} 404/403 for the path, 416 for the range.
    */
   async open(path: string, range: RangeRequest = {}, known?: OriginStat): Promise<Served> {
     const stat = known ?? await this.#originStat(path);
@@ -396,7 +405,7 @@ export class FileService {
    * for both protocols.
    */
   describeError(error: unknown): [ErrorCode, string] {
-    if (error instanceof ProtocolError) return [error.code, error.message];
+    if (error instanceof RequestError) return [error.code, error.message];
     if (error instanceof OriginChangedError) return [500, `${error.message}; try again`];
     if (isOutOfDescriptors(error)) return [503, "server busy: out of file descriptors"];
     const message = error instanceof Error ? error.message : String(error);
@@ -523,7 +532,7 @@ export class FileService {
     try {
       return await this.origin.stat(path);
     } catch (error) {
-      if (error instanceof ProtocolError && error.code === 404) await this.cache.remove(path);
+      if (error instanceof RequestError && error.code === 404) await this.cache.remove(path);
       throw error;
     }
   }
@@ -571,7 +580,7 @@ export class FileService {
 /**
  * Checks a requested range against a file's size.
  *
- * @throws {ProtocolError} 416 when it reaches past the end.
+ * @throws {RequestError} 416 when it reaches past the end.
  */
 function checkRange(
   size: number,
@@ -579,11 +588,11 @@ function checkRange(
   length?: number,
 ): { offset: number; length: number } {
   if (offset > size) {
-    throw new ProtocolError(416, `offset ${offset} is past the end (size ${size})`);
+    throw new RequestError(416, `offset ${offset} is past the end (size ${size})`);
   }
   const wanted = length ?? size - offset;
   if (offset + wanted > size) {
-    throw new ProtocolError(416, `range ${offset}+${wanted} is past the end (size ${size})`);
+    throw new RequestError(416, `range ${offset}+${wanted} is past the end (size ${size})`);
   }
   return { offset, length: wanted };
 }

@@ -18,7 +18,7 @@ import {
 } from "../util/byte_reader.ts";
 import { Outbox } from "./outbox.ts";
 import type { CacheEntry } from "../cache.ts";
-import { OriginChangedError } from "../origin/directory.ts";
+import { OriginChangedError } from "../origin/origin.ts";
 import {
   type ErrorCode,
   formatError,
@@ -26,7 +26,7 @@ import {
   type HeaderFields,
   MAX_REQUEST_LINE,
   parseRequest,
-  type Request,
+  type ProtocolRequest,
 } from "../protocol.ts";
 import {
   type FileService,
@@ -287,7 +287,7 @@ export class TcpServer {
     const time = Date.now();
     const started = performance.now();
     session.answer = { bytes: 0, status: "OK" };
-    let request: Request | undefined;
+    let request: ProtocolRequest | undefined;
     try {
       return await this.#answerRequest(session, line, (parsed) => request = parsed);
     } finally {
@@ -310,10 +310,10 @@ export class TcpServer {
   async #answerRequest(
     session: Session,
     line: Uint8Array,
-    parsed: (request: Request) => void,
+    parsed: (request: ProtocolRequest) => void,
   ): Promise<boolean> {
     this.#service.countRequest();
-    let request: Request;
+    let request: ProtocolRequest;
     try {
       request = parseRequest(line);
     } catch (error) {
@@ -350,7 +350,7 @@ export class TcpServer {
   }
 
   /** The JSON body of LIST, FILES, STAT and STATS. */
-  #describe(request: Request): unknown {
+  #describe(request: ProtocolRequest): unknown {
     switch (request.command) {
       case "LIST":
         return this.#service.listing();
@@ -366,7 +366,7 @@ export class TcpServer {
   /** Serves `GET`: the service finds the bytes, this sends them. */
   async #servePath(
     session: Session,
-    request: Extract<Request, { command: "GET" }>,
+    request: Extract<ProtocolRequest, { command: "GET" }>,
   ): Promise<void> {
     const served = await this.#service.open(request.path, request);
     try {

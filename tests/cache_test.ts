@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { CACHE_MARKER, type CacheEntry, FileCache, type FillSource } from "../cache.ts";
 import type { EvictionPolicy, PolicyFactory, PolicyName } from "../policies/policy.ts";
 import { Mutex } from "../util/mutex.ts";
-import { OriginChangedError } from "../origin/directory.ts";
+import { OriginChangedError } from "../origin/origin.ts";
 import { FifoPolicy } from "../policies/fifo.ts";
 import { seededBytes, seededRandom, sha256 } from "./helpers.ts";
 

@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { CACHE_MARKER, type FileCache } from "../cache.ts";
 import { connect, ConnectionError } from "../client.ts";
-import { DirectoryOrigin, type Origin } from "../origin/directory.ts";
+import { DirectoryOrigin } from "../origin/directory.ts";
+import type { Origin } from "../origin/origin.ts";
 import {
   eventually,
   json,

@@ -8,7 +8,7 @@ import {
   parseResponseHeader,
   percentDecode,
   percentEncode,
-  ProtocolError,
+  RequestError,
 } from "../protocol.ts";
 import { seededRandom } from "./helpers.ts";
 
@@ -37,7 +37,7 @@ function raw(...parts: Array<string | number[]>): Uint8Array {
 
 function assertProtocolError(fn: () => unknown, code: number, message: string): void {
   assert.throws(fn, (error) => {
-    assert.ok(error instanceof ProtocolError, `not a ProtocolError: ${error}`);
+    assert.ok(error instanceof RequestError, `not a RequestError: ${error}`);
     assert.equal(error.code, code);
     assert.equal(error.message, message);
     return true;
@@ -423,7 +423,7 @@ Deno.test("parseResponseHeader: unknown keys are kept, pairs without a key are i
 });
 
 Deno.test("parseResponseHeader: a pair with an invalid escape is ignored like a garbled pair", () => {
-  // A garbled pair must not fail the response, least of all as a 400 ProtocolError
+  // A garbled pair must not fail the response, least of all as a 400 RequestError
   // that a client would report as the server rejecting its request.
   assert.deepEqual(parseResponseHeader("OK 3 x=%zz size=3"), {
     ok: true,

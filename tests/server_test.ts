@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import type { PolicyName } from "../policies/policy.ts";
 import { POLICIES } from "../policies/registry.ts";
 import { connect, type TcpCacheClient } from "../client.ts";
-import { DirectoryOrigin, type Origin } from "../origin/directory.ts";
+import { DirectoryOrigin } from "../origin/directory.ts";
+import type { Origin } from "../origin/origin.ts";
 import { MAX_REQUEST_LINE } from "../protocol.ts";
 import { type ServerStats, startServer } from "../server.ts";
 import {

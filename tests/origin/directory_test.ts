@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { DirectoryOrigin, type OriginDirEntry, toOriginStat } from "../../origin/directory.ts";
-import { ProtocolError } from "../../protocol.ts";
+import { DirectoryOrigin, toOriginStat } from "../../origin/directory.ts";
+import type { OriginDirEntry } from "../../origin/origin.ts";
+import { RequestError } from "../../protocol.ts";
 import { type Tree, writeTree } from "../helpers.ts";
 
 /** Paths of one test's temporary tree: `root` is served, `outer` holds it. */
@@ -28,7 +29,7 @@ async function assertProtocolError(
   message: string,
 ): Promise<void> {
   await assert.rejects(promise, (error) => {
-    assert.ok(error instanceof ProtocolError, `not a ProtocolError: ${error}`);
+    assert.ok(error instanceof RequestError, `not a RequestError: ${error}`);
     assert.equal(error.code, code);
     assert.equal(error.message, message);
     return true;

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { parseS3Url, S3Origin } from "../../origin/s3.ts";
-import { ProtocolError } from "../../protocol.ts";
+import { RequestError } from "../../protocol.ts";
 import { startServer } from "../../server.ts";
 import { RawConnection, seededBytes, sha256 } from "../helpers.ts";
 
@@ -203,7 +203,7 @@ async function readAll(file: { read(into: Uint8Array): Promise<number | null> })
 
 async function assertProtocolError(promise: Promise<unknown>, code: number, message: RegExp) {
   await assert.rejects(promise, (error: unknown) => {
-    assert.ok(error instanceof ProtocolError, String(error));
+    assert.ok(error instanceof RequestError, String(error));
     assert.equal(error.code, code);
     assert.match(error.message, message);
     return true;

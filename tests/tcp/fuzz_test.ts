@@ -22,8 +22,8 @@ import {
   parseRequest,
   percentDecode,
   percentEncode,
-  ProtocolError,
-  type Request,
+  type ProtocolRequest,
+  RequestError,
 } from "../../protocol.ts";
 import {
   json,
@@ -127,7 +127,7 @@ const ARITY: Record<string, [number, number]> = {
   PING: [0, 0],
   QUIT: [0, 0],
 };
-const COMMANDS = Object.keys(ARITY) as Request["command"][];
+const COMMANDS = Object.keys(ARITY) as ProtocolRequest["command"][];
 
 /** Percent-decoding by the platform's decoder: raw non-ASCII bytes are escaped first. */
 function decodeArgument(token: Uint8Array): string | null {
@@ -152,7 +152,7 @@ function contractNumber(text: string): number | null {
 }
 
 /** What a request line (without its LF) means by the contract, or null for a 400. */
-function contractModel(line: Uint8Array): Request | null {
+function contractModel(line: Uint8Array): ProtocolRequest | null {
   if (line.length > 0 && line[line.length - 1] === 0x0d) line = line.subarray(0, -1);
   if (line.length === 0) return null;
   if (line.some((byte) => byte < 0x20 || byte === 0x7f)) return null;
@@ -194,12 +194,12 @@ function contractModel(line: Uint8Array): Request | null {
     case "STAT":
       return contractPath(args[0]!) ? { command, path: args[0]! } : null;
     default:
-      return { command } as Request;
+      return { command } as ProtocolRequest;
   }
 }
 
 /** The contract's rules on a path the parser returned. */
-function assertContractRequest(request: Request, where: string): void {
+function assertContractRequest(request: ProtocolRequest, where: string): void {
   if (!("path" in request)) return;
   const { path } = request;
   if (request.command === "FILES" && path === "") return;
@@ -217,19 +217,19 @@ function assertContractRequest(request: Request, where: string): void {
 }
 
 /**
- * Parses a line the way the server must: a Request or a ProtocolError 400,
+ * Parses a line the way the server must: a ProtocolRequest or a RequestError 400,
  * nothing else, and exactly what the contract model says.
  */
-function checkParse(line: Uint8Array, where: string): Request | null {
-  let parsed: Request | null = null;
+function checkParse(line: Uint8Array, where: string): ProtocolRequest | null {
+  let parsed: ProtocolRequest | null = null;
   try {
     parsed = parseRequest(line);
   } catch (error) {
     assert.ok(
-      error instanceof ProtocolError,
-      `${where}: threw something other than a ProtocolError: ${error}`,
+      error instanceof RequestError,
+      `${where}: threw something other than a RequestError: ${error}`,
     );
-    assert.equal(error.code, 400, `${where}: ProtocolError ${error.code}, expected 400`);
+    assert.equal(error.code, 400, `${where}: RequestError ${error.code}, expected 400`);
   }
   if (parsed !== null) assertContractRequest(parsed, where);
   assert.deepEqual(parsed, contractModel(line), `${where}: parser and contract disagree`);
@@ -290,7 +290,7 @@ function randomDigits(rng: Rng): string {
 
 /** A grammar-valid request: what it means, and its arguments as decoded text. */
 interface Generated {
-  request: Request;
+  request: ProtocolRequest;
   args: string[];
 }
 
@@ -310,7 +310,7 @@ function generateRequest(rng: Rng, source: ArgSource, commands = COMMANDS): Gene
   switch (command) {
     case "GET": {
       const path = source.path(rng, "GET");
-      const request: Request = { command, path, offset: undefined, length: undefined };
+      const request: ProtocolRequest = { command, path, offset: undefined, length: undefined };
       const args = [path];
       const count = rng.int(3);
       if (count >= 1) {
@@ -335,12 +335,12 @@ function generateRequest(rng: Rng, source: ArgSource, commands = COMMANDS): Gene
       return { request: { command, path }, args: [path] };
     }
     default:
-      return { request: { command } as Request, args: [] };
+      return { request: { command } as ProtocolRequest, args: [] };
   }
 }
 
 /** A request's arguments, in order. */
-function requestArgs(request: Request): (string | number)[] {
+function requestArgs(request: ProtocolRequest): (string | number)[] {
   switch (request.command) {
     case "GET":
       return [request.path, request.offset, request.length].filter((arg) => arg !== undefined);
@@ -354,7 +354,7 @@ function requestArgs(request: Request): (string | number)[] {
 }
 
 /** The request's canonical line, built with percentEncode (no LF). */
-function canonicalLine(request: Request): string {
+function canonicalLine(request: ProtocolRequest): string {
   return [request.command, ...requestArgs(request).map((arg) => percentEncode(String(arg)))]
     .join(" ");
 }
@@ -508,11 +508,12 @@ function randomBytesLine(rng: Rng, maxLength = 300): Uint8Array {
 // ---------------------------------------------------------------------------
 // 1. The parser, in process.
 
-Deno.test("fuzz: parseRequest answers every line with a Request or a 400, as the contract says", () => {
+Deno.test("fuzz: parseRequest answers every line with a ProtocolRequest or a 400, as the contract says", () => {
   const rng = new Rng(PARSER_SEED);
   const seed = `seed=0x${PARSER_SEED.toString(16)}`;
   const tally = { random: [0, 0], mutated: [0, 0], grammar: [0, 0] };
-  const count = (kind: keyof typeof tally, parsed: Request | null) => tally[kind][parsed ? 0 : 1]++;
+  const count = (kind: keyof typeof tally, parsed: ProtocolRequest | null) =>
+    tally[kind][parsed ? 0 : 1]++;
 
   for (let i = 0; i < 2000; i++) {
     const line = randomBytesLine(rng);

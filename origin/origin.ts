@@ -1,0 +1,86 @@
+/**
+ * What an origin is: the contract between the server (and its cache) and
+ * where files come from. Each origin in this folder implements it: a
+ * directory (`directory.ts`) or an S3-compatible bucket (`s3.ts`).
+ *
+ * @module
+ */
+
+/** What the server needs to know of an origin file before serving it. */
+export interface OriginStat {
+  /** Size in bytes. */
+  size: number;
+  /** Modification time, milliseconds since the epoch. */
+  mtime: number;
+  /**
+   * Changes whenever the file's content may have changed (size, mtime, inode
+   * or change time): a cache entry is fresh only while this is equal.
+   */
+  validator: string;
+}
+
+/**
+ * An origin file changed while it was read (its size, mtime or inode moved,
+ * or it held more or fewer bytes than its size said): its bytes are not
+ * served as a whole file and never admitted.
+ */
+export class OriginChangedError extends Error {
+  /** Creates the error for `path`. */
+  constructor(path: string) {
+    super(`changed while it was read: ${path}`);
+    this.name = "OriginChangedError";
+  }
+}
+
+/** One entry of a directory listing. */
+export interface OriginDirEntry {
+  /** The entry's name within its directory. */
+  name: string;
+  /** `file` or `dir`; other kinds of entry are not listed. */
+  type: "file" | "dir";
+  /** Size in bytes (0 for a directory). */
+  size: number;
+  /** Modification time, milliseconds since the epoch. */
+  mtime: number;
+}
+
+/** Bytes read in order, the way `Deno.FsFile.read` reads them. */
+export interface ByteSource {
+  /** Reads into `into`; resolves to the count, or null at the end. */
+  read(into: Uint8Array): Promise<number | null>;
+  /** Releases what the source holds; reading after it fails. */
+  close(): void;
+}
+
+/** A part of a file: `length` bytes from `offset`. */
+export interface ByteRange {
+  /** The first byte's position in the file. */
+  offset: number;
+  /** How many bytes. */
+  length: number;
+}
+
+/**
+ * An origin file opened for reading, from the start or from the asked
+ * range's offset. Reading past the range (or the size) is allowed and is
+ * how a file that grew while it was read is noticed.
+ */
+export interface OriginFile extends ByteSource {
+  /** Its size, mtime and validator when it was opened. */
+  readonly stat: OriginStat;
+  /**
+   * Its stat now: a validator unlike `stat`'s means that the file changed
+   * while it was read.
+   */
+  restat(): Promise<OriginStat>;
+}
+
+/** The origin's contract: what the server and the cache use. */
+export interface Origin {
+  /** Stats a regular file. */
+  stat(path: string): Promise<OriginStat>;
+  /** Opens a regular file for reading, positioned at `range.offset`. */
+  open(path: string, range?: ByteRange): Promise<OriginFile>;
+  /** Lists a directory ("" is the served directory itself). */
+  list(path: string): Promise<OriginDirEntry[]>;
+}
