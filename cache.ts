@@ -134,7 +134,7 @@ export class FileCache {
    *
    * @example
    * ```ts
-   * import { FileCache } from "./cache.ts";
+   * import { FileCache } from "@tcpcache/tcpcache/cache";
    * const cache = await FileCache.open({ dir: await Deno.makeTempDir() });
    * cache.capacity; // 67108864
    * ```

@@ -4,7 +4,7 @@
  * As a library:
  *
  * ```ts
- * import { connect, startServer } from "./mod.ts";
+ * import { connect, startServer } from "@tcpcache/tcpcache";
  * const server = await startServer({ dir: "files", port: 0 });
  * const client = await connect({ port: server.addr.port });
  * const { bytes, cache } = await client.get("hello.txt");

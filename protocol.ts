@@ -87,7 +87,7 @@ const DEL = 0x7f;
  * @throws {RequestError} 400 for anything malformed.
  * @example
  * ```ts
- * import { parseRequest } from "./protocol.ts";
+ * import { parseRequest } from "@tcpcache/tcpcache/protocol";
  * const req = parseRequest(new TextEncoder().encode("GET docs/a%20b.txt 0 10"));
  * // { command: "GET", path: "docs/a b.txt", offset: 0, length: 10 }
  * ```
@@ -210,7 +210,7 @@ const HEX = "0123456789ABCDEF";
  *
  * @example
  * ```ts
- * import { percentEncode } from "./protocol.ts";
+ * import { percentEncode } from "@tcpcache/tcpcache/protocol";
  * percentEncode("my docs/ü.txt"); // "my%20docs/%C3%BC.txt"
  * ```
  */
@@ -266,7 +266,7 @@ export type HeaderFields = Record<string, string | number>;
  *
  * @example
  * ```ts
- * import { formatRequest } from "./protocol.ts";
+ * import { formatRequest } from "@tcpcache/tcpcache/protocol";
  * formatRequest("GET", ["a b.txt", 0, 10]); // "GET a%20b.txt 0 10\n"
  * ```
  */
@@ -283,7 +283,7 @@ export function formatRequest(
  *
  * @example
  * ```ts
- * import { formatOk } from "./protocol.ts";
+ * import { formatOk } from "@tcpcache/tcpcache/protocol";
  * formatOk(5, { size: 5, cache: "hit" }); // "OK 5 size=5 cache=hit\n"
  * ```
  */

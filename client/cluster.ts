@@ -65,7 +65,7 @@ export function rendezvousWeight(node: NodeAddress, path: string): number {
  *
  * @example
  * ```ts
- * import { rankNodes } from "./cluster.ts";
+ * import { rankNodes } from "@tcpcache/tcpcache/client";
  * const nodes = ["10.0.0.1:9089", "10.0.0.2:9089", "10.0.0.3:9089"];
  * rankNodes("docs/readme.txt", nodes)[0]; // the path's node, the same for every client
  * ```
@@ -123,7 +123,7 @@ const SUMMED = [
  *
  * @example
  * ```ts
- * import { ClusterClient } from "./cluster.ts";
+ * import { ClusterClient } from "@tcpcache/tcpcache/client";
  * const cluster = new ClusterClient(["127.0.0.1:9089", "127.0.0.1:9090"]);
  * const { bytes } = await cluster.get("hello.txt");
  * cluster.close();

@@ -142,7 +142,7 @@ async function local(callback: () => unknown): Promise<void> {
  *
  * @example
  * ```ts
- * import { connect } from "./connection.ts";
+ * import { connect } from "@tcpcache/tcpcache/client";
  * const client = await connect({ host: "127.0.0.1", port: 9089 });
  * const { bytes, cache } = await client.get("hello.txt");
  * console.log(cache, new TextDecoder().decode(bytes));

@@ -74,8 +74,7 @@ interface PartialFile {
  *
  * @example
  * ```ts
- * import { connect } from "./connection.ts";
-import { download } from "./download.ts";
+ * import { connect, download } from "@tcpcache/tcpcache/client";
  * const client = await connect({ port: 9089 });
  * const result = await download(client, "docs/readme.txt", "readme.txt", { resume: true });
  * console.log(result.cache, result.verified);

@@ -73,7 +73,7 @@ const encoder = new TextEncoder();
  *
  * @example
  * ```ts
- * import { startServer } from "../server/start_server.ts";
+ * import { startServer } from "@tcpcache/tcpcache/server";
  * const server = await startServer({ port: 0, httpPort: 0, cacheDir: await Deno.makeTempDir() + "/c" });
  * const response = await fetch(`http://127.0.0.1:${server.httpAddr!.port}/hello.txt`);
  * console.log(response.headers.get("x-cache"), await response.text());

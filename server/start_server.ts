@@ -149,7 +149,7 @@ export interface ServerHandle {
  *
  * @example
  * ```ts
- * import { startServer } from "./start_server.ts";
+ * import { startServer } from "@tcpcache/tcpcache/server";
  * const server = await startServer({ port: 0, cacheDir: await Deno.makeTempDir() + "/c" });
  * console.log(`listening on ${server.addr.hostname}:${server.addr.port}`);
  * await server.close();

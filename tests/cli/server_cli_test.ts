@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { formatAccessLog } from "../../cli/server_cli.ts";
+import { DEFAULTS } from "../../defaults.ts";
 import type { RequestRecord } from "../../server.ts";
 import { RawConnection, withServer } from "../helpers.ts";
 
@@ -103,16 +104,62 @@ Deno.test("--debug reports a failure with its stack; without it, one line", asyn
   }
 });
 
-Deno.test("timeouts longer than a timer can hold are refused as usage errors", async () => {
+/** Runs `serverMain` in this process; resolves to its exit code and what it printed to stderr. */
+async function serverMainCapturing(args: string[]): Promise<{ code: number; stderr: string }> {
   const { serverMain } = await import("../../cli/server_cli.ts");
   const error = console.error;
-  console.error = () => {};
+  let stderr = "";
+  console.error = (...parts: unknown[]) => stderr += parts.join(" ") + "\n";
   try {
-    for (const flag of ["--idle-timeout", "--send-timeout", "--shutdown-timeout"]) {
-      assert.equal(await serverMain([flag, "2500000"]), 2, flag);
-      assert.equal(await serverMain([flag, "0"]), 2, flag);
-    }
+    return { code: await serverMain(args), stderr };
   } finally {
     console.error = error;
   }
+}
+
+const USAGE_ERRORS: { args: string[]; message: RegExp }[] = [
+  { args: ["--idle-timeout", "2500000"], message: /--idle-timeout must be a number of seconds/ },
+  { args: ["--idle-timeout", "0"], message: /--idle-timeout must be a number of seconds/ },
+  { args: ["--send-timeout", "2500000"], message: /--send-timeout must be a number of seconds/ },
+  { args: ["--send-timeout", "0"], message: /--send-timeout must be a number of seconds/ },
+  {
+    args: ["--shutdown-timeout", "2500000"],
+    message: /--shutdown-timeout must be a number of seconds/,
+  },
+  { args: ["--shutdown-timeout", "0"], message: /--shutdown-timeout must be a number of seconds/ },
+  { args: ["--port", "65536"], message: /--port must be a whole number from 0 to 65535/ },
+  { args: ["--port", "http"], message: /--port must be a whole number/ },
+  { args: ["--max-connections", "0"], message: /--max-connections must be a whole number from 1/ },
+  { args: ["--policy", "mru"], message: /unknown policy "mru" \(known: fifo, lru, clock/ },
+  { args: ["--log-format", "xml"], message: /--log-format must be text or json, not "xml"/ },
+  { args: ["--cache-size", "lots"], message: /size/ },
+  { args: ["files"], message: /unexpected argument: files/ },
+  { args: ["--dir", ".", "--origin", "s3://bucket"], message: /give --dir or --origin, not both/ },
+  { args: ["--frobnicate"], message: /frobnicate/ },
+];
+
+Deno.test("usage errors exit 2 with one line that names the flag, and start nothing", async (t) => {
+  for (const { args, message } of USAGE_ERRORS) {
+    await t.step(args.join(" "), async () => {
+      const { code, stderr } = await serverMainCapturing(args);
+      assert.equal(code, 2);
+      assert.match(stderr, message);
+      assert.match(stderr, /^tcpcache: .*\n\(see --help\)\n$/);
+    });
+  }
+});
+
+Deno.test("server.ts --help prints the usage with the defaults and exits 0", async () => {
+  const server = new URL("../../server.ts", import.meta.url).pathname;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", server, "--help"],
+  }).output();
+  const text = new TextDecoder().decode(output.stdout);
+  assert.equal(output.code, 0);
+  assert.match(text, /^tcpcache server /);
+  assert.match(text, new RegExp(`--port PORT .*\\(default: ${DEFAULTS.port}\\)`));
+  assert.match(
+    text,
+    /--policy NAME +eviction policy: fifo, lru, clock, sieve, s3fifo \(default: fifo\)/,
+  );
 });
