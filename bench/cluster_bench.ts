@@ -1,6 +1,6 @@
 /**
  * The cluster benchmark: what spreading paths over several tcpcache nodes
- * (cluster.ts, rendezvous hashing) does to throughput and to the hit ratio.
+ * (client/cluster.ts, rendezvous hashing) does to throughput and to the hit ratio.
  *
  *     deno run -A bench/cluster_bench.ts [--duration 5] [--warmup 1] [--driver-workers 6]
  *

@@ -9,7 +9,7 @@
  * the two protocols share one cache and differ only in how the bytes leave:
  * the TCP protocol writes them itself, while every HTTP byte goes through
  * `Deno.serve` and then through the connection guard's relay in JS
- * (http_guard.ts). To tell those two costs apart, the same loads also go to
+ * (http/guard.ts). To tell those two costs apart, the same loads also go to
  * `Deno.serve`'s private loopback port directly (found in /proc), skipping
  * the relay: a diagnostic column, not a way clients are meant to connect.
  *

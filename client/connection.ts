@@ -166,7 +166,7 @@ export async function connect(options: ConnectOptions = {}): Promise<TcpCacheCli
 /**
  * What a client of tcpcache offers, whether one connection
  * ({@linkcode TcpCacheClient}) or a whole cluster (`ClusterClient` in
- * cluster.ts).
+ * client/cluster.ts).
  */
 export interface CacheClient {
   /** Fetches a file or a byte range of it (see {@linkcode TcpCacheClient.get}). */

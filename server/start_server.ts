@@ -1,9 +1,9 @@
 /**
- * The tcpcache server: accepts TCP connections, runs one async task per
- * connection, and answers requests strictly in order from the cache or the
- * served directory.
- *
- * Run it: `deno run -A server.ts --dir files` (see `--help`).
+ * Starting a server: the composition root. It opens the origin, takes the
+ * ports, opens the cache, and joins them in one file service that the TCP
+ * protocol (`tcp/`) and the HTTP front end (`http/`) both answer from.
+ * Starting fails before anything is written when the origin cannot be
+ * served or a port cannot be taken.
  *
  * @module
  */

@@ -1,8 +1,8 @@
 /**
  * What the server does for a request, whatever protocol it came in on: the
  * cache lookup, admission and eviction, the origin reads, the counters and
- * the error answers. The TCP protocol (`server.ts`) and the HTTP front end
- * (`http.ts`) are two ways of speaking to one service, so both share one
+ * the error answers. The TCP protocol (`tcp/tcp_server.ts`) and the HTTP
+ * front end (`http/front_end.ts`) are two ways of speaking to one service, so both share one
  * cache and one set of counters.
  *
  * @module
