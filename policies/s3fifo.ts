@@ -104,7 +104,9 @@ const MAX_PENDING_GHOST_HITS = 1024;
  * reproduces libCacheSim exactly, with one exception: an object of exactly
  * the small queue's size that is not a ghost hit makes libCacheSim evict
  * for it and then not insert it, where this policy rejects it without
- * evicting.
+ * evicting (a cache cannot evict for an object it then does not keep). The
+ * simulator's `--reference libcachesim` reproduces that case too
+ * (`LibCacheSimS3FifoPolicy` in `sim/reference.ts`).
  */
 export class S3FifoPolicy implements EvictionPolicy {
   readonly name = "s3fifo";
@@ -125,6 +127,11 @@ export class S3FifoPolicy implements EvictionPolicy {
   /** Whether a victim was ever chosen. */
   #evicted = false;
 
+  /**
+   * Creates an empty policy for a cache of `options.capacity` bytes.
+   *
+   * @throws {RangeError} when an option is out of range.
+   */
   constructor(options: S3FifoOptions) {
     this.#options = {
       capacity: options.capacity,
@@ -241,7 +248,9 @@ export class S3FifoPolicy implements EvictionPolicy {
 
   /**
    * Where `key` is: in the small or the main queue, only remembered by the
-   * ghost, or unknown. For tests and diagnostics.
+   * ghost, or unknown. For tests, diagnostics and the simulator (which
+   * asks whether a miss is a ghost hit before `admit` takes the key out of
+   * the ghost).
    */
   locate(key: string): "small" | "main" | "ghost" | undefined {
     const node = this.#nodes.get(key);

@@ -11,103 +11,15 @@ import { SievePolicy } from "../../policies/sieve.ts";
 import { simulate } from "../../sim/sim.ts";
 import { readTrace, type Trace } from "../../sim/trace.ts";
 import { seededRandom } from "../helpers.ts";
+import { CLOUDPHYSICS_TRACE, LIBCACHESIM } from "../sim/libcachesim_cloudphysics.ts";
 
 const MiB = 1024 * 1024;
-const TRACE = new URL(
-  "../../../shared/data/traces/cloudPhysicsIO.oracleGeneral.bin",
-  import.meta.url,
-);
 
 let loaded: Promise<Trace> | undefined;
 /** The libCacheSim sample trace, read once for all tests. */
 function sampleTrace(): Promise<Trace> {
-  return loaded ??= readTrace(TRACE.pathname, "oracleGeneral");
+  return loaded ??= readTrace(CLOUDPHYSICS_TRACE.pathname, "oracleGeneral");
 }
-
-/**
- * libCacheSim's test/test_evictionAlgo.c on this trace: misses and missed
- * bytes at 128, 256, ..., 1024 MiB ("s3fifo" is its current "S3-FIFO").
- */
-const LIBCACHESIM: Record<string, { misses: number[]; bytes: number[] }> = {
-  fifo: {
-    misses: [93403, 89386, 84387, 84025, 72498, 72228, 72182, 72140],
-    bytes: [
-      4213112832,
-      4052646400,
-      3829170176,
-      3807412736,
-      3093146112,
-      3079525888,
-      3079210496,
-      3077547520,
-    ],
-  },
-  lru: {
-    misses: [93374, 89783, 83572, 81722, 72494, 72104, 71972, 71704],
-    bytes: [
-      4214303232,
-      4061242368,
-      3778040320,
-      3660569600,
-      3100927488,
-      3078128640,
-      3075403776,
-      3061662720,
-    ],
-  },
-  clock: {
-    misses: [93313, 89775, 83411, 81328, 74815, 72283, 71927, 64456],
-    bytes: [
-      4213887488,
-      4064512000,
-      3762650624,
-      3644467200,
-      3256760832,
-      3091688448,
-      3074241024,
-      2697378816,
-    ],
-  },
-  sieve: {
-    misses: [91699, 86720, 78578, 76707, 69945, 66221, 64445, 64376],
-    bytes: [
-      4158632960,
-      3917211648,
-      3536227840,
-      3455379968,
-      3035580416,
-      2801699328,
-      2699456000,
-      2696345600,
-    ],
-  },
-  s3fifo: {
-    misses: [90117, 80915, 75060, 72191, 69815, 65542, 60799, 56045],
-    bytes: [
-      4058576896,
-      3573827584,
-      3244417024,
-      3061737984,
-      2898109952,
-      2628363776,
-      2425027072,
-      2327934464,
-    ],
-  },
-  belady: {
-    misses: [79256, 70724, 65481, 61594, 59645, 57599, 50873, 48974],
-    bytes: [
-      3472532480,
-      2995165696,
-      2726689792,
-      2537648128,
-      2403427840,
-      2269212672,
-      2134992896,
-      2029769728,
-    ],
-  },
-};
 
 Deno.test("every policy matches libCacheSim exactly on cloudPhysicsIO, 128 to 1024 MiB", async (t) => {
   const trace = await sampleTrace();

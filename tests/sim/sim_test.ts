@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
+import { FifoPolicy } from "../../policies/fifo.ts";
 import { POLICIES } from "../../policies/registry.ts";
-import { simMain, simulate, simulatorPolicies } from "../../sim/sim.ts";
+import { type Admission, defaultSizes, type ReplayedPolicy, simulate } from "../../sim/sim.ts";
 import { readTxt, zipfTrace } from "../../sim/trace.ts";
 
 Deno.test("simulate: FIFO on a hand-made trace, counting every request", () => {
@@ -44,73 +45,24 @@ Deno.test("simulate: Belady's optimum never misses more than any policy", () => 
   }
 });
 
-Deno.test("the sim command line: JSON results and an SVG plot for every policy", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const svg = `${dir}/plot.svg`;
-    const lines: string[] = [];
-    const log = console.log;
-    console.log = (line: string) => lines.push(line);
-    let status: number;
-    try {
-      status = await simMain([
-        "--zipf",
-        "0.9",
-        "--objects",
-        "300",
-        "--requests",
-        "5000",
-        "--sizes",
-        "10KiB,40KiB",
-        "--size-dist",
-        "fixed:1KiB",
-        "--json",
-        "--svg",
-        svg,
-      ]);
-    } finally {
-      console.log = log;
+Deno.test("simulate: a policy's own admission decides every miss, evictOnly leaving the room empty", () => {
+  const asked: string[] = [];
+  class Chooser extends FifoPolicy implements ReplayedPolicy {
+    admission(key: string, size: number): Admission {
+      asked.push(`${key} ${size}`);
+      if (size > 10) return "reject";
+      return key === "x" ? "evictOnly" : key === "y" ? "reject" : "insert";
     }
-    assert.equal(status, 0);
-    const output = JSON.parse(lines.join("\n"));
-    const policies = simulatorPolicies();
-    assert.equal(output.results.length, policies.length * 2);
-    for (const result of output.results) {
-      assert.equal(result.requests, 5000);
-      assert.ok(result.misses > 0 && result.misses < 5000);
-      assert.deepEqual(
-        result,
-        simulate(
-          zipfTrace({
-            alpha: 0.9,
-            objects: 300,
-            requests: 5000,
-            seed: 1,
-            sizes: { kind: "fixed", size: 1024 },
-          }),
-          result.policy,
-          result.capacity,
-        ),
-      );
-    }
-    const drawn = await Deno.readTextFile(svg);
-    assert.match(drawn, /^<svg /);
-    // Two panels, one line per policy in each.
-    assert.equal(drawn.match(/<polyline /g)?.length, policies.length * 2);
-    for (const policy of policies) assert.match(drawn, new RegExp(`>${policy}</text>`));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
   }
+  // a and b fill the cache; x evicts a and is not kept; y changes nothing.
+  const trace = readTxt("a 5\nb 5\nx 5\ny 5\nb 5\nhuge 11\na 5\nb 5\nx 5\n");
+  const result = simulate(trace, () => new Chooser(), 10);
+  assert.deepEqual(asked, ["a 5", "b 5", "x 5", "y 5", "huge 11", "a 5", "x 5"]);
+  assert.equal(result.misses, 7, "b hits twice: x made room by evicting a, y made none");
 });
 
-Deno.test("the sim command line refuses bad arguments with status 2", async () => {
-  const error = console.error;
-  console.error = () => {};
-  try {
-    assert.equal(await simMain([]), 2);
-    assert.equal(await simMain(["--zipf", "1", "--policy", "nope"]), 2);
-    assert.equal(await simMain(["--zipf", "1", "--size-dist", "weird:1"]), 2);
-  } finally {
-    console.error = error;
-  }
+Deno.test("defaultSizes: six sizes, doubling up to half the distinct bytes", () => {
+  const trace = readTxt("a 1000\nb 2000\na 1000\nc 3400\n");
+  assert.deepEqual(defaultSizes(trace), [100, 200, 400, 800, 1600, 3200]);
+  assert.deepEqual(defaultSizes(readTxt("a 1\n")), [1, 1, 1, 1, 1, 1]);
 });
