@@ -52,4 +52,6 @@ export const DEFAULTS = {
   originBackoffMs: 100,
   /** The S3 region when none is given. */
   s3Region: "us-east-1",
+  /** The connections a client's `get` opens at once. */
+  parallel: 1,
 } as const;

@@ -91,6 +91,7 @@ export function utc(ms: number): string {
   return new Date(ms).toISOString().slice(0, 19).replace("T", " ");
 }
 
+/** A file's modification time, in ms since the epoch. */
 export async function mtimeOf(path: string): Promise<number> {
   return (await Deno.stat(path)).mtime!.getTime();
 }
@@ -116,6 +117,12 @@ export function parseRecord(text: string): Record<string, string> {
     }
   }
   return record;
+}
+
+/** Checks a process's output: exactly `expected` when it is a string, else matching it. */
+export function assertOutput(actual: string, expected: string | RegExp, message?: string): void {
+  if (typeof expected === "string") assert.equal(actual, expected, message);
+  else assert.match(actual, expected, message);
 }
 
 /** Escapes `text` for use inside a regular expression. */

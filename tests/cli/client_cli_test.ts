@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { connect } from "../../client.ts";
 import {
+  assertOutput,
   cli,
   deadPort,
   MOD,
@@ -30,11 +31,20 @@ const DENO_JSON = new URL("../../deno.json", import.meta.url);
 const BIG = seededBytes(300 * 1024, 42);
 const BIG_SHA = sha256(BIG);
 
+/** Checks that `path` holds exactly `content`. */
+async function assertContent(path: string, content: Uint8Array | string): Promise<void> {
+  if (typeof content === "string") {
+    assert.equal(await Deno.readTextFile(path), content, path);
+  } else {
+    const bytes = await Deno.readFile(path);
+    assert.equal(bytes.length, content.length, `${path}: size`);
+    assert.equal(sha256(bytes), sha256(content), `${path}: content`);
+  }
+}
+
 /** Checks that `path` holds exactly `BIG`. */
-async function assertBig(path: string): Promise<void> {
-  const bytes = await Deno.readFile(path);
-  assert.equal(bytes.length, BIG.length, `${path}: size`);
-  assert.equal(sha256(bytes), BIG_SHA, `${path}: content`);
+function assertBig(path: string): Promise<void> {
+  return assertContent(path, BIG);
 }
 
 /** A `mod.ts serve` subprocess. */
@@ -114,6 +124,28 @@ async function spawnServe(args: string[], cwd: string): Promise<ServeProcess> {
   };
 }
 
+/** `path` below the working directory `cwd` (`.` is `cwd` itself), unless it is absolute. */
+function at(cwd: string, path: string): string {
+  if (path === ".") return cwd;
+  return path.startsWith("/") ? path : `${cwd}/${path}`;
+}
+
+/** A `get` of one file that succeeds: where the file must land, and what it must print. */
+interface SaveCase {
+  name: string;
+  args: string[];
+  /** Prepares the (empty) working directory. */
+  before?: (cwd: string) => Promise<void>;
+  /** The JSON document on stdout (one line), for --json; else stdout is empty. */
+  json?: Record<string, unknown>;
+  /** stderr: exactly this text, or matching this pattern. */
+  stderr: string | RegExp;
+  /** The names in each directory afterwards: relative to the working directory, or absolute. */
+  names: Record<string, string[]>;
+  /** The file saved, relative or absolute, and what it must hold. */
+  saved: [path: string, content: Uint8Array | string];
+}
+
 Deno.test("get saves files where asked and reports the outcome", async (t) => {
   const tree = {
     "data/big.bin": BIG,
@@ -121,103 +153,103 @@ Deno.test("get saves files where asked and reports the outcome", async (t) => {
   };
   await withServer(tree, {}, async ({ port, dir }) => {
     const P = String(port);
-
-    await t.step("get PATH saves the base name in the working directory (a miss)", async () => {
-      await withTempDir(async (cwd) => {
-        const out = await cli(["--host", "127.0.0.1", "--port", P, "get", "data/big.bin"], cwd);
-        assert.equal(out.code, 0, out.stderr);
-        assert.equal(out.stdout, "");
-        assert.match(out.stderr, summaryPattern("big.bin", "300 KiB", "miss"));
-        assert.deepEqual(await namesIn(cwd), ["big.bin"]);
-        await assertBig(`${cwd}/big.bin`);
-      });
-    });
-
-    await t.step("--host and --port after the command; the second get is a hit", async () => {
-      await withTempDir(async (cwd) => {
-        const out = await cli(["get", "data/big.bin", "--host", "127.0.0.1", "--port", P], cwd);
-        assert.equal(out.code, 0, out.stderr);
-        assert.equal(out.stdout, "");
-        assert.match(out.stderr, summaryPattern("big.bin", "300 KiB", "hit"));
-        assert.deepEqual(await namesIn(cwd), ["big.bin"]);
-        await assertBig(`${cwd}/big.bin`);
-      });
-    });
-
-    await t.step("-o PATH and --output=PATH (absolute) name the file", async () => {
-      await withTempDir(async (cwd) => {
-        const out = await cli(["--port", P, "get", "data/big.bin", "-o", "copy.bin"], cwd);
-        assert.equal(out.code, 0, out.stderr);
-        assert.match(out.stderr, summaryPattern("copy.bin", "300 KiB", "hit"));
-        assert.deepEqual(await namesIn(cwd), ["copy.bin"]);
-        await assertBig(`${cwd}/copy.bin`);
-
-        await withTempDir(async (elsewhere) => {
-          const dest = `${elsewhere}/abs.bin`;
-          const out = await cli(["--port", P, "get", "data/big.bin", `--output=${dest}`], cwd);
-          assert.equal(out.code, 0, out.stderr);
-          assert.match(out.stderr, summaryPattern(dest, "300 KiB", "hit"));
-          assert.deepEqual(await namesIn(elsewhere), ["abs.bin"]);
-          await assertBig(dest);
-          assert.deepEqual(await namesIn(cwd), ["copy.bin"]);
+    await withTempDir(async (elsewhere) => {
+      const abs = `${elsewhere}/abs.bin`;
+      // In order: the first get is a miss, the others hits.
+      const cases: SaveCase[] = [
+        {
+          name: "get PATH saves the base name in the working directory (a miss)",
+          args: ["--host", "127.0.0.1", "--port", P, "get", "data/big.bin"],
+          stderr: summaryPattern("big.bin", "300 KiB", "miss"),
+          names: { ".": ["big.bin"] },
+          saved: ["big.bin", BIG],
+        },
+        {
+          name: "--host and --port after the command; the second get is a hit",
+          args: ["get", "data/big.bin", "--host", "127.0.0.1", "--port", P],
+          stderr: summaryPattern("big.bin", "300 KiB", "hit"),
+          names: { ".": ["big.bin"] },
+          saved: ["big.bin", BIG],
+        },
+        {
+          name: "-o PATH names the file",
+          args: ["--port", P, "get", "data/big.bin", "-o", "copy.bin"],
+          stderr: summaryPattern("copy.bin", "300 KiB", "hit"),
+          names: { ".": ["copy.bin"] },
+          saved: ["copy.bin", BIG],
+        },
+        {
+          name: "--output=PATH (absolute) names the file; nothing lands in the working directory",
+          args: ["--port", P, "get", "data/big.bin", `--output=${abs}`],
+          stderr: summaryPattern(abs, "300 KiB", "hit"),
+          names: { ".": [], [elsewhere]: ["abs.bin"] },
+          saved: [abs, BIG],
+        },
+        {
+          name: "-o DIR saves under the base name; a stale .part is replaced",
+          args: ["--port", P, "get", "data/big.bin", "-o", "out"],
+          before: async (cwd) => {
+            await Deno.mkdir(`${cwd}/out`);
+            await Deno.writeFile(`${cwd}/out/big.bin.part`, seededBytes(400 * 1024, 9));
+          },
+          stderr: summaryPattern("out/big.bin", "300 KiB", "hit"),
+          names: { ".": ["out"], "out": ["big.bin"] },
+          saved: ["out/big.bin", BIG],
+        },
+        {
+          name: "a path with a space and non-ASCII characters",
+          args: ["--port", P, "get", "my docs/ü file.txt"],
+          stderr: summaryPattern("ü file.txt", "20 B", "miss"),
+          names: { ".": ["ü file.txt"] },
+          saved: ["ü file.txt", "unicode and a space\n"],
+        },
+        {
+          name: "--quiet prints nothing and still saves",
+          args: ["--port", P, "get", "data/big.bin", "--quiet"],
+          stderr: "",
+          names: { ".": ["big.bin"] },
+          saved: ["big.bin", BIG],
+        },
+        {
+          name: "--json prints the result with the cache outcome",
+          args: ["--port", P, "get", "data/big.bin", "--json", "-o", "j.bin"],
+          json: {
+            path: "data/big.bin",
+            status: "saved",
+            saved: "j.bin",
+            size: BIG.length,
+            offset: 0,
+            length: BIG.length,
+            mtime: await mtimeOf(`${dir}/data/big.bin`),
+            cache: "hit",
+            sha256: BIG_SHA,
+            verified: true,
+          },
+          stderr: "",
+          names: { ".": ["j.bin"] },
+          saved: ["j.bin", BIG],
+        },
+      ];
+      for (const { name, args, before, json, stderr, names, saved } of cases) {
+        await t.step(name, async () => {
+          await withTempDir(async (cwd) => {
+            await before?.(cwd);
+            const out = await cli(args, cwd);
+            assert.equal(out.code, 0, out.stderr);
+            if (json === undefined) {
+              assert.equal(out.stdout, "");
+            } else {
+              assert.equal(out.stdout.split("\n").length, 2, "one line of JSON");
+              assert.deepEqual(JSON.parse(out.stdout), json);
+            }
+            assertOutput(out.stderr, stderr);
+            for (const [where, expected] of Object.entries(names)) {
+              assert.deepEqual(await namesIn(at(cwd, where)), expected, where);
+            }
+            await assertContent(at(cwd, saved[0]), saved[1]);
+          });
         });
-      });
-    });
-
-    await t.step("-o DIR saves under the base name; a stale .part is replaced", async () => {
-      await withTempDir(async (cwd) => {
-        await Deno.mkdir(`${cwd}/out`);
-        await Deno.writeFile(`${cwd}/out/big.bin.part`, seededBytes(400 * 1024, 9));
-        const out = await cli(["--port", P, "get", "data/big.bin", "-o", "out"], cwd);
-        assert.equal(out.code, 0, out.stderr);
-        assert.match(out.stderr, summaryPattern("out/big.bin", "300 KiB", "hit"));
-        assert.deepEqual(await namesIn(cwd), ["out"]);
-        assert.deepEqual(await namesIn(`${cwd}/out`), ["big.bin"]);
-        await assertBig(`${cwd}/out/big.bin`);
-      });
-    });
-
-    await t.step("a path with a space and non-ASCII characters", async () => {
-      await withTempDir(async (cwd) => {
-        const out = await cli(["--port", P, "get", "my docs/ü file.txt"], cwd);
-        assert.equal(out.code, 0, out.stderr);
-        assert.match(out.stderr, summaryPattern("ü file.txt", "20 B", "miss"));
-        assert.deepEqual(await namesIn(cwd), ["ü file.txt"]);
-        assert.equal(await Deno.readTextFile(`${cwd}/ü file.txt`), "unicode and a space\n");
-      });
-    });
-
-    await t.step("--quiet prints nothing and still saves", async () => {
-      await withTempDir(async (cwd) => {
-        const out = await cli(["--port", P, "get", "data/big.bin", "--quiet"], cwd);
-        assert.equal(out.code, 0, out.stderr);
-        assert.equal(out.stdout, "");
-        assert.equal(out.stderr, "");
-        assert.deepEqual(await namesIn(cwd), ["big.bin"]);
-        await assertBig(`${cwd}/big.bin`);
-      });
-    });
-
-    await t.step("--json prints the result with the cache outcome", async () => {
-      await withTempDir(async (cwd) => {
-        const out = await cli(["--port", P, "get", "data/big.bin", "--json", "-o", "j.bin"], cwd);
-        assert.equal(out.code, 0, out.stderr);
-        assert.equal(out.stderr, "");
-        assert.equal(out.stdout.split("\n").length, 2, "one line of JSON");
-        assert.deepEqual(JSON.parse(out.stdout), {
-          path: "data/big.bin",
-          status: "saved",
-          saved: "j.bin",
-          size: BIG.length,
-          offset: 0,
-          length: BIG.length,
-          mtime: await mtimeOf(`${dir}/data/big.bin`),
-          cache: "hit",
-          sha256: BIG_SHA,
-          verified: true,
-        });
-        await assertBig(`${cwd}/j.bin`);
-      });
+      }
     });
   });
 });
@@ -226,111 +258,142 @@ Deno.test("exit codes: 1 server error, 2 usage error, 3 cannot connect", async (
   await withServer({ "data/big.bin": BIG }, {}, async ({ port, server }) => {
     const P = String(port);
 
-    await t.step("usage errors exit 2 without connecting", async () => {
+    await t.step("usage errors exit 2 without connecting", async (t) => {
+      const cases: [args: string[], stderr: RegExp][] = [
+        [["--port", P, "frobnicate"], /^tcpcache: unknown command: frobnicate\n/],
+        [["--port", P, "get"], /^tcpcache: get takes at least 1 argument\(s\)\n/],
+        [
+          ["--port", P, "get", "a/x.txt", "b/x.txt"],
+          /^tcpcache: a\/x\.txt and b\/x\.txt would both be saved as x\.txt\n/,
+        ],
+        [["--port", P, "get", "-r", "a", "b"], /^tcpcache: get -r takes one directory\n/],
+        [["--port", P, "get", "a", "b", "-o", "-"], /^tcpcache: -o - takes one file\n/],
+        [["--port", P, "get", "a", "-o", "-", "--json"], /^tcpcache: --json and -o - /],
+        [["--port", P, "get", "a", "-o", "-", "--continue"], /^tcpcache: --continue needs /],
+        [["--port", P, "get", "a", "--parallel", "0"], /^tcpcache: invalid --parallel: 0 /],
+        [["--port", P, "get", "a", "--parallel", "65"], /^tcpcache: invalid --parallel: 65 /],
+        [["--port", P, "list", "-o", "x"], /^tcpcache: -o is an option of get\n/],
+        [["--port", P, "stat", "a", "-r"], /^tcpcache: -r is an option of get\n/],
+        [["--port", P, "ping", "--continue"], /^tcpcache: --continue is an option of get\n/],
+        [["--port", P, "stat"], /^tcpcache: stat takes 1 argument\(s\)\n/],
+        [["--port", P, "list", "extra"], /^tcpcache: list takes 0 argument\(s\)\n/],
+        [["--port", P], /^tcpcache: no command given\n/],
+        [["--port", "70000", "ping"], /^tcpcache: invalid port: 70000\n/],
+        [["--port", `${P}x`, "ping"], new RegExp(`^tcpcache: invalid port: ${P}x\\n`)],
+        [["--port", P, "--bogus", "ping"], /^tcpcache: .*bogus.*\n/],
+      ];
       await withTempDir(async (cwd) => {
-        const cases: [string[], RegExp][] = [
-          [["--port", P, "frobnicate"], /^tcpcache: unknown command: frobnicate\n/],
-          [["--port", P, "get"], /^tcpcache: get takes at least 1 argument\(s\)\n/],
-          [
-            ["--port", P, "get", "a/x.txt", "b/x.txt"],
-            /^tcpcache: a\/x\.txt and b\/x\.txt would both be saved as x\.txt\n/,
-          ],
-          [["--port", P, "get", "-r", "a", "b"], /^tcpcache: get -r takes one directory\n/],
-          [["--port", P, "get", "a", "b", "-o", "-"], /^tcpcache: -o - takes one file\n/],
-          [["--port", P, "get", "a", "-o", "-", "--json"], /^tcpcache: --json and -o - /],
-          [["--port", P, "get", "a", "-o", "-", "--continue"], /^tcpcache: --continue needs /],
-          [["--port", P, "get", "a", "--parallel", "0"], /^tcpcache: invalid --parallel: 0 /],
-          [["--port", P, "get", "a", "--parallel", "65"], /^tcpcache: invalid --parallel: 65 /],
-          [["--port", P, "list", "-o", "x"], /^tcpcache: -o is an option of get\n/],
-          [["--port", P, "stat", "a", "-r"], /^tcpcache: -r is an option of get\n/],
-          [["--port", P, "ping", "--continue"], /^tcpcache: --continue is an option of get\n/],
-          [["--port", P, "stat"], /^tcpcache: stat takes 1 argument\(s\)\n/],
-          [["--port", P, "list", "extra"], /^tcpcache: list takes 0 argument\(s\)\n/],
-          [["--port", P], /^tcpcache: no command given\n/],
-          [["--port", "70000", "ping"], /^tcpcache: invalid port: 70000\n/],
-          [["--port", `${P}x`, "ping"], new RegExp(`^tcpcache: invalid port: ${P}x\\n`)],
-          [["--port", P, "--bogus", "ping"], /^tcpcache: .*bogus.*\n/],
-        ];
+        // Started together: each is a process of its own.
         const outcomes = await Promise.all(cases.map(([args]) => cli(args, cwd)));
-        outcomes.forEach((out, i) => {
-          const [args, pattern] = cases[i];
-          assert.equal(out.code, 2, `${args.join(" ")}: ${out.stderr}`);
-          assert.equal(out.stdout, "", args.join(" "));
-          assert.match(out.stderr, pattern, args.join(" "));
-          assert.doesNotMatch(out.stderr, /^\s+at /m, `${args.join(" ")}: no stack trace`);
-        });
+        for (const [i, [args, stderr]] of cases.entries()) {
+          await t.step(args.join(" "), () => {
+            const out = outcomes[i];
+            assert.equal(out.code, 2, out.stderr);
+            assert.equal(out.stdout, "");
+            assert.match(out.stderr, stderr);
+            assert.doesNotMatch(out.stderr, /^\s+at /m, "no stack trace");
+          });
+        }
         assert.equal(server.stats().connections.total, 0, "no usage error may connect");
         assert.deepEqual(await namesIn(cwd), []);
       });
     });
 
-    await t.step("a missing file exits 1 with `not found` and leaves nothing", async () => {
-      await withTempDir(async (cwd) => {
-        const out = await cli(["--port", P, "get", "x.txt"], cwd);
-        assert.equal(out.code, 1);
-        assert.equal(out.stdout, "");
-        assert.equal(out.stderr, "tcpcache: not found: x.txt\n");
-        assert.deepEqual(await namesIn(cwd), []);
+    const dead = deadPort();
+    const failures: { name: string; args: string[]; code: number; stderr: string | RegExp }[] = [
+      {
+        name: "a missing file exits 1 with `not found` and leaves nothing",
+        args: ["--port", P, "get", "x.txt"],
+        code: 1,
+        stderr: "tcpcache: not found: x.txt\n",
+      },
+      {
+        name: "nothing listening exits 3 and leaves nothing",
+        args: ["--port", String(dead), "get", "data/big.bin"],
+        code: 3,
+        stderr: new RegExp(`^tcpcache: cannot connect to 127\\.0\\.0\\.1:${dead}: `),
+      },
+    ];
+    for (const { name, args, code, stderr } of failures) {
+      await t.step(name, async () => {
+        await withTempDir(async (cwd) => {
+          const out = await cli(args, cwd);
+          assert.equal(out.code, code, out.stderr);
+          assert.equal(out.stdout, "");
+          assertOutput(out.stderr, stderr);
+          assert.equal(out.stderr.trimEnd().split("\n").length, 1, "one line");
+          assert.deepEqual(await namesIn(cwd), []);
+        });
       });
-    });
-
-    await t.step("nothing listening exits 3 and leaves nothing", async () => {
-      await withTempDir(async (cwd) => {
-        const dead = deadPort();
-        const out = await cli(["--port", String(dead), "get", "data/big.bin"], cwd);
-        assert.equal(out.code, 3, out.stderr);
-        assert.equal(out.stdout, "");
-        assert.match(
-          out.stderr,
-          new RegExp(`^tcpcache: cannot connect to 127\\.0\\.0\\.1:${dead}: `),
-        );
-        assert.equal(out.stderr.trimEnd().split("\n").length, 1, "one line");
-        assert.deepEqual(await namesIn(cwd), []);
-      });
-    });
+    }
   });
 });
 
-Deno.test("a failed download never leaves the file; NAME.part only when resumable", async (t) => {
-  await t.step("the connection closes in the middle of the body: exit 3, .part kept", async () => {
-    const response = new Uint8Array([
-      ...new TextEncoder().encode("OK 1000 size=1000\n"),
-      ...seededBytes(10, 3),
-    ]);
-    await withTempDir(async (cwd) => {
-      const requests = await withFakeServer(response, async (port) => {
-        const out = await cli(["--port", String(port), "get", "data/cut.bin"], cwd);
-        assert.equal(out.code, 3, out.stderr);
-        assert.equal(out.stdout, "");
-        assert.match(out.stderr, /^tcpcache: .*connection/);
-        assert.match(
-          out.stderr,
-          /10 bytes kept in cut\.bin\.part \(get --continue finishes it\)\n$/,
-        );
-      });
-      assert.deepEqual(requests, ["GET data/cut.bin"]);
-      assert.deepEqual(await namesIn(cwd), ["cut.bin.part"], "no cut.bin; the .part is kept");
-      assert.deepEqual(await Deno.readFile(`${cwd}/cut.bin.part`), seededBytes(10, 3));
-    });
-  });
+/** A download that a fake server makes fail, and what it must leave behind. */
+interface FailedDownload {
+  name: string;
+  /** What the fake server answers (then it closes the connection). */
+  response: Uint8Array;
+  path: string;
+  code: number;
+  /** Patterns stderr must match, and texts it must contain. */
+  stderr: RegExp[];
+  mentions?: string[];
+  /** The names left in the working directory, and why. */
+  names: [names: string[], why: string];
+  /** The `.part` kept, and what it must hold. */
+  part?: [name: string, content: Uint8Array];
+}
 
-  await t.step("the bytes do not match the sha256 the server sent: exit 1", async () => {
-    const body = "hello world\n";
-    const header = `OK ${body.length} size=${body.length} offset=0 mtime=1700000000000 ` +
-      `cache=miss sha256=${sha256("something else")}\n`;
-    const response = new TextEncoder().encode(header + body);
-    await withTempDir(async (cwd) => {
-      const requests = await withFakeServer(response, async (port) => {
-        const out = await cli(["--port", String(port), "get", "docs/bad.txt"], cwd);
-        assert.equal(out.code, 1, out.stderr);
-        assert.equal(out.stdout, "");
-        assert.match(out.stderr, /^tcpcache: .*sha256/);
-        assert.ok(out.stderr.includes(sha256(body)), `names the received digest: ${out.stderr}`);
+Deno.test("a failed download never leaves the file; NAME.part only when resumable", async (t) => {
+  const body = "hello world\n";
+  const cases: FailedDownload[] = [
+    {
+      name: "the connection closes in the middle of the body: exit 3, .part kept",
+      response: new Uint8Array([
+        ...new TextEncoder().encode("OK 1000 size=1000\n"),
+        ...seededBytes(10, 3),
+      ]),
+      path: "data/cut.bin",
+      code: 3,
+      stderr: [
+        /^tcpcache: .*connection/,
+        /10 bytes kept in cut\.bin\.part \(get --continue finishes it\)\n$/,
+      ],
+      names: [["cut.bin.part"], "no cut.bin; the .part is kept"],
+      part: ["cut.bin.part", seededBytes(10, 3)],
+    },
+    {
+      name: "the bytes do not match the sha256 the server sent: exit 1",
+      response: new TextEncoder().encode(
+        `OK ${body.length} size=${body.length} offset=0 mtime=1700000000000 ` +
+          `cache=miss sha256=${sha256("something else")}\n` + body,
+      ),
+      path: "docs/bad.txt",
+      code: 1,
+      stderr: [/^tcpcache: .*sha256/],
+      mentions: [sha256(body)],
+      names: [[], "no bad.txt, no bad.txt.part"],
+    },
+  ];
+  for (const { name, response, path, code, stderr, mentions = [], names, part } of cases) {
+    await t.step(name, async () => {
+      await withTempDir(async (cwd) => {
+        const requests = await withFakeServer(response, async (port) => {
+          const out = await cli(["--port", String(port), "get", path], cwd);
+          assert.equal(out.code, code, out.stderr);
+          assert.equal(out.stdout, "");
+          for (const pattern of stderr) assert.match(out.stderr, pattern);
+          for (const text of mentions) {
+            assert.ok(out.stderr.includes(text), `names ${text}: ${out.stderr}`);
+          }
+        });
+        assert.deepEqual(requests, [`GET ${path}`]);
+        assert.deepEqual(await namesIn(cwd), names[0], names[1]);
+        if (part) assert.deepEqual(await Deno.readFile(`${cwd}/${part[0]}`), part[1]);
       });
-      assert.deepEqual(requests, ["GET docs/bad.txt"]);
-      assert.deepEqual(await namesIn(cwd), [], "no bad.txt, no bad.txt.part");
     });
-  });
+  }
 });
 
 Deno.test("list, list --json, files and stat print the server's state", async (t) => {
@@ -380,82 +443,81 @@ Deno.test("list, list --json, files and stat print the server's state", async (t
         ]);
         const [zeta, alpha] = listing.entries;
 
-        await t.step("list prints the entries in eviction order and the summary", async () => {
-          const out = await cli(["--port", P, "list"], cwd);
-          assert.equal(out.code, 0, out.stderr);
-          assert.equal(out.stderr, "");
-          assert.equal(
-            out.stdout,
-            [
-              "#     SIZE  ADMITTED (UTC)       PATH",
-              `1  200 KiB  ${utc(zeta.admitted)}  zeta.bin`,
-              `2      6 B  ${utc(alpha.admitted)}  docs/alpha.txt`,
-              "2 entries, 200 KiB of 1.0 MiB used (19.5%), policy fifo; #1 is evicted next",
-            ].join("\n") + "\n",
-          );
-        });
-
-        await t.step("list --json prints exactly the server's listing", async () => {
-          const out = await cli(["--port", P, "list", "--json"], cwd);
-          assert.equal(out.code, 0, out.stderr);
-          assert.equal(out.stdout.split("\n").length, 2, "one line of JSON");
-          const printed = JSON.parse(out.stdout);
-          assert.deepEqual(printed, await client.list());
-          assert.deepEqual(printed, {
-            capacity: 1024 * 1024,
-            used: 200 * 1024 + 6,
-            policy: "fifo",
-            entries: [
-              { path: "zeta.bin", size: 200 * 1024, admitted: zeta.admitted },
-              { path: "docs/alpha.txt", size: 6, admitted: alpha.admitted },
-            ],
+        const guideMtime = await mtimeOf(`${dir}/docs/guide.md`);
+        const printed: [name: string, args: string[], stdout: string[]][] = [
+          ["list prints the entries in eviction order and the summary", ["list"], [
+            "#     SIZE  ADMITTED (UTC)       PATH",
+            `1  200 KiB  ${utc(zeta.admitted)}  zeta.bin`,
+            `2      6 B  ${utc(alpha.admitted)}  docs/alpha.txt`,
+            "2 entries, 200 KiB of 1.0 MiB used (19.5%), policy fifo; #1 is evicted next",
+          ]],
+          ["files lists the served directory", ["files"], [
+            "/",
+            "TYPE     SIZE  MODIFIED (UTC)       NAME",
+            `dir         -  ${utc(await mtimeOf(`${dir}/docs`))}  docs/`,
+            `file  200 KiB  ${utc(await mtimeOf(`${dir}/zeta.bin`))}  zeta.bin`,
+          ]],
+          ["files DIR lists a subdirectory", ["files", "docs"], [
+            "/docs",
+            "TYPE  SIZE  MODIFIED (UTC)       NAME",
+            `file   6 B  ${utc(alphaMtime)}  alpha.txt`,
+            `file   8 B  ${utc(guideMtime)}  guide.md`,
+          ]],
+        ];
+        for (const [name, args, lines] of printed) {
+          await t.step(name, async () => {
+            const out = await cli(["--port", P, ...args], cwd);
+            assert.equal(out.code, 0, out.stderr);
+            assert.equal(out.stderr, "");
+            assert.equal(out.stdout, lines.join("\n") + "\n");
           });
-        });
+        }
 
-        await t.step("files lists the served directory", async () => {
-          const out = await cli(["--port", P, "files"], cwd);
-          assert.equal(out.code, 0, out.stderr);
-          assert.equal(
-            out.stdout,
-            [
-              "/",
-              "TYPE     SIZE  MODIFIED (UTC)       NAME",
-              `dir         -  ${utc(await mtimeOf(`${dir}/docs`))}  docs/`,
-              `file  200 KiB  ${utc(await mtimeOf(`${dir}/zeta.bin`))}  zeta.bin`,
-            ].join("\n") + "\n",
-          );
-        });
-
-        await t.step("files DIR lists a subdirectory", async () => {
-          const out = await cli(["--port", P, "files", "docs"], cwd);
-          assert.equal(out.code, 0, out.stderr);
-          assert.equal(
-            out.stdout,
-            [
-              "/docs",
-              "TYPE  SIZE  MODIFIED (UTC)       NAME",
-              `file   6 B  ${utc(alphaMtime)}  alpha.txt`,
-              `file   8 B  ${utc(await mtimeOf(`${dir}/docs/guide.md`))}  guide.md`,
-            ].join("\n") + "\n",
-          );
-        });
-
-        await t.step("files DIR --json", async () => {
-          const out = await cli(["--port", P, "files", "docs", "--json"], cwd);
-          assert.equal(out.code, 0, out.stderr);
-          assert.deepEqual(JSON.parse(out.stdout), {
-            path: "docs",
-            entries: [
-              { name: "alpha.txt", type: "file", size: 6, mtime: alphaMtime },
-              {
-                name: "guide.md",
-                type: "file",
-                size: 8,
-                mtime: await mtimeOf(`${dir}/docs/guide.md`),
-              },
-            ],
+        const documents: {
+          name: string;
+          args: string[];
+          json: unknown;
+          /** The same answer, asked for without the CLI. */
+          direct: () => Promise<unknown>;
+        }[] = [
+          {
+            name: "list --json prints exactly the server's listing",
+            args: ["list", "--json"],
+            json: {
+              capacity: 1024 * 1024,
+              used: 200 * 1024 + 6,
+              policy: "fifo",
+              entries: [
+                { path: "zeta.bin", size: 200 * 1024, admitted: zeta.admitted },
+                { path: "docs/alpha.txt", size: 6, admitted: alpha.admitted },
+              ],
+            },
+            direct: () => client.list(),
+          },
+          {
+            name: "files DIR --json",
+            args: ["files", "docs", "--json"],
+            json: {
+              path: "docs",
+              entries: [
+                { name: "alpha.txt", type: "file", size: 6, mtime: alphaMtime },
+                { name: "guide.md", type: "file", size: 8, mtime: guideMtime },
+              ],
+            },
+            direct: () => client.files("docs"),
+          },
+        ];
+        for (const { name, args, json, direct } of documents) {
+          await t.step(name, async () => {
+            const out = await cli(["--port", P, ...args], cwd);
+            assert.equal(out.code, 0, out.stderr);
+            assert.equal(out.stderr, "");
+            assert.equal(out.stdout.split("\n").length, 2, "one line of JSON");
+            const printed = JSON.parse(out.stdout);
+            assert.deepEqual(printed, await direct());
+            assert.deepEqual(printed, json);
           });
-        });
+        }
 
         await t.step("stat of a cached file shows its sha256", async () => {
           const out = await cli(["--port", P, "stat", "docs/alpha.txt"], cwd);
@@ -600,42 +662,63 @@ Deno.test("the original assignment's command lines", async (t) => {
 Deno.test("TCPCACHE_HOST and TCPCACHE_PORT choose the server when no flag does", async (t) => {
   await withServer({ "docs/readme.txt": "read me\n" }, {}, async ({ port }) => {
     const P = String(port);
+    const pong = new RegExp(`^pong from 127\\.0\\.0\\.1:${port} in `);
+    const cases: {
+      name: string;
+      env: Record<string, string>;
+      args: string[];
+      code: number;
+      stdout?: RegExp;
+      stderr?: RegExp;
+      /** A file the command saved, and its text. */
+      saved?: [name: string, text: string];
+    }[] = [
+      {
+        name: "both variables",
+        env: { TCPCACHE_HOST: "127.0.0.1", TCPCACHE_PORT: P },
+        args: ["ping"],
+        code: 0,
+        stdout: pong,
+      },
+      {
+        name: "TCPCACHE_PORT alone, with get",
+        env: { TCPCACHE_PORT: P },
+        args: ["get", "docs/readme.txt"],
+        code: 0,
+        saved: ["readme.txt", "read me\n"],
+      },
+      {
+        name: "TCPCACHE_HOST is used: nothing listens on 127.0.0.2",
+        env: { TCPCACHE_HOST: "127.0.0.2", TCPCACHE_PORT: P },
+        args: ["ping"],
+        code: 3,
+        stderr: new RegExp(`^tcpcache: cannot connect to 127\\.0\\.0\\.2:${port}: `),
+      },
+      {
+        name: "flags win over the variables",
+        env: { TCPCACHE_HOST: "127.0.0.2", TCPCACHE_PORT: String(deadPort()) },
+        args: ["--host", "127.0.0.1", "--port", P, "ping"],
+        code: 0,
+        stdout: pong,
+      },
+      {
+        name: "a bad TCPCACHE_PORT is a usage error",
+        env: { TCPCACHE_PORT: "port" },
+        args: ["ping"],
+        code: 2,
+        stderr: /^tcpcache: invalid port: port\n/,
+      },
+    ];
     await withTempDir(async (cwd) => {
-      await t.step("both variables", async () => {
-        const env = { TCPCACHE_HOST: "127.0.0.1", TCPCACHE_PORT: P };
-        const out = await cli(["ping"], cwd, env);
-        assert.equal(out.code, 0, out.stderr);
-        assert.match(out.stdout, new RegExp(`^pong from 127\\.0\\.0\\.1:${port} in `));
-      });
-
-      await t.step("TCPCACHE_PORT alone, with get", async () => {
-        const out = await cli(["get", "docs/readme.txt"], cwd, { TCPCACHE_PORT: P });
-        assert.equal(out.code, 0, out.stderr);
-        assert.equal(await Deno.readTextFile(`${cwd}/readme.txt`), "read me\n");
-      });
-
-      await t.step("TCPCACHE_HOST is used: nothing listens on 127.0.0.2", async () => {
-        const env = { TCPCACHE_HOST: "127.0.0.2", TCPCACHE_PORT: P };
-        const out = await cli(["ping"], cwd, env);
-        assert.equal(out.code, 3, out.stderr);
-        assert.match(
-          out.stderr,
-          new RegExp(`^tcpcache: cannot connect to 127\\.0\\.0\\.2:${port}: `),
-        );
-      });
-
-      await t.step("flags win over the variables", async () => {
-        const env = { TCPCACHE_HOST: "127.0.0.2", TCPCACHE_PORT: String(deadPort()) };
-        const out = await cli(["--host", "127.0.0.1", "--port", P, "ping"], cwd, env);
-        assert.equal(out.code, 0, out.stderr);
-        assert.match(out.stdout, new RegExp(`^pong from 127\\.0\\.0\\.1:${port} in `));
-      });
-
-      await t.step("a bad TCPCACHE_PORT is a usage error", async () => {
-        const out = await cli(["ping"], cwd, { TCPCACHE_PORT: "port" });
-        assert.equal(out.code, 2);
-        assert.match(out.stderr, /^tcpcache: invalid port: port\n/);
-      });
+      for (const { name, env, args, code, stdout, stderr, saved } of cases) {
+        await t.step(name, async () => {
+          const out = await cli(args, cwd, env);
+          assert.equal(out.code, code, out.stderr);
+          if (stdout) assert.match(out.stdout, stdout);
+          if (stderr) assert.match(out.stderr, stderr);
+          if (saved) assert.equal(await Deno.readTextFile(`${cwd}/${saved[0]}`), saved[1]);
+        });
+      }
     });
   });
 });

@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import { connect } from "../../client.ts";
 import {
+  assertOutput,
   cli,
   CLIENT,
   deadPort,
@@ -385,37 +386,37 @@ Deno.test("get --continue finishes NAME.part with a range request", async (t) =>
       });
     });
 
-    await t.step("a .part with wrong bytes: sha256 mismatch, discarded, exit 1", async () => {
-      await withTempDir(async (cwd) => {
-        const wrong = seededBytes(HALF, 99);
-        await Deno.writeFile(`${cwd}/big.bin.part`, wrong);
-        const whole = new Uint8Array(BIG.length);
-        whole.set(wrong);
-        whole.set(BIG.subarray(HALF), HALF);
-        const out = await cli(["--port", P, "get", "data/big.bin", "-c"], cwd);
-        assert.equal(out.code, 1);
-        assert.equal(
-          out.stderr,
-          `tcpcache: sha256 mismatch for data/big.bin: server said ${BIG_SHA}, ` +
-            `received ${sha256(whole)}; big.bin.part discarded\n`,
-        );
-        assert.deepEqual(await namesIn(cwd), []);
+    const wrong = seededBytes(HALF, 99);
+    const whole = new Uint8Array(BIG.length);
+    whole.set(wrong);
+    whole.set(BIG.subarray(HALF), HALF);
+    const discarded: { name: string; part: Uint8Array; flag: string; stderr: string }[] = [
+      {
+        name: "a .part with wrong bytes: sha256 mismatch, discarded, exit 1",
+        part: wrong,
+        flag: "-c",
+        stderr: `tcpcache: sha256 mismatch for data/big.bin: server said ${BIG_SHA}, ` +
+          `received ${sha256(whole)}; big.bin.part discarded\n`,
+      },
+      {
+        name: "a .part longer than the file is discarded, exit 1",
+        part: seededBytes(BIG.length + 1, 5),
+        flag: "--continue",
+        stderr: `tcpcache: big.bin.part (${BIG.length + 1} bytes) is longer than data/big.bin ` +
+          "on the server; discarded\n",
+      },
+    ];
+    for (const { name, part, flag, stderr } of discarded) {
+      await t.step(name, async () => {
+        await withTempDir(async (cwd) => {
+          await Deno.writeFile(`${cwd}/big.bin.part`, part);
+          const out = await cli(["--port", P, "get", "data/big.bin", flag], cwd);
+          assert.equal(out.code, 1);
+          assert.equal(out.stderr, stderr);
+          assert.deepEqual(await namesIn(cwd), []);
+        });
       });
-    });
-
-    await t.step("a .part longer than the file is discarded, exit 1", async () => {
-      await withTempDir(async (cwd) => {
-        await Deno.writeFile(`${cwd}/big.bin.part`, seededBytes(BIG.length + 1, 5));
-        const out = await cli(["--port", P, "get", "data/big.bin", "--continue"], cwd);
-        assert.equal(out.code, 1);
-        assert.equal(
-          out.stderr,
-          `tcpcache: big.bin.part (${BIG.length + 1} bytes) is longer than data/big.bin ` +
-            "on the server; discarded\n",
-        );
-        assert.deepEqual(await namesIn(cwd), []);
-      });
-    });
+    }
 
     await t.step("a complete .part is verified and renamed; only a header is sent", async () => {
       await withTempDir(async (cwd) => {
@@ -545,32 +546,46 @@ Deno.test("get --continue when the server has no sha256 for the file", async (t)
 Deno.test("get PATH -o - writes exactly the file's bytes to stdout", async (t) => {
   await withServer({ "data/big.bin": BIG }, {}, async ({ port }) => {
     const P = String(port);
-    await withTempDir(async (cwd) => {
-      await t.step("the bytes on stdout, the summary on stderr", async () => {
-        const out = await cli(["--port", P, "get", "data/big.bin", "-o", "-"], cwd);
-        assert.equal(out.code, 0, out.stderr);
-        assert.equal(out.stdoutBytes.length, BIG.length);
-        assert.equal(sha256(out.stdoutBytes), BIG_SHA);
-        assert.match(
-          out.stderr,
+    const cases: {
+      name: string;
+      args: string[];
+      code: number;
+      stdout: Uint8Array;
+      stderr: string | RegExp;
+    }[] = [
+      {
+        name: "the bytes on stdout, the summary on stderr",
+        args: ["get", "data/big.bin", "-o", "-"],
+        code: 0,
+        stdout: BIG,
+        stderr:
           /^wrote data\/big\.bin to stdout \(300 KiB in [0-9.]+ s, [0-9.]+ \w+\/s, miss, verified sha256\)\n$/,
-        );
-      });
-
-      await t.step("--quiet: the bytes and nothing else", async () => {
-        const out = await cli(["--port", P, "get", "data/big.bin", "--output=-", "-q"], cwd);
-        assert.equal(out.code, 0, out.stderr);
-        assert.equal(sha256(out.stdoutBytes), BIG_SHA);
-        assert.equal(out.stderr, "");
-      });
-
-      await t.step("a missing file: nothing on stdout, exit 1", async () => {
-        const out = await cli(["--port", P, "get", "nope.bin", "-o", "-"], cwd);
-        assert.equal(out.code, 1);
-        assert.equal(out.stdoutBytes.length, 0);
-        assert.equal(out.stderr, "tcpcache: not found: nope.bin\n");
-      });
-
+      },
+      {
+        name: "--quiet: the bytes and nothing else",
+        args: ["get", "data/big.bin", "--output=-", "-q"],
+        code: 0,
+        stdout: BIG,
+        stderr: "",
+      },
+      {
+        name: "a missing file: nothing on stdout, exit 1",
+        args: ["get", "nope.bin", "-o", "-"],
+        code: 1,
+        stdout: new Uint8Array(),
+        stderr: "tcpcache: not found: nope.bin\n",
+      },
+    ];
+    await withTempDir(async (cwd) => {
+      for (const { name, args, code, stdout, stderr } of cases) {
+        await t.step(name, async () => {
+          const out = await cli(["--port", P, ...args], cwd);
+          assert.equal(out.code, code, out.stderr);
+          assert.equal(out.stdoutBytes.length, stdout.length);
+          assert.equal(sha256(out.stdoutBytes), sha256(stdout));
+          assertOutput(out.stderr, stderr);
+        });
+      }
       assert.deepEqual(await namesIn(cwd), [], "no file written");
     });
   });
@@ -591,39 +606,41 @@ Deno.test("--json prints machine-readable output on every command", async (t) =>
           assert.equal(linesOf(out.stdout).length, 1, "one line");
           return JSON.parse(out.stdout);
         };
-        await t.step("list", async () => {
-          assert.deepEqual(await json(["list"]), await client.list());
-        });
-        await t.step("files", async () => {
-          assert.deepEqual(await json(["files"]), await client.files());
-          assert.deepEqual(await json(["files", "docs"]), await client.files("docs"));
-        });
-        await t.step("stat", async () => {
-          const printed = await json(["stat", "docs/a.txt"]);
-          assert.deepEqual(printed, await client.stat("docs/a.txt"));
-          assert.equal(printed.sha256, sha256("alpha\n"));
-          assert.equal((await json(["stat", "b.bin"])).sha256, null);
-        });
-        await t.step("stats", async () => {
-          const printed = await json(["stats"]);
-          const direct = await client.stats();
-          assert.deepEqual(Object.keys(printed).sort(), Object.keys(direct).sort());
-          assert.equal(printed.version, direct.version);
-          assert.equal(printed.hits + printed.misses, 1);
-        });
-        await t.step("ping", async () => {
-          const printed = await json(["ping"]);
-          assert.deepEqual(Object.keys(printed), ["host", "port", "ms"]);
-          assert.equal(printed.host, "127.0.0.1");
-          assert.equal(printed.port, port);
-          assert.ok(typeof printed.ms === "number" && printed.ms >= 0);
-        });
-        await t.step("get", async () => {
-          const printed = await json(["get", "docs/a.txt"]);
-          assert.equal(printed.status, "saved");
-          assert.equal(printed.saved, "a.txt");
-          assert.equal(printed.verified, true);
-        });
+        // In order: stats counts the one GET made before, not get's.
+        const cases: [args: string[], check: (printed: Record<string, unknown>) => unknown][] = [
+          [["list"], async (printed) => assert.deepEqual(printed, await client.list())],
+          [["files"], async (printed) => assert.deepEqual(printed, await client.files())],
+          [["files", "docs"], async (printed) => {
+            assert.deepEqual(printed, await client.files("docs"));
+          }],
+          [["stat", "docs/a.txt"], async (printed) => {
+            assert.deepEqual(printed, await client.stat("docs/a.txt"));
+            assert.equal(printed.sha256, sha256("alpha\n"));
+          }],
+          [["stat", "b.bin"], (printed) => assert.equal(printed.sha256, null)],
+          [["stats"], async (printed) => {
+            const direct = await client.stats();
+            assert.deepEqual(Object.keys(printed).sort(), Object.keys(direct).sort());
+            assert.equal(printed.version, direct.version);
+            assert.equal((printed.hits as number) + (printed.misses as number), 1);
+          }],
+          [["ping"], (printed) => {
+            assert.deepEqual(Object.keys(printed), ["host", "port", "ms"]);
+            assert.equal(printed.host, "127.0.0.1");
+            assert.equal(printed.port, port);
+            assert.ok(typeof printed.ms === "number" && printed.ms >= 0);
+          }],
+          [["get", "docs/a.txt"], (printed) => {
+            assert.equal(printed.status, "saved");
+            assert.equal(printed.saved, "a.txt");
+            assert.equal(printed.verified, true);
+          }],
+        ];
+        for (const [args, check] of cases) {
+          await t.step(args.join(" "), async () => {
+            await check(await json(args));
+          });
+        }
       });
     } finally {
       client.close();
