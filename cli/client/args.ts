@@ -74,7 +74,7 @@ export function readEnv(name: string, env: EnvSource = Deno.env): string | undef
 
 /**
  * Parses the client's command line: flags anywhere, then the command and its
- * arguments, or the original assignment's forms (`HOST PORT list`,
+ * arguments, or the positional forms (`HOST PORT list`,
  * `HOST PORT FILE [DIR]`). Throws a {@linkcode UsageError} (or the
  * `TypeError` of `node:util`'s `parseArgs` for an unknown flag) when the
  * command line is wrong.
@@ -111,7 +111,7 @@ export function parseClientArgs(args: string[], env: EnvSource = Deno.env): Pars
   let [command, ...rest] = positionals;
   let output = values.output;
   if (!isCommand(command) && positionals.length >= 3 && /^[0-9]+$/.test(positionals[1])) {
-    // The original assignment's forms: HOST PORT list | HOST PORT FILE [DIR]
+    // The positional forms: HOST PORT list | HOST PORT FILE [DIR]
     [host, port] = positionals;
     const [what, dir] = positionals.slice(2);
     if (what === "list" && dir === undefined) {

@@ -37,7 +37,7 @@ Options of every command:
   -h, --help       show this help; COMMAND --help shows a command's
   --version        print the version
 
-The original assignment's command lines work too:
+The positional forms work too:
   client.ts HOST PORT list          list the cache
   client.ts HOST PORT FILE DIR      fetch FILE into DIR
 

@@ -619,7 +619,7 @@ Deno.test("stats and ping print the server's counters", async (t) => {
   });
 });
 
-Deno.test("the original assignment's command lines", async (t) => {
+Deno.test("the positional command lines: HOST PORT list, HOST PORT FILE DIR", async (t) => {
   const tree = { "data/big.bin": BIG, "docs/readme.txt": "read me\n" };
   await withServer(tree, {}, async ({ port }) => {
     const P = String(port);

@@ -1,6 +1,6 @@
 /**
  * The S3 origin against a real object store: a single-node Ceph cluster
- * with its RADOS Gateway, started on 127.0.0.1 by tests/s3/ceph_rgw.sh and
+ * with its RADOS Gateway, started on 127.0.0.1 by tests/origin/s3/ceph_rgw.sh and
  * stopped at the end. The core end-to-end behaviour (misses, hits, ranges,
  * bypass, listings, errors, single flight, freshness, HTTP, the command
  * line) runs against `--origin s3://...`. Where Ceph is missing or the
@@ -62,7 +62,7 @@ const installed = ["ceph-mon", "ceph-osd", "radosgw"].every((name) =>
 );
 const gateway = installed
   ? await startGateway()
-  : "Ceph is not installed (bash tests/s3/ceph_rgw.sh install)";
+  : "Ceph is not installed (bash tests/origin/s3/ceph_rgw.sh install)";
 if (typeof gateway !== "string") {
   // However this file ends, the daemons go with it.
   globalThis.addEventListener("unload", () => {

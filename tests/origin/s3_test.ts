@@ -2,7 +2,7 @@
  * The S3 origin against a small stand-in S3 server in this process, so
  * that the store's failures can be made to order: throttling, 5xx, a dead
  * endpoint, a body that stalls or breaks off, refused credentials. (The
- * real store, Ceph's RADOS Gateway, is in s3_test.ts.)
+ * real store, Ceph's RADOS Gateway, is in s3_ceph_test.ts.)
  */
 
 import assert from "node:assert/strict";

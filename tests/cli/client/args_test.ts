@@ -1,8 +1,8 @@
 /**
  * Unit tests of the client's argument parsing (`cli/client/args.ts`): usage
- * errors, the defaults, the environment variables, the original
- * assignment's forms, `--help` and `--version`. No process, no socket: the
- * environment is a stand-in.
+ * errors, the defaults, the environment variables, the positional forms,
+ * `--help` and `--version`. No process, no socket: the environment is a
+ * stand-in.
  *
  * @module
  */
@@ -91,7 +91,7 @@ const PARSED: { args: string[]; vars?: Record<string, string>; expected: Invocat
     args: ["ping", "--nodes", "127.0.0.1:9001,127.0.0.1:9002"],
     expected: { ...PING, nodes: ["127.0.0.1:9001", "127.0.0.1:9002"] },
   },
-  // The original assignment's forms.
+  // The positional forms.
   {
     args: ["10.0.0.1", "9000", "list"],
     expected: { ...PING, command: "list", host: "10.0.0.1", port: 9000 },
