@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { simMain } from "../../cli/sim_cli.ts";
 import { simulate, simulatorPolicies } from "../../sim/sim.ts";
 import { zipfTrace } from "../../sim/trace.ts";
+import { type Outcome, runCommand } from "../cli/cli_helpers.ts";
 import { LIBCACHESIM, LIBCACHESIM_CAPACITIES } from "./libcachesim_cloudphysics.ts";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
@@ -11,28 +12,13 @@ const REPO = fileURLToPath(new URL("../../", import.meta.url));
  * Runs `deno task sim ARGS` as the task does (`deno run`, the task's
  * permissions, its script), read from deno.json, in the repository.
  */
-async function runSimTask(
-  args: string[],
-): Promise<{ code: number; stdout: string; stderr: string }> {
+async function runSimTask(args: string[]): Promise<Outcome> {
   const config = JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`));
   const [deno, ...task] = (config.tasks.sim as string).split(" ");
   assert.equal(deno, "deno");
   assert.equal(task[0], "run");
   assert.equal(task.at(-1), "cli/sim_cli.ts");
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [...task, ...args],
-    cwd: REPO,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+  return await runCommand(Deno.execPath(), [...task, ...args], REPO);
 }
 
 Deno.test("deno task sim --reference libcachesim prints libCacheSim's numbers on cloudPhysicsIO", async () => {
