@@ -171,6 +171,9 @@ export const LARGE_BODY = 8 * 1024 * 1024;
 /** How many recent requests the status page can show. */
 const RECENT_REQUESTS = 50;
 
+/** What a fill that found another fill of its path in flight resolves to. */
+const JOIN_FILL = Symbol("join the fill in flight");
+
 /** The cache, the origin and the counters, shared by every protocol. */
 export class FileService {
   /** The cache served from. */
@@ -522,9 +525,20 @@ export class FileService {
    * Fills the cache from the origin. A fill holds two file permits (origin
    * and cache file); a request that joins a fill in flight holds none.
    */
-  #fill(path: string, stat: OriginStat): Promise<CacheEntry | undefined> {
+  async #fill(path: string, stat: OriginStat): Promise<CacheEntry | undefined> {
     const fill = () => this.cache.fill(path, this.#originSource(path, stat));
-    return this.cache.filling(path) ? fill() : this.#files.with(2, fill);
+    if (!this.cache.filling(path)) {
+      const filled = await this.#files.with(2, async () => {
+        // While this request waited for permits, another may have filled the
+        // path or begun to: take its entry, or join it without the permits,
+        // rather than read the origin again.
+        const entry = this.cache.lookup(path);
+        if (entry?.validator === stat.validator) return entry;
+        return this.cache.filling(path) ? JOIN_FILL : await fill();
+      });
+      if (filled !== JOIN_FILL) return filled;
+    }
+    return await fill();
   }
 
   /** Stats an origin file; one that is gone leaves the cache too. */
