@@ -30,6 +30,8 @@ export {
   FileCache,
   type FileCacheOptions,
   POLICIES,
+  type PolicyFactory,
+  type PolicyName,
 } from "./cache.ts";
 export {
   type ByteRange,
