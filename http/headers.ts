@@ -7,6 +7,12 @@
 
 import { createHash } from "node:crypto";
 
+/** The request fields a rule reads: `Headers`, or the parser's own. */
+export interface FieldLookup {
+  /** The value of field `name` (lower case), or null. */
+  get(name: string): string | null;
+}
+
 /** A satisfiable single range: `length` bytes from `offset`. */
 export interface HttpRange {
   offset: number;
@@ -62,14 +68,14 @@ export interface Validators {
 }
 
 /**
- * The entity tag of a version of a file: its sha256 when known (the same
- * bytes, the same tag, on every server), else a tag made of the origin's
- * validator, which changes whenever the content may have (size, mtime,
- * inode, change time; or an object's ETag). Both are strong: either names
- * exactly one sequence of bytes, so either can validate a range.
+ * The entity tag of a version of a file, made of the origin's validator,
+ * which changes whenever the content may have (size, mtime, inode, change
+ * time; or an object's ETag). It is the same before and after the file is
+ * cached, so a tag taken from either validates a range of the other; it is
+ * strong, since it names exactly one sequence of bytes. (The sha256, when
+ * known, travels in `Repr-Digest`.)
  */
-export function entityTag(file: { validator: string; sha256?: string }): string {
-  if (file.sha256) return `"${file.sha256}"`;
+export function entityTag(file: { validator: string }): string {
   const digest = createHash("sha256").update(file.validator).digest("hex");
   return `"v-${digest.slice(0, 32)}"`;
 }
@@ -80,7 +86,7 @@ export function entityTag(file: { validator: string; sha256?: string }): string 
  * `If-Modified-Since` is no earlier than the modification time (to the
  * second, the resolution of HTTP dates).
  */
-export function notModified(headers: Headers, validators: Validators): boolean {
+export function notModified(headers: FieldLookup, validators: Validators): boolean {
   const ifNoneMatch = headers.get("if-none-match");
   if (ifNoneMatch !== null) {
     if (ifNoneMatch.trim() === "*") return true;
@@ -95,7 +101,7 @@ export function notModified(headers: Headers, validators: Validators): boolean {
  * True when a `Range` may be honoured: no `If-Range`, or one that names the
  * current strong tag, or the exact modification date.
  */
-export function rangeStillValid(headers: Headers, validators: Validators): boolean {
+export function rangeStillValid(headers: FieldLookup, validators: Validators): boolean {
   const ifRange = headers.get("if-range");
   if (ifRange === null) return true;
   const trimmed = ifRange.trim();

@@ -9,6 +9,14 @@ import type { OriginDirEntry } from "../origin/origin.ts";
 import { formatBytes } from "../util/units.ts";
 
 /**
+ * The listing's own style, inline: a link to the status page's stylesheet
+ * would lead mirroring tools (`wget -r`) into the server's pages.
+ */
+const LISTING_STYLE = "body{font:14px system-ui,sans-serif;margin:2em}" +
+  "table{border-collapse:collapse}td,th{padding:2px 12px;text-align:left}" +
+  ".n{text-align:right}.foot{margin-top:2em;color:#666}";
+
+/**
  * A directory listing as a small HTML page: a link per entry (directories
  * first, each with a trailing slash), its size and modification time.
  *
@@ -25,7 +33,7 @@ export function listingPage(dir: string, entries: OriginDirEntry[]): string {
   );
   const rows = sorted.map((entry) => {
     const name = entry.type === "dir" ? `${entry.name}/` : entry.name;
-    const href = encodeURIComponent(entry.name) + (entry.type === "dir" ? "/" : "");
+    const href = linkTo(dir, entry.name) + (entry.type === "dir" ? "/" : "");
     const size = entry.type === "dir" ? "-" : formatBytes(entry.size);
     const mtime = new Date(entry.mtime).toISOString().replace("T", " ").slice(0, 19);
     return `<tr><td><a href="${href}">${escapeHtml(name)}</a></td>` +
@@ -36,15 +44,24 @@ export function listingPage(dir: string, entries: OriginDirEntry[]): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Index of ${escapeHtml(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="/-/status.css"></head>
+<style>${LISTING_STYLE}</style></head>
 <body><h1>Index of ${escapeHtml(title)}</h1>
 <table class="listing"><thead><tr><th>Name</th><th class="n">Size</th><th>Modified (UTC)</th></tr></thead>
 <tbody>${parent}${rows.join("")}</tbody></table>
-<p class="foot"><a href="/-/">server status</a></p></body></html>
+<p class="foot"><a href="/-/" rel="nofollow">server status</a></p></body></html>
 `;
 }
 
 /** Escapes text for HTML element content and quoted attributes. */
 export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/**
+ * A relative link to `name` in the listing of `dir`. At the root, a name
+ * `-` is the server's own prefix (`/-/`), so its `-` is percent-encoded:
+ * `/%2D/` reaches the served folder.
+ */
+function linkTo(dir: string, name: string): string {
+  return dir === "" && name === "-" ? "%2D" : encodeURIComponent(name);
 }

@@ -11,8 +11,9 @@
 import { FileCache } from "../cache.ts";
 import { DEFAULTS } from "../defaults.ts";
 import type { PolicyFactory, PolicyName } from "../policies/policy.ts";
-import { TcpServer } from "../tcp/tcp_server.ts";
-import { type HttpFrontEnd, startHttp } from "../http/front_end.ts";
+import { ConnectionEngine } from "../engine/connection_engine.ts";
+import { HttpProtocol } from "../http/http_protocol.ts";
+import { TcpProtocol } from "../tcp/tcp_protocol.ts";
 import { DirectoryOrigin } from "../origin/directory.ts";
 import type { Origin } from "../origin/origin.ts";
 import {
@@ -172,12 +173,11 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     onError,
     onRequest: options.onRequest,
   };
-  const service = Promise.withResolvers<FileService>();
-  let http: HttpFrontEnd | undefined;
+  let httpListener: Deno.TcpListener | undefined;
   let cache: FileCache;
   try {
     if (options.httpPort !== undefined) {
-      http = startHttp(service.promise, { hostname, port: options.httpPort, ...limits });
+      httpListener = Deno.listen({ hostname, port: options.httpPort });
     }
     cache = await FileCache.open({
       dir: cacheDir,
@@ -187,10 +187,9 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
       onWarning: onError,
     });
   } catch (error) {
+    // Clients that reached a port meanwhile see it closed.
     listener.close();
-    service.reject(error); // requests that reached the HTTP port meanwhile fail
-    service.promise.catch(() => {});
-    await http?.close(0);
+    httpListener?.close();
     throw error;
   }
   const files = new FileService(cache, origin, {
@@ -198,18 +197,34 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     onError,
     debug: options.debug ?? false,
   });
-  service.resolve(files);
-  const server = new TcpServer(listener, files, limits);
-  const accepting = server.acceptLoop();
+  const engines = [serveTcp(listener, files, limits)];
+  if (httpListener) engines.push(serveHttp(httpListener, files, limits));
+  const accepting = engines.map((engine) => engine.acceptLoop());
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs;
   return {
     addr: listener.addr,
-    httpAddr: http?.addr,
+    httpAddr: httpListener?.addr,
     cache,
     stats: () => files.stats(),
     close: async () => {
-      server.shutdown(shutdownTimeoutMs);
-      await Promise.all([accepting, http?.close(shutdownTimeoutMs)]);
+      for (const engine of engines) engine.shutdown(shutdownTimeoutMs);
+      await Promise.all(accepting);
     },
   };
+}
+
+/** The TCP protocol on `listener`; its connections are the ones `STATS` counts. */
+function serveTcp(listener: Deno.TcpListener, files: FileService, limits: Limits) {
+  const protocol = new TcpProtocol(files, limits);
+  protocol.engine = new ConnectionEngine(listener, protocol, { limits, counts: files.connections });
+  return protocol.engine;
+}
+
+/** HTTP/1.1 on `listener`, with connection counts of its own. */
+function serveHttp(listener: Deno.TcpListener, files: FileService, limits: Limits) {
+  const protocol = new HttpProtocol(files, limits);
+  const counts = { open: 0, total: 0, rejected: 0 };
+  protocol.engine = new ConnectionEngine(listener, protocol, { limits, counts });
+  files.httpConnections = () => counts.open;
+  return protocol.engine;
 }

@@ -1,8 +1,8 @@
 /**
  * What the server does for a request, whatever protocol it came in on: the
  * cache lookup, admission and eviction, the origin reads, the counters and
- * the error answers. The TCP protocol (`tcp/tcp_server.ts`) and the HTTP
- * front end (`http/front_end.ts`) are two ways of speaking to one service, so both share one
+ * the error answers. The TCP protocol (`tcp/tcp_protocol.ts`) and HTTP
+ * (`http/http_protocol.ts`) are two ways of speaking to one service, so both share one
  * cache and one set of counters.
  *
  * @module
@@ -227,7 +227,7 @@ export class FileService {
   }
 
   /** Counts an error answer. */
-  countError(code: ErrorCode): void {
+  countError(code: ErrorCode | number): void {
     this.#errors[code] = (this.#errors[code] ?? 0) + 1;
   }
 

@@ -28,6 +28,7 @@ export class UnexpectedEofError extends Error {
 }
 
 const LF = 0x0a;
+const CR = 0x0d;
 
 /**
  * Reads lines and fixed-length bodies from a {@linkcode Reader}. Bytes read
@@ -89,6 +90,61 @@ export class ByteReader {
       if (!await this.#fill()) {
         if (scanned === 0) return null;
         throw new UnexpectedEofError("a line");
+      }
+    }
+  }
+
+  /**
+   * Skips empty lines (CR and LF bytes) at the front of what is buffered:
+   * the bytes an HTTP client may send between requests.
+   */
+  skipEmptyLines(): void {
+    while (
+      this.#start < this.#end &&
+      (this.#buffer[this.#start] === LF || this.#buffer[this.#start] === CR)
+    ) {
+      this.#start++;
+    }
+  }
+
+  /**
+   * Whether a whole block that `findEnd` delimits is already buffered (a
+   * pipelined HTTP request).
+   */
+  hasBuffered(findEnd: (bytes: Uint8Array, from: number, to: number) => number): boolean {
+    this.skipEmptyLines();
+    return findEnd(this.#buffer, this.#start, this.#end) !== -1;
+  }
+
+  /**
+   * Reads a block of bytes up to and including the end that `findEnd`
+   * finds (the index just past it, or -1), after skipping empty lines: an
+   * HTTP request head. Resolves to null when the stream ends before the
+   * block's first byte.
+   *
+   * @throws {LineTooLongError} once `maxBytes` bytes arrived without an end.
+   * @throws {UnexpectedEofError} when the stream ends inside the block.
+   */
+  async readBlock(
+    maxBytes: number,
+    findEnd: (bytes: Uint8Array, from: number, to: number) => number,
+  ): Promise<Uint8Array | null> {
+    if (maxBytes > this.#buffer.length) {
+      throw new RangeError("maxBytes exceeds the buffer size");
+    }
+    while (true) {
+      this.skipEmptyLines();
+      const end = findEnd(this.#buffer, this.#start, Math.min(this.#end, this.#start + maxBytes));
+      if (end !== -1) {
+        const block = this.#buffer.subarray(this.#start, end);
+        this.#start = end;
+        return block;
+      }
+      if (this.#end - this.#start >= maxBytes) throw new LineTooLongError(maxBytes);
+      const empty = this.#start === this.#end;
+      if (!await this.#fill()) {
+        if (empty) return null;
+        throw new UnexpectedEofError("a request head");
       }
     }
   }

@@ -35,8 +35,7 @@ Deno.test("parseRange: single ranges, suffixes, open ends, and what is ignored",
   }
 });
 
-Deno.test("entityTag: the sha256 when known, else a tag of the origin's validator", () => {
-  assert.equal(entityTag({ validator: "3:5:7:9", sha256: "ab" }), '"ab"');
+Deno.test("entityTag: a tag of the origin's validator, whether or not the sha256 is known", () => {
   const tag = entityTag({ validator: "3:5:7:9" });
   assert.match(tag, /^"v-[0-9a-f]{32}"$/);
   assert.equal(entityTag({ validator: "3:5:7:9" }), tag, "the same version, the same tag");

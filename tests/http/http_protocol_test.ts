@@ -98,7 +98,7 @@ const tree = {
   "big.bin": big,
 };
 
-Deno.test("curl fetches whole files: bytes, length, type, ETag = sha256, X-Cache MISS then HIT", async () => {
+Deno.test("curl fetches whole files: bytes, length, type, a stable ETag, Repr-Digest, X-Cache MISS then HIT", async () => {
   await withServer(tree, { httpPort: 0 }, async (server) => {
     const first = await curl(server, "/big.bin", ["--fail"]);
     assert.equal(first.exitCode, 0, first.stderr);
@@ -107,7 +107,11 @@ Deno.test("curl fetches whole files: bytes, length, type, ETag = sha256, X-Cache
     assert.equal(first.headers.get("content-length"), String(big.length));
     assert.equal(first.headers.get("content-type"), "application/octet-stream");
     assert.equal(first.headers.get("x-cache"), "MISS");
-    assert.equal(first.headers.get("etag"), `"${sha256(big)}"`);
+    const etag = first.headers.get("etag")!;
+    assert.match(etag, /^"v-[0-9a-f]{32}"$/, "a tag of the origin's version");
+    const digest = Uint8Array.from(sha256(big).match(/../g)!, (hex) => parseInt(hex, 16));
+    const reprDigest = `sha-256=:${btoa(String.fromCharCode(...digest))}:`;
+    assert.equal(first.headers.get("repr-digest"), reprDigest);
     assert.equal(first.headers.get("accept-ranges"), "bytes");
     const mtime = (await Deno.stat(`${server.dir}/big.bin`)).mtime!;
     assert.equal(first.headers.get("last-modified"), mtime.toUTCString());
@@ -115,6 +119,8 @@ Deno.test("curl fetches whole files: bytes, length, type, ETag = sha256, X-Cache
     const second = await curl(server, "/big.bin", ["--fail"]);
     assert.equal(second.headers.get("x-cache"), "HIT");
     assert.deepEqual(second.body, big);
+    assert.equal(second.headers.get("etag"), etag, "the same tag once cached");
+    assert.equal(second.headers.get("repr-digest"), reprDigest);
 
     const text = await curl(server, "/docs/a%20b.md", ["--fail"]);
     assert.equal(new TextDecoder().decode(text.body), "# spaced name\n");

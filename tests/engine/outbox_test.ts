@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { COALESCE_LIMIT, Outbox } from "../../tcp/outbox.ts";
+import { COALESCE_LIMIT, Outbox } from "../../engine/outbox.ts";
 
 /** A connection that records each write and can hold writes back. */
 class FakeConn {

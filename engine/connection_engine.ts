@@ -1,0 +1,289 @@
+/**
+ * The connection engine both protocols run on: one accept loop per
+ * listener, one async task per connection, and the limits that keep one
+ * client from hurting the others.
+ *
+ * - Past `maxConnections` open connections, a new one gets the protocol's
+ *   "busy" answer (`ERR 503`, HTTP `503`) and is closed.
+ * - Out of descriptors, a spare descriptor is given up to accept one waiting
+ *   client and tell it the same; the loop goes on, backing off.
+ * - A request must arrive within `idleTimeoutMs` of the server being ready
+ *   for it ({@linkcode ConnectionEngine.awaitRequest}).
+ * - A client that takes no byte of an answer for `sendTimeoutMs` is
+ *   dropped, which frees what its answer held.
+ * - At shutdown, connections waiting for a request are woken and end;
+ *   answers in progress get `timeoutMs` to finish.
+ *
+ * What a connection says is the protocol's business
+ * ({@linkcode ConnectionProtocol}): `tcp/` and `http/` each implement one.
+ *
+ * @module
+ */
+
+import { ByteReader, closeQuietly, linger, writeAll } from "../util/byte_reader.ts";
+import { Outbox } from "./outbox.ts";
+import { isOutOfDescriptors, type Limits, sweepInterval } from "../service/file_service.ts";
+
+/** One client connection and what the engine keeps for it. */
+export interface Session {
+  /** The connection. */
+  readonly conn: Deno.TcpConn;
+  /** The client's address, `host:port`, for the access log. */
+  readonly client: string;
+  /** Buffered reads of the client's requests. */
+  readonly reader: ByteReader;
+  /** Coalesced, timed writes of the answers. */
+  readonly outbox: Outbox;
+  /** Set while waiting for a request: ends the wait at shutdown. */
+  wake?: () => void;
+}
+
+/** Connection counts of one listener, as `STATS` reports them. */
+export interface ConnectionCounts {
+  /** Open now. */
+  open: number;
+  /** Accepted since the start. */
+  total: number;
+  /** Refused as busy. */
+  rejected: number;
+}
+
+/** A protocol served over the engine's connections. */
+export interface ConnectionProtocol {
+  /** Bytes of each connection's read buffer: it bounds a request's head. */
+  readonly readBufferSize: number;
+  /**
+   * Serves one connection until it should end; the engine closes it after.
+   * A rejection means the client went away or stalled.
+   */
+  serve(session: Session): Promise<void>;
+  /** The answer that tells a refused client why (then it is closed). */
+  busyAnswer(message: string): Uint8Array;
+  /** Hears of each client refused as busy (for the error counters). */
+  onBusy(): void;
+  /** Hears of each client dropped for taking no bytes. */
+  onSendTimeout(): void;
+  /** Hears of every byte written to a client. */
+  onSent(bytes: number): void;
+}
+
+/** What {@linkcode ConnectionEngine.awaitRequest} saw instead of a request. */
+export type WaitOutcome = "timeout" | "shutdown";
+
+/** Accepts and serves one listener's connections with one protocol. */
+export class ConnectionEngine {
+  #listener: Deno.TcpListener;
+  #protocol: ConnectionProtocol;
+  #limits: Limits;
+  #counts: ConnectionCounts;
+  #connections = new Set<Promise<void>>();
+  #sessions = new Set<Session>();
+  #closing = false;
+  #sweeper: ReturnType<typeof setInterval>;
+  // A descriptor held in reserve: when accept fails for lack of descriptors,
+  // closing it makes room to accept one client and tell it the server is busy.
+  #spare: Deno.FsFile | undefined;
+  #lastAcceptReport = 0;
+
+  /** An engine for `listener`; call {@linkcode acceptLoop} to start it. */
+  constructor(
+    listener: Deno.TcpListener,
+    protocol: ConnectionProtocol,
+    options: { limits: Limits; counts: ConnectionCounts },
+  ) {
+    this.#listener = listener;
+    this.#protocol = protocol;
+    this.#limits = options.limits;
+    this.#counts = options.counts;
+    this.#spare = openSpare();
+    this.#sweeper = setInterval(
+      () => this.#dropStalledWriters(),
+      sweepInterval(this.#limits.sendTimeoutMs),
+    );
+  }
+
+  /** True once {@linkcode shutdown} was called. */
+  get closing(): boolean {
+    return this.#closing;
+  }
+
+  /**
+   * Accepts until shutdown, then waits for every connection to end. An
+   * accept that fails (a client that reset before it was accepted, a
+   * momentary lack of descriptors) must not end the loop, or the server
+   * would silently stop accepting.
+   */
+  async acceptLoop(): Promise<void> {
+    while (!this.#closing) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (this.#closing) break;
+        await this.#acceptFailed(error);
+        continue;
+      }
+      this.#counts.total++;
+      if (this.#counts.open >= this.#limits.maxConnections) {
+        this.#track(this.#refuse(conn, "server busy: too many connections"));
+        continue;
+      }
+      this.#counts.open++;
+      this.#track(this.#serveConnection(conn).finally(() => this.#counts.open--));
+    }
+    await Promise.all(this.#connections);
+    clearInterval(this.#sweeper);
+    this.#spare?.close();
+    this.#spare = undefined;
+  }
+
+  /**
+   * Stops accepting and wakes every connection waiting for a request; after
+   * `timeoutMs`, closes the connections still busy.
+   */
+  shutdown(timeoutMs: number): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    this.#listener.close();
+    for (const session of this.#sessions) session.wake?.();
+    const deadline = setTimeout(() => {
+      for (const session of this.#sessions) closeQuietly(session.conn);
+    }, timeoutMs);
+    Promise.all(this.#connections).then(() => clearTimeout(deadline));
+  }
+
+  /**
+   * Waits for `read` (the next request) until `deadline` (a
+   * `performance.now()` time) or shutdown. A read that loses the race is
+   * left to settle when the connection closes.
+   */
+  async awaitRequest<T>(
+    session: Session,
+    read: Promise<T>,
+    deadline: number,
+  ): Promise<T | WaitOutcome> {
+    if (this.#closing) return "shutdown";
+    // A fresh promise per wait: racing one long-lived promise would keep
+    // every request's reaction alive until it settles (a leak).
+    const wakeUp = Promise.withResolvers<WaitOutcome>();
+    const timer = setTimeout(() => wakeUp.resolve("timeout"), deadline - performance.now());
+    session.wake = () => wakeUp.resolve("shutdown");
+    read.catch(() => {}); // settled after close when the race is lost
+    try {
+      return await Promise.race([read, wakeUp.promise]);
+    } finally {
+      clearTimeout(timer);
+      session.wake = undefined;
+    }
+  }
+
+  /**
+   * Sends the answer after which the connection closes (a timeout, a
+   * refused request, busy), then lingers: it stops writing and reads what
+   * the client still sends, for a moment, so that closing does not reset
+   * the connection before the client has read the answer. `pendingRead` is
+   * a read still in flight, if any.
+   */
+  async finalAnswer(session: Session, answer: Uint8Array, pendingRead?: Promise<unknown>) {
+    try {
+      await session.outbox.write(answer);
+      await session.outbox.flush();
+    } catch {
+      return; // the client is gone: nothing to linger for
+    }
+    await linger(session.conn, pendingRead);
+  }
+
+  /** Keeps a connection's task until it ends, so that shutdown waits for it. */
+  #track(task: Promise<void>): void {
+    const tracked = task.finally(() => this.#connections.delete(tracked));
+    this.#connections.add(tracked);
+  }
+
+  async #serveConnection(conn: Deno.TcpConn): Promise<void> {
+    const { hostname, port } = conn.remoteAddr;
+    const session: Session = {
+      conn,
+      client: `${hostname}:${port}`,
+      reader: new ByteReader(conn, this.#protocol.readBufferSize),
+      outbox: new Outbox(conn, (n) => this.#protocol.onSent(n)),
+    };
+    this.#sessions.add(session);
+    try {
+      conn.setNoDelay(true);
+      await this.#protocol.serve(session);
+      await session.outbox.flush();
+    } catch {
+      // The client went away, stalled, or a body could not be completed:
+      // the connection ends here, and nothing else depends on it.
+    } finally {
+      this.#sessions.delete(session);
+      closeQuietly(conn);
+    }
+  }
+
+  /**
+   * Out of descriptors: sheds one waiting client as busy, using the spare
+   * descriptor, which is taken back once that client is gone (meanwhile
+   * accepting goes on, backing off). Other failures: backs off briefly, and
+   * reports at most one a second.
+   */
+  async #acceptFailed(error: unknown): Promise<void> {
+    if (isOutOfDescriptors(error) && this.#spare) {
+      this.#spare.close();
+      this.#spare = undefined;
+      try {
+        const conn = await this.#listener.accept();
+        this.#counts.total++;
+        const refused = this.#refuse(conn, "server busy: out of file descriptors");
+        this.#track(refused.finally(() => this.#spare ??= openSpare()));
+      } catch {
+        this.#spare = openSpare(); // the client left first
+      }
+      return;
+    }
+    if (!isOutOfDescriptors(error)) {
+      const now = Date.now();
+      if (now - this.#lastAcceptReport >= 1000) {
+        this.#lastAcceptReport = now;
+        this.#limits.onError(`accept failed: ${(error as Error).message}`);
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+
+  /** Tells a client right after accept that the server is busy, and closes. */
+  async #refuse(conn: Deno.Conn, message: string): Promise<void> {
+    this.#counts.rejected++;
+    this.#protocol.onBusy();
+    try {
+      await writeAll(conn, this.#protocol.busyAnswer(message));
+      await linger(conn);
+    } catch {
+      // the client is gone
+    } finally {
+      closeQuietly(conn);
+    }
+  }
+
+  /** Drops connections whose client has not taken a byte for the send timeout. */
+  #dropStalledWriters(): void {
+    const now = performance.now();
+    for (const session of this.#sessions) {
+      const since = session.outbox.writingSince;
+      if (since !== 0 && now - since > this.#limits.sendTimeoutMs) {
+        this.#protocol.onSendTimeout();
+        this.#sessions.delete(session);
+        closeQuietly(session.conn); // the pending write fails, and the task ends
+      }
+    }
+  }
+}
+
+function openSpare(): Deno.FsFile | undefined {
+  try {
+    return Deno.openSync("/dev/null");
+  } catch {
+    return undefined;
+  }
+}

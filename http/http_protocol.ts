@@ -1,0 +1,496 @@
+/**
+ * HTTP/1.1 over the connection engine: the same service (one cache, one
+ * set of counters) as the TCP protocol, for curl, browsers, download
+ * managers and Prometheus. `GET`/`HEAD` of a path serve the file (ranges,
+ * conditional requests, `X-Cache`) or list a directory.
+ *
+ * Request heads are parsed by `request_head.ts` (strict RFC 9112, no
+ * bodies); a refused head is answered and the connection closed. The path
+ * comes from the request target alone. Heads must arrive whole within the
+ * idle timeout, counted from when the server is ready for the next request
+ * (stray empty lines between requests do not restart it): a connection that
+ * sent nothing is closed, one that sent part of a head gets `408`.
+ *
+ * The server's own pages live under the literal prefix `/-/` (`/-/` the
+ * status page, `/-/metrics`, `/-/stats`, `/-/cache`, `/-/recent`). A served
+ * file or folder named `-` stays reachable as `/%2D/...`, which is how
+ * directory listings link to it.
+ *
+ * @module
+ */
+
+import type { ConnectionEngine, ConnectionProtocol, Session } from "../engine/connection_engine.ts";
+import { entityTag, mediaType, notModified, parseRange, rangeStillValid } from "./headers.ts";
+import { listingPage } from "./pages.ts";
+import {
+  ALLOWED_METHODS,
+  findHeadEnd,
+  HttpError,
+  MAX_HEAD,
+  parseRequestHead,
+  type RequestHead,
+} from "./request_head.ts";
+import { formatMetrics } from "../service/metrics.ts";
+import { checkPath, percentDecode, RequestError } from "../protocol.ts";
+import {
+  type FileService,
+  isConnectionError,
+  type Limits,
+  readFull,
+  type RequestRecord,
+  type Served,
+  TruncatedBodyError,
+} from "../service/file_service.ts";
+import { LineTooLongError } from "../util/byte_reader.ts";
+
+/** An answer, before it is written. */
+interface Answer {
+  status: number;
+  /** Fields besides Date, Content-Length and Connection. */
+  fields: [string, string][];
+  /** A body held in memory. */
+  body?: Uint8Array;
+  /** Or a file's bytes (its `length` is the body's). */
+  served?: Served;
+  /** The connection closes after this answer. */
+  close?: boolean;
+  /** No body follows, whatever the length says (HEAD, 304). */
+  bodiless?: boolean;
+}
+
+/** The status page and its assets, served from `status/`. */
+const STATUS_ASSETS: Record<string, { file: string; type: string }> = {
+  "/-/": { file: "index.html", type: "text/html; charset=utf-8" },
+  "/-/status.js": { file: "status.js", type: "text/javascript; charset=utf-8" },
+  "/-/status.css": { file: "status.css", type: "text/css; charset=utf-8" },
+};
+
+const REASONS: Record<number, string> = {
+  200: "OK",
+  206: "Partial Content",
+  301: "Moved Permanently",
+  304: "Not Modified",
+  400: "Bad Request",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  413: "Content Too Large",
+  416: "Range Not Satisfiable",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+  505: "HTTP Version Not Supported",
+};
+
+/** How much of a body goes out in the head's write (one syscall). */
+const SMALL_BODY = 64 * 1024;
+
+const encoder = new TextEncoder();
+
+/** The HTTP/1.1 protocol's answers, for the connection engine to run. */
+export class HttpProtocol implements ConnectionProtocol {
+  /** Room for one whole head and the start of a pipelined one. */
+  readonly readBufferSize = 2 * MAX_HEAD;
+  /** The engine this protocol runs on (set once it exists). */
+  engine!: ConnectionEngine;
+  #service: FileService;
+  #limits: Limits;
+  #assets = new Map<string, Uint8Array>();
+  #date = { second: 0, text: "" };
+
+  /** The protocol over `service`, within `limits`. */
+  constructor(service: FileService, limits: Limits) {
+    this.#service = service;
+    this.#limits = limits;
+  }
+
+  /** `503` with the reason, and close. */
+  busyAnswer(message: string): Uint8Array {
+    return this.#encodeWhole(textAnswer(503, `${message}\n`, { close: true }));
+  }
+
+  /** Counts the 503 of a refused client. */
+  onBusy(): void {
+    this.#service.countError(503);
+  }
+
+  /** Counts a client dropped for taking no bytes. */
+  onSendTimeout(): void {
+    this.#service.countSendTimeout();
+  }
+
+  /** Body bytes are counted as they are sent (see `#send`); heads are not. */
+  onSent(): void {}
+
+  /** Answers requests until the client or the server ends the connection. */
+  async serve(session: Session): Promise<void> {
+    while (!this.engine.closing) {
+      // Answers to pipelined requests are coalesced; they go out once no
+      // further request is waiting in the buffer.
+      const pipelined = session.reader.hasBuffered(findHeadEnd);
+      if (!pipelined) await session.outbox.flush();
+      const head = await this.#nextHead(session, pipelined);
+      if (head === null) break;
+      const keepOpen = await this.#exchange(session, head);
+      if (!keepOpen) break;
+    }
+  }
+
+  /**
+   * Waits for the next request head within the idle timeout. Resolves to
+   * null when the connection should end: the client closed it, timed out,
+   * sent too long a head (431 sent), or the server is stopping.
+   */
+  async #nextHead(session: Session, pipelined: boolean): Promise<Uint8Array | null> {
+    const read = session.reader.readBlock(MAX_HEAD, findHeadEnd);
+    try {
+      const winner = pipelined ? await read : await this.engine.awaitRequest(
+        session,
+        read,
+        performance.now() + this.#limits.idleTimeoutMs,
+      );
+      if (winner === "shutdown") return null;
+      if (winner === "timeout") {
+        // Part of a head: tell the client why; nothing at all: just close.
+        if (session.reader.buffered > 0) {
+          await this.#refuse(session, new HttpError(408, "the request head took too long"), read);
+        }
+        return null;
+      }
+      return winner;
+    } catch (error) {
+      if (error instanceof LineTooLongError) {
+        await this.#refuse(session, new HttpError(431, `request head over ${MAX_HEAD} bytes`));
+      }
+      return null;
+    }
+  }
+
+  /** Answers a refused head (logged and counted), then closes. */
+  async #refuse(session: Session, error: HttpError, pendingRead?: Promise<unknown>) {
+    const record = this.#newRecord(session, "-");
+    this.#service.countRequest();
+    record.status = error.status;
+    this.#service.countError(error.status);
+    const answer = textAnswer(error.status, `${error.message}\n`, { close: true });
+    await this.engine.finalAnswer(session, this.#encodeWhole(answer), pendingRead);
+    this.#finish(record, performance.now());
+  }
+
+  /** Parses and answers one head; resolves to false when the connection must close. */
+  async #exchange(session: Session, bytes: Uint8Array): Promise<boolean> {
+    const started = performance.now();
+    let head: RequestHead;
+    try {
+      head = parseRequestHead(bytes);
+    } catch (error) {
+      const refusal = error instanceof HttpError ? error : new HttpError(400, "malformed request");
+      const record = this.#newRecord(session, methodOf(bytes));
+      this.#service.countRequest();
+      const answer = textAnswer(refusal.status, `${refusal.message}\n`, { close: true });
+      if (refusal.status === 405) answer.fields.push(["Allow", ALLOWED_METHODS]);
+      record.status = refusal.status;
+      this.#service.countError(refusal.status);
+      await this.engine.finalAnswer(session, this.#encodeWhole(answer));
+      this.#finish(record, started);
+      return false;
+    }
+    const record = this.#newRecord(session, head.method);
+    this.#service.countRequest();
+    this.#service.httpActive++;
+    let answer: Answer | undefined;
+    try {
+      try {
+        answer = await this.#route(head, record);
+      } catch (error) {
+        answer = textAnswer(...this.#describe(error));
+      }
+      record.status = answer.status;
+      if (answer.status >= 400) this.#service.countError(answer.status);
+      const keepOpen = head.keepAlive && !answer.close;
+      if (head.method === "HEAD") answer.bodiless = true;
+      await this.#send(session, answer, head, keepOpen, record);
+      return keepOpen;
+    } finally {
+      answer?.served?.release();
+      this.#service.httpActive--;
+      this.#finish(record, started);
+    }
+  }
+
+  /** The request's record for the access log; filled in as it is answered. */
+  #newRecord(session: Session, command: string): RequestRecord {
+    return {
+      time: Date.now(),
+      protocol: "http",
+      client: session.client,
+      command,
+      status: 200,
+      bytes: 0,
+      ms: 0,
+    };
+  }
+
+  #finish(record: RequestRecord, started: number): void {
+    record.ms = performance.now() - started;
+    this.#service.record(record, { recent: !record.path?.startsWith("/-/") });
+    this.#limits.onRequest?.(record);
+  }
+
+  /** The status and message for an error, as both protocols map it. */
+  #describe(error: unknown): [number, string] {
+    const [code, message] = this.#service.describeError(error);
+    return [code, `${message}\n`];
+  }
+
+  async #route(head: RequestHead, record: RequestRecord): Promise<Answer> {
+    const target = head.path;
+    if (target.startsWith("/-/")) {
+      record.path = target; // the server's own pages: absolute, unlike file paths
+      return await this.#serverPage(target);
+    }
+    const path = target === "/" ? "" : percentDecode(target.slice(1));
+    record.path = path;
+    if (path === "" || path.endsWith("/")) {
+      const dir = path.replace(/\/$/, "");
+      if (dir !== "") checkPath(dir);
+      return await this.#listing(dir, head);
+    }
+    checkPath(path);
+    try {
+      return await this.#serveFile(path, head, record);
+    } catch (error) {
+      // A directory asked for without its slash: send the browser to it, so
+      // that the relative links of its listing resolve.
+      if (error instanceof RequestError && error.code === 404) {
+        const isDirectory = await this.#service.files(path).then(() => true, () => false);
+        if (isDirectory) {
+          return { status: 301, fields: [["Location", `${target}/`]], body: new Uint8Array() };
+        }
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Serves a file. The preconditions are evaluated first, against the
+   * version a `GET` would serve now (RFC 9110 §13.2.2): a 304 opens
+   * nothing, and a failed `If-Range` drops the range before it is checked.
+   */
+  async #serveFile(path: string, head: RequestHead, record: RequestRecord): Promise<Answer> {
+    const current = await this.#service.current(path);
+    const validators = { etag: entityTag(current), mtime: current.mtime };
+    if (notModified(head.fields, validators)) {
+      return { status: 304, fields: fileFields(path, current), bodiless: true };
+    }
+    const rangeField = rangeStillValid(head.fields, validators) ? head.fields.get("range") : null;
+    const range = parseRange(rangeField, current.size);
+    if (range === "unsatisfiable") {
+      const answer = textAnswer(
+        416,
+        `range ${rangeField} is past the end (size ${current.size})\n`,
+      );
+      answer.fields.push(["Content-Range", `bytes */${current.size}`]);
+      return answer;
+    }
+    const served = await this.#service.open(path, range ?? {}, current);
+    record.cache = served.outcome;
+    const fields = fileFields(path, served);
+    fields.push(["X-Cache", served.outcome.toUpperCase()]);
+    if (range) {
+      const last = served.offset + served.length - 1;
+      fields.push(["Content-Range", `bytes ${served.offset}-${last}/${served.size}`]);
+    }
+    return { status: range ? 206 : 200, fields, served };
+  }
+
+  async #listing(dir: string, head: RequestHead): Promise<Answer> {
+    const { entries } = await this.#service.files(dir);
+    const accept = head.fields.get("accept") ?? "";
+    if (accept.includes("application/json") && !accept.includes("text/html")) {
+      return jsonAnswer({ path: dir, entries });
+    }
+    return textAnswer(200, listingPage(dir, entries), {
+      type: "text/html; charset=utf-8",
+    });
+  }
+
+  async #serverPage(pathname: string): Promise<Answer> {
+    const service = this.#service;
+    switch (pathname) {
+      case "/-/metrics":
+        return textAnswer(200, formatMetrics(service.metrics()), {
+          type: "text/plain; version=0.0.4; charset=utf-8",
+        });
+      case "/-/stats":
+        return jsonAnswer(service.stats());
+      case "/-/cache":
+        return jsonAnswer(service.listing());
+      case "/-/recent":
+        // Who asked for what is the clients' business: no addresses here.
+        return jsonAnswer(service.recent().map((record) => ({ ...record, client: "-" })));
+    }
+    const asset = STATUS_ASSETS[pathname];
+    if (!asset) return textAnswer(404, `not found: ${pathname}\n`);
+    return {
+      status: 200,
+      fields: [["Content-Type", asset.type], ["Cache-Control", "no-cache"]],
+      body: await this.#asset(asset.file),
+    };
+  }
+
+  /** A file of the status page, read once. */
+  async #asset(name: string): Promise<Uint8Array> {
+    let bytes = this.#assets.get(name);
+    if (!bytes) {
+      bytes = await Deno.readFile(new URL(`./status/${name}`, import.meta.url));
+      this.#assets.set(name, bytes);
+    }
+    return bytes;
+  }
+
+  /**
+   * Writes an answer: a small body with its head in one piece, a large one
+   * streamed in chunks after it. Body bytes are counted as the connection
+   * takes them.
+   *
+   * @throws {TruncatedBodyError} when the file ends early: the head has
+   *   promised more bytes, so the connection must end.
+   */
+  async #send(
+    session: Session,
+    answer: Answer,
+    head: RequestHead,
+    keepOpen: boolean,
+    record: RequestRecord,
+  ): Promise<void> {
+    const length = answer.served?.length ?? answer.body?.length ?? 0;
+    const keepAliveField = head.version === "HTTP/1.0" && keepOpen;
+    const headBytes = encoder.encode(
+      this.#encodeHeadText({ ...answer, close: !keepOpen }, keepAliveField, length),
+    );
+    const count = (bytes: number) => {
+      record.bytes += bytes;
+      this.#service.countSent(bytes);
+    };
+    const served = answer.served;
+    if (answer.bodiless || length === 0) {
+      await session.outbox.write(headBytes);
+    } else if (!served) {
+      await session.outbox.write(concat(headBytes, answer.body!));
+      count(length);
+    } else if (served.bytes) {
+      await session.outbox.write(concat(headBytes, served.bytes));
+      count(length);
+    } else if (length <= SMALL_BODY) {
+      const message = new Uint8Array(headBytes.length + length);
+      message.set(headBytes);
+      if (await readFull(served.source!, message.subarray(headBytes.length)) < length) {
+        throw new TruncatedBodyError(`${served.path} ended early`);
+      }
+      await session.outbox.write(message);
+      count(length);
+    } else {
+      await session.outbox.write(headBytes);
+      try {
+        await this.#service.stream(served, async (chunk) => {
+          await session.outbox.write(chunk);
+          count(chunk.length);
+        });
+      } catch (error) {
+        if (!isConnectionError(error)) {
+          this.#limits.onError(`response cut short: ${(error as Error).message}`);
+        }
+        throw error;
+      }
+    }
+    if (!keepOpen) await session.outbox.flush();
+  }
+
+  /** The whole of an answer held in memory, after which the connection closes. */
+  #encodeWhole(answer: Answer): Uint8Array {
+    const body = answer.body ?? new Uint8Array();
+    const head = this.#encodeHeadText({ ...answer, close: true }, false, body.length);
+    return concat(encoder.encode(head), body);
+  }
+
+  /** The status line and fields of `answer`, ending with the empty line. */
+  #encodeHeadText(answer: Answer, keepAlive: boolean, length?: number): string {
+    const bodyLength = length ?? answer.body?.length ?? 0;
+    let text = `HTTP/1.1 ${answer.status} ${REASONS[answer.status] ?? "Unknown"}\r\n` +
+      `Date: ${this.#now()}\r\n`;
+    for (const [name, value] of answer.fields) text += `${name}: ${value}\r\n`;
+    if (answer.status !== 304) text += `Content-Length: ${bodyLength}\r\n`;
+    if (answer.close) text += "Connection: close\r\n";
+    else if (keepAlive) text += "Connection: keep-alive\r\n";
+    return text + "\r\n";
+  }
+
+  /** The Date field's value, made once a second. */
+  #now(): string {
+    const second = Math.floor(Date.now() / 1000);
+    if (second !== this.#date.second) {
+      this.#date = { second, text: new Date(second * 1000).toUTCString() };
+    }
+    return this.#date.text;
+  }
+}
+
+/** The fields every answer about a file carries: its type and validators. */
+function fileFields(
+  path: string,
+  version: { mtime: number; validator: string; sha256?: string },
+): [string, string][] {
+  const fields: [string, string][] = [
+    ["Accept-Ranges", "bytes"],
+    ["Content-Type", mediaType(path)],
+    ["ETag", entityTag(version)],
+    ["Last-Modified", new Date(version.mtime).toUTCString()],
+  ];
+  if (version.sha256) fields.push(["Repr-Digest", reprDigest(version.sha256)]);
+  return fields;
+}
+
+/** RFC 9530's `Repr-Digest` of a hex sha256: `sha-256=:BASE64:`. */
+function reprDigest(hex: string): string {
+  const bytes = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return `sha-256=:${btoa(String.fromCharCode(...bytes))}:`;
+}
+
+function jsonAnswer(value: unknown): Answer {
+  return {
+    status: 200,
+    fields: [["Content-Type", "application/json"], ["Cache-Control", "no-store"]],
+    body: encoder.encode(JSON.stringify(value)),
+  };
+}
+
+/** An answer with a text body (an error's message, a page). */
+function textAnswer(
+  status: number,
+  text: string,
+  options: { type?: string; close?: boolean } = {},
+): Answer {
+  return {
+    status,
+    fields: [["Content-Type", options.type ?? "text/plain; charset=utf-8"]],
+    body: encoder.encode(text),
+    close: options.close || status === 503,
+  };
+}
+
+/** The method of a head that did not parse, for the log, when it is a plain word. */
+function methodOf(bytes: Uint8Array): string {
+  const space = bytes.indexOf(0x20);
+  const word = String.fromCharCode(...bytes.subarray(0, space === -1 ? 0 : Math.min(space, 16)));
+  return /^[A-Z]{1,16}$/.test(word) ? word : "-";
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}

@@ -1,0 +1,261 @@
+/**
+ * The head of an HTTP/1.1 request (RFC 9112), parsed strictly for a server
+ * that takes no request bodies. Pure: bytes in, a {@linkcode RequestHead} or
+ * an {@linkcode HttpError} out.
+ *
+ * The rules, each a refusal after which the server closes the connection
+ * (no byte that follows a refused head is ever read as a request):
+ *
+ * - The request line is `METHOD SP TARGET SP VERSION`, single spaces. The
+ *   method is a token; the target is visible ASCII with no `#`.
+ * - `HTTP/1.1` and `HTTP/1.0` are served; HTTP/2's preface and any other
+ *   version are `505`; anything else malformed is `400`.
+ * - The target is origin-form (`/path?query`), or absolute-form
+ *   (`http://authority/path`), whose authority is ignored: the path comes
+ *   from the target alone, never from `Host`.
+ * - HTTP/1.1 needs exactly one `Host`, HTTP/1.0 at most one, and its value
+ *   must be a host and port as a URI has them (`400` otherwise).
+ * - Field names are tokens, with no whitespace before the colon; a line
+ *   that starts with whitespace (obsolete line folding) is `400`; values
+ *   hold no control characters but tab.
+ * - Any `Transfer-Encoding` is `400`; a `Content-Length` other than 0 is
+ *   `413`, and differing `Content-Length`s are `400`.
+ * - At most {@linkcode MAX_HEAD} bytes and {@linkcode MAX_FIELDS} fields
+ *   (`431`).
+ * - Only `GET` and `HEAD` are served: any other method is `405` as soon as
+ *   the request line is read, whatever the fields say.
+ * - Lines end in CRLF; a bare LF is accepted as a line end (RFC 9112 §2.2),
+ *   a bare CR is `400`, and so is a NUL anywhere.
+ *
+ * @module
+ */
+
+/** The most bytes a request head may take, its final empty line included. */
+export const MAX_HEAD = 8192;
+/** The most header fields a request may carry. */
+export const MAX_FIELDS = 100;
+
+/** The methods the server answers. */
+export const ALLOWED_METHODS = "GET, HEAD";
+
+/** A request head refused with an HTTP status; the connection closes after it. */
+export class HttpError extends Error {
+  /** The status to answer with (400, 405, 408, 413, 431, 505). */
+  readonly status: number;
+
+  /** Creates the refusal; `message` goes into the answer's body and the log. */
+  constructor(status: number, message: string) {
+    super(message);
+    this.name = "HttpError";
+    this.status = status;
+  }
+}
+
+/** The fields of a request, by lower-case name; repeated fields joined by `, `. */
+export class HeaderFields {
+  #fields = new Map<string, string>();
+
+  /** The value of field `name` (lower case), or null when it was not sent. */
+  get(name: string): string | null {
+    return this.#fields.get(name) ?? null;
+  }
+
+  /** Adds a field as received; a repeat joins the earlier value. */
+  add(name: string, value: string): void {
+    const earlier = this.#fields.get(name);
+    this.#fields.set(name, earlier === undefined ? value : `${earlier}, ${value}`);
+  }
+}
+
+/** A request head that passed every rule. */
+export interface RequestHead {
+  /** `GET` or `HEAD`. */
+  method: "GET" | "HEAD";
+  /** The request target as sent. */
+  target: string;
+  /** The target's path, still percent-encoded, starting with `/`; no query. */
+  path: string;
+  /** The protocol version. */
+  version: "HTTP/1.0" | "HTTP/1.1";
+  /** The header fields. */
+  fields: HeaderFields;
+  /** Whether the connection stays open after the answer. */
+  keepAlive: boolean;
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const TARGET = /^[\x21-\x22\x24-\x7e]+$/; // visible ASCII without "#"
+const ABSOLUTE = /^https?:\/\/[^/?]*(\/[^?]*)?(\?.*)?$/i;
+const HOST = /^([A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])(:[0-9]*)?$/;
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+const DIGITS = /^[0-9]+$/;
+
+/**
+ * Where a request head ends in `bytes[from..to)`: the index just past its
+ * empty line (`\r\n\r\n`, or `\n\n` with bare line feeds), or -1 while it is
+ * incomplete.
+ *
+ * @example
+ * ```ts
+ * import { findHeadEnd } from "./request_head.ts";
+ * const bytes = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET");
+ * findHeadEnd(bytes, 0, bytes.length); // 27
+ * ```
+ */
+export function findHeadEnd(bytes: Uint8Array, from: number, to: number): number {
+  let at = bytes.indexOf(0x0a, from);
+  while (at !== -1 && at < to) {
+    // A line feed ends the head when the line it ends is empty.
+    if (at + 1 < to && bytes[at + 1] === 0x0a) return at + 2;
+    if (at + 2 < to && bytes[at + 1] === 0x0d && bytes[at + 2] === 0x0a) return at + 3;
+    at = bytes.indexOf(0x0a, at + 1);
+  }
+  return -1;
+}
+
+/**
+ * Parses a complete request head: the bytes up to and including its empty
+ * line, as {@linkcode findHeadEnd} delimits them.
+ *
+ * @example
+ * ```ts
+ * import { parseRequestHead } from "./request_head.ts";
+ * const head = parseRequestHead(new TextEncoder().encode("GET /a%20b?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"));
+ * head.path; // "/a%20b"
+ * ```
+ *
+ * @throws {HttpError} for a head that breaks a rule of this module.
+ */
+export function parseRequestHead(bytes: Uint8Array): RequestHead {
+  if (bytes.length > MAX_HEAD) throw new HttpError(431, `request head over ${MAX_HEAD} bytes`);
+  if (bytes.includes(0)) throw new HttpError(400, "NUL in the request head");
+  const lines = splitLines(bytes);
+  const [method, target, version] = parseRequestLine(lines[0]);
+  if (method !== "GET" && method !== "HEAD") {
+    throw new HttpError(405, `method ${method} not allowed`);
+  }
+  const fields = new HeaderFields();
+  let hosts = 0;
+  let count = 0;
+  for (const line of lines.slice(1)) {
+    if (line === "") break; // the final empty line
+    if (++count > MAX_FIELDS) throw new HttpError(431, `more than ${MAX_FIELDS} header fields`);
+    const [name, value] = parseField(line);
+    if (name === "host") hosts++;
+    fields.add(name, value);
+  }
+  checkHost(version, hosts, fields.get("host"));
+  checkNoBody(fields);
+  return {
+    method,
+    target,
+    path: targetPath(target),
+    version,
+    fields,
+    keepAlive: keepsAlive(version, fields.get("connection")),
+  };
+}
+
+/** The head's lines, without their line ends; a bare CR is refused. */
+function splitLines(bytes: Uint8Array): string[] {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 4096) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 4096)); // bytes as latin-1
+  }
+  const lines = text.split("\n").map((line) => line.endsWith("\r") ? line.slice(0, -1) : line);
+  if (lines.some((line) => line.includes("\r"))) {
+    throw new HttpError(400, "bare CR in the request head");
+  }
+  return lines;
+}
+
+function parseRequestLine(line: string): [string, string, "HTTP/1.0" | "HTTP/1.1"] {
+  const parts = line.split(" ");
+  if (parts.length !== 3) {
+    throw new HttpError(400, "the request line must be METHOD TARGET VERSION, single spaces");
+  }
+  const [method, target, version] = parts;
+  if (line === "PRI * HTTP/2.0") throw new HttpError(505, "HTTP/2 is not served here");
+  if (!TOKEN.test(method)) throw new HttpError(400, "the method must be a token");
+  if (!/^HTTP\/[0-9]\.[0-9]$/.test(version)) throw new HttpError(400, "malformed HTTP version");
+  if (version !== "HTTP/1.1" && version !== "HTTP/1.0") {
+    throw new HttpError(505, `${version} is not served here`);
+  }
+  if (!TARGET.test(target)) {
+    throw new HttpError(400, "the target must be visible ASCII, without a fragment");
+  }
+  if (!target.startsWith("/") && !ABSOLUTE.test(target)) {
+    if (method !== "GET" && method !== "HEAD") {
+      throw new HttpError(405, `method ${method} not allowed`);
+    }
+    throw new HttpError(400, "the target must be a path or an absolute http URL");
+  }
+  return [method as "GET" | "HEAD", target, version];
+}
+
+function parseField(line: string): [string, string] {
+  if (line.startsWith(" ") || line.startsWith("\t")) {
+    throw new HttpError(400, "obsolete line folding");
+  }
+  const colon = line.indexOf(":");
+  const name = colon === -1 ? "" : line.slice(0, colon);
+  if (!TOKEN.test(name)) throw new HttpError(400, "a header field name must be a token");
+  const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+  if (!FIELD_VALUE.test(value)) {
+    throw new HttpError(400, `control characters in the ${name} field`);
+  }
+  return [name.toLowerCase(), value];
+}
+
+function checkHost(version: string, hosts: number, host: string | null): void {
+  if (hosts > 1) throw new HttpError(400, "more than one Host field");
+  if (hosts === 0 && version === "HTTP/1.1") throw new HttpError(400, "HTTP/1.1 needs a Host");
+  if (host !== null && !HOST.test(host)) throw new HttpError(400, "invalid Host");
+}
+
+/** The server takes no bodies: nothing may announce one. */
+function checkNoBody(fields: HeaderFields): void {
+  if (fields.get("transfer-encoding") !== null) {
+    throw new HttpError(400, "Transfer-Encoding on a request is not accepted");
+  }
+  const length = fields.get("content-length");
+  if (length === null) return;
+  const values = length.split(",").map((value) => value.trim());
+  if (!values.every((value) => DIGITS.test(value) && value === values[0])) {
+    throw new HttpError(400, "invalid Content-Length");
+  }
+  if (Number(values[0]) !== 0) throw new HttpError(413, "request bodies are not accepted");
+}
+
+/**
+ * The path of an origin-form or absolute-form target, without its query,
+ * its dot segments resolved as a URL's are (RFC 3986 §5.2.4; `%2e` is a
+ * dot, as browsers read it): `..` never climbs above the root.
+ */
+function targetPath(target: string): string {
+  const raw = target.startsWith("/") ? target : (ABSOLUTE.exec(target)![1] ?? "/");
+  const query = raw.indexOf("?");
+  return removeDotSegments(query === -1 ? raw : raw.slice(0, query));
+}
+
+function removeDotSegments(path: string): string {
+  const segments = path.split("/").slice(1);
+  const out: string[] = [];
+  segments.forEach((segment, i) => {
+    const dots = segment.replace(/%2e/gi, ".");
+    const last = i === segments.length - 1;
+    if (dots === "..") out.pop();
+    if (dots === "." || dots === "..") {
+      if (last) out.push(""); // "/a/.." is the directory "/"
+      return;
+    }
+    out.push(segment);
+  });
+  return "/" + out.join("/");
+}
+
+function keepsAlive(version: string, connection: string | null): boolean {
+  const options = (connection ?? "").toLowerCase().split(",").map((option) => option.trim());
+  if (options.includes("close")) return false;
+  return version === "HTTP/1.1" || options.includes("keep-alive");
+}

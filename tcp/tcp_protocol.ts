@@ -1,0 +1,328 @@
+/**
+ * The TCP protocol over the connection engine: request lines answered
+ * strictly in order from the file service (the cache or the origin), with
+ * pipelined answers coalesced. A request line must arrive within the idle
+ * timeout (`ERR 408`) and fit in `MAX_REQUEST_LINE` bytes (`ERR 413`); both
+ * close the connection, as does a `503`.
+ *
+ * @module
+ */
+
+import { LineTooLongError } from "../util/byte_reader.ts";
+import type { ConnectionEngine, ConnectionProtocol, Session } from "../engine/connection_engine.ts";
+import type { CacheEntry } from "../cache.ts";
+import { OriginChangedError } from "../origin/origin.ts";
+import {
+  type ErrorCode,
+  formatError,
+  formatOk,
+  type HeaderFields,
+  MAX_REQUEST_LINE,
+  parseRequest,
+  type ProtocolRequest,
+} from "../protocol.ts";
+import {
+  type FileService,
+  isConnectionError,
+  type Limits,
+  readFull,
+  type RequestRecord,
+  type Served,
+  TruncatedBodyError,
+} from "../service/file_service.ts";
+
+/** How much of a body is sent in the header's write (one syscall). */
+const SMALL_BODY = 64 * 1024;
+/** Each connection's read buffer: twice the longest request line. */
+const READ_BUFFER = 2 * MAX_REQUEST_LINE;
+
+const encoder = new TextEncoder();
+
+/** A connection, with what the protocol keeps of the answer in progress. */
+interface TcpSession extends Session {
+  /** Bytes of the answer in progress, its status, and where it was served from. */
+  answer: { bytes: number; status: "OK" | ErrorCode; cache?: "hit" | "miss" | "bypass" };
+}
+
+/** The TCP protocol's answers, for the connection engine to run. */
+export class TcpProtocol implements ConnectionProtocol {
+  /** Each connection's read buffer: twice the longest request line. */
+  readonly readBufferSize = READ_BUFFER;
+  /** The engine this protocol runs on (set once it exists). */
+  engine!: ConnectionEngine;
+  #service: FileService;
+  #limits: Limits;
+  // Weak: a header goes when its entry leaves the cache and is forgotten.
+  #hitHeaders = new WeakMap<CacheEntry, Uint8Array>();
+
+  /** The protocol over `service`, within `limits`. */
+  constructor(service: FileService, limits: Limits) {
+    this.#service = service;
+    this.#limits = limits;
+  }
+
+  /** `ERR 503` with the reason. */
+  busyAnswer(message: string): Uint8Array {
+    return encoder.encode(formatError(503, message));
+  }
+
+  /** Counts the 503 of a refused client. */
+  onBusy(): void {
+    this.#service.countError(503);
+  }
+
+  /** Counts a client dropped for taking no bytes. */
+  onSendTimeout(): void {
+    this.#service.countSendTimeout();
+  }
+
+  /** Counts bytes sent. */
+  onSent(bytes: number): void {
+    this.#service.countSent(bytes);
+  }
+
+  /** Answers request lines until the client or the server ends the connection. */
+  async serve(connection: Session): Promise<void> {
+    const session = Object.assign(connection, { answer: { bytes: 0, status: "OK" as const } });
+    while (!this.engine.closing) {
+      // Answers to pipelined requests are coalesced; they go out once no
+      // further request is waiting in the buffer.
+      const pipelined = session.reader.hasBufferedLine;
+      if (!pipelined) await session.outbox.flush();
+      const line = await this.#nextRequestLine(session, pipelined);
+      if (line === null) break;
+      const keepOpen = await this.#answer(session, line);
+      if (!keepOpen) break;
+    }
+  }
+
+  /**
+   * Waits for the next request line within the idle timeout. Resolves to
+   * null when the connection should end: the client closed it, timed out
+   * (408 sent), sent too long a line (413 sent), or the server is stopping.
+   */
+  async #nextRequestLine(session: TcpSession, pipelined: boolean): Promise<Uint8Array | null> {
+    if (this.engine.closing) return null;
+    // A pipelined request already here needs neither timer nor race.
+    if (pipelined) return await this.#readBufferedLine(session);
+    const read = session.reader.readLine(MAX_REQUEST_LINE);
+    const deadline = performance.now() + this.#limits.idleTimeoutMs;
+    try {
+      const winner = await this.engine.awaitRequest(session, read, deadline);
+      if (winner === "shutdown") return null;
+      if (winner === "timeout") {
+        await this.#sendFinalError(session, 408, "timed out waiting for a request line", read);
+        return null;
+      }
+      return winner;
+    } catch (error) {
+      if (error instanceof LineTooLongError) await this.#lineTooLong(session);
+      return null;
+    }
+  }
+
+  /** Reads a line known to be buffered; only its length can still fail it. */
+  async #readBufferedLine(session: TcpSession): Promise<Uint8Array | null> {
+    try {
+      return await session.reader.readLine(MAX_REQUEST_LINE);
+    } catch {
+      await this.#lineTooLong(session);
+      return null;
+    }
+  }
+
+  #lineTooLong(session: TcpSession): Promise<void> {
+    const message = `request line longer than ${MAX_REQUEST_LINE} bytes`;
+    return this.#sendFinalError(session, 413, message);
+  }
+
+  /**
+   * Answers one request line and logs it; resolves to false when the
+   * connection must close.
+   */
+  async #answer(session: TcpSession, line: Uint8Array): Promise<boolean> {
+    const time = Date.now();
+    const started = performance.now();
+    session.answer = { bytes: 0, status: "OK" };
+    let request: ProtocolRequest | undefined;
+    try {
+      return await this.#answerRequest(session, line, (parsed) => request = parsed);
+    } finally {
+      const record: RequestRecord = {
+        time,
+        protocol: "tcp",
+        client: session.client,
+        command: request?.command ?? "-",
+        path: request && "path" in request ? request.path : undefined,
+        status: session.answer.status,
+        bytes: session.answer.bytes,
+        ms: performance.now() - started,
+        cache: session.answer.cache,
+      };
+      this.#service.record(record);
+      this.#limits.onRequest?.(record);
+    }
+  }
+
+  async #answerRequest(
+    session: TcpSession,
+    line: Uint8Array,
+    parsed: (request: ProtocolRequest) => void,
+  ): Promise<boolean> {
+    this.#service.countRequest();
+    let request: ProtocolRequest;
+    try {
+      request = parseRequest(line);
+    } catch (error) {
+      await this.#sendError(session, ...this.#service.describeError(error));
+      return true;
+    }
+    parsed(request);
+    try {
+      switch (request.command) {
+        case "PING":
+          await this.#send(session, formatOk(0));
+          return true;
+        case "QUIT":
+          await this.#send(session, formatOk(0));
+          return false;
+        case "GET":
+          await this.#servePath(session, request);
+          return true;
+        default:
+          await this.#sendJson(session, await this.#describe(request));
+          return true;
+      }
+    } catch (error) {
+      // Past a header, or with the client gone, no answer can follow.
+      if (error instanceof TruncatedBodyError || isConnectionError(error)) throw error;
+      const [code, message] = this.#service.describeError(error);
+      if (code === 503) {
+        await this.#sendFinalError(session, code, message);
+        return false;
+      }
+      await this.#sendError(session, code, message);
+      return true;
+    }
+  }
+
+  /** The JSON body of LIST, FILES, STAT and STATS. */
+  #describe(request: ProtocolRequest): unknown {
+    switch (request.command) {
+      case "LIST":
+        return this.#service.listing();
+      case "FILES":
+        return this.#service.files(request.path);
+      case "STAT":
+        return this.#service.stat(request.path);
+      default:
+        return this.#service.stats();
+    }
+  }
+
+  /** Serves `GET`: the service finds the bytes, this sends them. */
+  async #servePath(
+    session: TcpSession,
+    request: Extract<ProtocolRequest, { command: "GET" }>,
+  ): Promise<void> {
+    const served = await this.#service.open(request.path, request);
+    try {
+      session.answer.cache = served.outcome;
+      if (served.bytes && served.outcome === "hit" && served.length === served.size) {
+        // The hottest path: a whole small file from memory, its header made once.
+        await this.#send(session, this.#hitHeader(served.entry!));
+        await this.#send(session, served.bytes);
+        return;
+      }
+      await this.#sendBody(session, served);
+    } finally {
+      served.release();
+    }
+  }
+
+  /** The header of a whole-file hit on `entry`, encoded once per entry. */
+  #hitHeader(entry: CacheEntry): Uint8Array {
+    let header = this.#hitHeaders.get(entry);
+    if (!header) {
+      const fields = { size: entry.size, offset: 0, mtime: entry.mtime, cache: "hit" };
+      header = encoder.encode(formatOk(entry.size, { ...fields, sha256: entry.sha256 }));
+      this.#hitHeaders.set(entry, header);
+    }
+    return header;
+  }
+
+  /**
+   * Sends an `OK` header and a body. A small body goes out with its header
+   * in one piece; a large one is streamed in chunks from a pooled buffer.
+   *
+   * @throws {TruncatedBodyError} when the file ends early: the header has
+   *   promised more bytes, so the connection must end.
+   */
+  async #sendBody(session: TcpSession, served: Served): Promise<void> {
+    const fields: HeaderFields = {
+      size: served.size,
+      offset: served.offset,
+      mtime: served.mtime,
+      cache: served.outcome,
+    };
+    if (served.sha256) fields.sha256 = served.sha256;
+    const header = encoder.encode(formatOk(served.length, fields));
+    if (served.length <= SMALL_BODY) {
+      const message = new Uint8Array(header.length + served.length);
+      message.set(header);
+      const body = message.subarray(header.length);
+      if (served.bytes) body.set(served.bytes);
+      else if (await readFull(served.source!, body) < served.length) {
+        throw new OriginChangedError(served.path);
+      }
+      await this.#send(session, message);
+      return;
+    }
+    await this.#send(session, header);
+    await this.#service.stream(served, (chunk) => this.#send(session, chunk));
+  }
+
+  async #sendJson(session: TcpSession, value: unknown): Promise<void> {
+    const body = encoder.encode(JSON.stringify(await value));
+    await this.#send(session, concat(formatOk(body.length, { type: "json" }), body));
+  }
+
+  async #sendError(session: TcpSession, code: ErrorCode, message: string): Promise<void> {
+    this.#service.countError(code);
+    session.answer.status = code;
+    await this.#send(session, formatError(code, message));
+  }
+
+  /**
+   * Sends the error after which the server closes (408, 413, 503), then
+   * lingers: it stops writing and reads what the client still sends, for a
+   * moment, so that closing does not reset the connection before the client
+   * has read the error. `pendingRead` is a read still in flight, if any.
+   */
+  async #sendFinalError(
+    session: TcpSession,
+    code: ErrorCode,
+    message: string,
+    pendingRead?: Promise<unknown>,
+  ): Promise<void> {
+    this.#service.countError(code);
+    session.answer.status = code;
+    const answer = encoder.encode(formatError(code, message));
+    session.answer.bytes += answer.length;
+    await this.engine.finalAnswer(session, answer, pendingRead);
+  }
+
+  #send(session: TcpSession, data: string | Uint8Array): Promise<void> {
+    const bytes = typeof data === "string" ? encoder.encode(data) : data;
+    session.answer.bytes += bytes.length;
+    return session.outbox.write(bytes);
+  }
+}
+
+function concat(header: string, body: Uint8Array): Uint8Array {
+  const head = encoder.encode(header);
+  const out = new Uint8Array(head.length + body.length);
+  out.set(head);
+  out.set(body, head.length);
+  return out;
+}
