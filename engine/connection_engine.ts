@@ -9,6 +9,9 @@
  *   client and tell it the same; the loop goes on, backing off.
  * - A request must arrive within `idleTimeoutMs` of the server being ready
  *   for it ({@linkcode ConnectionEngine.awaitRequest}).
+ * - One sweeper per listener enforces both timeouts, a few times per
+ *   shortest timeout, so that no request pays for a timer of its own: a
+ *   timeout fires up to a quarter of itself (at most a second) late.
  * - A client that takes no byte of an answer for `sendTimeoutMs` is
  *   dropped, which frees what its answer held.
  * - At shutdown, connections waiting for a request are woken and end;
@@ -34,8 +37,10 @@ export interface Session {
   readonly reader: ByteReader;
   /** Coalesced, timed writes of the answers. */
   readonly outbox: Outbox;
-  /** Set while waiting for a request: ends the wait at shutdown. */
-  wake?: () => void;
+  /** Set while waiting for a request: ends the wait (timeout or shutdown). */
+  wake?: (outcome: WaitOutcome) => void;
+  /** While waiting for a request: when the wait times out (`performance.now()`). */
+  deadline?: number;
 }
 
 /** Connection counts of one listener, as `STATS` reports them. */
@@ -97,8 +102,8 @@ export class ConnectionEngine {
     this.#counts = options.counts;
     this.#spare = openSpare();
     this.#sweeper = setInterval(
-      () => this.#dropStalledWriters(),
-      sweepInterval(this.#limits.sendTimeoutMs),
+      () => this.#sweep(),
+      sweepInterval(Math.min(this.#limits.sendTimeoutMs, this.#limits.idleTimeoutMs)),
     );
   }
 
@@ -145,7 +150,7 @@ export class ConnectionEngine {
     if (this.#closing) return;
     this.#closing = true;
     this.#listener.close();
-    for (const session of this.#sessions) session.wake?.();
+    for (const session of this.#sessions) session.wake?.("shutdown");
     const deadline = setTimeout(() => {
       for (const session of this.#sessions) closeQuietly(session.conn);
     }, timeoutMs);
@@ -166,14 +171,14 @@ export class ConnectionEngine {
     // A fresh promise per wait: racing one long-lived promise would keep
     // every request's reaction alive until it settles (a leak).
     const wakeUp = Promise.withResolvers<WaitOutcome>();
-    const timer = setTimeout(() => wakeUp.resolve("timeout"), deadline - performance.now());
-    session.wake = () => wakeUp.resolve("shutdown");
+    session.wake = wakeUp.resolve;
+    session.deadline = deadline;
     read.catch(() => {}); // settled after close when the race is lost
     try {
       return await Promise.race([read, wakeUp.promise]);
     } finally {
-      clearTimeout(timer);
       session.wake = undefined;
+      session.deadline = undefined;
     }
   }
 
@@ -266,10 +271,14 @@ export class ConnectionEngine {
     }
   }
 
-  /** Drops connections whose client has not taken a byte for the send timeout. */
-  #dropStalledWriters(): void {
+  /**
+   * Ends the waits for a request that are past their deadline, and drops
+   * connections whose client has not taken a byte for the send timeout.
+   */
+  #sweep(): void {
     const now = performance.now();
     for (const session of this.#sessions) {
+      if (session.deadline !== undefined && now >= session.deadline) session.wake?.("timeout");
       const since = session.outbox.writingSince;
       if (since !== 0 && now - since > this.#limits.sendTimeoutMs) {
         this.#protocol.onSendTimeout();

@@ -30,6 +30,7 @@ import {
   parseRequestHead,
   type RequestHead,
 } from "./request_head.ts";
+import type { CacheEntry } from "../cache.ts";
 import { formatMetrics } from "../service/metrics.ts";
 import { checkPath, percentDecode, RequestError } from "../protocol.ts";
 import {
@@ -48,6 +49,8 @@ interface Answer {
   status: number;
   /** Fields besides Date, Content-Length and Connection. */
   fields: [string, string][];
+  /** More fields, already rendered (`Name: value\r\n` each). */
+  renderedFields?: string;
   /** A body held in memory. */
   body?: Uint8Array;
   /** Or a file's bytes (its `length` is the body's). */
@@ -97,6 +100,8 @@ export class HttpProtocol implements ConnectionProtocol {
   #service: FileService;
   #limits: Limits;
   #assets = new Map<string, Uint8Array>();
+  // Weak: the fields go when their entry leaves the cache and is forgotten.
+  #entryFields = new WeakMap<CacheEntry, string>();
   #date = { second: 0, text: "" };
 
   /** The protocol over `service`, within `limits`. */
@@ -296,13 +301,25 @@ export class HttpProtocol implements ConnectionProtocol {
     }
     const served = await this.#service.open(path, range ?? {}, current);
     record.cache = served.outcome;
-    const fields = fileFields(path, served);
-    fields.push(["X-Cache", served.outcome.toUpperCase()]);
+    const fields: [string, string][] = [["X-Cache", served.outcome.toUpperCase()]];
     if (range) {
       const last = served.offset + served.length - 1;
       fields.push(["Content-Range", `bytes ${served.offset}-${last}/${served.size}`]);
     }
-    return { status: range ? 206 : 200, fields, served };
+    const renderedFields = served.entry
+      ? this.#fieldsOf(served.entry)
+      : renderFields(fileFields(path, served));
+    return { status: range ? 206 : 200, fields, renderedFields, served };
+  }
+
+  /** The file fields of a cache entry, rendered once per entry. */
+  #fieldsOf(entry: CacheEntry): string {
+    let rendered = this.#entryFields.get(entry);
+    if (rendered === undefined) {
+      rendered = renderFields(fileFields(entry.path, entry));
+      this.#entryFields.set(entry, rendered);
+    }
+    return rendered;
   }
 
   async #listing(dir: string, head: RequestHead): Promise<Answer> {
@@ -377,11 +394,10 @@ export class HttpProtocol implements ConnectionProtocol {
     const served = answer.served;
     if (answer.bodiless || length === 0) {
       await session.outbox.write(headBytes);
-    } else if (!served) {
-      await session.outbox.write(concat(headBytes, answer.body!));
-      count(length);
-    } else if (served.bytes) {
-      await session.outbox.write(concat(headBytes, served.bytes));
+    } else if (!served || served.bytes) {
+      // Two writes to the outbox, one copy each, one syscall for both.
+      await session.outbox.write(headBytes);
+      await session.outbox.write(served?.bytes ?? answer.body!);
       count(length);
     } else if (length <= SMALL_BODY) {
       const message = new Uint8Array(headBytes.length + length);
@@ -420,7 +436,8 @@ export class HttpProtocol implements ConnectionProtocol {
     const bodyLength = length ?? answer.body?.length ?? 0;
     let text = `HTTP/1.1 ${answer.status} ${REASONS[answer.status] ?? "Unknown"}\r\n` +
       `Date: ${this.#now()}\r\n`;
-    for (const [name, value] of answer.fields) text += `${name}: ${value}\r\n`;
+    text += answer.renderedFields ?? "";
+    text += renderFields(answer.fields);
     if (answer.status !== 304) text += `Content-Length: ${bodyLength}\r\n`;
     if (answer.close) text += "Connection: close\r\n";
     else if (keepAlive) text += "Connection: keep-alive\r\n";
@@ -457,6 +474,13 @@ function reprDigest(hex: string): string {
   const bytes = new Uint8Array(hex.length / 2);
   for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
   return `sha-256=:${btoa(String.fromCharCode(...bytes))}:`;
+}
+
+/** Fields as they go on the wire, each line ending in CRLF. */
+function renderFields(fields: [string, string][]): string {
+  let text = "";
+  for (const [name, value] of fields) text += `${name}: ${value}\r\n`;
+  return text;
 }
 
 function jsonAnswer(value: unknown): Answer {
