@@ -85,8 +85,11 @@ export interface RequestHead {
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const TARGET = /^[\x21-\x22\x24-\x7e]+$/; // visible ASCII without "#"
-const ABSOLUTE = /^https?:\/\/[^/?]*(\/[^?]*)?(\?.*)?$/i;
-const HOST = /^([A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])(:[0-9]*)?$/;
+const ABSOLUTE = /^https?:\/\/([^/?]*)(\/[^?]*)?(\?.*)?$/i;
+const REG_NAME = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*$/;
+const IPV_FUTURE = /^v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+$/;
+const IPV4 = /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/;
+const HEX_GROUP = /^[0-9A-Fa-f]{1,4}$/;
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const DIGITS = /^[0-9]+$/;
 
@@ -134,6 +137,10 @@ export function parseRequestHead(bytes: Uint8Array): RequestHead {
   if (method !== "GET" && method !== "HEAD") {
     throw new HttpError(405, `method ${method} not allowed`);
   }
+  const authority = target.startsWith("/") ? undefined : ABSOLUTE.exec(target)?.[1];
+  if (!target.startsWith("/") && authority === undefined) {
+    throw new HttpError(400, "the target must be a path or an absolute http URL");
+  }
   const fields = new HeaderFields();
   let hosts = 0;
   let count = 0;
@@ -146,6 +153,11 @@ export function parseRequestHead(bytes: Uint8Array): RequestHead {
   }
   checkHost(version, hosts, fields.get("host"));
   checkNoBody(fields);
+  // RFC 9110 §4.2: an http URI has a host; userinfo in it is an error.
+  if (authority !== undefined && (authority.startsWith(":") || !isHostAndPort(authority))) {
+    throw new HttpError(400, "invalid authority in the target");
+  }
+  if (authority === "") throw new HttpError(400, "an http URL needs a host");
   return {
     method,
     target,
@@ -184,12 +196,6 @@ function parseRequestLine(line: string): [string, string, "HTTP/1.0" | "HTTP/1.1
   if (!TARGET.test(target)) {
     throw new HttpError(400, "the target must be visible ASCII, without a fragment");
   }
-  if (!target.startsWith("/") && !ABSOLUTE.test(target)) {
-    if (method !== "GET" && method !== "HEAD") {
-      throw new HttpError(405, `method ${method} not allowed`);
-    }
-    throw new HttpError(400, "the target must be a path or an absolute http URL");
-  }
   return [method as "GET" | "HEAD", target, version];
 }
 
@@ -200,7 +206,7 @@ function parseField(line: string): [string, string] {
   const colon = line.indexOf(":");
   const name = colon === -1 ? "" : line.slice(0, colon);
   if (!TOKEN.test(name)) throw new HttpError(400, "a header field name must be a token");
-  const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+  const value = trimWhitespace(line.slice(colon + 1));
   if (!FIELD_VALUE.test(value)) {
     throw new HttpError(400, `control characters in the ${name} field`);
   }
@@ -210,7 +216,7 @@ function parseField(line: string): [string, string] {
 function checkHost(version: string, hosts: number, host: string | null): void {
   if (hosts > 1) throw new HttpError(400, "more than one Host field");
   if (hosts === 0 && version === "HTTP/1.1") throw new HttpError(400, "HTTP/1.1 needs a Host");
-  if (host !== null && !HOST.test(host)) throw new HttpError(400, "invalid Host");
+  if (host !== null && !isHostAndPort(host)) throw new HttpError(400, "invalid Host");
 }
 
 /** The server takes no bodies: nothing may announce one. */
@@ -220,7 +226,7 @@ function checkNoBody(fields: HeaderFields): void {
   }
   const length = fields.get("content-length");
   if (length === null) return;
-  const values = length.split(",").map((value) => value.trim());
+  const values = length.split(",").map(trimWhitespace);
   if (!values.every((value) => DIGITS.test(value) && value === values[0])) {
     throw new HttpError(400, "invalid Content-Length");
   }
@@ -233,7 +239,7 @@ function checkNoBody(fields: HeaderFields): void {
  * dot, as browsers read it): `..` never climbs above the root.
  */
 function targetPath(target: string): string {
-  const raw = target.startsWith("/") ? target : (ABSOLUTE.exec(target)![1] ?? "/");
+  const raw = target.startsWith("/") ? target : (ABSOLUTE.exec(target)![2] ?? "/");
   const query = raw.indexOf("?");
   return removeDotSegments(query === -1 ? raw : raw.slice(0, query));
 }
@@ -255,7 +261,43 @@ function removeDotSegments(path: string): string {
 }
 
 function keepsAlive(version: string, connection: string | null): boolean {
-  const options = (connection ?? "").toLowerCase().split(",").map((option) => option.trim());
+  const options = (connection ?? "").toLowerCase().split(",").map(trimWhitespace);
   if (options.includes("close")) return false;
   return version === "HTTP/1.1" || options.includes("keep-alive");
+}
+
+/** Strips optional whitespace, which is spaces and tabs only (RFC 9110 §5.6.3). */
+function trimWhitespace(text: string): string {
+  return text.replace(/^[ \t]+|[ \t]+$/g, "");
+}
+
+/** `host [":" port]` as RFC 3986 has them; the host may be empty. */
+function isHostAndPort(text: string): boolean {
+  const colon = text.startsWith("[") ? text.indexOf("]:") + 1 : text.lastIndexOf(":");
+  const host = colon > 0 || text.startsWith(":") ? text.slice(0, colon) : text;
+  const port = colon > 0 || text.startsWith(":") ? text.slice(colon + 1) : "";
+  if (!/^[0-9]*$/.test(port)) return false;
+  if (host.startsWith("[")) {
+    if (!host.endsWith("]")) return false;
+    const literal = host.slice(1, -1);
+    return IPV_FUTURE.test(literal) || isIpv6(literal);
+  }
+  return REG_NAME.test(host);
+}
+
+/** An IPv6 address as RFC 3986 writes one (`::` at most once, IPv4 at the end allowed). */
+function isIpv6(text: string): boolean {
+  const halves = text.split("::");
+  if (halves.length > 2) return false;
+  const groups = halves.map((half) => half === "" ? [] : half.split(":"));
+  const all = groups.flat();
+  let count = all.length;
+  const last = all.at(-1);
+  if (last !== undefined && last.includes(".")) {
+    if (!IPV4.test(last)) return false;
+    all.pop();
+    count += 1; // an IPv4 address takes two groups
+  }
+  if (!all.every((group) => HEX_GROUP.test(group))) return false;
+  return halves.length === 2 ? count <= 7 : count === 8;
 }
