@@ -76,9 +76,22 @@ export interface Validators {
  * known, travels in `Repr-Digest`.)
  */
 export function entityTag(file: { validator: string }): string {
-  const digest = createHash("sha256").update(file.validator).digest("hex");
-  return `"v-${digest.slice(0, 32)}"`;
+  let tag = recentTags.get(file.validator);
+  if (tag === undefined) {
+    const digest = createHash("sha256").update(file.validator).digest("hex");
+    tag = `"v-${digest.slice(0, 32)}"`;
+    if (recentTags.size >= RECENT_TAGS) recentTags.clear();
+    recentTags.set(file.validator, tag);
+  }
+  return tag;
 }
+
+/**
+ * Tags made lately, by validator: every request asks for its file's tag,
+ * and hashing costs more than the rest of a small hit's head.
+ */
+const recentTags = new Map<string, string>();
+const RECENT_TAGS = 4096;
 
 /**
  * True when a `GET`/`HEAD` may be answered 304 Not Modified: `If-None-Match`

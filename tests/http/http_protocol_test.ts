@@ -517,3 +517,68 @@ Deno.test("HTTP: a client that stops reading is dropped after the send timeout; 
     await eventually(() => openDescriptors() <= before, "descriptors back to their count");
   });
 });
+
+/** Inodes of the sockets this process listens on (from /proc/net/tcp and tcp6). */
+async function listeningSockets(): Promise<Set<string>> {
+  const ours = new Set<string>();
+  for await (const entry of Deno.readDir("/proc/self/fd")) {
+    const target = await Deno.readLink(`/proc/self/fd/${entry.name}`).catch(() => "");
+    const inode = /^socket:\[([0-9]+)\]$/.exec(target)?.[1];
+    if (inode) ours.add(inode);
+  }
+  const listening = new Set<string>();
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    const text = await Deno.readTextFile(table).catch(() => "");
+    for (const line of text.split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields[3] === "0A" && ours.has(fields[9])) listening.add(fields[9]);
+    }
+  }
+  return listening;
+}
+
+Deno.test("HTTP listens on its own port only: no private port behind it", async () => {
+  const before = await listeningSockets();
+  await withServer(tree, { httpPort: 0 }, async () => {
+    const during = await listeningSockets();
+    const added = [...during].filter((inode) => !before.has(inode));
+    assert.equal(added.length, 2, "the TCP protocol's port and the HTTP port, nothing else");
+  });
+});
+
+Deno.test("a served folder named '-' is reachable as /%2D/, and listings link to it so", async () => {
+  await withServer({ ...tree, "-/inner.txt": "dash\n" }, { httpPort: 0 }, async (server) => {
+    const port = httpPort(server);
+    const ask = (target: string) =>
+      rawHttp(port, `GET ${target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n`);
+    assert.match(await ask("/%2D/inner.txt"), /^HTTP\/1\.1 200 [^]*\r\n\r\ndash\n$/);
+    assert.match(await ask("/%2d/"), /^HTTP\/1\.1 200 [^]*inner\.txt/);
+    const root = await ask("/");
+    assert.match(root, /<a href="%2D\/">-\/<\/a>/);
+    assert.match(root, /<a href="\/-\/" rel="nofollow">/, "the status link is not followed");
+    assert.ok(!root.includes('href="/-/status.css"'), "no stylesheet from the server's pages");
+    // The literal prefix stays the server's own.
+    assert.match(await ask("/-/stats"), /^HTTP\/1\.1 200 [^]*"requests"/);
+  });
+});
+
+Deno.test("/-/recent names no client addresses; the access log keeps them", async () => {
+  const records: { client: string }[] = [];
+  await withServer(
+    tree,
+    { httpPort: 0, onRequest: (record) => records.push(record) },
+    async (server) => {
+      const port = httpPort(server);
+      await rawHttp(port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+      const answer = await rawHttp(
+        port,
+        "GET /-/recent HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+      );
+      const recent = JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4));
+      assert.ok(recent.length >= 1);
+      for (const record of recent) assert.equal(record.client, "-");
+      assert.ok(answer.indexOf("127.0.0.1") === -1, "no address anywhere in the answer");
+      assert.match(records[0].client, /^127\.0\.0\.1:[0-9]+$/);
+    },
+  );
+});

@@ -137,13 +137,18 @@ class ServerProcess {
   readonly port: number;
   readonly #lines: ReadableStreamDefaultReader<string>;
 
+  /** The HTTP port, when the server was started with `--http-port`. */
+  readonly httpPort?: number;
+
   private constructor(
     child: Deno.ChildProcess,
-    port: number,
+    ready: string,
     lines: ReadableStreamDefaultReader<string>,
   ) {
     this.child = child;
-    this.port = port;
+    this.port = Number(/listening on 127\.0\.0\.1:([0-9]+)/.exec(ready)![1]);
+    const http = /HTTP on http:\/\/127\.0\.0\.1:([0-9]+)\//.exec(ready);
+    if (http) this.httpPort = Number(http[1]);
     this.#lines = lines;
   }
 
@@ -164,8 +169,7 @@ class ServerProcess {
       const { value, done } = await lines.read();
       if (done) throw new Error(`server exited before it was ready: ${text}`);
       text += value;
-      const ready = /listening on 127\.0\.0\.1:([0-9]+)/.exec(text);
-      if (ready) return new ServerProcess(child, Number(ready[1]), lines);
+      if (/listening on .*\n/.test(text)) return new ServerProcess(child, text, lines);
     }
   }
 
@@ -219,6 +223,66 @@ Deno.test("out of file descriptors: the server sheds clients with 503 and keeps 
       assert.equal((await server.stop()).code, 0);
     } finally {
       for (const conn of conns) conn.close();
+      try {
+        server.child.kill("SIGKILL");
+      } catch {
+        // already exited
+      }
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("out of file descriptors over HTTP: 503, the process lives, both ports serve again", async () => {
+  const root = await Deno.makeTempDir();
+  const request = new TextEncoder().encode("GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+  /** The status of the answer to `request` on a new connection, which stays open. */
+  const ask = async (port: number, held: Deno.Conn[]) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    held.push(conn);
+    await conn.write(request);
+    const buffer = new Uint8Array(4096);
+    let text = "";
+    while (!text.includes("\r\n\r\n")) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      text += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    return /^HTTP\/1\.1 ([0-9]{3})/.exec(text)?.[1] ?? `no answer: ${JSON.stringify(text)}`;
+  };
+  try {
+    await writeTree(`${root}/files`, { "a.txt": "alpha" });
+    const server = await ServerProcess.start(
+      [
+        ...["--dir", `${root}/files`, "--cache-dir", `${root}/cache`],
+        ...["--http-port", "0", "--max-connections", "1000"],
+      ],
+      ["prlimit", "--nofile=48:48"],
+    );
+    const held: Deno.Conn[] = [];
+    try {
+      const answers = new Map<string, number>();
+      for (let i = 0; i < 60; i++) {
+        const status = await ask(server.httpPort!, held);
+        answers.set(status, (answers.get(status) ?? 0) + 1);
+        if (status !== "200") held.pop()!.close(); // as a client does once refused
+      }
+      assert.ok((answers.get("200") ?? 0) > 5, JSON.stringify([...answers]));
+      assert.ok((answers.get("503") ?? 0) > 5, JSON.stringify([...answers]));
+      for (const conn of held.splice(0)) conn.close();
+      // Descriptors freed: both ports serve again, and the process never died.
+      await eventually(async () => await ask(server.httpPort!, held) === "200", "HTTP again");
+      const client = await connect({ port: server.port });
+      try {
+        assert.equal(new TextDecoder().decode((await client.get("a.txt")).bytes), "alpha");
+      } finally {
+        client.close();
+      }
+      for (const conn of held.splice(0)) conn.close();
+      assert.equal((await server.stop()).code, 0);
+    } finally {
+      for (const conn of held) conn.close();
       try {
         server.child.kill("SIGKILL");
       } catch {
