@@ -69,7 +69,7 @@ export class DirectoryOrigin implements Origin {
     // far less than a round trip through Deno's blocking thread pool, which
     // dominated the latency of small hits.
     try {
-      const info = Deno.statSync(this.#resolveSync(path));
+      const info = this.#statInside(path);
       if (!info.isFile) throw notFound(path);
       return Promise.resolve(toOriginStat(info));
     } catch (error) {
@@ -143,6 +143,27 @@ export class DirectoryOrigin implements Origin {
       throw new RequestError(403, `outside the served directory: ${path}`);
     }
     return real;
+  }
+
+  /**
+   * Stats a checked protocol path inside the root. Each component is
+   * lstat'ed from the root down (one system call for a file at the top):
+   * where none is a symbolic link, the path is its own real path and the
+   * last lstat is the file's stat. Only a path through a link is resolved
+   * in full and checked to stay inside, as {@linkcode #resolve} does.
+   *
+   * @throws {RequestError} 403 when it resolves outside the served directory.
+   */
+  #statInside(path: string): Deno.FileInfo {
+    let at = this.root;
+    let info: Deno.FileInfo | undefined;
+    for (const segment of path.split("/")) {
+      at += `/${segment}`;
+      info = Deno.lstatSync(at);
+      if (info.isSymlink) return Deno.statSync(this.#resolveSync(path));
+    }
+    if (!this.#contains(at)) throw new RequestError(403, `outside the served directory: ${path}`);
+    return info!;
   }
 
   #resolveSync(path: string): string {
