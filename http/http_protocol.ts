@@ -42,7 +42,7 @@ import {
   type Served,
   TruncatedBodyError,
 } from "../service/file_service.ts";
-import { LineTooLongError } from "../util/byte_reader.ts";
+import { LineTooLongError, linger } from "../util/byte_reader.ts";
 
 /** An answer, before it is written. */
 interface Answer {
@@ -159,7 +159,8 @@ export class HttpProtocol implements ConnectionProtocol {
       if (winner === "timeout") {
         // Part of a head: tell the client why; nothing at all: just close.
         if (session.reader.buffered > 0) {
-          await this.#refuse(session, new HttpError(408, "the request head took too long"), read);
+          const refusal = new HttpError(408, "the request head took too long");
+          await this.#refuse(session, refusal, { pendingRead: read });
         }
         return null;
       }
@@ -173,14 +174,24 @@ export class HttpProtocol implements ConnectionProtocol {
   }
 
   /** Answers a refused head (logged and counted), then closes. */
-  async #refuse(session: Session, error: HttpError, pendingRead?: Promise<unknown>) {
-    const record = this.#newRecord(session, "-");
+  async #refuse(
+    session: Session,
+    refusal: HttpError,
+    options: { command?: string; pendingRead?: Promise<unknown> } = {},
+  ) {
+    const started = performance.now();
+    const record = this.#newRecord(session, options.command ?? "-");
     this.#service.countRequest();
-    record.status = error.status;
-    this.#service.countError(error.status);
-    const answer = textAnswer(error.status, `${error.message}\n`, { close: true });
-    await this.engine.finalAnswer(session, this.#encodeWhole(answer), pendingRead);
-    this.#finish(record, performance.now());
+    record.status = refusal.status;
+    this.#service.countError(refusal.status);
+    const answer = textAnswer(refusal.status, `${refusal.message}\n`, { close: true });
+    if (refusal.status === 405) answer.fields.push(["Allow", ALLOWED_METHODS]);
+    const delivered = await session.outbox.write(this.#encodeWhole(answer))
+      .then(() => session.outbox.flush())
+      .then(() => true, () => false);
+    // Logged before the linger, which only waits for the client to leave.
+    this.#finish(record, started);
+    if (delivered) await linger(session.conn, options.pendingRead);
   }
 
   /** Parses and answers one head; resolves to false when the connection must close. */
@@ -191,14 +202,7 @@ export class HttpProtocol implements ConnectionProtocol {
       head = parseRequestHead(bytes);
     } catch (error) {
       const refusal = error instanceof HttpError ? error : new HttpError(400, "malformed request");
-      const record = this.#newRecord(session, methodOf(bytes));
-      this.#service.countRequest();
-      const answer = textAnswer(refusal.status, `${refusal.message}\n`, { close: true });
-      if (refusal.status === 405) answer.fields.push(["Allow", ALLOWED_METHODS]);
-      record.status = refusal.status;
-      this.#service.countError(refusal.status);
-      await this.engine.finalAnswer(session, this.#encodeWhole(answer));
-      this.#finish(record, started);
+      await this.#refuse(session, refusal, { command: methodOf(bytes) });
       return false;
     }
     const record = this.#newRecord(session, head.method);

@@ -95,15 +95,19 @@ export class ByteReader {
   }
 
   /**
-   * Skips empty lines (CR and LF bytes) at the front of what is buffered:
-   * the bytes an HTTP client may send between requests.
+   * Skips empty lines (CRLF, or a bare LF) at the front of what is buffered:
+   * what an HTTP client may send between requests. A lone CR is not an
+   * empty line and stays (a CR that is the last byte so far waits for what
+   * follows it).
    */
   skipEmptyLines(): void {
-    while (
-      this.#start < this.#end &&
-      (this.#buffer[this.#start] === LF || this.#buffer[this.#start] === CR)
-    ) {
-      this.#start++;
+    const buffer = this.#buffer;
+    while (this.#start < this.#end) {
+      const crlf = buffer[this.#start] === CR && this.#start + 1 < this.#end &&
+        buffer[this.#start + 1] === LF;
+      if (buffer[this.#start] === LF) this.#start += 1;
+      else if (crlf) this.#start += 2;
+      else break;
     }
   }
 

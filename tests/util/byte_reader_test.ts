@@ -256,3 +256,36 @@ Deno.test("writeAll: keeps writing until a partial writer took every byte", asyn
   await writeAll(writer, new Uint8Array());
   assert.equal(calls.length, 4);
 });
+
+/** The end of a block: just past its first empty line (`\n\n` or `\n\r\n`), as HTTP heads end. */
+function blockEnd(bytes: Uint8Array, from: number, to: number): number {
+  for (let i = from; i < to; i++) {
+    if (bytes[i] !== 0x0a) continue;
+    if (bytes[i + 1] === 0x0a && i + 1 < to) return i + 2;
+    if (bytes[i + 1] === 0x0d && bytes[i + 2] === 0x0a && i + 2 < to) return i + 3;
+  }
+  return -1;
+}
+
+Deno.test("readBlock: skips empty lines before a block, never a lone CR, in any chunking", async () => {
+  const cases: [string, (string | null)[]][] = [
+    ["A\r\n\r\nB\n\n", ["A\r\n\r\n", "B\n\n", null]],
+    ["\r\n\n\r\nA\r\n\r\n", ["A\r\n\r\n", null]],
+    ["\r\rA\r\n\r\n", ["\r\rA\r\n\r\n", null]],
+    ["\r\n", [null]],
+  ];
+  for (const [input, expected] of cases) {
+    for (const chunk of [1, 2, 3, 1000]) {
+      const reader = new ByteReader(new FakeReader(input, [chunk]), 64);
+      const blocks: (string | null)[] = [];
+      while (true) {
+        const block = await reader.readBlock(64, blockEnd);
+        blocks.push(block === null ? null : decoder.decode(block));
+        if (block === null) break;
+      }
+      assert.deepEqual(blocks, expected, `${JSON.stringify(input)} in chunks of ${chunk}`);
+    }
+  }
+  const endless = new ByteReader(new EndlessReader(7), 64);
+  await assert.rejects(endless.readBlock(64, blockEnd), LineTooLongError);
+});
