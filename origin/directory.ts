@@ -158,6 +158,12 @@ export class DirectoryOrigin implements Origin {
     let at = this.root;
     let info: Deno.FileInfo | undefined;
     for (const segment of path.split("/")) {
+      // A link, or a segment that is not a name ("..", "." or empty: the
+      // protocol refuses them, a caller of the library may not), is
+      // resolved in full: only then is the containment check sound.
+      if (segment === "" || segment === "." || segment === "..") {
+        return Deno.statSync(this.#resolveSync(path));
+      }
       at += `/${segment}`;
       info = Deno.lstatSync(at);
       if (info.isSymlink) return Deno.statSync(this.#resolveSync(path));

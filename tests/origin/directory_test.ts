@@ -294,3 +294,26 @@ Deno.test("toOriginStat: the validator changes when a file is rewritten with a n
     assert.equal(after.validator, toOriginStat(await Deno.stat(`${root}/a.txt`)).validator);
   });
 });
+
+Deno.test("stat: dot segments and links never reach outside, whatever path a library caller passes", async () => {
+  const base = await Deno.makeTempDir({ prefix: "tcpcache-origin-test-" });
+  try {
+    await writeTree(`${base}/served`, { "sub/inner.txt": "inner", "top.txt": "top" });
+    await writeTree(`${base}/outside`, { "secret.txt": "secret" });
+    await Deno.symlink(`${base}/outside`, `${base}/served/dir-out`);
+    await Deno.symlink(`${base}/served/top.txt`, `${base}/served/sub/link-in.txt`);
+    const origin = await DirectoryOrigin.open(`${base}/served`);
+    for (
+      const path of ["sub/../../outside/secret.txt", "../outside/secret.txt", "dir-out/secret.txt"]
+    ) {
+      const error = await origin.stat(path).then(() => undefined, (error) => error);
+      assert.ok(error instanceof RequestError, `${path}: ${error}`);
+      assert.equal(error.code, 403, path);
+    }
+    assert.equal((await origin.stat("sub/./inner.txt")).size, 5, "a dot inside stays inside");
+    assert.equal((await origin.stat("sub/link-in.txt")).size, 3, "a link inside is its target");
+    assert.equal((await origin.stat("sub/inner.txt")).size, 5);
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
