@@ -102,6 +102,7 @@ export class HttpProtocol implements ConnectionProtocol {
   #assets = new Map<string, Uint8Array>();
   // Weak: the fields go when their entry leaves the cache and is forgotten.
   #entryFields = new WeakMap<CacheEntry, string>();
+  #hitHeads = new WeakMap<CacheEntry, { second: number; bytes: Uint8Array }>();
   #date = { second: 0, text: "" };
 
   /** The protocol over `service`, within `limits`. */
@@ -388,7 +389,7 @@ export class HttpProtocol implements ConnectionProtocol {
   ): Promise<void> {
     const length = answer.served?.length ?? answer.body?.length ?? 0;
     const keepAliveField = head.version === "HTTP/1.0" && keepOpen;
-    const headBytes = encoder.encode(
+    const headBytes = this.#hitHead(answer, head, keepOpen) ?? encoder.encode(
       this.#encodeHeadText({ ...answer, close: !keepOpen }, keepAliveField, length),
     );
     const count = (bytes: number) => {
@@ -426,6 +427,26 @@ export class HttpProtocol implements ConnectionProtocol {
       }
     }
     if (!keepOpen) await session.outbox.flush();
+  }
+
+  /**
+   * The head of the hottest answer, a whole-file `GET` hit on HTTP/1.1
+   * keep-alive, as bytes made once per entry and second (the `Date`
+   * changes); undefined for any other answer.
+   */
+  #hitHead(answer: Answer, head: RequestHead, keepOpen: boolean): Uint8Array | undefined {
+    const served = answer.served;
+    const entry = served?.entry;
+    if (
+      !entry || served!.outcome !== "hit" || answer.status !== 200 || !keepOpen ||
+      head.version !== "HTTP/1.1" || head.method !== "GET"
+    ) return undefined;
+    const second = Math.floor(Date.now() / 1000);
+    const cached = this.#hitHeads.get(entry);
+    if (cached?.second === second) return cached.bytes;
+    const bytes = encoder.encode(this.#encodeHeadText(answer, false, served!.length));
+    this.#hitHeads.set(entry, { second, bytes });
+    return bytes;
   }
 
   /** The whole of an answer held in memory, after which the connection closes. */
