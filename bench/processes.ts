@@ -1,6 +1,6 @@
 /**
  * The processes the benchmark starts and watches: the servers (tcpcache,
- * nginx, the Python reference), helper commands, and what /proc says about
+ * nginx, the Python reference, the bare HTTP loop), helper commands, and what /proc says about
  * their memory and sockets (their CPU: cpu.ts). Every process started here
  * is tracked, so an early exit can stop them all.
  *
@@ -17,6 +17,7 @@ export const STARTUP_MS = 20_000;
 const STOP_MS = 12_000;
 const SERVER_TS = `${REPO}/server.ts`;
 const PYTHON_REFERENCE = `${REPO}/bench/reference/original_design.py`;
+const BARE_HTTP = `${REPO}/bench/reference/bare_http.ts`;
 
 /** The path of an executable on PATH (or in /usr/sbin, /sbin), if there is one. */
 export function findExecutable(name: string): string | undefined {
@@ -57,7 +58,7 @@ export async function run(
 }
 
 /** The servers compared. */
-export type ServerName = "tcpcache" | "nginx" | "python";
+export type ServerName = "tcpcache" | "nginx" | "python" | "bare";
 
 /** A server the bench started. `pid` is the real server process (never a wrapper). */
 export interface Server {
@@ -179,7 +180,7 @@ function spawn(name: ServerName, command: string, args: string[], stdout: boolea
   );
   const server: Server = {
     name,
-    protocol: name === "nginx" ? "http" : "tcpcache",
+    protocol: name === "nginx" || name === "bare" ? "http" : "tcpcache",
     port: 0,
     pid: child.pid,
     child,
@@ -230,6 +231,15 @@ export function startPython(python3: string, dir: string): Promise<Server> {
   return startReady(
     spawn("python", python3, [PYTHON_REFERENCE, "--dir", dir, "--port", "0"], true),
   );
+}
+
+/**
+ * Runs the bare HTTP/1.1 loop (bench/reference/bare_http.ts) with the Deno
+ * running the bench: every file under `dir` answered from memory.
+ */
+export function startBareHttp(dir: string): Promise<Server> {
+  const args = ["run", "-A", BARE_HTTP, "--dir", dir, "--port", "0"];
+  return startReady(spawn("bare", Deno.execPath(), args, true));
 }
 
 function nginxConfig(dir: string, files: string, port: number): string {
@@ -365,20 +375,6 @@ export async function countSockets(pids: number[]): Promise<number> {
   let count = 0;
   for (const pid of pids) count += (await socketInodes(pid)).length;
   return count;
-}
-
-/** The IPv4 TCP ports a process listens on: its sockets' inodes found in /proc/net/tcp. */
-export async function listeningPorts(pid: number): Promise<number[]> {
-  const inodes = new Set(await socketInodes(pid));
-  const ports: number[] = [];
-  for (const line of (await Deno.readTextFile("/proc/net/tcp")).split("\n").slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    // fields[1] is "ADDR:PORT" in hex, fields[3] the state (0A = LISTEN), fields[9] the inode.
-    if (fields[3] === "0A" && inodes.has(fields[9])) {
-      ports.push(parseInt(fields[1].split(":")[1], 16));
-    }
-  }
-  return ports;
 }
 
 /** Samples the tree's resident memory every 25 ms until stopped; resolves with the peak KiB. */

@@ -1,0 +1,122 @@
+/**
+ * A bare HTTP/1.1 server on `Deno.listen`: the ceiling for any Deno HTTP
+ * server on this machine. At start it reads every file under `--dir` and
+ * builds its whole answer (status line, Content-Length, Content-Type, the
+ * bytes) in memory; then it finds the end of each request head, takes the
+ * path from the request line and writes the pre-built answer. Keep-alive,
+ * pipelining (every complete head in the buffer is answered in turn) and
+ * `Connection: close`; nothing else: no parsing beyond that, no limits, no
+ * timeouts, no counters, no logging.
+ *
+ *     deno run -A bench/reference/bare_http.ts --dir DIR [--port 0]
+ *
+ * It prints `bare_http listening on 127.0.0.1:PORT` once it accepts.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+const encoder = new TextEncoder();
+const CLOSE = encoder.encode("\r\nconnection: close");
+const NOT_FOUND = encoder.encode("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+
+/** One file's answers: the keep-alive one, and the `Connection: close` one once asked for. */
+interface Answers {
+  body: Uint8Array;
+  keepAlive: Uint8Array;
+  close?: Uint8Array;
+}
+
+function answer(body: Uint8Array, close: boolean): Uint8Array {
+  const head = encoder.encode(
+    `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n` +
+      `Content-Type: application/octet-stream\r\n${close ? "Connection: close\r\n" : ""}\r\n`,
+  );
+  const whole = new Uint8Array(head.length + body.length);
+  whole.set(head);
+  whole.set(body, head.length);
+  return whole;
+}
+
+/** Every file under `dir`, by its URL path (`/a/b.bin`). */
+async function loadAnswers(dir: string, prefix = ""): Promise<Map<string, Answers>> {
+  const answers = new Map<string, Answers>();
+  for await (const entry of Deno.readDir(`${dir}${prefix}`)) {
+    const path = `${prefix}/${entry.name}`;
+    if (entry.isDirectory) {
+      for (const [p, a] of await loadAnswers(dir, path)) answers.set(p, a);
+    } else if (entry.isFile) {
+      const body = await Deno.readFile(`${dir}${path}`);
+      answers.set(path, { body, keepAlive: answer(body, false) });
+    }
+  }
+  return answers;
+}
+
+/** The index just past the head starting at `from` (its `\r\n\r\n`), or -1. */
+function headEnd(buf: Uint8Array, from: number, to: number): number {
+  for (let i = buf.indexOf(10, from + 3); i >= 0 && i < to; i = buf.indexOf(10, i + 1)) {
+    if (buf[i - 1] === 13 && buf[i - 2] === 10 && buf[i - 3] === 13) return i + 1;
+  }
+  return -1;
+}
+
+/** Whether the head says `Connection: close` (as clients write it; case-insensitive). */
+function wantsClose(buf: Uint8Array, from: number, to: number): boolean {
+  outer: for (let i = from; i + CLOSE.length <= to; i++) {
+    for (let j = 0; j < CLOSE.length; j++) {
+      if ((buf[i + j] | (j > 1 ? 32 : 0)) !== CLOSE[j]) continue outer;
+    }
+    return true;
+  }
+  return false;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let sent = 0; sent < bytes.length;) sent += await conn.write(bytes.subarray(sent));
+}
+
+/** Answers the requests of one connection until it closes (or asks to). */
+async function serve(conn: Deno.TcpConn, answers: Map<string, Answers>): Promise<void> {
+  const buf = new Uint8Array(16 * 1024);
+  let end = 0;
+  for (let n; end < buf.length && (n = await conn.read(buf.subarray(end))) !== null;) {
+    end += n;
+    let start = 0;
+    for (let next; (next = headEnd(buf, start, end)) >= 0; start = next) {
+      const space = buf.indexOf(32, start + 4);
+      const path = space < next ? String.fromCharCode(...buf.subarray(start + 4, space)) : "";
+      const close = wantsClose(buf, start, next);
+      const found = answers.get(path);
+      const bytes = !found
+        ? NOT_FOUND
+        : close
+        ? (found.close ??= answer(found.body, true))
+        : found.keepAlive;
+      await writeAll(conn, bytes);
+      if (close) return;
+    }
+    buf.copyWithin(0, start, end);
+    end -= start;
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { dir: { type: "string" }, port: { type: "string", default: "0" } },
+  });
+  if (!values.dir) throw new Error("usage: bare_http.ts --dir DIR [--port PORT]");
+  const answers = await loadAnswers(values.dir);
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: Number(values.port) });
+  console.log(`bare_http listening on 127.0.0.1:${listener.addr.port}`);
+  while (true) {
+    // A client that resets before it is accepted must not end the loop.
+    const conn = await listener.accept().catch(() => undefined);
+    if (!conn) continue;
+    conn.setNoDelay(true);
+    serve(conn, answers).catch(() => {}).finally(() => conn.close());
+  }
+}
+
+if (import.meta.main) await main();
