@@ -210,12 +210,12 @@ export class ConnectionEngine {
     const session: Session = {
       conn,
       client: `${hostname}:${port}`,
-      reader: new ByteReader(conn, this.#protocol.readBufferSize),
+      // Requests are short: start small, grow to the bound only when needed.
+      reader: new ByteReader(conn, this.#protocol.readBufferSize, 2048),
       outbox: new Outbox(conn, (n) => this.#protocol.onSent(n)),
     };
     this.#sessions.add(session);
     try {
-      conn.setNoDelay(true);
       await this.#protocol.serve(session);
       await session.outbox.flush();
     } catch {

@@ -19,6 +19,8 @@ export class Outbox {
   #pending: Uint8Array | undefined; // allocated on first use
   #pendingLength = 0;
   #writingSince = 0;
+  #writesSinceIdle = 0;
+  #noDelay = false;
   #onSent: (bytes: number) => void;
 
   /** Wraps a connection; `onSent` hears of every byte written. */
@@ -47,9 +49,34 @@ export class Outbox {
       await this.#writeNow(bytes);
       return;
     }
-    this.#pending ??= new Uint8Array(COALESCE_LIMIT);
-    this.#pending.set(bytes, this.#pendingLength);
+    this.#reserve(this.#pendingLength + bytes.length);
+    this.#pending!.set(bytes, this.#pendingLength);
     this.#pendingLength += bytes.length;
+  }
+
+  /**
+   * Writes everything held back: the answers so far are complete, and the
+   * connection now waits for the client's next request. (Until a second
+   * write follows a first before that, Nagle's algorithm cannot delay a
+   * byte, and the connection is spared the system call that turns it off.)
+   */
+  async idle(): Promise<void> {
+    await this.flush();
+    this.#writesSinceIdle = 0;
+  }
+
+  /**
+   * Makes room to hold `length` bytes back: the buffer starts small (most
+   * connections carry a few short answers) and grows up to the limit.
+   */
+  #reserve(length: number): void {
+    const size = this.#pending?.length ?? 0;
+    if (length <= size) return;
+    let grown = Math.max(size, 4096);
+    while (grown < length) grown *= 2;
+    const pending = new Uint8Array(Math.min(grown, COALESCE_LIMIT));
+    if (this.#pending) pending.set(this.#pending.subarray(0, this.#pendingLength));
+    this.#pending = pending;
   }
 
   /** Writes everything held back. */
@@ -65,6 +92,12 @@ export class Outbox {
    * stall is time without progress, as nginx's send_timeout counts it.
    */
   async #writeNow(bytes: Uint8Array): Promise<void> {
+    if (++this.#writesSinceIdle > 1 && !this.#noDelay) {
+      // Several writes for one turn of the conversation: without this, the
+      // last small segment could wait for the client's delayed ACK (~40 ms).
+      this.#noDelay = true;
+      (this.#conn as Partial<Deno.TcpConn>).setNoDelay?.(true);
+    }
     let written = 0;
     try {
       while (written < bytes.length) {

@@ -102,7 +102,10 @@ export class HttpProtocol implements ConnectionProtocol {
   #assets = new Map<string, Uint8Array>();
   // Weak: the fields go when their entry leaves the cache and is forgotten.
   #entryFields = new WeakMap<CacheEntry, string>();
-  #hitHeads = new WeakMap<CacheEntry, { second: number; bytes: Uint8Array }>();
+  #hitHeads = new WeakMap<
+    CacheEntry,
+    { second: number; open: Uint8Array; closing: Uint8Array }
+  >();
   #date = { second: 0, text: "" };
 
   /** The protocol over `service`, within `limits`. */
@@ -135,7 +138,7 @@ export class HttpProtocol implements ConnectionProtocol {
       // Answers to pipelined requests are coalesced; they go out once no
       // further request is waiting in the buffer.
       const pipelined = session.reader.hasBuffered(findHeadEnd);
-      if (!pipelined) await session.outbox.flush();
+      if (!pipelined) await session.outbox.idle();
       const head = await this.#nextHead(session, pipelined);
       if (head === null) break;
       const keepOpen = await this.#exchange(session, head);
@@ -431,22 +434,25 @@ export class HttpProtocol implements ConnectionProtocol {
 
   /**
    * The head of the hottest answer, a whole-file `GET` hit on HTTP/1.1
-   * keep-alive, as bytes made once per entry and second (the `Date`
-   * changes); undefined for any other answer.
+   * (kept open or closing), as bytes made once per entry and second (the
+   * `Date` changes); undefined for any other answer.
    */
   #hitHead(answer: Answer, head: RequestHead, keepOpen: boolean): Uint8Array | undefined {
     const served = answer.served;
     const entry = served?.entry;
     if (
-      !entry || served!.outcome !== "hit" || answer.status !== 200 || !keepOpen ||
+      !entry || served!.outcome !== "hit" || answer.status !== 200 ||
       head.version !== "HTTP/1.1" || head.method !== "GET"
     ) return undefined;
     const second = Math.floor(Date.now() / 1000);
-    const cached = this.#hitHeads.get(entry);
-    if (cached?.second === second) return cached.bytes;
-    const bytes = encoder.encode(this.#encodeHeadText(answer, false, served!.length));
-    this.#hitHeads.set(entry, { second, bytes });
-    return bytes;
+    let cached = this.#hitHeads.get(entry);
+    if (cached?.second !== second) {
+      const encode = (close: boolean) =>
+        encoder.encode(this.#encodeHeadText({ ...answer, close }, false, served!.length));
+      cached = { second, open: encode(false), closing: encode(true) };
+      this.#hitHeads.set(entry, cached);
+    }
+    return keepOpen ? cached.open : cached.closing;
   }
 
   /** The whole of an answer held in memory, after which the connection closes. */

@@ -88,7 +88,7 @@ export class TcpProtocol implements ConnectionProtocol {
       // Answers to pipelined requests are coalesced; they go out once no
       // further request is waiting in the buffer.
       const pipelined = session.reader.hasBufferedLine;
-      if (!pipelined) await session.outbox.flush();
+      if (!pipelined) await session.outbox.idle();
       const line = await this.#nextRequestLine(session, pipelined);
       if (line === null) break;
       const keepOpen = await this.#answer(session, line);

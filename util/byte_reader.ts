@@ -38,16 +38,21 @@ const CR = 0x0d;
 export class ByteReader {
   #source: Reader;
   #buffer: Uint8Array;
+  #maxSize: number;
   #start = 0;
   #end = 0;
 
   /**
    * @param source where the bytes come from
    * @param bufferSize the buffer's size; it bounds the longest line
+   * @param initialSize a smaller size to start with, for a reader of short
+   *   lines (a server's requests): the buffer grows up to `bufferSize` only
+   *   when a line or block does not fit
    */
-  constructor(source: Reader, bufferSize = 64 * 1024) {
+  constructor(source: Reader, bufferSize = 64 * 1024, initialSize = bufferSize) {
     this.#source = source;
-    this.#buffer = new Uint8Array(bufferSize);
+    this.#maxSize = bufferSize;
+    this.#buffer = new Uint8Array(Math.min(initialSize, bufferSize));
   }
 
   /** The number of bytes read from the source but not yet consumed. */
@@ -69,7 +74,7 @@ export class ByteReader {
    * @throws {UnexpectedEofError} when the stream ends inside a line.
    */
   async readLine(maxBytes: number): Promise<Uint8Array | null> {
-    if (maxBytes > this.#buffer.length) {
+    if (maxBytes > this.#maxSize) {
       throw new RangeError("maxBytes exceeds the buffer size");
     }
     let scanned = 0;
@@ -133,7 +138,7 @@ export class ByteReader {
     maxBytes: number,
     findEnd: (bytes: Uint8Array, from: number, to: number) => number,
   ): Promise<Uint8Array | null> {
-    if (maxBytes > this.#buffer.length) {
+    if (maxBytes > this.#maxSize) {
       throw new RangeError("maxBytes exceeds the buffer size");
     }
     while (true) {
@@ -181,9 +186,16 @@ export class ByteReader {
     if (this.#start === this.#end) {
       this.#start = this.#end = 0;
     } else if (this.#end === this.#buffer.length) {
-      this.#buffer.copyWithin(0, this.#start, this.#end);
-      this.#end -= this.#start;
-      this.#start = 0;
+      if (this.#start === 0 && this.#buffer.length < this.#maxSize) {
+        // Full of one unfinished line: grow, up to the bound.
+        const grown = new Uint8Array(Math.min(2 * this.#buffer.length, this.#maxSize));
+        grown.set(this.#buffer);
+        this.#buffer = grown;
+      } else {
+        this.#buffer.copyWithin(0, this.#start, this.#end);
+        this.#end -= this.#start;
+        this.#start = 0;
+      }
     }
     const count = await this.#source.read(this.#buffer.subarray(this.#end));
     if (count === null) return false;
