@@ -187,16 +187,19 @@ export class ConnectionEngine {
    * refused request, busy), then lingers: it stops writing and reads what
    * the client still sends, for a moment, so that closing does not reset
    * the connection before the client has read the answer. `pendingRead` is
-   * a read still in flight, if any.
+   * a read still in flight, if any; `sent` hears when the answer is out
+   * (or the client gone), before the linger.
    */
-  async finalAnswer(session: Session, answer: Uint8Array, pendingRead?: Promise<unknown>) {
-    try {
-      await session.outbox.write(answer);
-      await session.outbox.flush();
-    } catch {
-      return; // the client is gone: nothing to linger for
-    }
-    await linger(session.conn, pendingRead);
+  async finalAnswer(
+    session: Session,
+    answer: Uint8Array,
+    options: { pendingRead?: Promise<unknown>; sent?: () => void } = {},
+  ): Promise<void> {
+    const delivered = await session.outbox.write(answer)
+      .then(() => session.outbox.flush())
+      .then(() => true, () => false);
+    options.sent?.();
+    if (delivered) await linger(session.conn, options.pendingRead);
   }
 
   /** Keeps a connection's task until it ends, so that shutdown waits for it. */

@@ -42,7 +42,7 @@ import {
   type Served,
   TruncatedBodyError,
 } from "../service/file_service.ts";
-import { LineTooLongError, linger } from "../util/byte_reader.ts";
+import { LineTooLongError } from "../util/byte_reader.ts";
 
 /** An answer, before it is written. */
 interface Answer {
@@ -190,12 +190,11 @@ export class HttpProtocol implements ConnectionProtocol {
     this.#service.countError(refusal.status);
     const answer = textAnswer(refusal.status, `${refusal.message}\n`, { close: true });
     if (refusal.status === 405) answer.fields.push(["Allow", ALLOWED_METHODS]);
-    const delivered = await session.outbox.write(this.#encodeWhole(answer))
-      .then(() => session.outbox.flush())
-      .then(() => true, () => false);
-    // Logged before the linger, which only waits for the client to leave.
-    this.#finish(record, started);
-    if (delivered) await linger(session.conn, options.pendingRead);
+    await this.engine.finalAnswer(session, this.#encodeWhole(answer), {
+      pendingRead: options.pendingRead,
+      // Logged before the linger, which only waits for the client to leave.
+      sent: () => this.#finish(record, started),
+    });
   }
 
   /** Parses and answers one head; resolves to false when the connection must close. */

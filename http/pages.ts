@@ -14,7 +14,7 @@ import { formatBytes } from "../util/units.ts";
  */
 const LISTING_STYLE = "body{font:14px system-ui,sans-serif;margin:2em}" +
   "table{border-collapse:collapse}td,th{padding:2px 12px;text-align:left}" +
-  ".n{text-align:right}.foot{margin-top:2em;color:#666}";
+  ".n{text-align:right}";
 
 /**
  * A directory listing as a small HTML page: a link per entry (directories
@@ -47,8 +47,7 @@ export function listingPage(dir: string, entries: OriginDirEntry[]): string {
 <style>${LISTING_STYLE}</style></head>
 <body><h1>Index of ${escapeHtml(title)}</h1>
 <table class="listing"><thead><tr><th>Name</th><th class="n">Size</th><th>Modified (UTC)</th></tr></thead>
-<tbody>${parent}${rows.join("")}</tbody></table>
-<p class="foot"><a href="/-/" rel="nofollow">server status</a></p></body></html>
+<tbody>${parent}${rows.join("")}</tbody></table></body></html>
 `;
 }
 

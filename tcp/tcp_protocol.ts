@@ -309,7 +309,7 @@ export class TcpProtocol implements ConnectionProtocol {
     session.answer.status = code;
     const answer = encoder.encode(formatError(code, message));
     session.answer.bytes += answer.length;
-    await this.engine.finalAnswer(session, answer, pendingRead);
+    await this.engine.finalAnswer(session, answer, { pendingRead });
   }
 
   #send(session: TcpSession, data: string | Uint8Array): Promise<void> {

@@ -502,6 +502,24 @@ clientTest(
 // ---------------------------------------------------------------- aria2c
 
 clientTest(
+  "wget -r -nH of the root: the whole tree, and not one of the server's own pages",
+  { wget: WGET },
+  async () => {
+    await withFixture(async ({ base, workDir, http }) => {
+      const got = await wget(["-r", "-nH", `${base}/`], workDir);
+      assertSuccess(got, "wget -r of the root");
+      for (const [path, bytes] of Object.entries(tree)) {
+        const file = await Deno.readFile(`${workDir}/${path}`).catch(() => undefined);
+        assert.ok(file, `wget saved ${path}:\n${got.stderr}`);
+        assert.equal(sha256(file), sha256(bytes), path);
+      }
+      const own = http().map(pathOf).filter((path) => path.startsWith("/-/") || path === "/-");
+      assert.deepEqual(own, [], "the listing's link to the status page is not followed");
+    });
+  },
+);
+
+clientTest(
   "aria2c -x 4 -s 4: the 3 MiB file over several connections with ranges, byte for byte",
   { aria2c: ARIA2C },
   async () => {
