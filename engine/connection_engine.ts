@@ -57,11 +57,19 @@ export interface ConnectionCounts {
 export interface ConnectionProtocol {
   /** Bytes of each connection's read buffer: it bounds a request's head. */
   readonly readBufferSize: number;
+  /** Whether a whole request is already buffered (pipelined). */
+  hasBufferedRequest(session: Session): boolean;
   /**
-   * Serves one connection until it should end; the engine closes it after.
+   * Reads the next request, within the idle timeout when it is not buffered
+   * yet (see {@linkcode ConnectionEngine.awaitRequest}). Resolves to null
+   * when the connection should end (closed, timed out, refused, stopping).
+   */
+  nextRequest(session: Session, buffered: boolean): Promise<Uint8Array | null>;
+  /**
+   * Answers one request; resolves to false when the connection must close.
    * A rejection means the client went away or stalled.
    */
-  serve(session: Session): Promise<void>;
+  answer(session: Session, request: Uint8Array): Promise<boolean>;
   /** The answer that tells a refused client why (then it is closed). */
   busyAnswer(message: string): Uint8Array;
   /** Hears of each client refused as busy (for the error counters). */
@@ -219,7 +227,7 @@ export class ConnectionEngine {
     };
     this.#sessions.add(session);
     try {
-      await this.#protocol.serve(session);
+      await this.#converse(session);
       await session.outbox.flush();
     } catch {
       // The client went away, stalled, or a body could not be completed:
@@ -227,6 +235,22 @@ export class ConnectionEngine {
     } finally {
       this.#sessions.delete(session);
       closeQuietly(conn);
+    }
+  }
+
+  /**
+   * Answers requests in order until the client or the server ends the
+   * connection. Answers to pipelined requests are coalesced: they go out
+   * once no further request is waiting in the buffer.
+   */
+  async #converse(session: Session): Promise<void> {
+    const protocol = this.#protocol;
+    while (!this.#closing) {
+      const buffered = protocol.hasBufferedRequest(session);
+      if (!buffered) await session.outbox.idle();
+      const request = await protocol.nextRequest(session, buffered);
+      if (request === null) break;
+      if (!await protocol.answer(session, request)) break;
     }
   }
 

@@ -132,18 +132,19 @@ export class HttpProtocol implements ConnectionProtocol {
   /** Body bytes are counted as they are sent (see `#send`); heads are not. */
   onSent(): void {}
 
-  /** Answers requests until the client or the server ends the connection. */
-  async serve(session: Session): Promise<void> {
-    while (!this.engine.closing) {
-      // Answers to pipelined requests are coalesced; they go out once no
-      // further request is waiting in the buffer.
-      const pipelined = session.reader.hasBuffered(findHeadEnd);
-      if (!pipelined) await session.outbox.idle();
-      const head = await this.#nextHead(session, pipelined);
-      if (head === null) break;
-      const keepOpen = await this.#exchange(session, head);
-      if (!keepOpen) break;
-    }
+  /** Whether a whole request head is already buffered (pipelined). */
+  hasBufferedRequest(session: Session): boolean {
+    return session.reader.hasBuffered(findHeadEnd);
+  }
+
+  /** The next request head, or null when the connection should end. */
+  nextRequest(session: Session, buffered: boolean): Promise<Uint8Array | null> {
+    return this.#nextHead(session, buffered);
+  }
+
+  /** Answers one request; false when the connection must close. */
+  answer(session: Session, head: Uint8Array): Promise<boolean> {
+    return this.#exchange(session, head);
   }
 
   /**

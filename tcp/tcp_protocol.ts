@@ -81,19 +81,19 @@ export class TcpProtocol implements ConnectionProtocol {
     this.#service.countSent(bytes);
   }
 
-  /** Answers request lines until the client or the server ends the connection. */
-  async serve(connection: Session): Promise<void> {
-    const session = Object.assign(connection, { answer: { bytes: 0, status: "OK" as const } });
-    while (!this.engine.closing) {
-      // Answers to pipelined requests are coalesced; they go out once no
-      // further request is waiting in the buffer.
-      const pipelined = session.reader.hasBufferedLine;
-      if (!pipelined) await session.outbox.idle();
-      const line = await this.#nextRequestLine(session, pipelined);
-      if (line === null) break;
-      const keepOpen = await this.#answer(session, line);
-      if (!keepOpen) break;
-    }
+  /** Whether a whole request line is already buffered (pipelined). */
+  hasBufferedRequest(session: Session): boolean {
+    return session.reader.hasBufferedLine;
+  }
+
+  /** The next request line, or null when the connection should end. */
+  nextRequest(session: Session, buffered: boolean): Promise<Uint8Array | null> {
+    return this.#nextRequestLine(tcpSession(session), buffered);
+  }
+
+  /** Answers one request line; false when the connection must close. */
+  answer(session: Session, line: Uint8Array): Promise<boolean> {
+    return this.#answer(tcpSession(session), line);
   }
 
   /**
@@ -317,6 +317,12 @@ export class TcpProtocol implements ConnectionProtocol {
     session.answer.bytes += bytes.length;
     return session.outbox.write(bytes);
   }
+}
+
+/** The session with the protocol's own state, added on first use. */
+function tcpSession(session: Session): TcpSession {
+  if (!("answer" in session)) Object.assign(session, { answer: { bytes: 0, status: "OK" } });
+  return session as TcpSession;
 }
 
 function concat(header: string, body: Uint8Array): Uint8Array {

@@ -29,6 +29,7 @@ import {
   parseRequestHead,
   type RequestHead,
 } from "../../http/request_head.ts";
+import { seededRandom } from "../helpers.ts";
 
 /** How many heads each seed makes. */
 const HEADS = 20_000;
@@ -385,23 +386,11 @@ function model(bytes: Uint8Array): Expected {
 // ---------------------------------------------------------------------------
 // The generator.
 
-/** mulberry32: a small seeded PRNG, floats in [0, 1). */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
 class Generator {
   readonly random: () => number;
 
   constructor(seed: number) {
-    this.random = prng(seed);
+    this.random = seededRandom(seed);
   }
 
   chance(p: number): boolean {
