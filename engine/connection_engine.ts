@@ -175,13 +175,13 @@ export class ConnectionEngine {
     read: Promise<T>,
     deadline: number,
   ): Promise<T | WaitOutcome> {
+    read.catch(() => {}); // settled after close when the race is lost
     if (this.#closing) return "shutdown";
     // A fresh promise per wait: racing one long-lived promise would keep
     // every request's reaction alive until it settles (a leak).
     const wakeUp = Promise.withResolvers<WaitOutcome>();
     session.wake = wakeUp.resolve;
     session.deadline = deadline;
-    read.catch(() => {}); // settled after close when the race is lost
     try {
       return await Promise.race([read, wakeUp.promise]);
     } finally {
@@ -227,11 +227,16 @@ export class ConnectionEngine {
     };
     this.#sessions.add(session);
     try {
-      await this.#converse(session);
+      const serverClosed = await this.#converse(session);
       await session.outbox.flush();
+      // Closing with the client's unread bytes in the kernel would reset the
+      // connection and could destroy the end of the last answer.
+      if (serverClosed) await linger(conn);
     } catch {
       // The client went away, stalled, or a body could not be completed:
-      // the connection ends here, and nothing else depends on it.
+      // the connection ends here, and nothing else depends on it. What is
+      // held back (answers to earlier requests) still goes out if it can.
+      await session.outbox.flush().catch(() => {});
     } finally {
       this.#sessions.delete(session);
       closeQuietly(conn);
@@ -241,17 +246,19 @@ export class ConnectionEngine {
   /**
    * Answers requests in order until the client or the server ends the
    * connection. Answers to pipelined requests are coalesced: they go out
-   * once no further request is waiting in the buffer.
+   * once no further request is waiting in the buffer. Resolves to true when
+   * an answer ended the conversation (the server closes).
    */
-  async #converse(session: Session): Promise<void> {
+  async #converse(session: Session): Promise<boolean> {
     const protocol = this.#protocol;
     while (!this.#closing) {
       const buffered = protocol.hasBufferedRequest(session);
       if (!buffered) await session.outbox.idle();
       const request = await protocol.nextRequest(session, buffered);
-      if (request === null) break;
-      if (!await protocol.answer(session, request)) break;
+      if (request === null) return false;
+      if (!await protocol.answer(session, request)) return true;
     }
+    return false;
   }
 
   /**

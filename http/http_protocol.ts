@@ -31,6 +31,7 @@ import {
   type RequestHead,
 } from "./request_head.ts";
 import type { CacheEntry } from "../cache.ts";
+import { OriginChangedError } from "../origin/origin.ts";
 import { formatMetrics } from "../service/metrics.ts";
 import { checkPath, percentDecode, RequestError } from "../protocol.ts";
 import {
@@ -40,7 +41,6 @@ import {
   readFull,
   type RequestRecord,
   type Served,
-  TruncatedBodyError,
 } from "../service/file_service.ts";
 import { LineTooLongError } from "../util/byte_reader.ts";
 
@@ -86,7 +86,7 @@ const REASONS: Record<number, string> = {
   505: "HTTP Version Not Supported",
 };
 
-/** How much of a body goes out in the head's write (one syscall). */
+/** Bodies up to this size are read whole before the head is sent. */
 const SMALL_BODY = 64 * 1024;
 
 const encoder = new TextEncoder();
@@ -153,6 +153,7 @@ export class HttpProtocol implements ConnectionProtocol {
    * sent too long a head (431 sent), or the server is stopping.
    */
   async #nextHead(session: Session, pipelined: boolean): Promise<Uint8Array | null> {
+    if (this.engine.closing) return null;
     const read = session.reader.readBlock(MAX_HEAD, findHeadEnd);
     try {
       const winner = pipelined ? await read : await this.engine.awaitRequest(
@@ -279,7 +280,11 @@ export class HttpProtocol implements ConnectionProtocol {
       if (error instanceof RequestError && error.code === 404) {
         const isDirectory = await this.#service.files(path).then(() => true, () => false);
         if (isDirectory) {
-          return { status: 301, fields: [["Location", `${target}/`]], body: new Uint8Array() };
+          return {
+            status: 301,
+            fields: [["Location", `${pathTarget(path)}/`]],
+            body: new Uint8Array(),
+          };
         }
       }
       throw error;
@@ -297,7 +302,10 @@ export class HttpProtocol implements ConnectionProtocol {
     if (notModified(head.fields, validators)) {
       return { status: 304, fields: fileFields(path, current), bodiless: true };
     }
-    const rangeField = rangeStillValid(head.fields, validators) ? head.fields.get("range") : null;
+    // A HEAD ignores Range (RFC 9110 §14.2): it describes the whole file.
+    const rangeField = head.method === "GET" && rangeStillValid(head.fields, validators)
+      ? head.fields.get("range")
+      : null;
     const range = parseRange(rangeField, current.size);
     if (range === "unsatisfiable") {
       const answer = textAnswer(
@@ -317,7 +325,21 @@ export class HttpProtocol implements ConnectionProtocol {
     const renderedFields = served.entry
       ? this.#fieldsOf(served.entry)
       : renderFields(fileFields(path, served));
-    return { status: range ? 206 : 200, fields, renderedFields, served };
+    const status = range ? 206 : 200;
+    if (!served.bytes && served.length <= SMALL_BODY && head.method === "GET") {
+      // Read before anything is sent: a file that turns out shorter than its
+      // stat is a 500, and the connection goes on.
+      try {
+        const body = new Uint8Array(served.length);
+        if (await readFull(served.source!, body) < served.length) {
+          throw new OriginChangedError(path);
+        }
+        return { status, fields, renderedFields, body };
+      } finally {
+        served.release();
+      }
+    }
+    return { status, fields, renderedFields, served };
   }
 
   /** The file fields of a cache entry, rendered once per entry. */
@@ -407,14 +429,6 @@ export class HttpProtocol implements ConnectionProtocol {
       await session.outbox.write(headBytes);
       await session.outbox.write(served?.bytes ?? answer.body!);
       count(length);
-    } else if (length <= SMALL_BODY) {
-      const message = new Uint8Array(headBytes.length + length);
-      message.set(headBytes);
-      if (await readFull(served.source!, message.subarray(headBytes.length)) < length) {
-        throw new TruncatedBodyError(`${served.path} ended early`);
-      }
-      await session.outbox.write(message);
-      count(length);
     } else {
       await session.outbox.write(headBytes);
       try {
@@ -483,6 +497,17 @@ export class HttpProtocol implements ConnectionProtocol {
     }
     return this.#date.text;
   }
+}
+
+/**
+ * The target that names the served `path`, as listings link to it: each
+ * segment percent-encoded, and a first segment `-` as `%2D`, so that it is
+ * never the server's own `/-/`.
+ */
+function pathTarget(path: string): string {
+  const segments = path.split("/").map((segment) => encodeURIComponent(segment));
+  if (segments[0] === "-") segments[0] = "%2D";
+  return `/${segments.join("/")}`;
 }
 
 /** The fields every answer about a file carries: its type and validators. */

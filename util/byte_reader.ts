@@ -129,7 +129,8 @@ export class ByteReader {
    * Reads a block of bytes up to and including the end that `findEnd`
    * finds (the index just past it, or -1), after skipping empty lines: an
    * HTTP request head. Resolves to null when the stream ends before the
-   * block's first byte.
+   * block's first byte. The block is a view of the internal buffer, valid
+   * only until the next read: parse or copy it first.
    *
    * @throws {LineTooLongError} once `maxBytes` bytes arrived without an end.
    * @throws {UnexpectedEofError} when the stream ends inside the block.

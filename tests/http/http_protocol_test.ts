@@ -581,3 +581,43 @@ Deno.test("/-/recent names no client addresses; the access log keeps them", asyn
     },
   );
 });
+
+Deno.test("HEAD ignores Range: 200 with the whole length, never 206 or 416", async () => {
+  await withServer(tree, { httpPort: 0 }, async (server) => {
+    const port = httpPort(server);
+    for (const range of ["bytes=0-3", "bytes=99999999-"]) {
+      const answer = await rawHttp(
+        port,
+        `HEAD /hello.txt HTTP/1.1\r\nHost: t\r\nRange: ${range}\r\nConnection: close\r\n\r\n`,
+      );
+      assert.match(answer, /^HTTP\/1\.1 200 [^]*Content-Length: 16\r\n/, range);
+      assert.ok(!/Content-Range/i.test(answer), range);
+    }
+  });
+});
+
+Deno.test("a folder named '-' asked for without its slash redirects to /%2D/, not to the status page", async () => {
+  await withServer({ ...tree, "-/inner.txt": "dash\n" }, { httpPort: 0 }, async (server) => {
+    const answer = await rawHttp(
+      httpPort(server),
+      "GET /%2D HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert.match(answer, /^HTTP\/1\.1 301 [^]*Location: \/%2D\/\r\n/);
+  });
+});
+
+Deno.test("a small body shorter than its stat is a 500, and earlier pipelined answers still arrive", async () => {
+  await withServer(tree, { httpPort: 0, memoryBudget: 0 }, async (server) => {
+    const port = httpPort(server);
+    // Cached first; then the cache file is cut short behind the cache's back.
+    await rawHttp(port, "GET /docs/sub/c.json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    const entry = server.server.cache.entries().find((e) => e.path === "docs/sub/c.json")!;
+    await Deno.truncate(`${server.cacheDir}/${entry.file}`, 2);
+    const answer = await rawHttp(
+      port,
+      "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n" +
+        "GET /docs/sub/c.json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert.match(answer, /^HTTP\/1\.1 200 [^]*hello over http\nHTTP\/1\.1 500 /);
+  });
+});
