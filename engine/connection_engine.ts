@@ -72,12 +72,20 @@ export interface ConnectionProtocol {
   answer(session: Session, request: Uint8Array): Promise<boolean>;
   /** The answer that tells a refused client why (then it is closed). */
   busyAnswer(message: string): Uint8Array;
-  /** Hears of each client refused as busy (for the error counters). */
-  onBusy(): void;
-  /** Hears of each client dropped for taking no bytes. */
-  onSendTimeout(): void;
   /** Hears of every byte written to a client. */
   onSent(bytes: number): void;
+}
+
+/** Options of a {@linkcode ConnectionEngine}. */
+export interface EngineOptions {
+  /** The connection limit and the timeouts. */
+  limits: Limits;
+  /** The listener's connection counts, kept up to date by the engine. */
+  counts: ConnectionCounts;
+  /** Hears of each client refused as busy (an error answer to count). */
+  onRefused: () => void;
+  /** Hears of each client dropped for taking no bytes. */
+  onSendTimeout: () => void;
 }
 
 /** What {@linkcode ConnectionEngine.awaitRequest} saw instead of a request. */
@@ -89,6 +97,7 @@ export class ConnectionEngine {
   #protocol: ConnectionProtocol;
   #limits: Limits;
   #counts: ConnectionCounts;
+  #events: Pick<EngineOptions, "onRefused" | "onSendTimeout">;
   #connections = new Set<Promise<void>>();
   #sessions = new Set<Session>();
   #closing = false;
@@ -102,12 +111,13 @@ export class ConnectionEngine {
   constructor(
     listener: Deno.TcpListener,
     protocol: ConnectionProtocol,
-    options: { limits: Limits; counts: ConnectionCounts },
+    options: EngineOptions,
   ) {
     this.#listener = listener;
     this.#protocol = protocol;
     this.#limits = options.limits;
     this.#counts = options.counts;
+    this.#events = options;
     this.#spare = openSpare();
     this.#sweeper = setInterval(
       () => this.#sweep(),
@@ -166,22 +176,18 @@ export class ConnectionEngine {
   }
 
   /**
-   * Waits for `read` (the next request) until `deadline` (a
-   * `performance.now()` time) or shutdown. A read that loses the race is
-   * left to settle when the connection closes.
+   * Waits for `read` (the next request) for at most the idle timeout from
+   * now, or until shutdown. A read that loses the race is left to settle
+   * when the connection closes.
    */
-  async awaitRequest<T>(
-    session: Session,
-    read: Promise<T>,
-    deadline: number,
-  ): Promise<T | WaitOutcome> {
+  async awaitRequest<T>(session: Session, read: Promise<T>): Promise<T | WaitOutcome> {
     read.catch(() => {}); // settled after close when the race is lost
     if (this.#closing) return "shutdown";
     // A fresh promise per wait: racing one long-lived promise would keep
     // every request's reaction alive until it settles (a leak).
     const wakeUp = Promise.withResolvers<WaitOutcome>();
     session.wake = wakeUp.resolve;
-    session.deadline = deadline;
+    session.deadline = performance.now() + this.#limits.idleTimeoutMs;
     try {
       return await Promise.race([read, wakeUp.promise]);
     } finally {
@@ -294,7 +300,7 @@ export class ConnectionEngine {
   /** Tells a client right after accept that the server is busy, and closes. */
   async #refuse(conn: Deno.Conn, message: string): Promise<void> {
     this.#counts.rejected++;
-    this.#protocol.onBusy();
+    this.#events.onRefused();
     try {
       await writeAll(conn, this.#protocol.busyAnswer(message));
       await linger(conn);
@@ -315,7 +321,7 @@ export class ConnectionEngine {
       if (session.deadline !== undefined && now >= session.deadline) session.wake?.("timeout");
       const since = session.outbox.writingSince;
       if (since !== 0 && now - since > this.#limits.sendTimeoutMs) {
-        this.#protocol.onSendTimeout();
+        this.#events.onSendTimeout();
         this.#sessions.delete(session);
         closeQuietly(session.conn); // the pending write fails, and the task ends
       }

@@ -119,16 +119,6 @@ export class HttpProtocol implements ConnectionProtocol {
     return this.#encodeWhole(textAnswer(503, `${message}\n`, { close: true }));
   }
 
-  /** Counts the 503 of a refused client. */
-  onBusy(): void {
-    this.#service.countError(503);
-  }
-
-  /** Counts a client dropped for taking no bytes. */
-  onSendTimeout(): void {
-    this.#service.countSendTimeout();
-  }
-
   /** Body bytes are counted as they are sent (see `#send`); heads are not. */
   onSent(): void {}
 
@@ -156,11 +146,7 @@ export class HttpProtocol implements ConnectionProtocol {
     if (this.engine.closing) return null;
     const read = session.reader.readBlock(MAX_HEAD, findHeadEnd);
     try {
-      const winner = pipelined ? await read : await this.engine.awaitRequest(
-        session,
-        read,
-        performance.now() + this.#limits.idleTimeoutMs,
-      );
+      const winner = pipelined ? await read : await this.engine.awaitRequest(session, read);
       if (winner === "shutdown") return null;
       if (winner === "timeout") {
         // Part of a head: tell the client why; nothing at all: just close.

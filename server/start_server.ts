@@ -11,7 +11,11 @@
 import { FileCache } from "../cache.ts";
 import { DEFAULTS } from "../defaults.ts";
 import type { PolicyFactory, PolicyName } from "../policies/policy.ts";
-import { ConnectionEngine } from "../engine/connection_engine.ts";
+import {
+  type ConnectionCounts,
+  ConnectionEngine,
+  type EngineOptions,
+} from "../engine/connection_engine.ts";
 import { HttpProtocol } from "../http/http_protocol.ts";
 import { TcpProtocol } from "../tcp/tcp_protocol.ts";
 import { DirectoryOrigin } from "../origin/directory.ts";
@@ -216,7 +220,11 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
 /** The TCP protocol on `listener`; its connections are the ones `STATS` counts. */
 function serveTcp(listener: Deno.TcpListener, files: FileService, limits: Limits) {
   const protocol = new TcpProtocol(files, limits);
-  protocol.engine = new ConnectionEngine(listener, protocol, { limits, counts: files.connections });
+  protocol.engine = new ConnectionEngine(
+    listener,
+    protocol,
+    engineOptions(files, limits, files.connections),
+  );
   return protocol.engine;
 }
 
@@ -224,7 +232,21 @@ function serveTcp(listener: Deno.TcpListener, files: FileService, limits: Limits
 function serveHttp(listener: Deno.TcpListener, files: FileService, limits: Limits) {
   const protocol = new HttpProtocol(files, limits);
   const counts = { open: 0, total: 0, rejected: 0 };
-  protocol.engine = new ConnectionEngine(listener, protocol, { limits, counts });
+  protocol.engine = new ConnectionEngine(listener, protocol, engineOptions(files, limits, counts));
   files.httpConnections = () => counts.open;
   return protocol.engine;
+}
+
+/** The engine's options: limits, counts, and the service's counters of refusals and drops. */
+function engineOptions(
+  files: FileService,
+  limits: Limits,
+  counts: ConnectionCounts,
+): EngineOptions {
+  return {
+    limits,
+    counts,
+    onRefused: () => files.countError(503),
+    onSendTimeout: () => files.countSendTimeout(),
+  };
 }

@@ -109,8 +109,6 @@ export interface Served {
   bytes?: Uint8Array;
   /** Otherwise, where to read them: positioned at `offset`. */
   source?: ByteSource;
-  /** The same source, when it is a cache file (the HTTP front end streams it natively). */
-  file?: Deno.FsFile;
   /** Closes the source and gives back its file permit; safe to call twice. */
   release(): void;
 }
@@ -463,7 +461,6 @@ export class FileService {
     this.#countServed(entry.path, outcome);
     const opened = file;
     served.source = opened;
-    served.file = opened;
     served.release = once(() => (closeQuietly(opened), releasePermit()));
     return served;
   }

@@ -66,16 +66,6 @@ export class TcpProtocol implements ConnectionProtocol {
     return encoder.encode(formatError(503, message));
   }
 
-  /** Counts the 503 of a refused client. */
-  onBusy(): void {
-    this.#service.countError(503);
-  }
-
-  /** Counts a client dropped for taking no bytes. */
-  onSendTimeout(): void {
-    this.#service.countSendTimeout();
-  }
-
   /** Counts bytes sent. */
   onSent(bytes: number): void {
     this.#service.countSent(bytes);
@@ -106,9 +96,8 @@ export class TcpProtocol implements ConnectionProtocol {
     // A pipelined request already here needs neither timer nor race.
     if (pipelined) return await this.#readBufferedLine(session);
     const read = session.reader.readLine(MAX_REQUEST_LINE);
-    const deadline = performance.now() + this.#limits.idleTimeoutMs;
     try {
-      const winner = await this.engine.awaitRequest(session, read, deadline);
+      const winner = await this.engine.awaitRequest(session, read);
       if (winner === "shutdown") return null;
       if (winner === "timeout") {
         await this.#sendFinalError(session, 408, "timed out waiting for a request line", read);

@@ -118,7 +118,8 @@ export class ByteReader {
 
   /**
    * Whether a whole block that `findEnd` delimits is already buffered (a
-   * pipelined HTTP request).
+   * pipelined HTTP request). Empty lines in front of it are skipped on the
+   * way, as {@linkcode readBlock} would skip them.
    */
   hasBuffered(findEnd: (bytes: Uint8Array, from: number, to: number) => number): boolean {
     this.skipEmptyLines();
