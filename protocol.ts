@@ -167,7 +167,11 @@ function decodeCommand(bytes: Uint8Array): Command {
  * @throws {RequestError} 400 on an invalid escape or invalid UTF-8.
  */
 export function percentDecode(bytes: Uint8Array | string): string {
-  if (typeof bytes === "string") bytes = utf8.encode(bytes);
+  if (typeof bytes === "string") {
+    // Plain ASCII decodes to itself: the common case, spared two copies.
+    if (PLAIN_ASCII.test(bytes)) return bytes;
+    bytes = utf8.encode(bytes);
+  }
   if (!bytes.includes(PERCENT)) return decodeUtf8(bytes);
   const out = new Uint8Array(bytes.length);
   let length = 0;
@@ -184,6 +188,8 @@ export function percentDecode(bytes: Uint8Array | string): string {
   }
   return decodeUtf8(out.subarray(0, length));
 }
+
+const PLAIN_ASCII = /^[^%\u0080-\uffff]*$/; // ASCII without "%"
 
 function decodeUtf8(bytes: Uint8Array): string {
   try {

@@ -66,10 +66,12 @@ export interface ConnectionProtocol {
    */
   nextRequest(session: Session, buffered: boolean): Promise<Uint8Array | null>;
   /**
-   * Answers one request; resolves to false when the connection must close.
-   * A rejection means the client went away or stalled.
+   * Answers one request: false when the connection must close. An answer
+   * given at once (held in the outbox) returns its verdict directly, saving
+   * the hottest path a promise; otherwise it resolves to it. A rejection
+   * means the client went away or stalled.
    */
-  answer(session: Session, request: Uint8Array): Promise<boolean>;
+  answer(session: Session, request: Uint8Array): boolean | Promise<boolean>;
   /** The answer that tells a refused client why (then it is closed). */
   busyAnswer(message: string): Uint8Array;
   /** Hears of every byte written to a client. */
@@ -262,7 +264,8 @@ export class ConnectionEngine {
       if (!buffered) await session.outbox.idle();
       const request = await protocol.nextRequest(session, buffered);
       if (request === null) return false;
-      if (!await protocol.answer(session, request)) return true;
+      const answered = protocol.answer(session, request);
+      if (!(typeof answered === "boolean" ? answered : await answered)) return true;
     }
     return false;
   }

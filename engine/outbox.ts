@@ -49,9 +49,26 @@ export class Outbox {
       await this.#writeNow(bytes);
       return;
     }
-    this.#reserve(this.#pendingLength + bytes.length);
+    this.hold(bytes);
+  }
+
+  /** How many more bytes {@linkcode hold} takes now. */
+  get room(): number {
+    return COALESCE_LIMIT - this.#pendingLength;
+  }
+
+  /**
+   * Holds `bytes` back at once, without writing anything, when they fit in
+   * the {@linkcode room} left; false (nothing held) when they do not: then
+   * {@linkcode write} them. `bytes` may be reused as soon as this returns.
+   */
+  hold(bytes: Uint8Array): boolean {
+    const length = this.#pendingLength + bytes.length;
+    if (length > COALESCE_LIMIT) return false;
+    this.#reserve(length);
     this.#pending!.set(bytes, this.#pendingLength);
-    this.#pendingLength += bytes.length;
+    this.#pendingLength = length;
+    return true;
   }
 
   /**

@@ -132,9 +132,21 @@ export class HttpProtocol implements ConnectionProtocol {
     return this.#nextHead(session, buffered);
   }
 
-  /** Answers one request; false when the connection must close. */
-  answer(session: Session, head: Uint8Array): Promise<boolean> {
-    return this.#exchange(session, head);
+  /**
+   * Answers one request head: false when the connection must close. A
+   * whole-file hit from memory is answered at once (see
+   * {@linkcode #answerHit}); everything else through {@linkcode #exchange}.
+   */
+  answer(session: Session, bytes: Uint8Array): boolean | Promise<boolean> {
+    const started = performance.now();
+    let head: RequestHead;
+    try {
+      head = parseRequestHead(bytes);
+    } catch (error) {
+      const refusal = error instanceof HttpError ? error : new HttpError(400, "malformed request");
+      return this.#refuse(session, refusal, { command: methodOf(bytes) }).then(() => false);
+    }
+    return this.#answerHit(session, head, started) ?? this.#exchange(session, head, started);
   }
 
   /**
@@ -185,17 +197,75 @@ export class HttpProtocol implements ConnectionProtocol {
     });
   }
 
-  /** Parses and answers one head; resolves to false when the connection must close. */
-  async #exchange(session: Session, bytes: Uint8Array): Promise<boolean> {
-    const started = performance.now();
-    let head: RequestHead;
+  /**
+   * The hottest answer, without waiting for anything: a plain HTTP/1.1
+   * `GET` (no range, no precondition) of a whole file held in memory, whose
+   * head is made once per entry and second. Written into the outbox at once
+   * when it fits there (the engine flushes it); undefined for any other
+   * request, which {@linkcode #exchange} answers. What it logs, counts and
+   * sends is what `#exchange` would.
+   */
+  #answerHit(
+    session: Session,
+    head: RequestHead,
+    started: number,
+  ): boolean | Promise<boolean> | undefined {
+    const fields = head.fields;
+    if (
+      head.method !== "GET" || head.version !== "HTTP/1.1" ||
+      head.path.startsWith("/-/") || head.path.endsWith("/") ||
+      fields.get("range") !== null || fields.get("if-none-match") !== null ||
+      fields.get("if-modified-since") !== null
+    ) return undefined;
+    let path: string;
     try {
-      head = parseRequestHead(bytes);
-    } catch (error) {
-      const refusal = error instanceof HttpError ? error : new HttpError(400, "malformed request");
-      await this.#refuse(session, refusal, { command: methodOf(bytes) });
-      return false;
+      path = percentDecode(head.path.slice(1));
+      checkPath(path);
+    } catch {
+      return undefined; // #exchange refuses it
     }
+    const served = this.#service.hitNow(path);
+    if (!served) return undefined;
+    const record = this.#newRecord(session, "GET");
+    record.path = path;
+    record.cache = "hit";
+    this.#service.countRequest();
+    const headBytes = this.#hitHead(served.entry!, head.keepAlive);
+    const body = served.bytes!;
+    const outbox = session.outbox;
+    if (outbox.room >= headBytes.length + body.length) {
+      outbox.hold(headBytes);
+      outbox.hold(body);
+      record.bytes = body.length;
+      this.#service.countSent(body.length);
+      this.#finish(record, started);
+      return head.keepAlive;
+    }
+    return this.#writeHit(session, headBytes, body, record, started).then(() => head.keepAlive);
+  }
+
+  /** A hit too large to hold back: its head and body written in turn. */
+  async #writeHit(
+    session: Session,
+    headBytes: Uint8Array,
+    body: Uint8Array,
+    record: RequestRecord,
+    started: number,
+  ): Promise<void> {
+    this.#service.httpActive++;
+    try {
+      await session.outbox.write(headBytes);
+      await session.outbox.write(body);
+      record.bytes = body.length;
+      this.#service.countSent(body.length);
+    } finally {
+      this.#service.httpActive--;
+      this.#finish(record, started);
+    }
+  }
+
+  /** Answers one parsed head; resolves to false when the connection must close. */
+  async #exchange(session: Session, head: RequestHead, started: number): Promise<boolean> {
     const record = this.#newRecord(session, head.method);
     this.#service.countRequest();
     this.#service.httpActive++;
@@ -400,7 +470,10 @@ export class HttpProtocol implements ConnectionProtocol {
   ): Promise<void> {
     const length = answer.served?.length ?? answer.body?.length ?? 0;
     const keepAliveField = head.version === "HTTP/1.0" && keepOpen;
-    const headBytes = this.#hitHead(answer, head, keepOpen) ?? encoder.encode(
+    const entry = answer.served?.entry;
+    const wholeHit = entry && answer.served!.outcome === "hit" && answer.status === 200 &&
+      head.version === "HTTP/1.1" && head.method === "GET";
+    const headBytes = wholeHit ? this.#hitHead(entry, keepOpen) : encoder.encode(
       this.#encodeHeadText({ ...answer, close: !keepOpen }, keepAliveField, length),
     );
     const count = (bytes: number) => {
@@ -435,20 +508,19 @@ export class HttpProtocol implements ConnectionProtocol {
   /**
    * The head of the hottest answer, a whole-file `GET` hit on HTTP/1.1
    * (kept open or closing), as bytes made once per entry and second (the
-   * `Date` changes); undefined for any other answer.
+   * `Date` changes).
    */
-  #hitHead(answer: Answer, head: RequestHead, keepOpen: boolean): Uint8Array | undefined {
-    const served = answer.served;
-    const entry = served?.entry;
-    if (
-      !entry || served!.outcome !== "hit" || answer.status !== 200 ||
-      head.version !== "HTTP/1.1" || head.method !== "GET"
-    ) return undefined;
+  #hitHead(entry: CacheEntry, keepOpen: boolean): Uint8Array {
     const second = Math.floor(Date.now() / 1000);
     let cached = this.#hitHeads.get(entry);
     if (cached?.second !== second) {
+      const answer: Answer = {
+        status: 200,
+        fields: [["X-Cache", "HIT"]],
+        renderedFields: this.#fieldsOf(entry),
+      };
       const encode = (close: boolean) =>
-        encoder.encode(this.#encodeHeadText({ ...answer, close }, false, served!.length));
+        encoder.encode(this.#encodeHeadText({ ...answer, close }, false, entry.size));
       cached = { second, open: encode(false), closing: encode(true) };
       this.#hitHeads.set(entry, cached);
     }

@@ -64,16 +64,26 @@ export class DirectoryOrigin implements Origin {
   }
 
   stat(path: string): Promise<OriginStat> {
-    // Synchronous on purpose: every request stats its file, and a metadata
-    // lookup (answered from the kernel's caches) costs a few microseconds,
-    // far less than a round trip through Deno's blocking thread pool, which
-    // dominated the latency of small hits.
+    try {
+      return Promise.resolve(this.statNow(path));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Stats a file synchronously. On purpose: every request stats its file,
+   * and a metadata lookup (answered from the kernel's caches) costs a few
+   * microseconds, far less than a round trip through Deno's blocking thread
+   * pool, which dominated the latency of small hits.
+   */
+  statNow(path: string): OriginStat {
     try {
       const info = this.#statInside(path);
       if (!info.isFile) throw notFound(path);
-      return Promise.resolve(toOriginStat(info));
+      return toOriginStat(info);
     } catch (error) {
-      return Promise.reject(asProtocolError(path, error));
+      throw asProtocolError(path, error);
     }
   }
 

@@ -79,6 +79,12 @@ export interface OriginFile extends ByteSource {
 export interface Origin {
   /** Stats a regular file. */
   stat(path: string): Promise<OriginStat>;
+  /**
+   * Stats a regular file at once, where the origin can answer without
+   * waiting (a local directory); absent where it cannot (S3). The same
+   * answers and errors as {@linkcode Origin.stat}.
+   */
+  statNow?(path: string): OriginStat;
   /** Opens a regular file for reading, positioned at `range.offset`. */
   open(path: string, range?: ByteRange): Promise<OriginFile>;
   /** Lists a directory ("" is the served directory itself). */

@@ -378,6 +378,40 @@ export class FileService {
   }
 
   /**
+   * A whole-file hit answered at once, without waiting for anything: where
+   * the origin stats synchronously (a local directory) and a fresh entry of
+   * `path` is held in memory, the hottest answer there is. Undefined in
+   * every other case, including errors: the caller then takes
+   * {@linkcode open}'s way, which answers them. The hit is counted; there
+   * is nothing to release.
+   */
+  hitNow(path: string): Served | undefined {
+    const entry = this.cache.lookup(path);
+    if (!entry?.bytes || !this.origin.statNow) return undefined;
+    let stat: OriginStat;
+    try {
+      stat = this.origin.statNow(path);
+    } catch {
+      return undefined;
+    }
+    if (stat.validator !== entry.validator) return undefined;
+    this.#countServed(path, "hit");
+    return {
+      path,
+      outcome: "hit",
+      size: entry.size,
+      mtime: entry.mtime,
+      validator: entry.validator,
+      sha256: entry.sha256,
+      entry,
+      offset: 0,
+      length: entry.size,
+      bytes: entry.bytes,
+      release: NOTHING_TO_RELEASE,
+    };
+  }
+
+  /**
    * Reads a served body's bytes and hands each chunk to `consume`, reading
    * the next while the current one is consumed.
    *

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { ServerStats } from "../../server.ts";
+import type { RequestRecord, ServerStats } from "../../server.ts";
 import {
   eventually,
   json,
@@ -621,3 +621,66 @@ Deno.test("a small body shorter than its stat is a 500, and earlier pipelined an
     assert.match(answer, /^HTTP\/1\.1 200 [^]*hello over http\nHTTP\/1\.1 500 /);
   });
 });
+
+Deno.test("hits from memory, small and larger than the coalescing room, pipelined: whole bodies, logged bytes, fresh after a change", async () => {
+  const files = {
+    "s.bin": seededBytes(4096, 1),
+    "m.bin": seededBytes(16 * 1024, 2), // with its head, past the 16 KiB outbox room
+    "l.bin": seededBytes(40 * 1024, 3),
+  };
+  const records: RequestRecord[] = [];
+  await withServer(files, { httpPort: 0, onRequest: (r) => records.push(r) }, async (server) => {
+    const port = httpPort(server);
+    const names = Object.keys(files) as (keyof typeof files)[];
+    const get = (name: string, last = false) =>
+      `GET /${name} HTTP/1.1\r\nHost: t\r\n${last ? "Connection: close\r\n" : ""}\r\n`;
+    await rawHttp(port, names.map((name, i) => get(name, i === names.length - 1)).join(""));
+    assert.equal(server.server.cache.count, 3);
+    records.length = 0;
+    // Every file twice, pipelined in one write: all hits.
+    const order = [...names, ...names];
+    const answer = await rawBytes(
+      port,
+      order.map((n, i) => get(n, i === order.length - 1)).join(""),
+    );
+    let at = 0;
+    for (const name of order) {
+      const headEnd = indexOfBytes(answer, "\r\n\r\n", at) + 4;
+      const head = new TextDecoder().decode(answer.subarray(at, headEnd));
+      assert.match(head, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.match(head, /\r\nX-Cache: HIT\r\n/);
+      assert.match(head, new RegExp(`\\r\\nContent-Length: ${files[name].length}\\r\\n`));
+      assert.deepEqual(answer.subarray(headEnd, headEnd + files[name].length), files[name]);
+      at = headEnd + files[name].length;
+    }
+    assert.equal(at, answer.length);
+    assert.deepEqual(
+      records.map((r) => [r.path, r.cache, r.bytes]),
+      order.map((n) => [n, "hit", files[n].length]),
+    );
+    // Changed on disk (same size, other bytes, new mtime): never the old copy.
+    const changed = seededBytes(4096, 7);
+    await Deno.writeFile(`${server.dir}/s.bin`, changed);
+    await Deno.utime(`${server.dir}/s.bin`, new Date(), new Date(Date.now() + 5000));
+    const fresh = await rawBytes(port, get("s.bin", true));
+    const bodyStart = indexOfBytes(fresh, "\r\n\r\n", 0) + 4;
+    assert.match(new TextDecoder().decode(fresh.subarray(0, bodyStart)), /X-Cache: MISS/);
+    assert.deepEqual(fresh.subarray(bodyStart), changed);
+  });
+});
+
+/** Like {@linkcode rawHttp}, as bytes. */
+async function rawBytes(port: number, request: string): Promise<Uint8Array> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode(request));
+  return new Uint8Array(await new Response(conn.readable).arrayBuffer());
+}
+
+function indexOfBytes(bytes: Uint8Array, text: string, from: number): number {
+  const needle = new TextEncoder().encode(text);
+  outer: for (let i = from; i + needle.length <= bytes.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (bytes[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
