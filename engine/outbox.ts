@@ -77,9 +77,10 @@ export class Outbox {
    * write follows a first before that, Nagle's algorithm cannot delay a
    * byte, and the connection is spared the system call that turns it off.)
    */
-  async idle(): Promise<void> {
-    await this.flush();
+  idle(): Promise<void> | undefined {
+    const flushed = this.flush();
     this.#writesSinceIdle = 0;
+    return flushed;
   }
 
   /**
@@ -96,12 +97,15 @@ export class Outbox {
     this.#pending = pending;
   }
 
-  /** Writes everything held back. */
-  async flush(): Promise<void> {
-    if (this.#pendingLength === 0) return;
+  /**
+   * Writes everything held back; undefined (nothing to wait for) when
+   * nothing is.
+   */
+  flush(): Promise<void> | undefined {
+    if (this.#pendingLength === 0) return undefined;
     const length = this.#pendingLength;
     this.#pendingLength = 0;
-    await this.#writeNow(this.#pending!.subarray(0, length));
+    return this.#writeNow(this.#pending!.subarray(0, length));
   }
 
   /**

@@ -235,6 +235,8 @@ export function closeQuietly(resource: { close(): void }): void {
 const LINGER_MS = 1000;
 /** The most bytes read while lingering. */
 const LINGER_BYTES = 1024 * 1024;
+// What a linger reads is thrown away: every linger may read into one buffer.
+const lingerScratch = new Uint8Array(16 * 1024);
 
 /**
  * Half-closes `conn` and reads what the client still sends, for at most
@@ -248,10 +250,9 @@ export async function linger(conn: Deno.Conn, pendingRead?: Promise<unknown>): P
   try {
     await conn.closeWrite();
     await pendingRead?.catch(() => {});
-    const scratch = new Uint8Array(16 * 1024);
     let drained = 0;
     while (drained < LINGER_BYTES) {
-      const n = await conn.read(scratch);
+      const n = await conn.read(lingerScratch);
       if (n === null) break;
       drained += n;
     }
