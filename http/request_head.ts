@@ -93,6 +93,8 @@ const IPV4 =
 const HEX_GROUP = /^[0-9A-Fa-f]{1,4}$/;
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const DIGITS = /^[0-9]+$/;
+/** Where a dot segment could start: a `/` followed by `.` or `%2e`. */
+const DOT_SEGMENT_START = /\/(\.|%2e)/i;
 
 /**
  * Where a request head ends in `bytes[from..to)`: the index just past its
@@ -173,7 +175,8 @@ export function parseRequestHead(bytes: Uint8Array): RequestHead {
 function splitLines(bytes: Uint8Array): string[] {
   let text = "";
   for (let i = 0; i < bytes.length; i += 4096) {
-    text += String.fromCharCode(...bytes.subarray(i, i + 4096)); // bytes as latin-1
+    // Bytes as latin-1; apply, not a spread, which iterates (7x slower).
+    text += String.fromCharCode.apply(null, bytes.subarray(i, i + 4096) as unknown as number[]);
   }
   const lines = text.split("\n").map((line) => line.endsWith("\r") ? line.slice(0, -1) : line);
   if (lines.some((line) => line.includes("\r"))) {
@@ -246,6 +249,7 @@ function targetPath(target: string): string {
 }
 
 function removeDotSegments(path: string): string {
+  if (!DOT_SEGMENT_START.test(path)) return path; // most paths: nothing to remove
   const segments = path.split("/").slice(1);
   const out: string[] = [];
   segments.forEach((segment, i) => {
@@ -262,6 +266,7 @@ function removeDotSegments(path: string): string {
 }
 
 function keepsAlive(version: string, connection: string | null): boolean {
+  if (connection === null) return version === "HTTP/1.1";
   const options = (connection ?? "").toLowerCase().split(",").map(trimWhitespace);
   if (options.includes("close")) return false;
   return version === "HTTP/1.1" || options.includes("keep-alive");
@@ -269,6 +274,9 @@ function keepsAlive(version: string, connection: string | null): boolean {
 
 /** Strips optional whitespace, which is spaces and tabs only (RFC 9110 §5.6.3). */
 function trimWhitespace(text: string): string {
+  const last = text.charCodeAt(text.length - 1);
+  const first = text.charCodeAt(0);
+  if (first !== 0x20 && first !== 0x09 && last !== 0x20 && last !== 0x09) return text;
   return text.replace(/^[ \t]+|[ \t]+$/g, "");
 }
 

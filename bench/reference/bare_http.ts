@@ -86,7 +86,9 @@ async function serve(conn: Deno.TcpConn, answers: Map<string, Answers>): Promise
     let start = 0;
     for (let next; (next = headEnd(buf, start, end)) >= 0; start = next) {
       const space = buf.indexOf(32, start + 4);
-      const path = space < next ? String.fromCharCode(...buf.subarray(start + 4, space)) : "";
+      // apply, not a spread: a spread iterates, and cost this loop ~20% of its CPU.
+      const target = buf.subarray(start + 4, space) as unknown as number[];
+      const path = space < next ? String.fromCharCode.apply(null, target) : "";
       const close = wantsClose(buf, start, next);
       const found = answers.get(path);
       const bytes = !found
