@@ -280,6 +280,9 @@ export class ConnectionEngine {
       if (request === null) return false;
       const answered = protocol.answer(session, request);
       if (!(typeof answered === "boolean" ? answered : await answered)) return true;
+      // Kept alive: small answers must not wait on Nagle's algorithm. (A
+      // connection closed after one answer is spared the system call.)
+      session.outbox.noDelay();
     }
     return false;
   }

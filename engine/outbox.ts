@@ -52,6 +52,16 @@ export class Outbox {
     this.hold(bytes);
   }
 
+  /**
+   * Turns Nagle's algorithm off (once): for a connection kept alive, as
+   * nginx's `tcp_nodelay` does, and for an answer written in several pieces.
+   */
+  noDelay(): void {
+    if (this.#noDelay) return;
+    this.#noDelay = true;
+    (this.#conn as Partial<Deno.TcpConn>).setNoDelay?.(true);
+  }
+
   /** How many more bytes {@linkcode hold} takes now. */
   get room(): number {
     return COALESCE_LIMIT - this.#pendingLength;
@@ -73,9 +83,7 @@ export class Outbox {
 
   /**
    * Writes everything held back: the answers so far are complete, and the
-   * connection now waits for the client's next request. (Until a second
-   * write follows a first before that, Nagle's algorithm cannot delay a
-   * byte, and the connection is spared the system call that turns it off.)
+   * connection now waits for the client's next request.
    */
   idle(): Promise<void> | undefined {
     const flushed = this.flush();
@@ -113,12 +121,9 @@ export class Outbox {
    * stall is time without progress, as nginx's send_timeout counts it.
    */
   async #writeNow(bytes: Uint8Array): Promise<void> {
-    if (++this.#writesSinceIdle > 1 && !this.#noDelay) {
-      // Several writes for one turn of the conversation: without this, the
-      // last small segment could wait for the client's delayed ACK (~40 ms).
-      this.#noDelay = true;
-      (this.#conn as Partial<Deno.TcpConn>).setNoDelay?.(true);
-    }
+    // Several writes for one turn of the conversation: without this, the
+    // last small segment could wait for the client's delayed ACK (~40 ms).
+    if (++this.#writesSinceIdle > 1) this.noDelay();
     let written = 0;
     try {
       while (written < bytes.length) {
