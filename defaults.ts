@@ -42,6 +42,11 @@ export const DEFAULTS = {
   sendTimeoutMs: 60_000,
   /** On SIGTERM/SIGINT, time for the responses in progress. */
   shutdownTimeoutMs: 10_000,
+  /**
+   * Whether a served directory is watched for changes (Linux inotify), so
+   * that a hit needs no stat; otherwise every request stats its file.
+   */
+  changeWatch: true,
   /** Files open at once; more requests wait. */
   maxOpenFiles: 512,
   /** Time for an S3 origin to answer, and for each read of a body to progress. */

@@ -61,6 +61,8 @@ Options:
   seconds(DEFAULTS.shutdownTimeoutMs)
 })
   --max-open-files N    files open at once; more requests wait (default: ${DEFAULTS.maxOpenFiles})
+  --no-change-watch     stat a --dir file on every request instead of watching the
+                        directory for changes (inotify; either way never stale)
   --memory-cache SIZE   small entries (<= ${
   formatBytes(DEFAULTS.memoryEntryLimit)
 }) also kept in memory, up to SIZE
@@ -191,6 +193,7 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
       "shutdown-timeout": { type: "string" },
       "max-open-files": { type: "string" },
       "memory-cache": { type: "string" },
+      "no-change-watch": { type: "boolean", default: false },
       "log-format": { type: "string", default: "text" },
       quiet: { type: "boolean", short: "q", default: false },
       debug: { type: "boolean", default: false },
@@ -223,6 +226,7 @@ function serverOptions(values: Record<string, string | boolean | undefined>): Se
     cacheDir: text("cache-dir"),
     cacheSize: optional(text("cache-size"), parseSize),
     memoryBudget: optional(text("memory-cache"), parseSize),
+    changeWatch: !values["no-change-watch"],
     policy: optional(text("policy"), parsePolicy),
     maxConnections: optional(
       text("max-connections"),

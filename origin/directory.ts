@@ -8,6 +8,8 @@
 
 import { escapeControls, RequestError } from "../protocol.ts";
 import type { ByteRange, Origin, OriginDirEntry, OriginFile, OriginStat } from "./origin.ts";
+import { ChangeWatch } from "./change_watch.ts";
+import { DEFAULTS } from "../defaults.ts";
 
 /** Options of {@linkcode DirectoryOrigin.open}. */
 export interface DirectoryOriginOptions {
@@ -17,6 +19,13 @@ export interface DirectoryOriginOptions {
    * @default {undefined}
    */
   hide?: string;
+  /**
+   * Watch the directory for changes (inotify) and trust a file's stat
+   * until one is reported, instead of stat'ing it on every request (see
+   * `change_watch.ts`). Where no watch can be had, every request stats.
+   * @default {DEFAULTS.changeWatch}
+   */
+  watchChanges?: boolean;
 }
 
 /** Converts a `Deno.FileInfo` to the fields the protocol speaks of. */
@@ -35,10 +44,32 @@ export class DirectoryOrigin implements Origin {
   /** The served directory's real path (symbolic links resolved). */
   readonly root: string;
   #hide: string | undefined;
+  #watch: ChangeWatch | undefined;
+  #statsTaken = 0;
 
-  private constructor(root: string, hide: string | undefined) {
+  private constructor(root: string, hide: string | undefined, watch: ChangeWatch | undefined) {
     this.root = root;
     this.#hide = hide;
+    this.#watch = watch;
+  }
+
+  /**
+   * How a file's freshness is known: `watch` (inotify reports changes, see
+   * `change_watch.ts`) or `stat` (every request stats its file).
+   */
+  get freshness(): "watch" | "stat" {
+    return this.#watch ? "watch" : "stat";
+  }
+
+  /** The stats taken of served files so far (those a watch spared are not counted). */
+  get statsTaken(): number {
+    return this.#statsTaken;
+  }
+
+  /** Stops watching for changes; the origin still serves, stat'ing every request. */
+  close(): void {
+    this.#watch?.close();
+    this.#watch = undefined;
   }
 
   /**
@@ -60,7 +91,10 @@ export class DirectoryOrigin implements Origin {
       throw new Error(`cannot serve ${escapeControls(dir)}: ${describe(error)}`);
     }
     const hide = options.hide === undefined ? undefined : await resolvePath(options.hide);
-    return new DirectoryOrigin(root, hide);
+    const watch = options.watchChanges ?? DEFAULTS.changeWatch
+      ? ChangeWatch.start(root)
+      : undefined;
+    return new DirectoryOrigin(root, hide, watch);
   }
 
   stat(path: string): Promise<OriginStat> {
@@ -78,10 +112,19 @@ export class DirectoryOrigin implements Origin {
    * pool, which dominated the latency of small hits.
    */
   statNow(path: string): OriginStat {
+    const watch = this.#watch;
+    const trusted = watch?.trusted(path);
+    if (trusted) return trusted;
+    // Watched before the stat, so that a change right after it is reported.
+    const watched = watch?.prepare(path) ?? false;
     try {
-      const info = this.#statInside(path);
+      this.#statsTaken++;
+      const [info, direct] = this.#statInside(path);
       if (!info.isFile) throw notFound(path);
-      return toOriginStat(info);
+      const stat = toOriginStat(info);
+      // A file with more links can change through a name not watched here.
+      if (watched && direct && info.nlink === 1) watch!.trust(path, stat);
+      return stat;
     } catch (error) {
       throw asProtocolError(path, error);
     }
@@ -156,7 +199,8 @@ export class DirectoryOrigin implements Origin {
   }
 
   /**
-   * Stats a checked protocol path inside the root. Each component is
+   * Stats a checked protocol path inside the root, and says whether it was
+   * direct (no link on the way). Each component is
    * lstat'ed from the root down (one system call for a file at the top):
    * where none is a symbolic link, the path is its own real path and the
    * last lstat is the file's stat. Only a path through a link is resolved
@@ -164,7 +208,7 @@ export class DirectoryOrigin implements Origin {
    *
    * @throws {RequestError} 403 when it resolves outside the served directory.
    */
-  #statInside(path: string): Deno.FileInfo {
+  #statInside(path: string): [info: Deno.FileInfo, direct: boolean] {
     let at = this.root;
     let info: Deno.FileInfo | undefined;
     for (const segment of path.split("/")) {
@@ -172,14 +216,14 @@ export class DirectoryOrigin implements Origin {
       // protocol refuses them, a caller of the library may not), is
       // resolved in full: only then is the containment check sound.
       if (segment === "" || segment === "." || segment === "..") {
-        return Deno.statSync(this.#resolveSync(path));
+        return [Deno.statSync(this.#resolveSync(path)), false];
       }
       at += `/${segment}`;
       info = Deno.lstatSync(at);
-      if (info.isSymlink) return Deno.statSync(this.#resolveSync(path));
+      if (info.isSymlink) return [Deno.statSync(this.#resolveSync(path)), false];
     }
     if (!this.#contains(at)) throw new RequestError(403, `outside the served directory: ${path}`);
-    return info!;
+    return [info!, true];
   }
 
   #resolveSync(path: string): string {

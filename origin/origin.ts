@@ -77,6 +77,11 @@ export interface OriginFile extends ByteSource {
 
 /** The origin's contract: what the server and the cache use. */
 export interface Origin {
+  /**
+   * How a file's freshness is checked: `watch` (changes are reported, a hit
+   * asks nothing) or `stat` (every request asks the origin; also when absent).
+   */
+  readonly freshness?: "watch" | "stat";
   /** Stats a regular file. */
   stat(path: string): Promise<OriginStat>;
   /**

@@ -84,6 +84,8 @@ const MAX_BACKOFF_MS = 2000;
 
 /** An S3-compatible bucket as an {@linkcode Origin}. */
 export class S3Origin implements Origin {
+  /** Every request asks the store (a `HEAD`). */
+  readonly freshness = "stat";
   /** Where the objects are. */
   readonly location: S3Location;
   readonly #endpoint: string;

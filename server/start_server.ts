@@ -109,6 +109,13 @@ export interface ServerOptions {
    */
   maxOpenFiles?: number;
   /**
+   * Watch `dir` for changes (Linux inotify) and trust a file's stat until
+   * one is reported, so that a hit needs no stat; false: stat every request.
+   * Either way a changed file is never served stale (docs/server.md).
+   * @default {DEFAULTS.changeWatch}
+   */
+  changeWatch?: boolean;
+  /**
    * The origin to serve instead of `dir` (tests inject faults through it).
    * @default {undefined}
    */
@@ -166,8 +173,11 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   // The origin and the port first: a server that cannot serve its directory
   // or take its port must not create or empty a cache directory (which may
   // be a running server's).
-  const origin = options.origin ??
-    await DirectoryOrigin.open(options.dir ?? SAMPLE_DIR, { hide: cacheDir });
+  const directory = options.origin ? undefined : await DirectoryOrigin.open(
+    options.dir ?? SAMPLE_DIR,
+    { hide: cacheDir, watchChanges: options.changeWatch },
+  );
+  const origin = options.origin ?? directory!;
   const hostname = options.host ?? DEFAULTS.host;
   const listener = Deno.listen({ hostname, port: options.port ?? DEFAULTS.port });
   const limits: Limits = {
@@ -194,6 +204,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     // Clients that reached a port meanwhile see it closed.
     listener.close();
     httpListener?.close();
+    directory?.close();
     throw error;
   }
   const files = new FileService(cache, origin, {
@@ -213,6 +224,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     close: async () => {
       for (const engine of engines) engine.shutdown(shutdownTimeoutMs);
       await Promise.all(accepting);
+      directory?.close();
     },
   };
 }

@@ -86,6 +86,8 @@ export interface ServerStats {
   };
   /** `memory`: bytes of small entries also held in memory. */
   cache: { capacity: number; used: number; entries: number; policy: string; memory: number };
+  /** How a file's freshness is checked (see `Origin.freshness`). */
+  freshness: "watch" | "stat";
 }
 
 /** A `GET` resolved to its bytes, ready to send. */
@@ -303,6 +305,7 @@ export class FileService {
         policy: this.cache.policy,
         memory: this.cache.memoryUsed,
       },
+      freshness: this.origin.freshness ?? "stat",
     };
   }
 

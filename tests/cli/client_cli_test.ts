@@ -64,9 +64,13 @@ interface ServeProcess {
  * Starts `mod.ts serve ...args` and reads its stdout until the `listening on
  * 127.0.0.1:PORT` line appears or stdout ends (the process gave up).
  */
-async function spawnServe(args: string[], cwd: string): Promise<ServeProcess> {
+async function spawnServe(
+  args: string[],
+  cwd: string,
+  permissions = PERMISSIONS,
+): Promise<ServeProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSIONS, MOD, "serve", ...args],
+    args: ["run", ...permissions, MOD, "serve", ...args],
     cwd,
     env: { NO_COLOR: "1" },
     stdin: "null",
@@ -613,6 +617,7 @@ Deno.test("stats and ping print the server's counters", async (t) => {
           "cache.entries": "1",
           "cache.policy": "fifo",
           "cache.memory": "600",
+          freshness: "watch",
         });
       });
     });
@@ -800,6 +805,48 @@ Deno.test("mod.ts serve: listens, serves, and exits 0 on SIGTERM", async () => {
       assert.equal(stderr, "");
     } finally {
       await serve.dispose();
+    }
+  });
+});
+
+Deno.test("mod.ts serve: the directory is watched for changes where FFI is allowed; otherwise, or with --no-change-watch, every request stats", async (t) => {
+  const cases = [
+    {
+      name: "--allow-ffi",
+      permissions: [...PERMISSIONS, "--allow-ffi"],
+      flags: [],
+      freshness: "watch",
+    },
+    { name: "no FFI permission", permissions: PERMISSIONS, flags: [], freshness: "stat" },
+    {
+      name: "--allow-ffi --no-change-watch",
+      permissions: [...PERMISSIONS, "--allow-ffi"],
+      flags: ["--no-change-watch"],
+      freshness: "stat",
+    },
+  ];
+  await withTempDir(async (root) => {
+    await writeTree(`${root}/files`, { "a.txt": "a" });
+    for (const { name, permissions, flags, freshness } of cases) {
+      await t.step(name, async () => {
+        const serve = await spawnServe(
+          ["--port", "0", "--dir", `${root}/files`, "--cache-dir", `${root}/cache`, ...flags],
+          root,
+          permissions,
+        );
+        try {
+          assert.ok(serve.port !== undefined, `no listening line: ${serve.lines.join("\n")}`);
+          const client = await connect({ port: serve.port });
+          try {
+            assert.equal((await client.get("a.txt")).cache, "miss");
+            assert.equal((await client.stats()).freshness, freshness);
+          } finally {
+            client.close();
+          }
+        } finally {
+          await serve.dispose();
+        }
+      });
     }
   });
 });
