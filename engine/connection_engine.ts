@@ -156,7 +156,7 @@ export class ConnectionEngine {
         continue;
       }
       this.#counts.open++;
-      this.#track(this.#serveConnection(conn).finally(() => this.#counts.open--));
+      this.#track(this.#serveConnection(conn));
     }
     await Promise.all(this.#connections);
     clearInterval(this.#sweeper);
@@ -245,7 +245,8 @@ export class ConnectionEngine {
     this.#sessions.add(session);
     try {
       const serverClosed = await this.#converse(session);
-      await session.outbox.flush();
+      const flushed = session.outbox.flush();
+      if (flushed) await flushed;
       // Closing with the client's unread bytes in the kernel would reset the
       // connection and could destroy the end of the last answer. A client
       // that pipelines may have more on the way, so it is given a moment;
@@ -261,6 +262,7 @@ export class ConnectionEngine {
     } finally {
       this.#sessions.delete(session);
       closeQuietly(conn);
+      this.#counts.open--;
     }
   }
 
@@ -275,7 +277,11 @@ export class ConnectionEngine {
     while (!this.#closing) {
       const buffered = protocol.hasBufferedRequest(session);
       if (buffered) session.pipelined = true;
-      else await session.outbox.idle();
+      else {
+        // Nothing to wait for is not waited for: an await costs a turn.
+        const flushed = session.outbox.idle();
+        if (flushed) await flushed;
+      }
       const request = await protocol.nextRequest(session, buffered);
       if (request === null) return false;
       const answered = protocol.answer(session, request);
