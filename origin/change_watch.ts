@@ -1,32 +1,31 @@
 /**
  * Freshness without a stat per request: the directory origin's files are
  * watched with inotify, and a file's stat stays trusted until a change to it
- * (or to any directory on its path) is reported.
+ * (or to any directory on its path, or to the mount table) is reported.
  *
- * Why this is as fresh as a stat: the kernel queues an inotify event inside
- * the system call that makes the change, before that call returns. Every
- * {@linkcode ChangeWatch.trusted} drains the queue first, and it is called
- * after the request it answers was received. So a change that completed
- * before the request was sent has its event drained before the answer is
- * chosen, exactly as a stat taken then would have seen it.
+ * Why this is as fresh as a stat: the kernel queues an inotify event (and
+ * flags the mount table) inside the system call that makes the change,
+ * before that call returns. Every {@linkcode ChangeWatch.trusted} takes in
+ * what is queued first (one `epoll_wait` asks both), and it is called after
+ * the request it answers was received. So a change that completed before the
+ * request was sent is taken in before the answer is chosen, exactly as a stat
+ * taken then would have seen it.
  *
- * What is trusted, and what is not (those are stat'ed on every request, as
- * before):
+ * What is watched: the file itself (so a write through any name, a link made
+ * later, a descriptor opened before, is reported), each directory on its
+ * path (renames, deletions, replacements), the root's ancestors (renamed or
+ * replaced, they change what every path names), and the mount table (a
+ * mount or unmount anywhere drops all trust). A lost event (queue overflow)
+ * or a failed read drops all trust too.
  *
- * - Only files on local file systems (ext4, XFS, Btrfs, tmpfs, ...), whose
- *   every change goes through this kernel. Network and FUSE file systems
- *   (NFS, CIFS, Ceph, 9p, FUSE) and overlayfs, whose lower layers can change
- *   unseen, are not.
- * - Only paths without symbolic links, and only files with one link: a
- *   change made through another hard link would be reported to the other
- *   name's directory.
- * - A watch covers each directory on the path, and the root's ancestors
- *   (renamed or replaced, they change what every path names). A lost event
- *   (queue overflow), a failed read, or a change to the root's chain drops
- *   all trust.
+ * What is not trusted (stat'ed on every request, as before): files on file
+ * systems whose changes may not pass through this kernel (network, FUSE,
+ * overlayfs), paths through a symbolic link, files with more than one link,
+ * and paths whose directories cannot all be watched.
  *
- * Not seen by inotify at all: writes through a shared memory map until the
- * writer closes the file, and a file system mounted over a directory.
+ * Not seen by inotify at all, so not by this: writes through a shared memory
+ * map until the mapping is released, and Linux native AIO (`io_submit`)
+ * writes until the writer closes the file. See docs/server.md.
  *
  * @module
  */
@@ -40,6 +39,7 @@ import {
   IN_DONT_FOLLOW,
   IN_IGNORED,
   IN_ISDIR,
+  IN_MASK_ADD,
   IN_MODIFY,
   IN_MOVE_SELF,
   IN_MOVED_FROM,
@@ -52,10 +52,17 @@ import type { OriginStat } from "./origin.ts";
 
 /** What a change to a name in a served directory looks like. */
 const DIRECTORY_MASK = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO |
-  IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW;
-/** An ancestor of the root matters only when the next name on the chain moves. */
-const ANCESTOR_MASK = IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF |
-  IN_ONLYDIR | IN_DONT_FOLLOW;
+  IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_MASK_ADD;
+/**
+ * What a change to a trusted file looks like, seen on the file itself:
+ * whatever name it is written through (a link made later, a descriptor
+ * opened before, an `O_TMPFILE` linked in).
+ */
+const FILE_MASK = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF |
+  IN_DONT_FOLLOW | IN_MASK_ADD;
+/** An ancestor of the root matters only when the next name on the chain changes. */
+const ANCESTOR_MASK = IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_DELETE_SELF |
+  IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_MASK_ADD;
 
 /** File systems whose every change is made by this kernel (statfs magic numbers). */
 const LOCAL_FILE_SYSTEMS = new Set([
@@ -69,23 +76,25 @@ const LOCAL_FILE_SYSTEMS = new Set([
   0xca451a4e, // bcachefs
 ]);
 
-/** The most watched directories: the rest of the user's inotify budget is left alone. */
-const MAX_WATCHES = 8192;
-/** The most trusted files: past it, trust starts again from nothing. */
-const MAX_TRUSTED = 100_000;
+/**
+ * The most watches (directories and trusted files): past it, trust starts
+ * again from nothing, and the rest of the user's inotify budget is left.
+ */
+const MAX_WATCHES = 65_536;
 
 /** Trusted stats of a directory origin's files, kept honest by inotify. */
 export class ChangeWatch {
   #inotify: Inotify;
   #root: string;
-  /** Trusted stats by protocol path. */
-  #trusted = new Map<string, OriginStat>();
-  /** Watched served directories ("" is the root) by path, and back. */
+  /** Trusted stats by protocol path, each with the watch on its file. */
+  #trusted = new Map<string, { stat: OriginStat; wd: number }>();
+  /** What each watch is: a served directory ("" is the root) or a trusted file. */
+  #watched = new Map<number, { dir: string } | { file: string }>();
+  /** Watched served directories by path. */
   #dirs = new Map<string, number>();
-  #dirOf = new Map<number, string>();
   /** The root's ancestors' watches, each with the name on the chain below it. */
   #ancestors = new Map<number, string>();
-  #broken = false;
+  #chainComplete = false;
 
   private constructor(inotify: Inotify, root: string) {
     this.#inotify = inotify;
@@ -112,59 +121,82 @@ export class ChangeWatch {
    * far; undefined when it must be stat'ed.
    */
   trusted(path: string): OriginStat | undefined {
-    if (this.#broken) return undefined;
-    if (!this.#inotify.drain((wd, mask, name) => this.#changed(wd, mask, name))) {
-      this.#broken = true; // events may be lost: trust nothing from now on
-      this.#forgetAll();
-      return undefined;
-    }
-    return this.#trusted.get(path);
+    if (this.#trusted.size === 0) return undefined; // nothing to check
+    this.#takeInChanges();
+    return this.#trusted.get(path)?.stat;
   }
 
   /**
-   * Watches every directory on `path`'s way, before it is stat'ed (so that
-   * a change after the stat is reported); false when one cannot be watched
-   * (missing, a link, another file system, out of watches), and the stat
-   * must not be trusted.
+   * Watches every directory on `path`'s way and the file itself, before it
+   * is stat'ed (so that a change after the stat is reported); false when
+   * one cannot be watched (missing, a link, another file system, out of
+   * watches), and the stat must not be trusted.
    */
   prepare(path: string): boolean {
-    if (this.#broken) return false;
-    if (this.#ancestors.size === 0 && !this.#watchAncestors()) return false;
+    // Changes reported before the stat concern what it will see anyway:
+    // taken in now, they cannot cost the trust it is about to earn.
+    this.#takeInChanges();
+    if (this.#watched.size + this.#ancestors.size >= MAX_WATCHES) this.#forgetAll();
+    if (!this.#chainComplete && !this.#watchAncestors()) return false;
     let dir = "";
     if (!this.#watchDir(dir)) return false;
     for (let slash = path.indexOf("/"); slash !== -1; slash = path.indexOf("/", slash + 1)) {
       dir = path.slice(0, slash);
       if (!this.#watchDir(dir)) return false;
     }
-    return true;
+    return this.#watchFile(path);
   }
 
   /** Trusts `stat`, taken after {@linkcode prepare} returned true, until `path` changes. */
   trust(path: string, stat: OriginStat): void {
-    if (this.#broken) return;
-    if (this.#trusted.size >= MAX_TRUSTED) this.#trusted.clear();
-    this.#trusted.set(path, stat);
+    const wd = this.#fileWatch.get(path);
+    if (wd !== undefined) this.#trusted.set(path, { stat, wd });
   }
 
   /** Stops watching. */
   close(): void {
-    this.#broken = true;
     this.#inotify.close();
+  }
+
+  /** Takes in every change reported so far: events, and mount table changes. */
+  #takeInChanges(): void {
+    const pending = this.#inotify.pending();
+    if (pending?.events) {
+      const drained = this.#inotify.drain((wd, mask, name) => this.#changed(wd, mask, name));
+      if (!drained) this.#forgetAll(); // events may be lost
+    }
+    // A mount or unmount may have changed what any path names.
+    if (!pending || pending.mounts) this.#forgetAll();
+  }
+
+  /** File watches made by {@linkcode prepare}, until trusted or dropped. */
+  #fileWatch = new Map<string, number>();
+
+  #watchFile(path: string): boolean {
+    const known = this.#fileWatch.get(path);
+    if (known !== undefined) return true;
+    const wd = this.#inotify.addWatch(`${this.#root}/${path}`, FILE_MASK);
+    if (wd < 0) return false;
+    // The inode already watched under another name or as a directory: a
+    // second link, or a bind mount. Not trusted.
+    if (this.#watched.has(wd) || this.#ancestors.has(wd)) return false;
+    this.#watched.set(wd, { file: path });
+    this.#fileWatch.set(path, wd);
+    return true;
   }
 
   #watchDir(dir: string): boolean {
     if (this.#dirs.has(dir)) return true;
-    if (this.#dirs.size >= MAX_WATCHES) return false;
     const real = dir === "" ? this.#root : `${this.#root}/${dir}`;
     const type = this.#inotify.fileSystemType(real);
     if (type === undefined || !LOCAL_FILE_SYSTEMS.has(type)) return false;
     const wd = this.#inotify.addWatch(real, DIRECTORY_MASK);
     if (wd < 0) return false;
-    // The same directory under two names (a bind mount) is watched once.
-    const earlier = this.#dirOf.get(wd);
-    if (earlier !== undefined && earlier !== dir) return false;
+    // The same directory under two names, or an ancestor of the root
+    // mounted inside it: its events could not be told apart. Not trusted.
+    if (this.#watched.has(wd) || this.#ancestors.has(wd)) return false;
     this.#dirs.set(dir, wd);
-    this.#dirOf.set(wd, dir);
+    this.#watched.set(wd, { dir });
     return true;
   }
 
@@ -174,10 +206,15 @@ export class ChangeWatch {
     let at = "";
     for (const name of names) {
       const wd = this.#inotify.addWatch(at === "" ? "/" : at, ANCESTOR_MASK);
-      if (wd < 0) return false;
+      if (wd < 0 || this.#ancestors.has(wd)) {
+        // An unreadable ancestor, or out of watches: no chain, no trust.
+        this.#forgetAll();
+        return false;
+      }
       this.#ancestors.set(wd, name);
       at += `/${name}`;
     }
+    this.#chainComplete = true;
     return true;
   }
 
@@ -191,8 +228,13 @@ export class ChangeWatch {
       if (name === next || name === "" || mask & IN_IGNORED) this.#forgetAll();
       return;
     }
-    const dir = this.#dirOf.get(wd);
-    if (dir === undefined) return; // a watch already dropped
+    const watched = this.#watched.get(wd);
+    if (watched === undefined) return; // a watch already dropped
+    if ("file" in watched) {
+      this.#forgetFile(watched.file);
+      return;
+    }
+    const dir = watched.dir;
     if (name === "" || mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
       this.#forgetUnder(dir);
       return;
@@ -201,7 +243,17 @@ export class ChangeWatch {
     // A file's change is its own; a directory's (renamed, deleted, its
     // mode changed) is everything below it, unless it is new.
     if (mask & IN_ISDIR && !(mask & IN_CREATE)) this.#forgetUnder(path);
-    else this.#trusted.delete(path);
+    else this.#forgetFile(path);
+  }
+
+  /** Drops the trust of the file at `path`, and its watch. */
+  #forgetFile(path: string): void {
+    this.#trusted.delete(path);
+    const wd = this.#fileWatch.get(path);
+    if (wd === undefined) return;
+    this.#fileWatch.delete(path);
+    this.#watched.delete(wd);
+    this.#inotify.removeWatch(wd);
   }
 
   /**
@@ -210,16 +262,19 @@ export class ChangeWatch {
    * another directory, watched anew when next needed.
    */
   #forgetUnder(path: string): void {
-    const prefix = path === "" ? "" : `${path}/`;
-    if (path === "") this.#trusted.clear();
-    this.#trusted.delete(path);
-    for (const trusted of this.#trusted.keys()) {
-      if (trusted.startsWith(prefix)) this.#trusted.delete(trusted);
+    if (path === "") {
+      this.#forgetAll();
+      return;
+    }
+    const prefix = `${path}/`;
+    this.#forgetFile(path);
+    for (const file of [...this.#fileWatch.keys()]) {
+      if (file.startsWith(prefix)) this.#forgetFile(file);
     }
     for (const [dir, wd] of this.#dirs) {
       if (dir === path || dir.startsWith(prefix)) {
         this.#dirs.delete(dir);
-        this.#dirOf.delete(wd);
+        this.#watched.delete(wd);
         this.#inotify.removeWatch(wd);
       }
     }
@@ -227,12 +282,14 @@ export class ChangeWatch {
 
   /** Drops every trust and every watch (they are set up again as requests come). */
   #forgetAll(): void {
-    this.#trusted.clear();
-    for (const wd of [...this.#dirs.values(), ...this.#ancestors.keys()]) {
+    for (const wd of [...this.#watched.keys(), ...this.#ancestors.keys()]) {
       this.#inotify.removeWatch(wd);
     }
+    this.#trusted.clear();
+    this.#watched.clear();
+    this.#fileWatch.clear();
     this.#dirs.clear();
-    this.#dirOf.clear();
     this.#ancestors.clear();
+    this.#chainComplete = false;
   }
 }

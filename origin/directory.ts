@@ -115,8 +115,10 @@ export class DirectoryOrigin implements Origin {
     const watch = this.#watch;
     const trusted = watch?.trusted(path);
     if (trusted) return trusted;
-    // Watched before the stat, so that a change right after it is reported.
-    const watched = watch?.prepare(path) ?? false;
+    // Watched before the stat, so that a change right after it is reported;
+    // the hidden cache directory never is (its own writes would flood it).
+    const hidden = this.#hide !== undefined && isWithin(`${this.root}/${path}`, this.#hide);
+    const watched = !hidden && (watch?.prepare(path) ?? false);
     try {
       this.#statsTaken++;
       const [info, direct] = this.#statInside(path);

@@ -1,10 +1,11 @@
 /**
  * Linux's inotify(7) through Deno's foreign function interface: one
- * non-blocking descriptor, watches on directories, and a synchronous drain
- * of the events queued so far. Deno's own `Deno.watchFs` delivers events
- * asynchronously, on its own schedule; the freshness check in
- * `change_watch.ts` needs to read, at a moment it chooses, every event the
- * kernel has queued, which only a read of the descriptor itself gives.
+ * non-blocking descriptor, watches, and a synchronous drain of the events
+ * queued so far; beside it, the mount table's change signal. Deno's own
+ * `Deno.watchFs` delivers events asynchronously, on its own schedule; the
+ * freshness check in `change_watch.ts` needs to learn, at a moment it
+ * chooses, of every event the kernel has queued, which only the descriptors
+ * themselves tell. One `epoll_wait` with no timeout asks both at once.
  *
  * @module
  */
@@ -33,6 +34,8 @@ export const IN_ISDIR = 0x40000000;
 export const IN_Q_OVERFLOW = 0x4000;
 /** The watch is gone (removed, or its directory deleted). */
 export const IN_IGNORED = 0x8000;
+/** Add to the mask of an existing watch of the same inode instead of replacing it. */
+export const IN_MASK_ADD = 0x20000000;
 /** Watch only a directory. */
 export const IN_ONLYDIR = 0x1000000;
 /** Do not follow a symbolic link to watch its target. */
@@ -40,6 +43,15 @@ export const IN_DONT_FOLLOW = 0x2000000;
 
 const IN_NONBLOCK = 0o4000;
 const IN_CLOEXEC = 0o2000000;
+const O_RDONLY = 0;
+const O_CLOEXEC = 0o2000000;
+const EPOLL_CTL_ADD = 1;
+const EPOLLIN = 0x1;
+const EPOLLPRI = 0x2;
+const EPOLLERR = 0x8;
+/** `struct epoll_event` is packed on x86-64 (12 bytes), naturally aligned elsewhere (16). */
+const EPOLL_EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
+const EPOLL_DATA_OFFSET = Deno.build.arch === "x86_64" ? 4 : 8;
 const EAGAIN = 11;
 const EINTR = 4;
 /** `struct inotify_event` before its name: wd, mask, cookie, len. */
@@ -52,23 +64,44 @@ const SYMBOLS = {
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
   statfs: { parameters: ["buffer", "buffer"], result: "i32" },
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  epoll_create1: { parameters: ["i32"], result: "i32" },
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** An inotify descriptor and the calls made on it. */
+/** What {@linkcode Inotify.pending} found. */
+export interface Pending {
+  /** inotify events are queued: {@linkcode Inotify.drain} them. */
+  events: boolean;
+  /** The mount table changed since the last call. */
+  mounts: boolean;
+}
+
+/** An inotify descriptor, the mount table's signal, and the calls made on them. */
 export class Inotify {
   #lib: Deno.DynamicLibrary<typeof SYMBOLS>;
   #fd: number;
+  #mounts: number;
+  #epoll: number;
   #buffer = new Uint8Array(64 * 1024);
   #view = new DataView(this.#buffer.buffer);
   #statfs = new Uint8Array(128);
+  #ready = new Uint8Array(2 * EPOLL_EVENT_SIZE);
+  #readyView = new DataView(this.#ready.buffer);
 
-  private constructor(lib: Deno.DynamicLibrary<typeof SYMBOLS>, fd: number) {
+  private constructor(
+    lib: Deno.DynamicLibrary<typeof SYMBOLS>,
+    fds: { inotify: number; mounts: number; epoll: number },
+  ) {
     this.#lib = lib;
-    this.#fd = fd;
+    this.#fd = fds.inotify;
+    this.#mounts = fds.mounts;
+    this.#epoll = fds.epoll;
   }
 
   /**
@@ -86,12 +119,38 @@ export class Inotify {
     } catch {
       return undefined;
     }
-    const fd = lib.symbols.inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (fd < 0) {
+    const { symbols } = lib;
+    const inotify = symbols.inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    // A mount or unmount changes what a path names without an inotify
+    // event; the mount table signals it (EPOLLPRI) inside the mount call.
+    const mounts = symbols.open(cString("/proc/self/mountinfo"), O_RDONLY | O_CLOEXEC);
+    const epoll = symbols.epoll_create1(O_CLOEXEC);
+    const added = inotify >= 0 && mounts >= 0 && epoll >= 0 &&
+      symbols.epoll_ctl(epoll, EPOLL_CTL_ADD, inotify, epollEvent(EPOLLIN, inotify)) === 0 &&
+      symbols.epoll_ctl(epoll, EPOLL_CTL_ADD, mounts, epollEvent(EPOLLPRI | EPOLLERR, mounts)) ===
+        0;
+    if (!added) {
+      for (const fd of [inotify, mounts, epoll]) if (fd >= 0) symbols.close(fd);
       lib.close();
       return undefined;
     }
-    return new Inotify(lib, fd);
+    return new Inotify(lib, { inotify, mounts, epoll });
+  }
+
+  /**
+   * Whether inotify events are queued and whether the mount table changed,
+   * without waiting; undefined when the descriptors failed.
+   */
+  pending(): Pending | undefined {
+    const count = this.#lib.symbols.epoll_wait(this.#epoll, this.#ready, 2, 0);
+    if (count < 0) return this.#errno() === EINTR ? this.pending() : undefined;
+    const pending = { events: false, mounts: false };
+    for (let i = 0; i < count; i++) {
+      const fd = this.#readyView.getInt32(i * EPOLL_EVENT_SIZE + EPOLL_DATA_OFFSET, true);
+      if (fd === this.#fd) pending.events = true;
+      else if (fd === this.#mounts) pending.mounts = true;
+    }
+    return pending;
   }
 
   /** Watches directory `path` for `mask`; the watch descriptor, or -1. */
@@ -138,9 +197,9 @@ export class Inotify {
     return Number(new DataView(this.#statfs.buffer).getBigInt64(0, true));
   }
 
-  /** Closes the descriptor (every watch goes with it). */
+  /** Closes the descriptors (every watch goes with them). */
   close(): void {
-    this.#lib.symbols.close(this.#fd);
+    for (const fd of [this.#fd, this.#mounts, this.#epoll]) this.#lib.symbols.close(fd);
     this.#lib.close();
   }
 
@@ -148,6 +207,15 @@ export class Inotify {
     const pointer = this.#lib.symbols.__errno_location();
     return pointer === null ? 0 : new Deno.UnsafePointerView(pointer).getInt32();
   }
+}
+
+/** A `struct epoll_event` asking for `events` on `fd`, with the descriptor as its data. */
+function epollEvent(events: number, fd: number): Uint8Array {
+  const event = new Uint8Array(EPOLL_EVENT_SIZE);
+  const view = new DataView(event.buffer);
+  view.setUint32(0, events, true);
+  view.setInt32(EPOLL_DATA_OFFSET, fd, true);
+  return event;
 }
 
 function cString(text: string): Uint8Array {

@@ -179,7 +179,13 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   );
   const origin = options.origin ?? directory!;
   const hostname = options.host ?? DEFAULTS.host;
-  const listener = Deno.listen({ hostname, port: options.port ?? DEFAULTS.port });
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname, port: options.port ?? DEFAULTS.port });
+  } catch (error) {
+    directory?.close();
+    throw error;
+  }
   const limits: Limits = {
     maxConnections: options.maxConnections ?? DEFAULTS.maxConnections,
     idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { DirectoryOrigin } from "../../origin/directory.ts";
 import { RequestError } from "../../protocol.ts";
+import { startServer } from "../../server.ts";
 import { type Tree, writeTree } from "../helpers.ts";
 
 /** A served directory `outer/x/root` over `tree`, its origin, and a cleanup. */
@@ -134,6 +135,91 @@ Deno.test("change watch: files with other links, and paths through a link, are s
   });
 });
 
+Deno.test("change watch: writes through a name made or opened outside its directory are seen (the file itself is watched)", async () => {
+  await withOrigin({ "f.txt": "trusted!" }, async (origin, { outer, root }) => {
+    const writes = [
+      // A hard link made after the stat, outside the tree, written through.
+      `ln ${root}/f.txt ${outer}/elsewhere && printf 'through the link' > ${outer}/elsewhere`,
+      // A descriptor opened through a second link, the link removed, then written.
+      `ln ${root}/f.txt ${outer}/second && exec 3>>${outer}/second && rm ${outer}/second` +
+      ` && sleep 0.2 && printf 'via fd' >&3`,
+    ];
+    for (const write of writes) {
+      await Deno.remove(`${outer}/elsewhere`).catch(() => {});
+      const before = origin.statNow("f.txt");
+      assert.equal(origin.statNow("f.txt"), before, "trusted");
+      const writing = sh(write);
+      if (write.includes("sleep")) {
+        // Trusted again while the descriptor is open and the link gone.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        origin.statNow("f.txt");
+      }
+      await writing;
+      const after = origin.statNow("f.txt");
+      assert.equal(after.size, (await Deno.stat(`${root}/f.txt`)).size, write);
+      assert.notEqual(after.validator, before.validator, write);
+    }
+  });
+});
+
+Deno.test("change watch: a file made with O_TMPFILE, linked in, then written through its descriptor, is seen", async () => {
+  await withOrigin({}, async (origin, { root }) => {
+    const script = `
+import ctypes, os, sys
+root = sys.argv[1]
+fd = os.open(root, os.O_TMPFILE | os.O_WRONLY, 0o644)
+os.write(fd, b"first")
+# linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, path, AT_SYMLINK_FOLLOW)
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.linkat(-100, f"/proc/self/fd/{fd}".encode(), -100, f"{root}/new.txt".encode(), 0x400):
+    sys.exit(f"linkat: errno {ctypes.get_errno()}")
+print("linked", flush=True)
+sys.stdin.readline()
+os.write(fd, b" and then much more")
+os.close(fd)
+print("written", flush=True)
+`;
+    const child = new Deno.Command("python3", {
+      args: ["-c", script, root],
+      stdin: "piped",
+      stdout: "piped",
+    }).spawn();
+    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    assert.match((await lines.read()).value ?? "", /linked/);
+    const before = origin.statNow("new.txt");
+    assert.equal(before.size, 5);
+    assert.equal(origin.statNow("new.txt"), before, "trusted");
+    const stdin = child.stdin.getWriter();
+    await stdin.write(new TextEncoder().encode("\n"));
+    await stdin.close();
+    assert.match((await lines.read()).value ?? "", /written/);
+    assert.equal(origin.statNow("new.txt").size, 24);
+    await lines.cancel();
+    assert.equal((await child.status).code, 0);
+  });
+});
+
+Deno.test({
+  name: "change watch: a mount over a trusted file (or a directory on its path) is seen at once",
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    await withOrigin(
+      { "f.txt": "under", "other.txt": "mounted over it" },
+      async (origin, { root }) => {
+        const before = origin.statNow("f.txt");
+        assert.equal(origin.statNow("f.txt"), before, "trusted");
+        await sh(`mount --bind ${root}/other.txt ${root}/f.txt`);
+        try {
+          assert.equal(origin.statNow("f.txt").size, "mounted over it".length);
+        } finally {
+          await sh(`umount ${root}/f.txt`);
+        }
+        assert.equal(origin.statNow("f.txt").size, "under".length);
+      },
+    );
+  },
+});
+
 Deno.test("change watch: lost events (a queue overflow) drop all trust, so a change made meanwhile is still seen", async () => {
   const limit = Number(await Deno.readTextFile("/proc/sys/fs/inotify/max_queued_events"));
   await withOrigin({ "f.txt": "before" }, async (origin, { root }) => {
@@ -155,4 +241,30 @@ Deno.test("change watch off: every request stats its file", async () => {
     origin.statNow("f.txt");
     assert.equal(origin.statsTaken, 2);
   }, { watchChanges: false });
+});
+
+Deno.test("change watch: a server that fails to start (its port taken) leaves no inotify descriptor behind", async () => {
+  const inotifyDescriptors = () =>
+    [...Deno.readDirSync("/proc/self/fd")].filter((entry) => {
+      try {
+        return Deno.readLinkSync(`/proc/self/fd/${entry.name}`) === "anon_inode:inotify";
+      } catch {
+        return false;
+      }
+    }).length;
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dir = await Deno.makeTempDir({ prefix: "tcpcache-watch-" });
+  try {
+    const before = inotifyDescriptors();
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(
+        startServer({ dir, cacheDir: `${dir}/cache`, port: taken.addr.port, onError: () => {} }),
+        Deno.errors.AddrInUse,
+      );
+    }
+    assert.equal(inotifyDescriptors(), before);
+  } finally {
+    taken.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
