@@ -24,13 +24,15 @@
  * and paths whose directories cannot all be watched.
  *
  * Not seen by inotify at all, so not by this: writes through a shared memory
- * map until the mapping is released, and Linux native AIO (`io_submit`)
- * writes until the writer closes the file. See docs/server.md.
+ * map until the mapping is released, Linux native AIO (`io_submit`) writes
+ * until the writer closes the file, writes through a loop device backed by a
+ * served file, and `chattr` (only the ctime changes). See docs/server.md.
  *
  * @module
  */
 
 import {
+  ENOSPC,
   IN_ATTRIB,
   IN_CLOSE_WRITE,
   IN_CREATE,
@@ -77,10 +79,18 @@ const LOCAL_FILE_SYSTEMS = new Set([
 ]);
 
 /**
- * The most watches (directories and trusted files): past it, trust starts
- * again from nothing, and the rest of the user's inotify budget is left.
+ * The most watches (directories and trusted files): a quarter of what the
+ * user may have (`max_user_watches`), at most 65,536, so that other programs
+ * keep the rest. Past it, trust starts again from nothing.
  */
-const MAX_WATCHES = 65_536;
+function watchBudget(): number {
+  try {
+    const allowed = Number(Deno.readTextFileSync("/proc/sys/fs/inotify/max_user_watches"));
+    return Math.max(16, Math.min(65_536, Math.floor(allowed / 4)));
+  } catch {
+    return 1024;
+  }
+}
 
 /** Trusted stats of a directory origin's files, kept honest by inotify. */
 export class ChangeWatch {
@@ -95,6 +105,8 @@ export class ChangeWatch {
   /** The root's ancestors' watches, each with the name on the chain below it. */
   #ancestors = new Map<number, string>();
   #chainComplete = false;
+  #budget = watchBudget();
+  #stopped = false;
 
   private constructor(inotify: Inotify, root: string) {
     this.#inotify = inotify;
@@ -121,7 +133,7 @@ export class ChangeWatch {
    * far; undefined when it must be stat'ed.
    */
   trusted(path: string): OriginStat | undefined {
-    if (this.#trusted.size === 0) return undefined; // nothing to check
+    if (this.#trusted.size === 0) return undefined; // nothing to check (or stopped)
     this.#takeInChanges();
     return this.#trusted.get(path)?.stat;
   }
@@ -136,7 +148,8 @@ export class ChangeWatch {
     // Changes reported before the stat concern what it will see anyway:
     // taken in now, they cannot cost the trust it is about to earn.
     this.#takeInChanges();
-    if (this.#watched.size + this.#ancestors.size >= MAX_WATCHES) this.#forgetAll();
+    if (this.#stopped) return false;
+    if (this.#watched.size + this.#ancestors.size >= this.#budget) this.#forgetAll();
     if (!this.#chainComplete && !this.#watchAncestors()) return false;
     let dir = "";
     if (!this.#watchDir(dir)) return false;
@@ -151,6 +164,16 @@ export class ChangeWatch {
   trust(path: string, stat: OriginStat): void {
     const wd = this.#fileWatch.get(path);
     if (wd !== undefined) this.#trusted.set(path, { stat, wd });
+  }
+
+  /**
+   * Drops the watch {@linkcode prepare} put on `path` when its stat earned
+   * no trust (not a regular file, more links, an error): a directory asked
+   * for as a file must not keep a file watch that its own would collide
+   * with.
+   */
+  release(path: string): void {
+    if (!this.#trusted.has(path)) this.#forgetFile(path);
   }
 
   /** Stops watching. */
@@ -175,7 +198,10 @@ export class ChangeWatch {
   #watchFile(path: string): boolean {
     const known = this.#fileWatch.get(path);
     if (known !== undefined) return true;
-    const wd = this.#inotify.addWatch(`${this.#root}/${path}`, FILE_MASK);
+    const real = `${this.#root}/${path}`;
+    // A file from another file system can be mounted onto a served name.
+    if (!this.#isLocal(real)) return false;
+    const wd = this.#watch(real, FILE_MASK);
     if (wd < 0) return false;
     // The inode already watched under another name or as a directory: a
     // second link, or a bind mount. Not trusted.
@@ -188,9 +214,8 @@ export class ChangeWatch {
   #watchDir(dir: string): boolean {
     if (this.#dirs.has(dir)) return true;
     const real = dir === "" ? this.#root : `${this.#root}/${dir}`;
-    const type = this.#inotify.fileSystemType(real);
-    if (type === undefined || !LOCAL_FILE_SYSTEMS.has(type)) return false;
-    const wd = this.#inotify.addWatch(real, DIRECTORY_MASK);
+    if (!this.#isLocal(real)) return false;
+    const wd = this.#watch(real, DIRECTORY_MASK);
     if (wd < 0) return false;
     // The same directory under two names, or an ancestor of the root
     // mounted inside it: its events could not be told apart. Not trusted.
@@ -205,7 +230,7 @@ export class ChangeWatch {
     const names = this.#root.split("/").filter((name) => name !== "");
     let at = "";
     for (const name of names) {
-      const wd = this.#inotify.addWatch(at === "" ? "/" : at, ANCESTOR_MASK);
+      const wd = this.#watch(at === "" ? "/" : at, ANCESTOR_MASK);
       if (wd < 0 || this.#ancestors.has(wd)) {
         // An unreadable ancestor, or out of watches: no chain, no trust.
         this.#forgetAll();
@@ -216,6 +241,25 @@ export class ChangeWatch {
     }
     this.#chainComplete = true;
     return true;
+  }
+
+  #isLocal(path: string): boolean {
+    const type = this.#inotify.fileSystemType(path);
+    return type !== undefined && LOCAL_FILE_SYSTEMS.has(type);
+  }
+
+  /**
+   * Adds a watch; out of watches (other programs took them), drops every
+   * trust so that ours are given back, and the budget shrinks to what was
+   * had.
+   */
+  #watch(path: string, mask: number): number {
+    const wd = this.#inotify.addWatch(path, mask);
+    if (wd === -ENOSPC) {
+      this.#budget = Math.max(16, Math.floor((this.#watched.size + this.#ancestors.size) / 2));
+      this.#forgetAll();
+    }
+    return wd;
   }
 
   #changed(wd: number, mask: number, name: string): void {
@@ -280,10 +324,14 @@ export class ChangeWatch {
     }
   }
 
-  /** Drops every trust and every watch (they are set up again as requests come). */
+  /**
+   * Drops every trust and every watch (they are set up again as requests
+   * come), all at once: a new inotify descriptor, so that no removal floods
+   * the queue.
+   */
   #forgetAll(): void {
-    for (const wd of [...this.#watched.keys(), ...this.#ancestors.keys()]) {
-      this.#inotify.removeWatch(wd);
+    if (this.#watched.size + this.#ancestors.size > 0 && !this.#inotify.reset()) {
+      this.#stopped = true; // no descriptor: nothing is trusted from now on
     }
     this.#trusted.clear();
     this.#watched.clear();

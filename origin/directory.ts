@@ -86,7 +86,10 @@ export class DirectoryOrigin implements Origin {
     try {
       root = await Deno.realPath(dir);
       if (!(await Deno.stat(root)).isDirectory) throw new Error("not a directory");
-      await Deno.readDir(root)[Symbol.asyncIterator]().next();
+      // Readable? The listing is ended at once (it holds a descriptor).
+      const listing = Deno.readDir(root)[Symbol.asyncIterator]();
+      await listing.next();
+      await listing.return?.();
     } catch (error) {
       throw new Error(`cannot serve ${escapeControls(dir)}: ${describe(error)}`);
     }
@@ -126,8 +129,10 @@ export class DirectoryOrigin implements Origin {
       const stat = toOriginStat(info);
       // A file with more links can change through a name not watched here.
       if (watched && direct && info.nlink === 1) watch!.trust(path, stat);
+      else if (watched) watch!.release(path);
       return stat;
     } catch (error) {
+      if (watched) watch!.release(path);
       throw asProtocolError(path, error);
     }
   }

@@ -54,6 +54,8 @@ const EPOLL_EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
 const EPOLL_DATA_OFFSET = Deno.build.arch === "x86_64" ? 4 : 8;
 const EAGAIN = 11;
 const EINTR = 4;
+/** Out of watches (the user's `max_user_watches`). */
+export const ENOSPC = 28;
 /** `struct inotify_event` before its name: wd, mask, cookie, len. */
 const EVENT_HEADER = 16;
 
@@ -153,9 +155,28 @@ export class Inotify {
     return pending;
   }
 
-  /** Watches directory `path` for `mask`; the watch descriptor, or -1. */
+  /**
+   * Watches `path` for `mask`: the watch descriptor (1 or more), or the
+   * error number negated (`-ENOSPC`: out of watches).
+   */
   addWatch(path: string, mask: number): number {
-    return this.#lib.symbols.inotify_add_watch(this.#fd, cString(path), mask);
+    const wd = this.#lib.symbols.inotify_add_watch(this.#fd, cString(path), mask);
+    return wd >= 0 ? wd : -this.#errno();
+  }
+
+  /**
+   * Drops every watch at once, and every event still queued: the inotify
+   * descriptor is replaced by a new one (watch descriptors start again at
+   * 1). Removing tens of thousands of watches one by one would queue as
+   * many events, more than the queue holds. False when no new descriptor
+   * could be had; then nothing is watched any more.
+   */
+  reset(): boolean {
+    const { symbols } = this.#lib;
+    symbols.close(this.#fd); // leaves the epoll set with it
+    this.#fd = symbols.inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    return this.#fd >= 0 &&
+      symbols.epoll_ctl(this.#epoll, EPOLL_CTL_ADD, this.#fd, epollEvent(EPOLLIN, this.#fd)) === 0;
   }
 
   /** Stops a watch (its `IN_IGNORED` event follows). */
@@ -199,7 +220,9 @@ export class Inotify {
 
   /** Closes the descriptors (every watch goes with them). */
   close(): void {
-    for (const fd of [this.#fd, this.#mounts, this.#epoll]) this.#lib.symbols.close(fd);
+    for (const fd of [this.#fd, this.#mounts, this.#epoll]) {
+      if (fd >= 0) this.#lib.symbols.close(fd);
+    }
     this.#lib.close();
   }
 
