@@ -6,6 +6,7 @@
  * @module
  */
 
+import { AccessLog } from "./access_log.ts";
 import { parseArgs } from "node:util";
 import { DEFAULTS } from "../defaults.ts";
 import type { PolicyName } from "../policies/policy.ts";
@@ -95,11 +96,12 @@ export async function serverMain(args: string[]): Promise<number> {
     return 2;
   }
   const { options, logFormat, quiet } = invocation;
+  const accessLog = quiet ? undefined : new AccessLog();
   let server: ServerHandle;
   try {
     server = await startServer({
       ...options,
-      onRequest: quiet ? undefined : (record) => console.log(formatAccessLog(record, logFormat)),
+      onRequest: accessLog && ((record) => accessLog.add(formatAccessLog(record, logFormat))),
     });
   } catch (error) {
     const message = options.debug ? (error as Error).stack : (error as Error).message;
@@ -109,13 +111,18 @@ export async function serverMain(args: string[]): Promise<number> {
   // Handlers first: a supervisor may signal as soon as it reads the line.
   const stopped = Promise.withResolvers<void>();
   const stop = () => stopped.resolve();
+  // SIGHUP writes what the access log holds, and the server goes on.
+  const flushLog = () => accessLog?.flush();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGHUP", flushLog);
   console.log(banner(server, options, logFormat));
   await stopped.promise;
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
   await server.close();
+  Deno.removeSignalListener("SIGHUP", flushLog);
+  accessLog?.flush(); // the answers in progress at the stop are logged too
   return 0;
 }
 

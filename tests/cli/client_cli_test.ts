@@ -809,6 +809,36 @@ Deno.test("mod.ts serve: listens, serves, and exits 0 on SIGTERM", async () => {
   });
 });
 
+Deno.test("mod.ts serve: the access log is batched, SIGHUP writes it and the server goes on, SIGTERM loses no line", async () => {
+  await withTempDir(async (root) => {
+    await writeTree(`${root}/files`, { "a.txt": "a" });
+    const serve = await spawnServe(
+      ["--port", "0", "--dir", `${root}/files`, "--cache-dir", `${root}/cache`],
+      root,
+    );
+    try {
+      assert.ok(serve.port !== undefined, `no listening line: ${serve.lines.join("\n")}`);
+      const client = await connect({ port: serve.port });
+      try {
+        for (let i = 0; i < 150; i++) await client.get("a.txt");
+        serve.child.kill("SIGHUP");
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        for (let i = 0; i < 150; i++) await client.get("a.txt"); // still serving
+      } finally {
+        client.close();
+      }
+      serve.child.kill("SIGTERM");
+      const { status, stdout } = await serve.finish();
+      assert.equal(status.code, 0);
+      const lines = stdout.trimEnd().split("\n");
+      assert.equal(lines.length, 300);
+      for (const line of lines) assert.match(line, / GET a\.txt OK [0-9]+ [0-9.]+ (miss|hit)$/);
+    } finally {
+      await serve.dispose();
+    }
+  });
+});
+
 Deno.test("mod.ts serve: the directory is watched for changes where FFI is allowed; otherwise, or with --no-change-watch, every request stats", async (t) => {
   const cases = [
     {
