@@ -146,7 +146,7 @@ export class TcpProtocol implements ConnectionProtocol {
       const winner = await this.engine.awaitRequest(session, read);
       if (winner === "shutdown") return null;
       if (winner === "timeout") {
-        await this.#sendFinalError(session, 408, "timed out waiting for a request line", read);
+        await this.#refuse(session, 408, "timed out waiting for a request line", read);
         return null;
       }
       return winner;
@@ -168,7 +168,38 @@ export class TcpProtocol implements ConnectionProtocol {
 
   #lineTooLong(session: TcpSession): Promise<void> {
     const message = `request line longer than ${MAX_REQUEST_LINE} bytes`;
-    return this.#sendFinalError(session, 413, message);
+    return this.#refuse(session, 413, message);
+  }
+
+  /**
+   * Refuses a request that never arrived whole (408, 413): counted as a
+   * request and logged like any other (command `-`), then the final error.
+   */
+  async #refuse(
+    session: TcpSession,
+    code: ErrorCode,
+    message: string,
+    pendingRead?: Promise<unknown>,
+  ): Promise<void> {
+    const time = Date.now();
+    const started = performance.now();
+    this.#service.countRequest();
+    session.answer = { bytes: 0, status: code };
+    // Logged once sent, before the linger, which only waits for the client to leave.
+    const log = () => {
+      const record: RequestRecord = {
+        time,
+        protocol: "tcp",
+        client: session.client,
+        command: "-",
+        status: code,
+        bytes: session.answer.bytes,
+        ms: performance.now() - started,
+      };
+      this.#service.record(record);
+      this.#limits.onRequest?.(record);
+    };
+    await this.#sendFinalError(session, code, message, pendingRead, log);
   }
 
   /**
@@ -343,12 +374,13 @@ export class TcpProtocol implements ConnectionProtocol {
     code: ErrorCode,
     message: string,
     pendingRead?: Promise<unknown>,
+    sent?: () => void,
   ): Promise<void> {
     this.#service.countError(code);
     session.answer.status = code;
     const answer = encoder.encode(formatError(code, message));
     session.answer.bytes += answer.length;
-    await this.engine.finalAnswer(session, answer, { pendingRead });
+    await this.engine.finalAnswer(session, answer, { pendingRead, sent });
   }
 
   #send(session: TcpSession, data: string | Uint8Array): Promise<void> {

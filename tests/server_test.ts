@@ -5,7 +5,7 @@ import { connect, type TcpCacheClient } from "../client.ts";
 import { DirectoryOrigin } from "../origin/directory.ts";
 import type { Origin } from "../origin/origin.ts";
 import { MAX_REQUEST_LINE } from "../protocol.ts";
-import { type ServerStats, startServer } from "../server.ts";
+import { type RequestRecord, type ServerStats, startServer } from "../server.ts";
 import {
   eventually,
   json,
@@ -254,6 +254,34 @@ Deno.test("errors: 413 past 8192 bytes, then closed; 8192 bytes with the LF is a
       endless.close();
     }
   });
+});
+
+Deno.test("errors: 408 and 413 refusals are counted as requests and logged, as HTTP's are", async () => {
+  const records: RequestRecord[] = [];
+  await withServer(
+    tree,
+    { idleTimeoutMs: 300, onRequest: (record) => records.push(record) },
+    async ({ port, server }) => {
+      const idle = await RawConnection.open(port);
+      const long = await RawConnection.open(port);
+      try {
+        await long.send("x".repeat(MAX_REQUEST_LINE + 1));
+        assert.equal((await long.response()).code, 413);
+        assert.equal((await idle.response()).code, 408);
+      } finally {
+        idle.close();
+        long.close();
+      }
+      const stats = server.stats();
+      assert.equal(stats.requests, 2);
+      assert.equal(stats.protocols.tcp.requests, 2);
+      assert.deepEqual(stats.errors, { 408: 1, 413: 1 });
+    },
+  );
+  assert.deepEqual(
+    records.map((r) => [r.command, r.status, r.bytes > 0]).sort(),
+    [["-", 408, true], ["-", 413, true]],
+  );
 });
 
 Deno.test("errors: 503 past --max-connections; existing connections are untouched", async () => {
