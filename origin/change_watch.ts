@@ -96,8 +96,10 @@ function watchBudget(): number {
 export class ChangeWatch {
   #inotify: Inotify;
   #root: string;
-  /** Trusted stats by protocol path, each with the watch on its file. */
-  #trusted = new Map<string, { stat: OriginStat; wd: number }>();
+  /** Trusted stats by protocol path. */
+  #trusted = new Map<string, OriginStat>();
+  /** The watch on each file {@linkcode prepare} made ready, trusted or about to be. */
+  #fileWatch = new Map<string, number>();
   /** What each watch is: a served directory ("" is the root) or a trusted file. */
   #watched = new Map<number, { dir: string } | { file: string }>();
   /** Watched served directories by path. */
@@ -135,7 +137,7 @@ export class ChangeWatch {
   trusted(path: string): OriginStat | undefined {
     if (this.#trusted.size === 0) return undefined; // nothing to check (or stopped)
     this.#takeInChanges();
-    return this.#trusted.get(path)?.stat;
+    return this.#trusted.get(path);
   }
 
   /**
@@ -162,8 +164,7 @@ export class ChangeWatch {
 
   /** Trusts `stat`, taken after {@linkcode prepare} returned true, until `path` changes. */
   trust(path: string, stat: OriginStat): void {
-    const wd = this.#fileWatch.get(path);
-    if (wd !== undefined) this.#trusted.set(path, { stat, wd });
+    if (this.#fileWatch.has(path)) this.#trusted.set(path, stat);
   }
 
   /**
@@ -191,9 +192,6 @@ export class ChangeWatch {
     // A mount or unmount may have changed what any path names.
     if (!pending || pending.mounts) this.#forgetAll();
   }
-
-  /** File watches made by {@linkcode prepare}, until trusted or dropped. */
-  #fileWatch = new Map<string, number>();
 
   #watchFile(path: string): boolean {
     const known = this.#fileWatch.get(path);
