@@ -107,6 +107,7 @@ export class ChangeWatch {
   /** The root's ancestors' watches, each with the name on the chain below it. */
   #ancestors = new Map<number, string>();
   #chainComplete = false;
+  #justTakenIn = false;
   #budget = watchBudget();
   #stopped = false;
 
@@ -135,9 +136,13 @@ export class ChangeWatch {
    * far; undefined when it must be stat'ed.
    */
   trusted(path: string): OriginStat | undefined {
+    this.#justTakenIn = false;
     if (this.#trusted.size === 0) return undefined; // nothing to check (or stopped)
     this.#takeInChanges();
-    return this.#trusted.get(path);
+    const stat = this.#trusted.get(path);
+    // A miss goes on to prepare() at once: what was just taken in need not be asked again.
+    this.#justTakenIn = stat === undefined;
+    return stat;
   }
 
   /**
@@ -149,7 +154,8 @@ export class ChangeWatch {
   prepare(path: string): boolean {
     // Changes reported before the stat concern what it will see anyway:
     // taken in now, they cannot cost the trust it is about to earn.
-    this.#takeInChanges();
+    if (!this.#justTakenIn) this.#takeInChanges();
+    this.#justTakenIn = false;
     if (this.#stopped) return false;
     if (this.#watched.size + this.#ancestors.size >= this.#budget) this.#forgetAll();
     if (!this.#chainComplete && !this.#watchAncestors()) return false;
