@@ -225,8 +225,12 @@ function parseField(line: string): [string, string] {
 function checkHost(version: string, hosts: number, host: string | null): void {
   if (hosts > 1) throw new HttpError(400, "more than one Host field");
   if (hosts === 0 && version === "HTTP/1.1") throw new HttpError(400, "HTTP/1.1 needs a Host");
-  if (host !== null && !isHostAndPort(host)) throw new HttpError(400, "invalid Host");
+  if (host === null || host === lastValidHost) return;
+  if (!isHostAndPort(host)) throw new HttpError(400, "invalid Host");
+  lastValidHost = host; // a client repeats its Host on every request
 }
+
+let lastValidHost = "";
 
 /** The server takes no bodies: nothing may announce one. */
 function checkNoBody(fields: HeaderFields): void {
