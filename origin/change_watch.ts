@@ -200,16 +200,10 @@ export class ChangeWatch {
   }
 
   #watchFile(path: string): boolean {
-    const known = this.#fileWatch.get(path);
-    if (known !== undefined) return true;
-    const real = `${this.#root}/${path}`;
-    // A file from another file system can be mounted onto a served name.
-    if (!this.#isLocal(real)) return false;
-    const wd = this.#watch(real, FILE_MASK);
-    if (wd < 0) return false;
-    // The inode already watched under another name or as a directory: a
-    // second link, or a bind mount. Not trusted.
-    if (this.#watched.has(wd) || this.#ancestors.has(wd)) return false;
+    if (this.#fileWatch.has(path)) return true;
+    // Local, as a file mounted from another file system onto a served name is not.
+    const wd = this.#addServedWatch(`${this.#root}/${path}`, FILE_MASK);
+    if (wd === undefined) return false;
     this.#watched.set(wd, { file: path });
     this.#fileWatch.set(path, wd);
     return true;
@@ -217,16 +211,28 @@ export class ChangeWatch {
 
   #watchDir(dir: string): boolean {
     if (this.#dirs.has(dir)) return true;
-    const real = dir === "" ? this.#root : `${this.#root}/${dir}`;
-    if (!this.#isLocal(real)) return false;
-    const wd = this.#watch(real, DIRECTORY_MASK);
-    if (wd < 0) return false;
-    // The same directory under two names, or an ancestor of the root
-    // mounted inside it: its events could not be told apart. Not trusted.
-    if (this.#watched.has(wd) || this.#ancestors.has(wd)) return false;
+    const wd = this.#addServedWatch(
+      dir === "" ? this.#root : `${this.#root}/${dir}`,
+      DIRECTORY_MASK,
+    );
+    if (wd === undefined) return false;
     this.#dirs.set(dir, wd);
     this.#watched.set(wd, { dir });
     return true;
+  }
+
+  /**
+   * A new watch on a served file or directory at real path `real`, or
+   * undefined when it cannot be trusted: not on a local file system, not
+   * watchable, or an inode already watched under another name (a second
+   * link, a bind mount, an ancestor of the root mounted inside it), whose
+   * events could not be told apart.
+   */
+  #addServedWatch(real: string, mask: number): number | undefined {
+    if (!this.#isLocal(real)) return undefined;
+    const wd = this.#watch(real, mask);
+    if (wd < 0 || this.#watched.has(wd) || this.#ancestors.has(wd)) return undefined;
+    return wd;
   }
 
   /** Watches "/" down to the root's parent, each for the next name on the chain. */

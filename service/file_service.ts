@@ -156,6 +156,29 @@ export interface ServiceOptions {
   debug: boolean;
 }
 
+/**
+ * A cache entry as served (one object per request, the path of every hit):
+ * its bytes or source are filled in by the caller.
+ */
+function servedEntry(
+  entry: CacheEntry,
+  outcome: "hit" | "miss",
+  range: { offset: number; length: number },
+): Served {
+  return {
+    path: entry.path,
+    outcome,
+    size: entry.size,
+    mtime: entry.mtime,
+    validator: entry.validator,
+    sha256: entry.sha256,
+    entry,
+    offset: range.offset,
+    length: range.length,
+    release: NOTHING_TO_RELEASE,
+  };
+}
+
 /** The `release` of a body in memory: it holds no file and no permit. */
 const NOTHING_TO_RELEASE = () => {};
 /** How many times a request retries after losing a race with eviction. */
@@ -399,19 +422,9 @@ export class FileService {
     }
     if (stat.validator !== entry.validator) return undefined;
     this.#countServed(path, "hit");
-    return {
-      path,
-      outcome: "hit",
-      size: entry.size,
-      mtime: entry.mtime,
-      validator: entry.validator,
-      sha256: entry.sha256,
-      entry,
-      offset: 0,
-      length: entry.size,
-      bytes: entry.bytes,
-      release: NOTHING_TO_RELEASE,
-    };
+    const served = servedEntry(entry, "hit", { offset: 0, length: entry.size });
+    served.bytes = entry.bytes;
+    return served;
   }
 
   /**
@@ -458,19 +471,7 @@ export class FileService {
     outcome: "hit" | "miss",
     range: { offset: number; length: number },
   ): Promise<Served | undefined> {
-    // One object per request, filled in below: this is the path of every hit.
-    const served: Served = {
-      path: entry.path,
-      outcome,
-      size: entry.size,
-      mtime: entry.mtime,
-      validator: entry.validator,
-      sha256: entry.sha256,
-      entry,
-      offset: range.offset,
-      length: range.length,
-      release: NOTHING_TO_RELEASE,
-    };
+    const served = servedEntry(entry, outcome, range);
     if (entry.bytes) {
       this.#countServed(entry.path, outcome);
       served.bytes = range.length === entry.size

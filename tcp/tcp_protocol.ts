@@ -100,36 +100,49 @@ export class TcpProtocol implements ConnectionProtocol {
   /**
    * The hottest answer, without waiting for anything: a `GET` of a whole
    * file held in memory, its header made once per entry, held in the
-   * outbox (the engine flushes it). Undefined for any other request, or
-   * when the answer does not fit in the outbox's room: {@linkcode #answer}
+   * outbox (the engine flushes it), or written in turn when it is too large
+   * to hold back. Undefined for any other request: {@linkcode #answer}
    * answers those. What it logs and counts is what `#answer` would.
    */
-  #answerHit(session: TcpSession, request: ProtocolRequest): true | undefined {
+  #answerHit(session: TcpSession, request: ProtocolRequest): true | Promise<true> | undefined {
     if (request.command !== "GET" || request.offset !== undefined) return undefined;
     const time = Date.now();
     const started = performance.now();
-    const entry = this.#service.cache.lookup(request.path);
-    const header = entry && this.#hitHeader(entry);
-    if (!header || session.outbox.room < header.length + entry.size) return undefined;
     const served = this.#service.hitNow(request.path);
     if (!served) return undefined;
     this.#service.countRequest();
+    session.answer = { bytes: 0, status: "OK", cache: "hit" };
+    const header = this.#hitHeader(served.entry!);
+    const body = served.bytes!;
+    if (session.outbox.room < header.length + body.length) {
+      return this.#writeHit(
+        session,
+        header,
+        body,
+        () => this.#log(session, request, time, started),
+      );
+    }
     session.outbox.hold(header);
-    session.outbox.hold(served.bytes!);
-    const record: RequestRecord = {
-      time,
-      protocol: "tcp",
-      client: session.client,
-      command: "GET",
-      path: request.path,
-      status: "OK",
-      bytes: header.length + served.length,
-      ms: performance.now() - started,
-      cache: "hit",
-    };
-    this.#service.record(record);
-    this.#limits.onRequest?.(record);
+    session.outbox.hold(body);
+    session.answer.bytes = header.length + body.length;
+    this.#log(session, request, time, started);
     return true;
+  }
+
+  /** A hit too large to hold back: its header and body written in turn, then logged. */
+  async #writeHit(
+    session: TcpSession,
+    header: Uint8Array,
+    body: Uint8Array,
+    log: () => void,
+  ): Promise<true> {
+    try {
+      await this.#send(session, header);
+      await this.#send(session, body);
+      return true;
+    } finally {
+      log();
+    }
   }
 
   /**
@@ -186,19 +199,7 @@ export class TcpProtocol implements ConnectionProtocol {
     this.#service.countRequest();
     session.answer = { bytes: 0, status: code };
     // Logged once sent, before the linger, which only waits for the client to leave.
-    const log = () => {
-      const record: RequestRecord = {
-        time,
-        protocol: "tcp",
-        client: session.client,
-        command: "-",
-        status: code,
-        bytes: session.answer.bytes,
-        ms: performance.now() - started,
-      };
-      this.#service.record(record);
-      this.#limits.onRequest?.(record);
-    };
+    const log = () => this.#log(session, undefined, time, started);
     await this.#sendFinalError(session, code, message, pendingRead, log);
   }
 
@@ -218,20 +219,35 @@ export class TcpProtocol implements ConnectionProtocol {
     try {
       return await this.#answerRequest(session, parsedLine ?? line, (parsed) => request = parsed);
     } finally {
-      const record: RequestRecord = {
-        time,
-        protocol: "tcp",
-        client: session.client,
-        command: request?.command ?? "-",
-        path: request && "path" in request ? request.path : undefined,
-        status: session.answer.status,
-        bytes: session.answer.bytes,
-        ms: performance.now() - started,
-        cache: session.answer.cache,
-      };
-      this.#service.record(record);
-      this.#limits.onRequest?.(record);
+      this.#log(session, request, time, started);
     }
+  }
+
+  /**
+   * Records the answer kept in `session.answer` to `request` (undefined: a
+   * line that never arrived whole or did not parse) for the metrics and the
+   * access log.
+   */
+  #log(
+    session: TcpSession,
+    request: ProtocolRequest | undefined,
+    time: number,
+    started: number,
+  ): void {
+    const { status, bytes, cache } = session.answer;
+    const record: RequestRecord = {
+      time,
+      protocol: "tcp",
+      client: session.client,
+      command: request?.command ?? "-",
+      path: request && "path" in request ? request.path : undefined,
+      status,
+      bytes,
+      ms: performance.now() - started,
+      cache,
+    };
+    this.#service.record(record);
+    this.#limits.onRequest?.(record);
   }
 
   async #answerRequest(
