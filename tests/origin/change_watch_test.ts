@@ -81,6 +81,22 @@ Deno.test("change watch: a trusted stat spares the next stat, and every change t
   });
 });
 
+Deno.test("change watch: one check serves what was received before it, and lapses at the next job", async () => {
+  await withOrigin({ "f.txt": "first" }, async (origin, { root }) => {
+    const first = origin.statNow("f.txt");
+    await null; // a job queued after the check above: it has lapsed
+    assert.equal(origin.statNow("f.txt"), first); // a check: nothing was reported
+    Deno.writeTextFileSync(`${root}/f.txt`, "changed");
+    // The same job answers only requests received before its check: the check stands.
+    assert.equal(origin.statNow("f.txt"), first);
+    await null;
+    // A later job may answer a request sent after the change: a new check sees it.
+    const taken: number = origin.statsTaken;
+    assert.equal(origin.statNow("f.txt").size, "changed".length);
+    assert.equal(origin.statsTaken, taken + 1);
+  });
+});
+
 Deno.test("change watch: a directory on the path renamed, replaced or deleted is seen at once", async () => {
   const tree = { "a/b/c.txt": "old c", "a/b/d/e.txt": "old e", "z.txt": "z" };
   await withOrigin(tree, async (origin, { root }) => {
