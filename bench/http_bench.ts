@@ -5,7 +5,7 @@
  * memory, the ceiling for any Deno HTTP server here) and tcpcache's own TCP
  * protocol, in one run.
  *
- *     deno task bench:http [--duration 5]
+ *     deno task bench:http [--duration 5] [--rounds 3]
  *
  * One tcpcache process serves both `--port` and `--http-port`, so the two
  * protocols share one cache. Workloads, all cache hits after warm-up:
@@ -66,12 +66,15 @@ Usage: deno task bench:http [options]
 
 Options:
   --duration SECS   counted whole seconds per measurement (default: 5; 1 s of warm-up each)
+  --rounds N        measure every row N times, servers in turn, and report each row's
+                    median round (default: 3; 1 to 9)
   --no-wrk          load HTTP with the Deno driver only, even where wrk is installed
   -h, --help        show this help
 `;
 
 interface Options {
   seconds: number;
+  rounds: number;
   wrk: boolean;
 }
 
@@ -80,6 +83,7 @@ function parseOptions(args: string[]): Options | "help" {
     args,
     options: {
       duration: { type: "string", default: "5" },
+      rounds: { type: "string", default: "3" },
       "no-wrk": { type: "boolean", default: false },
       help: { type: "boolean", short: "h" },
     },
@@ -89,7 +93,9 @@ function parseOptions(args: string[]): Options | "help" {
   if (!/^[0-9]+$/.test(values.duration) || seconds < 1 || seconds > 60) {
     throw new Error("--duration must be a whole number of seconds from 1 to 60");
   }
-  return { seconds, wrk: !values["no-wrk"] };
+  const rounds = Number(values.rounds);
+  if (!/^[1-9]$/.test(values.rounds)) throw new Error("--rounds must be a number from 1 to 9");
+  return { seconds, rounds, wrk: !values["no-wrk"] };
 }
 
 // ---------------------------------------------------------------------------
@@ -154,6 +160,7 @@ const WORKLOADS: Workload[] = [
 interface Context {
   pool: DriverPool;
   seconds: number;
+  rounds: number;
   /** wrk's path, when it is installed and wanted. */
   wrk?: string;
   root: string;
@@ -481,15 +488,36 @@ function noteProblems(ctx: Context, m: Measurement): void {
 /**
  * Every workload on every endpoint, endpoints in turn within a workload so
  * that each ratio's two figures are seconds apart: HTTP under wrk (where
- * there is wrk), then everything under the Deno driver.
+ * there is wrk), then everything under the Deno driver; all of that
+ * `ctx.rounds` times.
  */
 async function measureAll(ctx: Context): Promise<void> {
   for (const workload of WORKLOADS) {
-    for (const endpoint of ctx.endpoints) {
-      if (ctx.wrk && endpoint.protocol === "http") await measure(ctx, workload, endpoint, "wrk");
+    for (let round = 0; round < ctx.rounds; round++) {
+      for (const endpoint of ctx.endpoints) {
+        if (ctx.wrk && endpoint.protocol === "http") await measure(ctx, workload, endpoint, "wrk");
+      }
+      for (const endpoint of ctx.endpoints) await measure(ctx, workload, endpoint, "deno");
     }
-    for (const endpoint of ctx.endpoints) await measure(ctx, workload, endpoint, "deno");
   }
+}
+
+/**
+ * Each row's median round, by throughput: this machine's speed drifts by
+ * tens of percent within minutes, and one slow window must not decide a
+ * ratio. The rounds interleave the servers, so a drift touches all alike.
+ */
+function medianRounds(measurements: Measurement[]): Measurement[] {
+  const rows = new Map<string, Measurement[]>();
+  for (const m of measurements) {
+    const key = `${m.workload.key} ${m.endpoint.key} ${m.driver}`;
+    rows.set(key, [...rows.get(key) ?? [], m]);
+  }
+  const figure = (m: Measurement) =>
+    (m.workload.unit === "MB/s" ? m.load.bytes : m.load.requests) / m.load.seconds;
+  return [...rows.values()].map((rounds) =>
+    rounds.sort((a, b) => figure(a) - figure(b))[Math.floor((rounds.length - 1) / 2)]
+  );
 }
 
 // ---------------------------------------------------------------------------
@@ -512,6 +540,7 @@ async function bench(session: { root: string; pool: DriverPool }, options: Optio
   const ctx: Context = {
     pool,
     seconds: options.seconds,
+    rounds: options.rounds,
     wrk,
     root,
     files,
@@ -526,6 +555,7 @@ async function bench(session: { root: string; pool: DriverPool }, options: Optio
   await selfCheck(ctx);
   for (const endpoint of endpoints) await countPerConnection(ctx, endpoint);
   await measureAll(ctx);
+  ctx.measurements = medianRounds(ctx.measurements);
   return ctx;
 }
 

@@ -81,6 +81,8 @@ export interface Measurement {
 /** What the report is made from: the benchmark's context. */
 export interface ReportInput {
   seconds: number;
+  /** How many times each row was measured (the report shows its median round). */
+  rounds: number;
   wrk?: string;
   endpoints: Endpoint[];
   measurements: Measurement[];
@@ -340,7 +342,9 @@ function comparisons(input: ReportInput, workload: string): string {
 
 function legend(input: ReportInput): string {
   return [
-    `Each figure: ${input.seconds} s counted after 1 s of warm-up (wrk: a separate 1 s run). ` +
+    `Each figure: ${input.seconds} s counted after 1 s of warm-up (wrk: a separate 1 s run); ` +
+    `each row is the median by throughput of ${input.rounds} rounds, the servers measured in ` +
+    "turn in every round. " +
     "÷ nginx and ÷ bare compare with the same workload under the same driver. MB = 10^6 bytes " +
     "of body (under wrk: every byte read, heads included).",
     "server CPU µs/req: utime + stime of the server's process tree over the window, divided by " +

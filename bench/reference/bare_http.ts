@@ -56,7 +56,9 @@ async function loadAnswers(dir: string, prefix = ""): Promise<Map<string, Answer
 
 /** The index just past the head starting at `from` (its `\r\n\r\n`), or -1. */
 function headEnd(buf: Uint8Array, from: number, to: number): number {
-  for (let i = buf.indexOf(10, from + 3); i >= 0 && i < to; i = buf.indexOf(10, i + 1)) {
+  // A view ending at `to`: indexOf would otherwise scan the stale rest of the buffer.
+  const read = buf.subarray(0, to);
+  for (let i = read.indexOf(10, from + 3); i >= 0; i = read.indexOf(10, i + 1)) {
     if (buf[i - 1] === 13 && buf[i - 2] === 10 && buf[i - 3] === 13) return i + 1;
   }
   return -1;
