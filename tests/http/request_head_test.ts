@@ -605,3 +605,36 @@ Deno.test("findHeadEnd on a head that arrives in pieces: -1 until its last byte,
     assert.equal(findHeadEnd(buffer.subarray(7), 0, head.length), head.length);
   }
 });
+
+Deno.test("a repeated head is the head parsed before, unchanged; a refused one is refused every time", () => {
+  const bytes = encoder.encode("GET /memo.txt HTTP/1.1\r\nHost: h\r\n\r\n");
+  const first = parseRequestHead(bytes);
+  assert.equal(parseRequestHead(bytes.slice()), first);
+  assert.ok(Object.isFrozen(first));
+  assert.notEqual(
+    parseRequestHead(encoder.encode("GET /memo.txt HTTP/1.1\r\nHost: i\r\n\r\n")),
+    first,
+  );
+  const refused = encoder.encode("GET /memo.txt HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n");
+  for (let i = 0; i < 2; i++) {
+    assert.throws(
+      () => parseRequestHead(refused),
+      (e) => e instanceof HttpError && e.status === 400,
+    );
+  }
+  // Heads of one NUL apart: the NUL one is refused, whatever was parsed before.
+  parseRequestHead(encoder.encode("GET /a HTTP/1.1\r\nHost: h\r\nX: 1\r\n\r\n"));
+  const nul = encoder.encode("GET /a HTTP/1.1\r\nHost: h\r\nX: \0\r\n\r\n");
+  assert.throws(() => parseRequestHead(nul), (e) => e instanceof HttpError && e.status === 400);
+});
+
+Deno.test("findHeadEnd looks no further than `to`, whatever lies past it", () => {
+  const bytes = encoder.encode("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+  const buffer = new Uint8Array(64);
+  buffer.set(bytes);
+  assert.equal(findHeadEnd(buffer, 0, bytes.length), bytes.length);
+  assert.equal(findHeadEnd(buffer, 0, bytes.length - 1), -1);
+  assert.equal(findHeadEnd(buffer, 0, bytes.length - 2), -1);
+  // The bytes past `to` would complete a head: they must not count.
+  assert.equal(findHeadEnd(buffer, 10, 20), -1);
+});
