@@ -1,9 +1,15 @@
 /**
  * The performance benchmark: tcpcache against nginx (sendfile, the same
- * directory) and against the original design (a thread-per-connection Python
- * server, bench/reference/original_design.py), in one run, with loopback
- * iperf3 as the ceiling for one stream. Prints a table and the targets, and
- * writes bench/results/bench.json and bench/results/bench.svg.
+ * directory), against the bare Deno loop of tcpcache's protocol
+ * (bench/reference/bare_tcp.ts: pre-built answers in memory, on one thread
+ * and on one thread per core, the ceiling for any Deno server here) and
+ * against the original design (a thread-per-connection Python server,
+ * bench/reference/original_design.py), in one run, with loopback iperf3 as
+ * the ceiling for one stream. Every throughput row also gives each server's
+ * CPU per request (utime + stime of its processes over the window); where
+ * wrk is installed, nginx's small-file figures are measured with it too, to
+ * show whether the Deno driver limits them. Prints a table and the targets,
+ * and writes bench/results/bench.json and bench/results/bench.svg.
  *
  *     deno task bench [--duration 5] [--warmup 0.5] [--repeat 3] [--driver-workers 2]
  *
@@ -15,7 +21,7 @@
 
 import { parseArgs } from "node:util";
 import { barChartSvg } from "./bar_chart.ts";
-import { cpuModel, cpuSeconds } from "./cpu.ts";
+import { cpuModel, cpuSeconds, sampleCpu } from "./cpu.ts";
 import type { DriverPool, LoadResult, LoadSpec, Mode } from "./driver.ts";
 import { type FileSet, fileWriter, firstFiles, KiB, MiB, numberedPaths } from "./files.ts";
 import { checkBodies, warm } from "./preflight.ts";
@@ -32,6 +38,7 @@ import {
   saysWithin,
   type Server,
   type ServerName,
+  startBareTcp,
   startNginx,
   startPython,
   startTcpcache,
@@ -50,6 +57,7 @@ import {
   versionLabel,
 } from "./report.ts";
 import { readCommandLine, runSession } from "./session.ts";
+import { runWrk, writeWrkScript } from "./wrk.ts";
 
 const INSTALL_MS = 300_000;
 
@@ -119,13 +127,14 @@ interface Tools {
   nginx?: string;
   iperf3?: string;
   python3?: string;
+  wrk?: string;
   versions: Record<string, string>;
   skipped: string[];
 }
 
 /** apt-get install, once more after apt-get update if the package lists are stale. */
 async function aptInstall(): Promise<string> {
-  const packages = ["nginx-light", "iperf3"];
+  const packages = ["nginx-light", "iperf3", "wrk"];
   log(`installing ${packages.join(" ")} with apt-get (as root)`);
   let result = await run("apt-get", ["install", "-y", ...packages], INSTALL_MS);
   if (!result.ok) {
@@ -139,12 +148,14 @@ async function findTools(options: Options): Promise<Tools> {
   const tools: Tools = { versions: {}, skipped: [] };
   let nginx = findExecutable("nginx");
   let iperf3 = findExecutable("iperf3");
+  let wrk = findExecutable("wrk");
   let installFailure = "";
   const isRoot = Deno.uid() === 0;
-  if ((!nginx || !iperf3) && options.install && isRoot && findExecutable("apt-get")) {
+  if ((!nginx || !iperf3 || !wrk) && options.install && isRoot && findExecutable("apt-get")) {
     installFailure = await aptInstall();
     nginx = findExecutable("nginx");
     iperf3 = findExecutable("iperf3");
+    wrk = findExecutable("wrk");
   }
   const why = (name: string) =>
     `${name} is not installed` + (
@@ -158,9 +169,11 @@ async function findTools(options: Options): Promise<Tools> {
     );
   tools.nginx = nginx;
   tools.iperf3 = iperf3;
+  tools.wrk = wrk;
   tools.python3 = findExecutable("python3");
   if (!nginx) tools.skipped.push(`nginx reference: ${why("nginx")}; no ratios`);
   if (!iperf3) tools.skipped.push(`iperf3 ceiling: ${why("iperf3")}`);
+  if (!wrk) tools.skipped.push(`wrk cross-check of the driver: ${why("wrk")}`);
   if (!tools.python3) tools.skipped.push("original design (Python): python3 is not installed");
   if (nginx) {
     tools.versions.nginx = firstLine((await run(nginx, ["-v"])).out).replace(
@@ -169,6 +182,7 @@ async function findTools(options: Options): Promise<Tools> {
     );
   }
   if (iperf3) tools.versions.iperf3 = firstLine((await run(iperf3, ["--version"])).out);
+  if (wrk) tools.versions.wrk = firstLine((await run(wrk, ["--version"])).out).split(" [")[0];
   if (tools.python3) {
     tools.versions.python3 = firstLine((await run(tools.python3, ["--version"])).out);
   }
@@ -215,6 +229,8 @@ interface Row {
   values: Partial<Record<ServerName, number>>;
   /** For `ms` rows: the 99th percentile by server. */
   p99?: Partial<Record<ServerName, number>>;
+  /** Throughput rows: the server's CPU microseconds per answer, by server. */
+  cpu: Partial<Record<ServerName, number>>;
   /** Whether tcpcache / nginx means something (throughput rows). */
   ratio: boolean;
   notes: string[];
@@ -233,6 +249,8 @@ interface Context {
   rows: Row[];
   /** Errors and misbehaviour worth the reader's attention. */
   problems: string[];
+  /** nginx under the Deno driver beside nginx under wrk, row by row. */
+  crossChecks: string[];
   /** The ceiling: the best of the iperf3 variants. */
   iperf3MBps?: number;
   /** The code and the machine's load at the start and (once done) the end. */
@@ -260,9 +278,15 @@ function row(
   unit: Row["unit"],
   ratio = true,
 ): Row {
-  const made: Row = { key, workload, unit, values: {}, ratio, notes: [], loads: {} };
+  const made: Row = { key, workload, unit, values: {}, ratio, notes: [], loads: {}, cpu: {} };
   ctx.rows.push(made);
   return made;
+}
+
+/** A load's result, with the server's CPU per answer over a timed window. */
+interface Measured extends LoadResult {
+  /** Utime + stime of the server's processes over the window, per answer, in µs. */
+  cpuPerRequestUs?: number;
 }
 
 async function measure(
@@ -271,7 +295,7 @@ async function measure(
   set: FileSet,
   shape: Shape,
   label: string,
-): Promise<LoadResult> {
+): Promise<Measured> {
   const timed = shape.requests === undefined;
   const spec: LoadSpec = {
     port: server.port,
@@ -286,7 +310,14 @@ async function measure(
     bufferSize: shape.bufferSize,
     workers: shape.workers,
   };
-  const result = await ctx.pool.run(spec);
+  const pids = await processTree(server.pid);
+  const [result, cpu] = await Promise.all([
+    ctx.pool.run(spec) as Promise<Measured>,
+    timed ? sampleCpu(pids, ctx.options.warmupMs, ctx.options.durationMs) : undefined,
+  ]);
+  if (cpu && result.requestsPerSecond > 0) {
+    result.cpuPerRequestUs = cpu.server / result.requestsPerSecond * 1e6;
+  }
   log(
     `${label} on ${server.name}: ${formatFigure(result.requestsPerSecond)} req/s, ` +
       `${formatFigure(result.megabytesPerSecond)} MB/s, p50 ${result.p50Ms.toFixed(2)} ms, ` +
@@ -306,7 +337,8 @@ async function measure(
 
 /** The long-lived servers that are running, tcpcache first. */
 function referenceServers(ctx: Context, withPython: boolean): Server[] {
-  const names: ServerName[] = withPython ? ["tcpcache", "nginx", "python"] : ["tcpcache", "nginx"];
+  const names: ServerName[] = ["tcpcache", "nginx", "bare-tcp", "bare-tcp-workers"];
+  if (withPython) names.push("python");
   return names.map((name) => ctx.servers[name]).filter((s): s is Server => s !== undefined);
 }
 
@@ -322,9 +354,10 @@ function checkOutcome(ctx: Context, r: Row, result: LoadResult, want: "hit" | "m
 }
 
 /** Adds one server's result to a throughput row. */
-function record(r: Row, server: Server, result: LoadResult) {
+function record(r: Row, server: Server, result: Measured) {
   r.values[server.name] = r.unit === "MB/s" ? result.megabytesPerSecond : result.requestsPerSecond;
   r.loads[server.name] = result;
+  if (result.cpuPerRequestUs !== undefined) r.cpu[server.name] = result.cpuPerRequestUs;
   if (result.errors) r.notes.push(`${server.name}: ${result.errors} errors`);
   if (result.driverBusy >= 0.9) {
     r.notes.push(
@@ -503,6 +536,35 @@ async function bypass(ctx: Context): Promise<void> {
   }
 }
 
+/**
+ * The driver's cross-check: nginx under wrk (C, Debian's package) on the
+ * same files and connections as a row just measured with the Deno driver.
+ * Where the two drivers carry nginx alike, the Deno driver is not what
+ * limits a row's figures.
+ */
+async function wrkCrossCheck(ctx: Context, r: Row, set: FileSet, shape: Shape): Promise<void> {
+  const nginx = ctx.servers.nginx;
+  const byDriver = r.values.nginx;
+  if (!ctx.tools.wrk || !nginx || byDriver === undefined) return;
+  const close = shape.mode === "new-connection";
+  const script = await writeWrkScript(`${ctx.root}/${r.key}.lua`, set.paths, close);
+  const threads = Math.min(2, shape.connections);
+  const base = { port: nginx.port, script, connections: shape.connections, threads };
+  await runWrk(ctx.tools.wrk, {
+    ...base,
+    seconds: Math.max(1, Math.round(ctx.options.warmupMs / 1000)),
+  });
+  const result = await runWrk(ctx.tools.wrk, {
+    ...base,
+    seconds: Math.max(1, Math.round(ctx.options.durationMs / 1000)),
+  });
+  const byWrk = result.requests / result.seconds;
+  ctx.crossChecks.push(
+    `${r.workload}: nginx ${formatFigure(byDriver)} req/s under the Deno driver, ` +
+      `${formatFigure(byWrk)} under wrk -t${threads} (${(byDriver / byWrk).toFixed(2)}x)`,
+  );
+}
+
 /** (3) Small files: 4 KiB from 1,000 files on keep-alive connections. */
 async function smallFiles(ctx: Context): Promise<void> {
   for (const concurrency of [1, 64, 256]) {
@@ -529,6 +591,7 @@ async function smallFiles(ctx: Context): Promise<void> {
       latency.values[server.name] = result.p50Ms;
       latency.p99[server.name] = result.p99Ms;
     }
+    if (concurrency === 64) await wrkCrossCheck(ctx, r, ctx.files.small, shape);
   }
 }
 
@@ -540,6 +603,7 @@ async function newConnections(ctx: Context): Promise<void> {
   for (const server of referenceServers(ctx, true)) {
     record(r, server, await measure(ctx, server, ctx.files.small, shape, workload));
   }
+  await wrkCrossCheck(ctx, r, ctx.files.small, shape);
 }
 
 /** (5) Mixed: 16 connections fetching 64 different 1 MiB files. */
@@ -620,24 +684,49 @@ function cell(r: Row, name: ServerName): string {
   return `${formatFigure(value)} ${r.unit}`;
 }
 
-function ratioCell(r: Row): string {
+function ratioCell(r: Row, name: ServerName): string {
   const ours = r.values.tcpcache;
-  const theirs = r.values.nginx;
+  const theirs = r.values[name];
   if (!r.ratio || ours === undefined || theirs === undefined || theirs === 0) return "-";
   return `${(ours / theirs).toFixed(2)}x`;
 }
 
+/** Each server's CPU µs per answer: tcpcache / nginx / the bare loop (one thread). */
+function cpuCell(r: Row): string {
+  const names: ServerName[] = ["tcpcache", "nginx", "bare-tcp"];
+  if (names.every((name) => r.cpu[name] === undefined)) return "-";
+  const format = (us?: number) =>
+    us === undefined ? "-" : us >= 100 ? formatFigure(Math.round(us)) : us.toFixed(1);
+  return names.map((name) => format(r.cpu[name])).join(" / ");
+}
+
 /** The results as a Markdown table. */
 function table(rows: Row[]): string {
-  const header = ["workload", "tcpcache", "nginx", "tcpcache/nginx", "python (original)", "notes"];
+  const cores = navigator.hardwareConcurrency;
+  const header = [
+    "workload",
+    "tcpcache",
+    "nginx",
+    "÷ nginx",
+    "bare Deno",
+    "÷ bare",
+    `bare Deno, ${cores} threads`,
+    "python (original)",
+    "server CPU µs/req: tcpcache / nginx / bare",
+    "notes",
+  ];
   return markdownTable(
     header,
     rows.map((r) => [
       r.workload,
       cell(r, "tcpcache"),
       cell(r, "nginx"),
-      ratioCell(r),
+      ratioCell(r, "nginx"),
+      cell(r, "bare-tcp"),
+      ratioCell(r, "bare-tcp"),
+      cell(r, "bare-tcp-workers"),
       cell(r, "python"),
+      cpuCell(r),
       r.notes.join("; "),
     ]),
   );
@@ -686,6 +775,25 @@ function targets(ctx: Context): Target[] {
   list.push(versus("small-c256", "nginx", 0.9, "small files keep-alive c=256 >= 0.9x nginx"));
   list.push(versus("new-connection-c64", "nginx", 0.6, "new connection per request >= 0.6x nginx"));
   list.push(versus("small-c64", "python", 3, "small files c=64 >= 3x the original design"));
+  // The bare loop's ceiling, one thread each (issue 15).
+  const ceilingRows: [string, string][] = [
+    ["small-c64", "small files c=64"],
+    ["small-c256", "small files c=256"],
+    ["new-connection-c64", "new connection per request"],
+    ["mixed-1mib-c16", "1 MiB files c=16"],
+  ];
+  for (const [key, label] of ceilingRows) {
+    list.push(versus(key, "bare-tcp", 0.9, `${label} >= 0.9x the bare Deno loop`));
+    const ours = get(key)?.cpu.tcpcache;
+    const bare = get(key)?.cpu["bare-tcp"];
+    list.push({
+      target: `${label}: server CPU per request <= 1.1x the bare loop's`,
+      met: ours === undefined || bare === undefined ? undefined : ours <= 1.1 * bare,
+      figure: ours === undefined || bare === undefined
+        ? "not measured"
+        : `${(ours / bare).toFixed(2)}x (${ours.toFixed(1)} vs ${bare.toFixed(1)} µs)`,
+    });
+  }
   const miss = get("miss-64")?.values.tcpcache;
   const hit = get("large-hit-64")?.values.tcpcache;
   list.push({
@@ -725,6 +833,7 @@ function chart(ctx: Context): string {
     values: {
       tcpcache: r.values.tcpcache,
       nginx: r.values.nginx,
+      "bare Deno": r.values["bare-tcp"],
       "python (original)": r.values.python,
     },
   });
@@ -741,6 +850,7 @@ function chart(ctx: Context): string {
       series: [
         { name: "tcpcache", color: "#1f77b4" },
         { name: "nginx", color: "#2ca02c" },
+        { name: "bare Deno", color: "#9467bd" },
         { name: "python (original)", color: "#ff7f0e" },
       ],
       format: formatFigure,
@@ -802,6 +912,15 @@ async function startReferences(ctx: Context): Promise<void> {
       ctx.tools.skipped.push(`nginx reference: ${(error as Error).message}`);
     }
   }
+  const cores = navigator.hardwareConcurrency;
+  for (const workers of cores > 1 ? [1, cores] : [1]) {
+    try {
+      const bare = await startBareTcp(ctx.files.dir, workers);
+      ctx.servers[bare.name] = bare;
+    } catch (error) {
+      ctx.tools.skipped.push(`bare Deno loop, ${workers} threads: ${(error as Error).message}`);
+    }
+  }
   if (ctx.tools.python3) {
     try {
       ctx.servers.python = await startPython(ctx.tools.python3, ctx.files.dir);
@@ -824,7 +943,7 @@ async function bench(ctx: Context): Promise<void> {
   await newConnections(ctx);
   await mixed(ctx);
   // Scale last, on fresh tcpcache servers; nginx stays (its memory is sampled, not its peak).
-  for (const name of ["tcpcache", "python"] as const) {
+  for (const name of ["tcpcache", "python", "bare-tcp", "bare-tcp-workers"] as const) {
     const server = ctx.servers[name];
     if (server) await stopServer(server);
     delete ctx.servers[name];
@@ -911,6 +1030,7 @@ async function report(ctx: Context, started: Date): Promise<void> {
   if (ctx.tools.skipped.length > 0) console.log(bulletList("Skipped", ctx.tools.skipped));
   if (ctx.problems.length > 0) console.log(bulletList("Problems", ctx.problems));
   console.log(`\n${driverSummary(ctx)}`);
+  if (ctx.crossChecks.length > 0) console.log(bulletList("Driver against wrk", ctx.crossChecks));
   console.log(
     "MB = 10^6 bytes; latencies run from the request's first byte sent to its last byte.",
   );
@@ -958,6 +1078,7 @@ async function main(args: string[]): Promise<number> {
       servers: {},
       rows: [],
       problems: [],
+      crossChecks: [],
       freshCaches: 0,
       iperf3: {},
       versions: [await versionNow()],

@@ -18,6 +18,7 @@ const STOP_MS = 12_000;
 const SERVER_TS = `${REPO}/server.ts`;
 const PYTHON_REFERENCE = `${REPO}/bench/reference/original_design.py`;
 const BARE_HTTP = `${REPO}/bench/reference/bare_http.ts`;
+const BARE_TCP = `${REPO}/bench/reference/bare_tcp.ts`;
 
 /** The path of an executable on PATH (or in /usr/sbin, /sbin), if there is one. */
 export function findExecutable(name: string): string | undefined {
@@ -57,8 +58,12 @@ export async function run(
   }
 }
 
-/** The servers compared. */
-export type ServerName = "tcpcache" | "nginx" | "python" | "bare";
+/**
+ * The servers compared: `bare` is the bare HTTP loop; `bare-tcp` the bare
+ * loop of tcpcache's TCP protocol on one thread, `bare-tcp-workers` on one
+ * thread per core.
+ */
+export type ServerName = "tcpcache" | "nginx" | "python" | "bare" | "bare-tcp" | "bare-tcp-workers";
 
 /** A server the bench started. `pid` is the real server process (never a wrapper). */
 export interface Server {
@@ -240,6 +245,17 @@ export function startPython(python3: string, dir: string): Promise<Server> {
 export function startBareHttp(dir: string): Promise<Server> {
   const args = ["run", "-A", BARE_HTTP, "--dir", dir, "--port", "0"];
   return startReady(spawn("bare", Deno.execPath(), args, true));
+}
+
+/**
+ * Runs the bare loop of tcpcache's TCP protocol (bench/reference/bare_tcp.ts)
+ * on `workers` threads: every file under `dir` answered from memory.
+ */
+export function startBareTcp(dir: string, workers: number): Promise<Server> {
+  const args = ["run", "-A", "--unstable-net", BARE_TCP, "--dir", dir, "--port", "0"]
+    .concat(["--workers", String(workers)]);
+  const name = workers === 1 ? "bare-tcp" : "bare-tcp-workers";
+  return startReady(spawn(name, Deno.execPath(), args, true));
 }
 
 function nginxConfig(dir: string, files: string, port: number): string {

@@ -8,14 +8,15 @@
  * `Connection: close`; nothing else: no parsing beyond that, no limits, no
  * timeouts, no counters, no logging.
  *
- *     deno run -A bench/reference/bare_http.ts --dir DIR [--port 0]
+ *     deno run -A --unstable-net bench/reference/bare_http.ts --dir DIR [--port 0] [--workers 1]
  *
- * It prints `bare_http listening on 127.0.0.1:PORT` once it accepts.
+ * With `--workers N`, N threads accept on the same port (`SO_REUSEPORT`).
+ * It prints `bare_http listening on 127.0.0.1:PORT` once they all accept.
  *
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { loadFiles, serveOnWorkers } from "./bare_common.ts";
 
 const encoder = new TextEncoder();
 const CLOSE = encoder.encode("\r\nconnection: close");
@@ -37,21 +38,6 @@ function answer(body: Uint8Array, close: boolean): Uint8Array {
   whole.set(head);
   whole.set(body, head.length);
   return whole;
-}
-
-/** Every file under `dir`, by its URL path (`/a/b.bin`). */
-async function loadAnswers(dir: string, prefix = ""): Promise<Map<string, Answers>> {
-  const answers = new Map<string, Answers>();
-  for await (const entry of Deno.readDir(`${dir}${prefix}`)) {
-    const path = `${prefix}/${entry.name}`;
-    if (entry.isDirectory) {
-      for (const [p, a] of await loadAnswers(dir, path)) answers.set(p, a);
-    } else if (entry.isFile) {
-      const body = await Deno.readFile(`${dir}${path}`);
-      answers.set(path, { body, keepAlive: answer(body, false) });
-    }
-  }
-  return answers;
 }
 
 /** The index just past the head starting at `from` (its `\r\n\r\n`), or -1. */
@@ -106,21 +92,22 @@ async function serve(conn: Deno.TcpConn, answers: Map<string, Answers>): Promise
   }
 }
 
-async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: { dir: { type: "string" }, port: { type: "string", default: "0" } },
-  });
-  if (!values.dir) throw new Error("usage: bare_http.ts --dir DIR [--port PORT]");
-  const answers = await loadAnswers(values.dir);
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: Number(values.port) });
-  console.log(`bare_http listening on 127.0.0.1:${listener.addr.port}`);
-  while (true) {
-    // A client that resets before it is accepted must not end the loop.
-    const conn = await listener.accept().catch(() => undefined);
-    if (!conn) continue;
-    conn.setNoDelay(true);
-    serve(conn, answers).catch(() => {}).finally(() => conn.close());
+async function start(dir: string, port: number, reusePort: boolean): Promise<Deno.Listener> {
+  const answers = new Map<string, Answers>();
+  for (const [path, body] of await loadFiles(dir)) {
+    answers.set(path, { body, keepAlive: answer(body, false) });
   }
+  const listener = Deno.listen({ hostname: "127.0.0.1", port, reusePort });
+  (async () => {
+    while (true) {
+      // A client that resets before it is accepted must not end the loop.
+      const conn = await listener.accept().catch(() => undefined);
+      if (!conn) continue;
+      conn.setNoDelay(true);
+      serve(conn, answers).catch(() => {}).finally(() => conn.close());
+    }
+  })();
+  return listener;
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) await serveOnWorkers("bare_http", import.meta.url, start);
