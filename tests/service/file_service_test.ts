@@ -881,3 +881,46 @@ Deno.test("sweepInterval: a quarter of the shortest timeout, kept between 10 ms 
   assert.equal(sweepInterval(Infinity), 1000);
   assert.equal(sweepInterval(41), 10.25, "not rounded");
 });
+
+Deno.test("FileService: a 1 MiB body moves in 256 KiB chunks while large buffers last (16 MiB of them), in 64 KiB chunks past that", async () => {
+  const content = seededBytes(1 * MiB, 31);
+  await withService({ tree: { "mid.bin": content }, memoryBudget: 0 }, async (t) => {
+    assert.equal((await fetchWhole(t.service, "mid.bin")).served.outcome, "miss");
+    // 40 transfers at once, each holding its buffers until the gate opens:
+    // 32 fit the budget (2 x 256 KiB each), 8 do not.
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => open = resolve);
+    const firstChunks: number[] = [];
+    const transfers: Promise<number>[] = [];
+    for (let i = 0; i < 40; i++) {
+      const served = await t.service.open("mid.bin");
+      assert.equal(served.outcome, "hit");
+      let bytes = 0;
+      let first = true;
+      const holding = new Promise<void>((started) => {
+        transfers.push(
+          t.service.stream(served, async (chunk) => {
+            bytes += chunk.length;
+            if (first) {
+              first = false;
+              firstChunks.push(chunk.length);
+              started();
+              await gate;
+            }
+          }).then(() => (served.release(), bytes)),
+        );
+      });
+      await holding;
+    }
+    open();
+    assert.deepEqual(await Promise.all(transfers), Array(40).fill(content.length));
+    assert.equal(firstChunks.filter((n) => n === 256 * KiB).length, 32);
+    assert.equal(firstChunks.filter((n) => n === 64 * KiB).length, 8);
+    // The buffers went back: the budget is whole again.
+    const again = await t.service.open("mid.bin");
+    const sizes: number[] = [];
+    await t.service.stream(again, (chunk) => (sizes.push(chunk.length), Promise.resolve()));
+    again.release();
+    assert.deepEqual(sizes, [256 * KiB, 256 * KiB, 256 * KiB, 256 * KiB]);
+  });
+});
