@@ -208,7 +208,6 @@ function parseHeadText(text: string): RequestHead {
   });
 }
 
-/** The head's lines, without their line ends; a bare CR is refused. */
 /** Bytes as latin-1 text, one character per byte. */
 function latin1(bytes: Uint8Array): string {
   let text = "";
@@ -219,6 +218,7 @@ function latin1(bytes: Uint8Array): string {
   return text;
 }
 
+/** The head's lines, without their line ends; a bare CR is refused. */
 function splitLines(text: string): string[] {
   if (BARE_CR.test(text)) throw new HttpError(400, "bare CR in the request head");
   return text.split(LINE_END);
