@@ -23,6 +23,28 @@ export async function loadFiles(dir: string, prefix = ""): Promise<Map<string, U
   return files;
 }
 
+/**
+ * Listens on 127.0.0.1:`port` and serves each connection (`TCP_NODELAY`,
+ * closed when `serve` ends) until the process exits.
+ */
+export function listen(
+  port: number,
+  reusePort: boolean,
+  serve: (conn: Deno.TcpConn) => Promise<void>,
+): Deno.Listener {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port, reusePort });
+  (async () => {
+    while (true) {
+      // A client that resets before it is accepted must not end the loop.
+      const conn = await listener.accept().catch(() => undefined);
+      if (!conn) continue;
+      conn.setNoDelay(true);
+      serve(conn).catch(() => {}).finally(() => conn.close());
+    }
+  })();
+  return listener;
+}
+
 /** Starts one thread's server: its answers built, its listener accepting. */
 export type StartServer = (
   dir: string,

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { loadFiles, serveOnWorkers } from "./bare_common.ts";
+import { listen, loadFiles, serveOnWorkers } from "./bare_common.ts";
 
 const encoder = new TextEncoder();
 const CLOSE = encoder.encode("\r\nconnection: close");
@@ -97,17 +97,7 @@ async function start(dir: string, port: number, reusePort: boolean): Promise<Den
   for (const [path, body] of await loadFiles(dir)) {
     answers.set(path, { body, keepAlive: answer(body, false) });
   }
-  const listener = Deno.listen({ hostname: "127.0.0.1", port, reusePort });
-  (async () => {
-    while (true) {
-      // A client that resets before it is accepted must not end the loop.
-      const conn = await listener.accept().catch(() => undefined);
-      if (!conn) continue;
-      conn.setNoDelay(true);
-      serve(conn, answers).catch(() => {}).finally(() => conn.close());
-    }
-  })();
-  return listener;
+  return listen(port, reusePort, (conn) => serve(conn, answers));
 }
 
 if (import.meta.main) await serveOnWorkers("bare_http", import.meta.url, start);
