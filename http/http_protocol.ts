@@ -107,6 +107,12 @@ export class HttpProtocol implements ConnectionProtocol {
     { second: number; open: Uint8Array; closing: Uint8Array }
   >();
   #date = { second: 0, text: "" };
+  /**
+   * The file path of each (shared, repeated) head answered as a hit: decoded
+   * and checked once, and one string each time, whose hash the cache's and
+   * the change watch's maps then find already computed.
+   */
+  #hitPaths = new WeakMap<RequestHead, string>();
 
   /** The protocol over `service`, within `limits`. */
   constructor(service: FileService, limits: Limits) {
@@ -217,12 +223,15 @@ export class HttpProtocol implements ConnectionProtocol {
       fields.get("range") !== null || fields.get("if-none-match") !== null ||
       fields.get("if-modified-since") !== null
     ) return undefined;
-    let path: string;
-    try {
-      path = percentDecode(head.path.slice(1));
-      checkPath(path);
-    } catch {
-      return undefined; // #exchange refuses it
+    let path = this.#hitPaths.get(head);
+    if (path === undefined) {
+      try {
+        path = percentDecode(head.path.slice(1));
+        checkPath(path);
+      } catch {
+        return undefined; // #exchange refuses it
+      }
+      this.#hitPaths.set(head, path);
     }
     const served = this.#service.hitNow(path);
     if (!served) return undefined;

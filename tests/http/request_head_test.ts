@@ -638,3 +638,27 @@ Deno.test("findHeadEnd looks no further than `to`, whatever lies past it", () =>
   // The bytes past `to` would complete a head: they must not count.
   assert.equal(findHeadEnd(buffer, 10, 20), -1);
 });
+
+Deno.test("two heads whose bytes hash alike (the memo's key) are each parsed as themselves", () => {
+  // FNV-1a, 32 bits, as the memo keys heads; a collision among the heads below is found by search.
+  const fnv1a = (bytes: Uint8Array) => {
+    let hash = 0x811c9dc5;
+    for (const byte of bytes) hash = Math.imul(hash ^ byte, 0x01000193);
+    return hash >>> 0;
+  };
+  const head = (i: number) => encoder.encode(`GET /c${i} HTTP/1.1\r\nHost: h\r\n\r\n`);
+  const seen = new Map<number, number>();
+  let pair: [number, number] | undefined;
+  for (let i = 0; i < 1_000_000 && !pair; i++) {
+    const hash = fnv1a(head(i));
+    const earlier = seen.get(hash);
+    if (earlier !== undefined) pair = [earlier, i];
+    seen.set(hash, i);
+  }
+  assert.ok(pair, "no collision found");
+  const [a, b] = pair;
+  for (let round = 0; round < 2; round++) {
+    assert.equal(parseRequestHead(head(a)).path, `/c${a}`);
+    assert.equal(parseRequestHead(head(b)).path, `/c${b}`);
+  }
+});
