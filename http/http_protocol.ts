@@ -233,14 +233,14 @@ export class HttpProtocol implements ConnectionProtocol {
       }
       this.#hitPaths.set(head, path);
     }
-    const served = this.#service.hitNow(path);
-    if (!served) return undefined;
+    const hit = this.#service.hitNow(path);
+    if (!hit) return undefined;
     const record = this.#newRecord(session, "GET");
     record.path = path;
     record.cache = "hit";
     this.#service.countRequest();
-    const headBytes = this.#hitHead(served.entry!, head.keepAlive);
-    const body = served.bytes!;
+    const headBytes = this.#hitHead(hit.entry, head.keepAlive);
+    const body = hit.bytes;
     const outbox = session.outbox;
     if (outbox.room >= headBytes.length + body.length) {
       outbox.hold(headBytes);

@@ -418,9 +418,10 @@ export class FileService {
    * `path` is held in memory, the hottest answer there is. Undefined in
    * every other case, including errors: the caller then takes
    * {@linkcode open}'s way, which answers them. The hit is counted; there
-   * is nothing to release.
+   * is nothing to release. Resolves to the entry and its bytes (take them
+   * now: an entry's bytes go when it leaves the cache).
    */
-  hitNow(path: string): Served | undefined {
+  hitNow(path: string): { entry: CacheEntry; bytes: Uint8Array } | undefined {
     const entry = this.cache.lookup(path);
     if (!entry?.bytes || !this.origin.statNow) return undefined;
     let stat: OriginStat;
@@ -431,9 +432,7 @@ export class FileService {
     }
     if (stat.validator !== entry.validator) return undefined;
     this.#countServed(path, "hit");
-    const served = servedEntry(entry, "hit", { offset: 0, length: entry.size });
-    served.bytes = entry.bytes;
-    return served;
+    return { entry, bytes: entry.bytes };
   }
 
   /**

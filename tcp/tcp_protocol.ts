@@ -108,12 +108,12 @@ export class TcpProtocol implements ConnectionProtocol {
     if (request.command !== "GET" || request.offset !== undefined) return undefined;
     const time = Date.now();
     const started = performance.now();
-    const served = this.#service.hitNow(request.path);
-    if (!served) return undefined;
+    const hit = this.#service.hitNow(request.path);
+    if (!hit) return undefined;
     this.#service.countRequest();
     session.answer = { bytes: 0, status: "OK", cache: "hit" };
-    const header = this.#hitHeader(served.entry!);
-    const body = served.bytes!;
+    const header = this.#hitHeader(hit.entry);
+    const body = hit.bytes;
     if (session.outbox.room < header.length + body.length) {
       return this.#writeHit(
         session,
