@@ -54,16 +54,28 @@ export class HttpError extends Error {
 /** The fields of a request, by lower-case name; repeated fields joined by `, `. */
 export class HeaderFields {
   #fields = new Map<string, string>();
+  #sealed = false;
 
   /** The value of field `name` (lower case), or null when it was not sent. */
   get(name: string): string | null {
     return this.#fields.get(name) ?? null;
   }
 
-  /** Adds a field as received; a repeat joins the earlier value. */
+  /**
+   * Adds a field as received; a repeat joins the earlier value.
+   *
+   * @throws {TypeError} once the fields are sealed: a parsed head is shared
+   *   by every request that sent the same bytes.
+   */
   add(name: string, value: string): void {
+    if (this.#sealed) throw new TypeError("the fields of a parsed head are read-only");
     const earlier = this.#fields.get(name);
     this.#fields.set(name, earlier === undefined ? value : `${earlier}, ${value}`);
+  }
+
+  /** Makes the fields read-only (see {@linkcode add}). */
+  seal(): void {
+    this.#sealed = true;
   }
 }
 
@@ -213,6 +225,7 @@ function parseHeadText(text: string): RequestHead {
     throw new HttpError(400, "invalid authority in the target");
   }
   if (authority === "") throw new HttpError(400, "an http URL needs a host");
+  fields.seal();
   return Object.freeze({
     method,
     target,

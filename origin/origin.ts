@@ -87,7 +87,10 @@ export interface Origin {
   /**
    * Stats a regular file at once, where the origin can answer without
    * waiting (a local directory); absent where it cannot (S3). The same
-   * answers and errors as {@linkcode Origin.stat}.
+   * answers and errors as {@linkcode Origin.stat}, as of the start of the
+   * current job at the latest: calls within one synchronous run may share
+   * one check for changes (see origin/change_watch.ts), which is fresh for
+   * every request received before the run began.
    */
   statNow?(path: string): OriginStat;
   /** Opens a regular file for reading, positioned at `range.offset`. */

@@ -34,6 +34,11 @@ const CR = 0x0d;
  * Reads lines and fixed-length bodies from a {@linkcode Reader}. Bytes read
  * past the current line stay buffered for the next call, which is what makes
  * pipelining work.
+ *
+ * Every read awaits its source, so the bytes of a request are seen in a job
+ * of their own: the change watch's freshness rests on it (a check stands
+ * for one job; see origin/change_watch.ts). A synchronous socket read that
+ * answered in the same job would break it.
  */
 export class ByteReader {
   #source: Reader;

@@ -611,6 +611,7 @@ Deno.test("a repeated head is the head parsed before, unchanged; a refused one i
   const first = parseRequestHead(bytes);
   assert.equal(parseRequestHead(bytes.slice()), first);
   assert.ok(Object.isFrozen(first));
+  assert.throws(() => first.fields.add("x-late", "1"), TypeError, "its fields are read-only too");
   assert.notEqual(
     parseRequestHead(encoder.encode("GET /memo.txt HTTP/1.1\r\nHost: i\r\n\r\n")),
     first,
