@@ -30,6 +30,8 @@
  * @module
  */
 
+import { BytesMemo } from "../util/bytes_memo.ts";
+
 /** The most bytes a request head may take, its final empty line included. */
 export const MAX_HEAD = 8192;
 /** The most header fields a request may carry. */
@@ -100,18 +102,11 @@ export interface RequestHead {
 }
 
 /**
- * Heads parsed lately, by a hash of their bytes (each with its bytes, to
- * tell a collision). Clients send the same heads again and again (a
- * keep-alive connection repeats all but the path, a poller all of it), and
- * what a head means depends on its bytes alone: a repeat is looked up, not
- * parsed again. Keyed by a number, not the head's text: making and hashing
- * that string cost more than the rest of the lookup. Bounded in count and
- * size; emptied when full.
+ * Heads parsed lately: what a head means depends on its bytes alone, and
+ * clients repeat their heads (see util/bytes_memo.ts). Heads longer than
+ * 1 KiB are parsed every time.
  */
-const parsedHeads = new Map<number, { bytes: Uint8Array; head: RequestHead }>();
-const PARSED_HEADS = 1024;
-/** Longer heads are parsed every time: they are rare, and would make the memo big. */
-const PARSED_HEAD_BYTES = 1024;
+const parsedHeads = new BytesMemo<RequestHead>(1024, 1024);
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const TARGET = /^[\x21-\x22\x24-\x7e]+$/; // visible ASCII without "#"
@@ -173,27 +168,7 @@ export function findHeadEnd(bytes: Uint8Array, from: number, to: number): number
  */
 export function parseRequestHead(bytes: Uint8Array): RequestHead {
   if (bytes.length > MAX_HEAD) throw new HttpError(431, `request head over ${MAX_HEAD} bytes`);
-  if (bytes.length > PARSED_HEAD_BYTES) return parseHeadText(latin1(bytes));
-  const hash = fnv1a(bytes);
-  const known = parsedHeads.get(hash);
-  if (known && sameBytes(known.bytes, bytes)) return known.head;
-  const head = parseHeadText(latin1(bytes));
-  if (parsedHeads.size >= PARSED_HEADS) parsedHeads.clear();
-  parsedHeads.set(hash, { bytes: bytes.slice(), head });
-  return head;
-}
-
-/** The 32-bit FNV-1a hash of `bytes`. */
-function fnv1a(bytes: Uint8Array): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < bytes.length; i++) hash = Math.imul(hash ^ bytes[i], 0x01000193);
-  return hash >>> 0;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+  return parsedHeads.get(bytes, (head) => parseHeadText(latin1(head)));
 }
 
 function parseHeadText(text: string): RequestHead {

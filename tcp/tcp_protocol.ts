@@ -9,6 +9,7 @@
  */
 
 import { LineTooLongError } from "../util/byte_reader.ts";
+import { BytesMemo } from "../util/bytes_memo.ts";
 import type { ConnectionEngine, ConnectionProtocol, Session } from "../engine/connection_engine.ts";
 import type { CacheEntry } from "../cache.ts";
 import { OriginChangedError } from "../origin/origin.ts";
@@ -37,6 +38,14 @@ const SMALL_BODY = 64 * 1024;
 const READ_BUFFER = 2 * MAX_REQUEST_LINE;
 
 const encoder = new TextEncoder();
+/**
+ * Request lines parsed lately: a repeat (a poller, a client fetching the
+ * same file) is looked up, and its path is one string whose hash the
+ * cache's maps have computed (see util/bytes_memo.ts).
+ */
+const parsedRequests = new BytesMemo<ProtocolRequest>(1024, 1024);
+/** A parsed request, frozen: it is shared by every request with the same bytes. */
+const parseShared = (line: Uint8Array) => Object.freeze(parseRequest(line));
 
 /** A connection, with what the protocol keeps of the answer in progress. */
 interface TcpSession extends Session {
@@ -89,7 +98,7 @@ export class TcpProtocol implements ConnectionProtocol {
   answer(session: Session, line: Uint8Array): boolean | Promise<boolean> {
     let request: ProtocolRequest | undefined;
     try {
-      request = parseRequest(line);
+      request = parsedRequests.get(line, parseShared);
     } catch {
       // #answer parses it again, to answer the error
     }

@@ -15,6 +15,7 @@ import {
   parseRequestHead,
   type RequestHead,
 } from "../../http/request_head.ts";
+import { fnv1a } from "../../util/bytes_memo.ts";
 
 const encoder = new TextEncoder();
 
@@ -641,12 +642,6 @@ Deno.test("findHeadEnd looks no further than `to`, whatever lies past it", () =>
 });
 
 Deno.test("two heads whose bytes hash alike (the memo's key) are each parsed as themselves", () => {
-  // FNV-1a, 32 bits, as the memo keys heads; a collision among the heads below is found by search.
-  const fnv1a = (bytes: Uint8Array) => {
-    let hash = 0x811c9dc5;
-    for (const byte of bytes) hash = Math.imul(hash ^ byte, 0x01000193);
-    return hash >>> 0;
-  };
   const head = (i: number) => encoder.encode(`GET /c${i} HTTP/1.1\r\nHost: h\r\n\r\n`);
   const seen = new Map<number, number>();
   let pair: [number, number] | undefined;
