@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import { ByteReader, writeAll } from "../util/byte_reader.ts";
 import { parseResponseHeader } from "../protocol.ts";
 import { type ServerHandle, type ServerOptions, startServer } from "../server.ts";
+import { fnv1a } from "../util/bytes_memo.ts";
 
 /** Files to create: path relative to the root → contents. */
 export type Tree = Record<string, string | Uint8Array>;
@@ -228,4 +229,19 @@ export async function waitForOutput(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Two indexes whose byte strings `make(i)` share one FNV-1a hash (the key of
+ * util/bytes_memo.ts), found by search: a collision to test the memo with.
+ */
+export function collidingPair(make: (i: number) => Uint8Array): [number, number] {
+  const seen = new Map<number, number>();
+  for (let i = 0; i < 1_000_000; i++) {
+    const hash = fnv1a(make(i));
+    const earlier = seen.get(hash);
+    if (earlier !== undefined) return [earlier, i];
+    seen.set(hash, i);
+  }
+  throw new Error("no collision among a million strings");
 }
