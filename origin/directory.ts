@@ -109,12 +109,11 @@ export class DirectoryOrigin implements Origin {
   }
 
   /**
-   * Stats a file synchronously. On purpose: every request stats its file,
-   * and a metadata lookup (answered from the kernel's caches) costs a few
-   * microseconds, far less than a round trip through Deno's blocking thread
-   * pool, which dominated the latency of small hits. With the change watch,
-   * a trusted stat is as fresh as the job's first check (see
-   * {@linkcode Origin.statNow}).
+   * Stats a file synchronously: a trusted stat when the change watch vouches
+   * for it (as fresh as the job's first check, see {@linkcode Origin.statNow}),
+   * else a real one. Synchronous on purpose: a metadata lookup (answered from
+   * the kernel's caches) costs a few microseconds, far less than a round trip
+   * through Deno's blocking thread pool, which dominated small hits' latency.
    */
   statNow(path: string): OriginStat {
     const watch = this.#watch;

@@ -115,10 +115,10 @@ export class TcpProtocol implements ConnectionProtocol {
    */
   #answerHit(session: TcpSession, request: ProtocolRequest): true | Promise<true> | undefined {
     if (request.command !== "GET" || request.offset !== undefined) return undefined;
-    const time = Date.now();
     const started = performance.now();
     const hit = this.#service.hitNow(request.path);
-    if (!hit) return undefined;
+    if (!hit) return undefined; // #answer takes its own times
+    const time = Date.now();
     this.#service.countRequest();
     session.answer = { bytes: 0, status: "OK", cache: "hit" };
     const header = this.#hitHeader(hit.entry);
