@@ -98,8 +98,55 @@ export interface FileCacheOptions {
   onWarning?: (message: string) => void;
 }
 
+/** The cache's size figures, as `STATS` and `LIST` report them. */
+export interface CacheFigures {
+  /** The most bytes the cache may hold. */
+  capacity: number;
+  /** Bytes held by admitted entries. */
+  used: number;
+  /** The number of entries. */
+  entries: number;
+  /** The eviction policy's name. */
+  policy: string;
+  /** Bytes of entries also held in memory. */
+  memory: number;
+  /** Entries evicted to make room. */
+  evictions: number;
+}
+
+/** A change to the cache's entries, as {@linkcode FileCache.observe} reports it. */
+export type CacheChange =
+  | { kind: "admit"; entry: CacheEntry }
+  | { kind: "drop"; path: string; file: string };
+
+/**
+ * What the request path needs of a cache: {@linkcode FileCache} itself, or,
+ * on a worker thread, a replica of its index that asks the one cache for
+ * admissions (`server/cache_replica.ts`).
+ */
+export interface CacheView {
+  /** The most bytes the cache may hold. */
+  readonly capacity: number;
+  /** The entry for `path`, if any, without counting a hit. */
+  lookup(path: string): CacheEntry | undefined;
+  /** Counts a hit on `path` for the eviction policy. */
+  touch(path: string): void;
+  /** Opens an entry's file; undefined when the entry was evicted meanwhile. */
+  openEntry(entry: CacheEntry): Promise<Deno.FsFile | undefined>;
+  /** Removes the entry for `path` (only if it is still `entry`, when given). */
+  remove(path: string, entry?: CacheEntry): Promise<void>;
+  /** True while a fill of `path` is in flight. */
+  filling(path: string): boolean;
+  /** Copies a file in (see {@linkcode FileCache.fill}). */
+  fill(path: string, source: FillSource): Promise<CacheEntry | undefined>;
+  /** The size figures of the whole cache. */
+  figures(): Promise<CacheFigures>;
+  /** The entries in eviction order, next victim first. */
+  ordered(): Promise<CacheEntry[]>;
+}
+
 /** The cache. Create it with {@linkcode FileCache.open}. */
-export class FileCache {
+export class FileCache implements CacheView {
   /** The cache directory. */
   readonly dir: string;
   /** The most bytes the cache may hold. */
@@ -115,6 +162,7 @@ export class FileCache {
   #sequence = 0;
   #warned = new Set<string>();
   #onWarning: (message: string) => void;
+  #observers: ((change: CacheChange) => void)[] = [];
 
   private constructor(options: FileCacheOptions, capacity: number, policy: EvictionPolicy) {
     this.dir = options.dir;
@@ -194,17 +242,41 @@ export class FileCache {
     return this.#index.ordered();
   }
 
+  /** The size figures, as a {@linkcode CacheView} gives them. */
+  figures(): Promise<CacheFigures> {
+    return Promise.resolve({
+      capacity: this.capacity,
+      used: this.used,
+      entries: this.count,
+      policy: this.policy,
+      memory: this.memoryUsed,
+      evictions: this.evictions,
+    });
+  }
+
+  /** {@linkcode entries}, as a {@linkcode CacheView} gives them. */
+  ordered(): Promise<CacheEntry[]> {
+    return Promise.resolve(this.entries());
+  }
+
+  /**
+   * Calls `observer` after every admission and every removal, in the order
+   * they happen (workers keep replicas of the index this way).
+   */
+  observe(observer: (change: CacheChange) => void): void {
+    this.#observers.push(observer);
+  }
+
+  #notify(change: CacheChange): void {
+    for (const observer of this.#observers) observer(change);
+  }
+
   /**
    * Opens an entry's file for reading. Resolves to undefined when the entry
    * was evicted in the meantime; an open file stays readable after eviction.
    */
-  async openEntry(entry: CacheEntry): Promise<Deno.FsFile | undefined> {
-    try {
-      return await Deno.open(`${this.dir}/${entry.file}`, { read: true });
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return undefined;
-      throw error;
-    }
+  openEntry(entry: CacheEntry): Promise<Deno.FsFile | undefined> {
+    return openCacheFile(this.dir, entry);
   }
 
   /**
@@ -352,6 +424,7 @@ export class FileCache {
       entry.bytes = undefined;
     }
     this.#index.insert(entry.path, entry);
+    this.#notify({ kind: "admit", entry });
   }
 
   async #drop(entry: CacheEntry): Promise<void> {
@@ -361,6 +434,7 @@ export class FileCache {
 
   /** Deletes a removed entry's file and memory copy (readers keep theirs). */
   async #unlink(entry: CacheEntry): Promise<void> {
+    this.#notify({ kind: "drop", path: entry.path, file: entry.file });
     if (entry.bytes) {
       this.#memoryUsed -= entry.size;
       entry.bytes = undefined;
@@ -377,6 +451,22 @@ export class FileCache {
       this.#onWarning(`cache directory ${this.dir} failed (${message}); serving without caching`);
     }
     return undefined;
+  }
+}
+
+/**
+ * Opens the file of `entry` in the cache directory `dir` for reading;
+ * undefined when it is gone (the entry was evicted meanwhile).
+ */
+export async function openCacheFile(
+  dir: string,
+  entry: CacheEntry,
+): Promise<Deno.FsFile | undefined> {
+  try {
+    return await Deno.open(`${dir}/${entry.file}`, { read: true });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
   }
 }
 

@@ -12,7 +12,7 @@
  * the temporary directory, and exits 1 if anything unexpected happened.
  *
  * Run it: `deno run -A bench/soak.ts [--duration 30] [--clients 200]
- * [--cache-size 8MiB] [--seed 1] [--json FILE]` (see `--help`).
+ * [--cache-size 8MiB] [--seed 1] [--workers 2] [--json FILE]` (see `--help`).
  *
  * @module
  */
@@ -74,6 +74,7 @@ interface SoakOptions {
   cacheSizeText: string;
   capacity: number;
   seed: number;
+  workers: number;
   json?: string;
 }
 
@@ -86,6 +87,7 @@ Options:
   --clients N         concurrent clients (default: 200)
   --cache-size SIZE   the server's cache capacity (default: 8MiB)
   --seed N            seeds the file tree and every client's mix (default: 1)
+  --workers N         the server's threads, sharing one cache (default: 2)
   --json FILE         also write the summary as JSON to FILE
   -h, --help          show this help
 
@@ -100,6 +102,7 @@ function parseOptions(args: string[]): SoakOptions | "help" {
       clients: { type: "string", default: "200" },
       "cache-size": { type: "string", default: "8MiB" },
       seed: { type: "string", default: "1" },
+      workers: { type: "string", default: "2" },
       json: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -119,6 +122,10 @@ function parseOptions(args: string[]): SoakOptions | "help" {
   if (!/^[0-9]+$/.test(values.seed) || seed > 0xffffffff) {
     throw new Error(`--seed must be a whole number from 0 to 4294967295, not "${values.seed}"`);
   }
+  const workers = Number(values.workers);
+  if (!/^[0-9]+$/.test(values.workers) || workers < 1 || workers > 64) {
+    throw new Error(`--workers must be a whole number from 1 to 64, not "${values.workers}"`);
+  }
   const capacity = parseSize(values["cache-size"]);
   if (capacity < 1) throw new Error("--cache-size must be at least 1 byte");
   return {
@@ -127,6 +134,7 @@ function parseOptions(args: string[]): SoakOptions | "help" {
     cacheSizeText: values["cache-size"],
     capacity,
     seed,
+    workers,
     json: values.json,
   };
 }
@@ -344,12 +352,16 @@ async function spawnServer(
   dir: string,
   cacheDir: string,
   cacheSize: string,
+  workers: number,
 ): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "-A",
+      "--unstable-net",
       SERVER,
+      "--workers",
+      String(workers),
       "--dir",
       dir,
       "--cache-dir",
@@ -1419,7 +1431,12 @@ async function soak(options: SoakOptions, root: string, onServer: (s: ServerProc
   console.error(
     `soak: ${tree.byPath.size} files, ${formatBytes(tree.totalBytes)}; starting the server`,
   );
-  const server = await spawnServer(`${root}/files`, `${root}/cache`, options.cacheSizeText);
+  const server = await spawnServer(
+    `${root}/files`,
+    `${root}/cache`,
+    options.cacheSizeText,
+    options.workers,
+  );
   onServer(server);
   const run = new Run(options, tree, server);
   const { tally } = run;

@@ -21,6 +21,7 @@ import {
   type ServerOptions,
   startServer,
 } from "../server/start_server.ts";
+import { sharedPortsAvailable } from "../server/listeners.ts";
 import { formatBytes, parseSize } from "../util/units.ts";
 import { VERSION } from "../version.ts";
 
@@ -61,7 +62,9 @@ Options:
                         on SIGTERM/SIGINT, time for responses in progress (default: ${
   seconds(DEFAULTS.shutdownTimeoutMs)
 })
-  --max-open-files N    files open at once; more requests wait (default: ${DEFAULTS.maxOpenFiles})
+  --max-open-files N    files open at once, per thread; more requests wait (default: ${DEFAULTS.maxOpenFiles})
+  --workers N           threads that serve, all sharing one cache (default: the number of
+                        cores, ${navigator.hardwareConcurrency} here; 1 when Deno runs without --unstable-net)
   --no-change-watch     stat a --dir file on every request instead of watching the
                         directory for changes (inotify; either way never stale)
   --memory-cache SIZE   small entries (<= ${
@@ -199,6 +202,7 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
       "send-timeout": { type: "string" },
       "shutdown-timeout": { type: "string" },
       "max-open-files": { type: "string" },
+      workers: { type: "string" },
       "memory-cache": { type: "string" },
       "no-change-watch": { type: "boolean", default: false },
       "log-format": { type: "string", default: "text" },
@@ -249,6 +253,8 @@ function serverOptions(values: Record<string, string | boolean | undefined>): Se
       text("max-open-files"),
       (v) => parseInteger("--max-open-files", v, 1e6, 1),
     ),
+    workers: optional(text("workers"), (v) => parseInteger("--workers", v, 1024, 1)) ??
+      (sharedPortsAvailable() ? navigator.hardwareConcurrency : 1),
   };
 }
 

@@ -25,6 +25,7 @@
 
 import { ByteReader, closeQuietly, linger, writeAll } from "../util/byte_reader.ts";
 import { Outbox } from "./outbox.ts";
+import type { ConnectionSlots } from "./connection_slots.ts";
 import { isOutOfDescriptors, type Limits, sweepInterval } from "../service/file_service.ts";
 
 /** One client connection and what the engine keeps for it. */
@@ -86,6 +87,11 @@ export interface EngineOptions {
   limits: Limits;
   /** The listener's connection counts, kept up to date by the engine. */
   counts: ConnectionCounts;
+  /**
+   * The connection limit shared with other threads serving the same port;
+   * without it, this engine's open connections count against the limit.
+   */
+  slots?: ConnectionSlots;
   /** Hears of each client refused as busy (an error answer to count). */
   onRefused: () => void;
   /** Hears of each client dropped for taking no bytes. */
@@ -101,6 +107,7 @@ export class ConnectionEngine {
   #protocol: ConnectionProtocol;
   #limits: Limits;
   #counts: ConnectionCounts;
+  #slots: ConnectionSlots | undefined;
   #events: Pick<EngineOptions, "onRefused" | "onSendTimeout">;
   #connections = new Set<Promise<void>>();
   #sessions = new Set<Session>();
@@ -121,6 +128,7 @@ export class ConnectionEngine {
     this.#protocol = protocol;
     this.#limits = options.limits;
     this.#counts = options.counts;
+    this.#slots = options.slots;
     this.#events = options;
     this.#spare = openSpare();
     this.#sweeper = setInterval(
@@ -151,7 +159,12 @@ export class ConnectionEngine {
         continue;
       }
       this.#counts.total++;
-      if (this.#counts.open >= this.#limits.maxConnections) {
+      if (this.#slots?.short()) {
+        // Refused quickly: the descriptor is what the process lacks.
+        this.#track(this.#refuse(conn, OUT_OF_DESCRIPTORS, SHORTAGE_LINGER_MS));
+        continue;
+      }
+      if (!this.#takeSlot()) {
         this.#track(this.#refuse(conn, "server busy: too many connections"));
         continue;
       }
@@ -263,6 +276,7 @@ export class ConnectionEngine {
       this.#sessions.delete(session);
       closeQuietly(conn);
       this.#counts.open--;
+      this.#slots?.release();
     }
   }
 
@@ -300,20 +314,27 @@ export class ConnectionEngine {
    * reports at most one a second.
    */
   async #acceptFailed(error: unknown): Promise<void> {
+    if (isOutOfDescriptors(error)) this.#slots?.outOfDescriptors();
     if (isOutOfDescriptors(error) && this.#spare) {
       this.#spare.close();
       this.#spare = undefined;
       try {
         const conn = await this.#listener.accept();
         this.#counts.total++;
-        const refused = this.#refuse(conn, "server busy: out of file descriptors");
+        const refused = this.#refuse(conn, OUT_OF_DESCRIPTORS);
         this.#track(refused.finally(() => this.#spare ??= openSpare()));
       } catch {
         this.#spare = openSpare(); // the client left first
       }
       return;
     }
-    if (!isOutOfDescriptors(error)) {
+    if (isOutOfDescriptors(error)) {
+      // Without a spare, take one back as soon as a descriptor is free: with
+      // worker threads another thread's accept may have taken the one this
+      // thread freed, and clients queued on this thread's listener wait for
+      // a descriptor to be told they must go.
+      this.#spare ??= openSpare();
+    } else {
       const now = Date.now();
       if (now - this.#lastAcceptReport >= 1000) {
         this.#lastAcceptReport = now;
@@ -323,13 +344,19 @@ export class ConnectionEngine {
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 
+  /** Takes a connection slot: false when the limit is reached. */
+  #takeSlot(): boolean {
+    if (this.#slots) return this.#slots.take();
+    return this.#counts.open < this.#limits.maxConnections;
+  }
+
   /** Tells a client right after accept that the server is busy, and closes. */
-  async #refuse(conn: Deno.Conn, message: string): Promise<void> {
+  async #refuse(conn: Deno.Conn, message: string, lingerMs?: number): Promise<void> {
     this.#counts.rejected++;
     this.#events.onRefused();
     try {
       await writeAll(conn, this.#protocol.busyAnswer(message));
-      await linger(conn);
+      await linger(conn, undefined, lingerMs);
     } catch {
       // the client is gone
     } finally {
@@ -354,6 +381,14 @@ export class ConnectionEngine {
     }
   }
 }
+
+/**
+ * How long a client refused while descriptors are short may keep its
+ * descriptor for the answer to reach it (see `linger`).
+ */
+const SHORTAGE_LINGER_MS = 100;
+/** What a client refused for lack of descriptors is told. */
+const OUT_OF_DESCRIPTORS = "server busy: out of file descriptors";
 
 function openSpare(): Deno.FsFile | undefined {
   try {

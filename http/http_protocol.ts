@@ -432,16 +432,16 @@ export class HttpProtocol implements ConnectionProtocol {
     const service = this.#service;
     switch (pathname) {
       case "/-/metrics":
-        return textAnswer(200, formatMetrics(service.metrics()), {
+        return textAnswer(200, formatMetrics(await service.metrics()), {
           type: "text/plain; version=0.0.4; charset=utf-8",
         });
       case "/-/stats":
-        return jsonAnswer(service.stats());
+        return jsonAnswer(await service.stats());
       case "/-/cache":
-        return jsonAnswer(service.listing());
+        return jsonAnswer(await service.listing());
       case "/-/recent":
         // Who asked for what is the clients' business: no addresses here.
-        return jsonAnswer(service.recent().map((record) => ({ ...record, client: "-" })));
+        return jsonAnswer((await service.recent()).map((record) => ({ ...record, client: "-" })));
     }
     const asset = STATUS_ASSETS[pathname];
     if (!asset) return textAnswer(404, `not found: ${pathname}\n`);

@@ -93,9 +93,11 @@ export class S3Origin implements Origin {
   readonly #retries: number;
   readonly #backoffMs: number;
   readonly #timeoutMs: number;
+  readonly #options: S3OriginOptions;
 
   /** An origin for the bucket and prefix of `options.url` at `options.endpoint`. */
   constructor(options: S3OriginOptions) {
+    this.#options = { ...options };
     this.location = parseS3Url(options.url);
     let endpoint: URL;
     try {
@@ -117,6 +119,11 @@ export class S3Origin implements Origin {
     this.#retries = options.retries ?? DEFAULTS.originRetries;
     this.#backoffMs = options.backoffMs ?? DEFAULTS.originBackoffMs;
     this.#timeoutMs = options.timeoutMs ?? DEFAULTS.originTimeoutMs;
+  }
+
+  /** The options it was made with: a worker thread makes its own origin from them. */
+  get options(): S3OriginOptions {
+    return { ...this.#options };
   }
 
   /**

@@ -11,21 +11,18 @@
 import { FileCache } from "../cache.ts";
 import { DEFAULTS } from "../defaults.ts";
 import type { PolicyFactory, PolicyName } from "../policies/policy.ts";
-import {
-  type ConnectionCounts,
-  ConnectionEngine,
-  type EngineOptions,
-} from "../engine/connection_engine.ts";
-import { HttpProtocol } from "../http/http_protocol.ts";
-import { TcpProtocol } from "../tcp/tcp_protocol.ts";
+import { ConnectionSlots, slotMemory } from "../engine/connection_slots.ts";
 import { DirectoryOrigin } from "../origin/directory.ts";
 import type { Origin } from "../origin/origin.ts";
+import { S3Origin } from "../origin/s3.ts";
 import {
   FileService,
   type Limits,
   type RequestRecord,
   type ServerStats,
 } from "../service/file_service.ts";
+import { listen, serveHttp, serveTcp, sharedPortsAvailable } from "./listeners.ts";
+import { WorkerPool } from "./worker_pool.ts";
 
 export type { RequestRecord, ServerStats } from "../service/file_service.ts";
 
@@ -136,6 +133,16 @@ export interface ServerOptions {
    * @default {false}
    */
   debug?: boolean;
+  /**
+   * Threads that serve: this one, and `workers - 1` worker threads that
+   * accept on the same ports (`SO_REUSEPORT`, which needs Deno's
+   * `--unstable-net`) and share the one cache, which this thread owns
+   * (docs/architecture.md). Needs a directory or an S3 origin (not another
+   * injected one) and a policy given by name. The command line's default is
+   * the number of cores.
+   * @default {1}
+   */
+  workers?: number;
 }
 
 /** A running server, as {@linkcode startServer} returns it. */
@@ -146,8 +153,10 @@ export interface ServerHandle {
   readonly httpAddr?: Deno.NetAddr;
   /** The cache it serves from. */
   readonly cache: FileCache;
-  /** The counters `STATS` reports, as of now. */
-  stats(): ServerStats;
+  /** The counters `STATS` reports, as of now, of every thread. */
+  stats(): Promise<ServerStats>;
+  /** The threads serving (see `ServerOptions.workers`). */
+  readonly workers: number;
   /**
    * Stops accepting, closes idle connections, lets responses in progress
    * finish (for at most `shutdownTimeoutMs`, then closes them too), and
@@ -170,18 +179,20 @@ export interface ServerHandle {
 export async function startServer(options: ServerOptions = {}): Promise<ServerHandle> {
   const cacheDir = options.cacheDir ?? DEFAULTS.cacheDir;
   const onError = options.onError ?? console.error;
+  const workers = workerCount(options);
+  const shared = workers > 1;
   // The origin and the port first: a server that cannot serve its directory
   // or take its port must not create or empty a cache directory (which may
   // be a running server's).
-  const directory = options.origin ? undefined : await DirectoryOrigin.open(
-    options.dir ?? SAMPLE_DIR,
-    { hide: cacheDir, watchChanges: options.changeWatch },
-  );
+  const dir = options.dir ?? SAMPLE_DIR;
+  const directory = options.origin
+    ? undefined
+    : await DirectoryOrigin.open(dir, { hide: cacheDir, watchChanges: options.changeWatch });
   const origin = options.origin ?? directory!;
   const hostname = options.host ?? DEFAULTS.host;
   let listener: Deno.TcpListener;
   try {
-    listener = Deno.listen({ hostname, port: options.port ?? DEFAULTS.port });
+    listener = listen(hostname, options.port ?? DEFAULTS.port, shared);
   } catch (error) {
     directory?.close();
     throw error;
@@ -197,7 +208,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   let cache: FileCache;
   try {
     if (options.httpPort !== undefined) {
-      httpListener = Deno.listen({ hostname, port: options.httpPort });
+      httpListener = listen(hostname, options.httpPort, shared);
     }
     cache = await FileCache.open({
       dir: cacheDir,
@@ -213,58 +224,82 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     directory?.close();
     throw error;
   }
-  const files = new FileService(cache, origin, {
-    maxOpenFiles: options.maxOpenFiles ?? DEFAULTS.maxOpenFiles,
-    onError,
-    debug: options.debug ?? false,
-  });
-  const engines = [serveTcp(listener, files, limits)];
-  if (httpListener) engines.push(serveHttp(httpListener, files, limits));
+  const maxOpenFiles = options.maxOpenFiles ?? DEFAULTS.maxOpenFiles;
+  const debug = options.debug ?? false;
+  const files = new FileService(cache, origin, { maxOpenFiles, onError, debug });
+  // With worker threads, each port's connection limit is counted in memory
+  // that every thread shares: TCP in the first cell, HTTP in the second.
+  const slotCells = shared ? slotMemory(2) : undefined;
+  const slots = (index: number) =>
+    slotCells && new ConnectionSlots(slotCells, index, limits.maxConnections);
+  const engines = [serveTcp(listener, files, limits, slots(0))];
+  if (httpListener) engines.push(serveHttp(httpListener, files, limits, slots(1)));
   const accepting = engines.map((engine) => engine.acceptLoop());
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs;
+  const stopHere = async () => {
+    for (const engine of engines) engine.shutdown(shutdownTimeoutMs);
+    await Promise.all(accepting);
+    directory?.close();
+  };
+  let pool: WorkerPool | undefined;
+  if (shared) {
+    try {
+      pool = await WorkerPool.start(
+        workers - 1,
+        {
+          dir: options.origin ? undefined : dir,
+          s3: options.origin instanceof S3Origin ? options.origin.options : undefined,
+          changeWatch: options.changeWatch,
+          hostname,
+          port: listener.addr.port,
+          httpPort: httpListener?.addr.port,
+          cacheDir,
+          capacity: cache.capacity,
+          limits: {
+            maxConnections: limits.maxConnections,
+            idleTimeoutMs: limits.idleTimeoutMs,
+            sendTimeoutMs: limits.sendTimeoutMs,
+          },
+          maxOpenFiles,
+          logRequests: options.onRequest !== undefined,
+          debug,
+          slots: slotCells!,
+        },
+        cache,
+        files,
+        { onError, onRequest: options.onRequest },
+      );
+    } catch (error) {
+      await stopHere();
+      throw new Error(`cannot start worker threads: ${(error as Error).message}`);
+    }
+  }
   return {
     addr: listener.addr,
     httpAddr: httpListener?.addr,
     cache,
+    workers,
     stats: () => files.stats(),
     close: async () => {
-      for (const engine of engines) engine.shutdown(shutdownTimeoutMs);
-      await Promise.all(accepting);
-      directory?.close();
+      await Promise.all([pool?.stop(shutdownTimeoutMs), stopHere()]);
     },
   };
 }
 
-/** The TCP protocol on `listener`; its connections are the ones `STATS` counts. */
-function serveTcp(listener: Deno.TcpListener, files: FileService, limits: Limits) {
-  const protocol = new TcpProtocol(files, limits);
-  protocol.engine = new ConnectionEngine(
-    listener,
-    protocol,
-    engineOptions(files, limits, files.connections),
-  );
-  return protocol.engine;
-}
-
-/** HTTP/1.1 on `listener`, with connection counts of its own. */
-function serveHttp(listener: Deno.TcpListener, files: FileService, limits: Limits) {
-  const protocol = new HttpProtocol(files, limits);
-  const counts = { open: 0, total: 0, rejected: 0 };
-  protocol.engine = new ConnectionEngine(listener, protocol, engineOptions(files, limits, counts));
-  files.httpConnections = () => counts.open;
-  return protocol.engine;
-}
-
-/** The engine's options: limits, counts, and the service's counters of refusals and drops. */
-function engineOptions(
-  files: FileService,
-  limits: Limits,
-  counts: ConnectionCounts,
-): EngineOptions {
-  return {
-    limits,
-    counts,
-    onRefused: () => files.countError(503),
-    onSendTimeout: () => files.countSendTimeout(),
-  };
+/** The threads `options` asks for; more than one needs what a worker can rebuild. */
+function workerCount(options: ServerOptions): number {
+  const workers = options.workers ?? 1;
+  if (!Number.isSafeInteger(workers) || workers < 1) {
+    throw new RangeError(`invalid worker count: ${workers}`);
+  }
+  if (workers > 1 && options.origin && !(options.origin instanceof S3Origin)) {
+    throw new RangeError("worker threads need a directory or an S3 origin");
+  }
+  if (workers > 1 && typeof options.policy === "function") {
+    throw new RangeError("worker threads need a policy given by name");
+  }
+  if (workers > 1 && !sharedPortsAvailable()) {
+    throw new RangeError("worker threads need Deno's --unstable-net (to share the ports)");
+  }
+  return workers;
 }

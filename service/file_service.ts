@@ -9,8 +9,15 @@
  */
 
 import { closeQuietly } from "../util/byte_reader.ts";
-import type { CacheEntry, FileCache, FillSource } from "../cache.ts";
+import type { CacheEntry, CacheView, FillSource } from "../cache.ts";
 import { Histogram, type MetricsSnapshot, type RequestCounts } from "./metrics.ts";
+import {
+  type CacheOutcome,
+  type ProtocolName,
+  type RequestRecord,
+  sumCounters,
+  type ThreadCounters,
+} from "./counters.ts";
 import {
   type ByteSource,
   type Origin,
@@ -22,34 +29,7 @@ import { type ErrorCode, RequestError } from "../protocol.ts";
 import { Semaphore } from "../util/semaphore.ts";
 import { VERSION } from "../version.ts";
 
-/** Where a `GET` was served from. */
-export type CacheOutcome = "hit" | "miss" | "bypass";
-
-/** The protocols a request can arrive on. */
-export type ProtocolName = "tcp" | "http";
-
-/** One answered request, as the access log and the status page hear of it. */
-export interface RequestRecord {
-  /** When the request arrived, ms since the epoch. */
-  time: number;
-  /** The protocol it came in on. */
-  protocol: ProtocolName;
-  /** The client's address, `host:port`. */
-  client: string;
-  /** The command (`GET`, `LIST`, ...; `-` when the request did not parse). */
-  command: string;
-  /** The path, for commands that take one. */
-  path?: string;
-  /** TCP: `OK`, or the error code sent. HTTP: the status code. */
-  status: "OK" | number;
-  /** Bytes of the answer, header included. */
-  bytes: number;
-  /** Milliseconds from the request to the answer's last byte handed over. */
-  ms: number;
-  /** Where a `GET` was served from. */
-  cache?: CacheOutcome;
-}
-
+export type { CacheOutcome, ProtocolName, RequestRecord } from "./counters.ts";
 /** The counters `STATS` reports. */
 export interface ServerStats {
   /** The server's version. */
@@ -88,6 +68,11 @@ export interface ServerStats {
   cache: { capacity: number; used: number; entries: number; policy: string; memory: number };
   /** How a file's freshness is checked (see `Origin.freshness`). */
   freshness: "watch" | "stat";
+  /**
+   * Requests received by each thread that serves (`--workers`), the main
+   * thread first: how evenly the kernel spreads the connections.
+   */
+  threads: number[];
 }
 
 /** A `GET` resolved to its bytes, ready to send. */
@@ -207,7 +192,7 @@ const JOIN_FILL = Symbol("join the fill in flight");
 /** The cache, the origin and the counters, shared by every protocol. */
 export class FileService {
   /** The cache served from. */
-  readonly cache: FileCache;
+  readonly cache: CacheView;
   /** The origin behind it. */
   readonly origin: Origin;
   /** TCP connection counters, kept by the TCP server. */
@@ -236,7 +221,13 @@ export class FileService {
   /** Bytes of large buffers handed out (see {@linkcode LARGE_CHUNK_BUDGET}). */
   #largeOut = 0;
 
-  constructor(cache: FileCache, origin: Origin, options: ServiceOptions) {
+  /**
+   * The counters of every thread that serves, this one's included: with
+   * `--workers`, the worker pool gathers them (`server/worker_pool.ts`).
+   */
+  threads: () => Promise<ThreadCounters[]> = () => Promise.resolve([this.counters()]);
+
+  constructor(cache: CacheView, origin: Origin, options: ServiceOptions) {
     this.cache = cache;
     this.origin = origin;
     this.#options = options;
@@ -278,81 +269,110 @@ export class FileService {
     if (this.#recent.length > RECENT_REQUESTS) this.#recent.shift();
   }
 
-  /** The most recent requests, oldest first. */
-  recent(): RequestRecord[] {
-    return [...this.#recent];
-  }
-
-  /** The counters in the shape `/-/metrics` reports them. */
-  metrics(): MetricsSnapshot {
-    const stats = this.stats();
+  /** This thread's counters, as plain data. */
+  counters(): ThreadCounters {
+    const histogram = ({ counts, count, sum }: Histogram) => ({ counts: [...counts], count, sum });
     return {
-      requests: this.#byProtocol,
-      durations: this.#durations,
-      hits: stats.hits,
-      misses: stats.misses,
-      bypasses: stats.bypasses,
-      evictions: stats.evictions,
-      bytesSent: stats.bytesSent,
-      bytesFromOrigin: stats.bytesFromOrigin,
-      sendTimeouts: stats.sendTimeouts,
-      cacheUsed: stats.cache.used,
-      cacheCapacity: stats.cache.capacity,
-      cacheEntries: stats.cache.entries,
-      memoryUsed: stats.cache.memory,
-      open: { tcp: this.connections.open, http: this.httpConnections() },
-      uptimeSeconds: stats.uptimeMs / 1000,
+      ...this.#counts,
+      errors: { ...this.#errors },
+      byProtocol: { tcp: { ...this.#byProtocol.tcp }, http: { ...this.#byProtocol.http } },
+      durations: {
+        tcp: histogram(this.#durations.tcp),
+        http: histogram(this.#durations.http),
+      },
+      connections: { ...this.connections },
+      http: { connections: this.httpConnections(), active: this.httpActive },
+      recent: [...this.#recent],
     };
   }
 
-  /** The counters `STATS` reports, as of now. */
-  stats(): ServerStats {
-    const c = this.#counts;
+  /** The whole server's most recent requests, oldest first. */
+  async recent(): Promise<RequestRecord[]> {
+    return (await this.#serverCounters()).recent;
+  }
+
+  /** The whole server's counters in the shape `/-/metrics` reports them. */
+  async metrics(): Promise<MetricsSnapshot> {
+    const [counters, cache] = await Promise.all([this.#serverCounters(), this.cache.figures()]);
+    const durations = (data: ThreadCounters["durations"]["tcp"]) =>
+      Object.assign(new Histogram(), data);
+    return {
+      requests: counters.byProtocol,
+      durations: {
+        tcp: durations(counters.durations.tcp),
+        http: durations(counters.durations.http),
+      },
+      hits: counters.hits,
+      misses: counters.misses,
+      bypasses: counters.bypasses,
+      evictions: cache.evictions,
+      bytesSent: counters.bytesSent,
+      bytesFromOrigin: counters.bytesFromOrigin,
+      sendTimeouts: counters.sendTimeouts,
+      cacheUsed: cache.used,
+      cacheCapacity: cache.capacity,
+      cacheEntries: cache.entries,
+      memoryUsed: cache.memory,
+      open: { tcp: counters.connections.open, http: counters.http.connections },
+      uptimeSeconds: (Date.now() - this.#started) / 1000,
+    };
+  }
+
+  /** The whole server's counters, as `STATS` reports them. */
+  async stats(): Promise<ServerStats> {
+    const [threads, cache] = await Promise.all([this.threads(), this.cache.figures()]);
+    const c = sumCounters(threads, RECENT_REQUESTS);
     const requestsOf = (counts: RequestCounts) => Object.values(counts).reduce((a, b) => a + b, 0);
     return {
       version: VERSION,
       uptimeMs: Date.now() - this.#started,
-      connections: { ...this.connections },
+      connections: c.connections,
       requests: c.requests,
       hits: c.hits,
       misses: c.misses,
       bypasses: c.bypasses,
-      evictions: this.cache.evictions,
+      evictions: cache.evictions,
       bytesSent: c.bytesSent,
       bytesFromOrigin: c.bytesFromOrigin,
       sendTimeouts: c.sendTimeouts,
-      errors: { ...this.#errors },
+      errors: c.errors,
       protocols: {
-        tcp: { requests: requestsOf(this.#byProtocol.tcp) },
+        tcp: { requests: requestsOf(c.byProtocol.tcp) },
         http: {
-          requests: requestsOf(this.#byProtocol.http),
-          connections: this.httpConnections(),
-          active: this.httpActive,
+          requests: requestsOf(c.byProtocol.http),
+          connections: c.http.connections,
+          active: c.http.active,
         },
       },
       cache: {
-        capacity: this.cache.capacity,
-        used: this.cache.used,
-        entries: this.cache.count,
-        policy: this.cache.policy,
-        memory: this.cache.memoryUsed,
+        capacity: cache.capacity,
+        used: cache.used,
+        entries: cache.entries,
+        policy: cache.policy,
+        memory: cache.memory,
       },
       freshness: this.origin.freshness ?? "stat",
+      threads: threads.map((thread) => thread.requests),
     };
   }
 
   /** The `LIST` answer: the cache's entries in eviction order. */
-  listing(): { capacity: number; used: number; policy: string; entries: unknown[] } {
+  async listing(): Promise<{ capacity: number; used: number; policy: string; entries: unknown[] }> {
+    const [cache, entries] = await Promise.all([this.cache.figures(), this.cache.ordered()]);
     return {
-      capacity: this.cache.capacity,
-      used: this.cache.used,
-      policy: this.cache.policy,
-      entries: this.cache.entries().map((entry) => ({
+      capacity: cache.capacity,
+      used: cache.used,
+      policy: cache.policy,
+      entries: entries.map((entry) => ({
         path: entry.path,
         size: entry.size,
         admitted: entry.admitted,
       })),
     };
+  }
+
+  async #serverCounters(): Promise<ThreadCounters> {
+    return sumCounters(await this.threads(), RECENT_REQUESTS);
   }
 
   /** The `FILES` answer: a directory of the origin. */
@@ -433,6 +453,15 @@ export class FileService {
     if (stat.validator !== entry.validator) return undefined;
     this.#countServed(path, "hit");
     return { entry, bytes: entry.bytes };
+  }
+
+  /**
+   * Fills the cache with `path` as `stat` describes it, or joins the fill in
+   * flight (single flight): for a worker thread's replica, whose own fills
+   * come here. Resolves to the entry, or undefined when it was not admitted.
+   */
+  admit(path: string, stat: OriginStat): Promise<CacheEntry | undefined> {
+    return this.#fill(path, stat);
   }
 
   /**

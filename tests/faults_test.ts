@@ -294,7 +294,10 @@ Deno.test("300 clients disconnecting at every stage leak no descriptor, task or 
         conn.close();
       }
     }
-    await eventually(() => server.stats().connections.open === 0, "every connection to end");
+    await eventually(
+      async () => (await server.stats()).connections.open === 0,
+      "every connection to end",
+    );
     await eventually(() => server.cache.reserved === 0, "fills in flight to finish");
     await eventually(() => openDescriptors() <= baseline, `descriptors back to ${baseline}`);
     await assertCacheConsistent(server.cache, cacheDir);

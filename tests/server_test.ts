@@ -272,7 +272,7 @@ Deno.test("errors: 408 and 413 refusals are counted as requests and logged, as H
         idle.close();
         long.close();
       }
-      const stats = server.stats();
+      const stats = await server.stats();
       assert.equal(stats.requests, 2);
       assert.equal(stats.protocols.tcp.requests, 2);
       assert.deepEqual(stats.errors, { 408: 1, 413: 1 });
@@ -298,9 +298,12 @@ Deno.test("errors: 503 past --max-connections; existing connections are untouche
       assert.ok(await third.closedByServer());
       third.close();
       assert.equal(text(await first.request("GET hello.txt")), hello);
-      assert.equal(server.stats().connections.rejected, 1);
+      assert.equal((await server.stats()).connections.rejected, 1);
       second.close();
-      await eventually(() => server.stats().connections.open === 1, "the second to close");
+      await eventually(
+        async () => (await server.stats()).connections.open === 1,
+        "the second to close",
+      );
       const replacement = await RawConnection.open(port);
       assert.ok((await replacement.request("PING")).ok, "a freed slot is usable again");
       replacement.close();
@@ -363,7 +366,7 @@ eachPolicy(
           assert.equal(result.verified, true);
           assert.equal(sha256(result.bytes!), sha256(files[`f${i % 5}.bin`]));
         });
-        const counters = server.stats();
+        const counters = await server.stats();
         const total = Object.values(files).reduce((sum, f) => sum + f.length, 0);
         assert.equal(counters.bytesFromOrigin, total, "single flight: one origin read per file");
         assert.equal(counters.misses + counters.hits, 50);
@@ -418,7 +421,10 @@ eachPolicy(
         await conn.reader.readBody(100_000, () => {});
         conn.close();
       }
-      await eventually(() => server.stats().connections.open === 0, "connections to close");
+      await eventually(
+        async () => (await server.stats()).connections.open === 0,
+        "connections to close",
+      );
       const client = await connect({ port });
       try {
         const result = await client.get("big.bin");
@@ -427,7 +433,7 @@ eachPolicy(
         assert.equal(sha256(result.bytes!), sha256(big));
         const listing = await client.list();
         assert.equal(listing.used, big.length);
-        assert.equal(server.stats().bytesFromOrigin, big.length);
+        assert.equal((await server.stats()).bytesFromOrigin, big.length);
       } finally {
         client.close();
       }

@@ -245,13 +245,17 @@ const lingerScratch = new Uint8Array(16 * 1024);
 
 /**
  * Half-closes `conn` and reads what the client still sends, for at most
- * {@linkcode LINGER_MS} and {@linkcode LINGER_BYTES}, before the caller
+ * `ms` ({@linkcode LINGER_MS}) and {@linkcode LINGER_BYTES}, before the caller
  * closes it: closing with unread input would reset the connection and could
  * destroy the last response before the client reads it. A read already in
  * flight (`pendingRead`) is waited for first, within the same bound.
  */
-export async function linger(conn: Deno.Conn, pendingRead?: Promise<unknown>): Promise<void> {
-  const timer = setTimeout(() => closeQuietly(conn), LINGER_MS);
+export async function linger(
+  conn: Deno.Conn,
+  pendingRead?: Promise<unknown>,
+  ms: number = LINGER_MS,
+): Promise<void> {
+  const timer = setTimeout(() => closeQuietly(conn), ms);
   try {
     await conn.closeWrite();
     await pendingRead?.catch(() => {});

@@ -48,8 +48,8 @@ async function sizeOf(path: string): Promise<number> {
 }
 
 /** How many GETs the server has answered (hits, misses and bypasses). */
-function gets(server: ServerHandle): number {
-  const stats = server.stats();
+async function gets(server: ServerHandle): Promise<number> {
+  const stats = await server.stats();
   return stats.hits + stats.misses + stats.bypasses;
 }
 
@@ -86,7 +86,7 @@ Deno.test("get A B C: a batch, over --parallel connections, survives a failed fi
 
     await t.step("--parallel 3 -o DIR: one missing file, the others saved, exit 1", async () => {
       await withTempDir(async (cwd) => {
-        const before = server.stats().connections.total;
+        const before = (await server.stats()).connections.total;
         const out = await cli([
           "--port",
           P,
@@ -102,7 +102,7 @@ Deno.test("get A B C: a batch, over --parallel connections, survives a failed fi
         ], cwd);
         assert.equal(out.code, 1, out.stderr);
         assert.equal(out.stdout, "");
-        assert.equal(server.stats().connections.total - before, 3, "three connections");
+        assert.equal((await server.stats()).connections.total - before, 3, "three connections");
         assert.deepEqual(await listTree(cwd), ["out/", "out/a.txt", "out/b.txt", "out/big.bin"]);
         assert.equal(await Deno.readTextFile(`${cwd}/out/a.txt`), "alpha\n");
         assert.equal(await Deno.readTextFile(`${cwd}/out/b.txt`), "bravo\n");
@@ -126,10 +126,10 @@ Deno.test("get A B C: a batch, over --parallel connections, survives a failed fi
 
     await t.step("without --parallel: one connection, into the working directory", async () => {
       await withTempDir(async (cwd) => {
-        const before = server.stats().connections.total;
+        const before = (await server.stats()).connections.total;
         const out = await cli(["--port", P, "get", "docs/a.txt", "docs/b.txt"], cwd);
         assert.equal(out.code, 0, out.stderr);
-        assert.equal(server.stats().connections.total - before, 1);
+        assert.equal((await server.stats()).connections.total - before, 1);
         assert.deepEqual(await listTree(cwd), ["a.txt", "b.txt"]);
         const lines = linesOf(out.stderr);
         assert.match(lines[0], new RegExp(`^${summarySource("a.txt", "6 B", "hit")}$`));
@@ -248,10 +248,10 @@ Deno.test("get -r DIR mirrors a tree and skips what is already there", async (t)
       const before = await mtimes();
 
       await t.step("a second run fetches nothing: no GET, every file untouched", async () => {
-        const getsBefore = gets(server);
+        const getsBefore = await gets(server);
         const out = await cli(["--port", P, "get", "-r", "docs", "-o", "out"], cwd);
         assert.equal(out.code, 0, out.stderr);
-        assert.equal(gets(server), getsBefore, "the server answered no GET");
+        assert.equal(await gets(server), getsBefore, "the server answered no GET");
         assert.deepEqual(await mtimes(), before);
         assert.deepEqual(await listTree(cwd), mirrored);
         assert.match(
@@ -263,11 +263,11 @@ Deno.test("get -r DIR mirrors a tree and skips what is already there", async (t)
       await t.step("a changed file (same size) and a deleted one are fetched again", async () => {
         await Deno.writeTextFile(`${cwd}/out/docs/a.txt`, "ALPHA\n");
         await Deno.remove(`${cwd}/out/docs/sub/b.txt`);
-        const getsBefore = gets(server);
+        const getsBefore = await gets(server);
         const out = await cli(["--port", P, "get", "-r", "docs", "-o", "out", "--json"], cwd);
         assert.equal(out.code, 0, out.stderr);
         assert.equal(out.stderr, "");
-        assert.equal(gets(server) - getsBefore, 2, "two GETs");
+        assert.equal((await gets(server)) - getsBefore, 2, "two GETs");
         assert.equal(await Deno.readTextFile(`${cwd}/out/docs/a.txt`), "alpha\n");
         assert.equal(await Deno.readTextFile(`${cwd}/out/docs/sub/b.txt`), "bravo\n");
         assert.equal(await mtimeOf(`${cwd}/out/docs/sub/deeper/big.bin`), before[2]);
@@ -335,10 +335,10 @@ Deno.test("get -r: a file the server has no sha256 for is fetched on every run",
         new RegExp(`^${summarySource("docs/big.bin", "300 KiB", "bypass", { verified: false })}$`),
       );
       const aMtime = await mtimeOf(`${cwd}/docs/a.txt`);
-      const getsBefore = gets(server);
+      const getsBefore = await gets(server);
       const second = await cli(args, cwd);
       assert.equal(second.code, 0, second.stderr);
-      assert.equal(gets(server) - getsBefore, 1, "only big.bin");
+      assert.equal((await gets(server)) - getsBefore, 1, "only big.bin");
       assert.equal(await mtimeOf(`${cwd}/docs/a.txt`), aMtime);
       assert.equal(sha256(await Deno.readFile(`${cwd}/docs/big.bin`)), BIG_SHA);
       assert.match(linesOf(second.stderr)[1], /^mirrored docs into docs: 1 saved, 1 up to date/);
@@ -372,7 +372,7 @@ Deno.test("get --continue finishes NAME.part with a range request", async (t) =>
         } finally {
           client.close();
         }
-        const sentBefore = server.stats().bytesSent;
+        const sentBefore = (await server.stats()).bytesSent;
         const out = await cli(["--port", P, "get", "data/big.bin", "--continue"], cwd);
         assert.equal(out.code, 0, out.stderr);
         assert.match(
@@ -381,7 +381,7 @@ Deno.test("get --continue finishes NAME.part with a range request", async (t) =>
         );
         assert.deepEqual(await namesIn(cwd), ["big.bin"]);
         assert.equal(sha256(await Deno.readFile(`${cwd}/big.bin`)), BIG_SHA);
-        const sent = server.stats().bytesSent - sentBefore;
+        const sent = (await server.stats()).bytesSent - sentBefore;
         assert.ok(sent > BIG.length - HALF && sent < BIG.length - HALF + 1000, `sent ${sent}`);
       });
     });
@@ -421,14 +421,14 @@ Deno.test("get --continue finishes NAME.part with a range request", async (t) =>
     await t.step("a complete .part is verified and renamed; only a header is sent", async () => {
       await withTempDir(async (cwd) => {
         await Deno.writeFile(`${cwd}/big.bin.part`, BIG);
-        const sentBefore = server.stats().bytesSent;
+        const sentBefore = (await server.stats()).bytesSent;
         const out = await cli(["--port", P, "get", "data/big.bin", "--continue"], cwd);
         assert.equal(out.code, 0, out.stderr);
         assert.match(
           out.stderr,
           summaryPattern("big.bin", "300 KiB", "hit", { resumedAt: "300 KiB" }),
         );
-        assert.ok(server.stats().bytesSent - sentBefore < 1000);
+        assert.ok((await server.stats()).bytesSent - sentBefore < 1000);
         assert.equal(sha256(await Deno.readFile(`${cwd}/big.bin`)), BIG_SHA);
       });
     });
@@ -477,10 +477,10 @@ Deno.test("get --continue when the server has no sha256 for the file", async (t)
           assert.equal(out.code, 3, out.stderr);
         });
         assert.equal(await mtimeOf(`${cwd}/big.bin.part`), mtime, "stamped with the mtime");
-        const requestsBefore = server.stats().requests;
+        const requestsBefore = (await server.stats()).requests;
         const out = await cli(["--port", String(port), "get", "data/big.bin", "-c"], cwd);
         assert.equal(out.code, 0, out.stderr);
-        assert.equal(server.stats().requests - requestsBefore, 2, "GET and STAT");
+        assert.equal((await server.stats()).requests - requestsBefore, 2, "GET and STAT");
         assert.match(
           out.stderr,
           summaryPattern("big.bin", "300 KiB", "bypass", { resumedAt: "150 KiB", verified: false }),

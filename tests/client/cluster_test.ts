@@ -209,7 +209,10 @@ Deno.test("ClusterClient: a connection the node closed while idle is replaced, a
     const node = client.nodeFor("a.txt");
     assert.equal((await client.get("a.txt")).cache, "miss");
     const owner = servers[nodes.indexOf(node)];
-    await eventually(() => owner.stats().connections.open === 0, "the idle connection closed");
+    await eventually(
+      async () => (await owner.stats()).connections.open === 0,
+      "the idle connection closed",
+    );
     assert.equal((await client.get("a.txt")).cache, "hit", "the same node, on a new connection");
     assert.equal(client.nodeFor("a.txt"), node, "not marked down");
     client.close();

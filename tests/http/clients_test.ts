@@ -171,7 +171,7 @@ interface Fixture {
   records: RequestRecord[];
   /** The HTTP requests' records. */
   http(): RequestRecord[];
-  stats(): ServerStats;
+  stats(): Promise<ServerStats>;
   /** A fresh temporary directory for a client's output, removed afterwards. */
   workDir: string;
 }
@@ -384,7 +384,10 @@ clientTest(
         assert.match(got.stderr, /Closing connection/, `${path}: ${got.stderr}`);
       }
       assert.deepEqual(http().map((record) => record.status), [200, 200, 200]);
-      await eventually(() => stats().protocols.http.connections === 0, "no HTTP connection open");
+      await eventually(
+        async () => (await stats()).protocols.http.connections === 0,
+        "no HTTP connection open",
+      );
 
       // curl closes an HTTP/1.0 connection itself, so it cannot show that the server does
       // (RFC 9112 §9.3: without keep-alive, an HTTP/1.0 connection closes after the response).

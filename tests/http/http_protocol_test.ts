@@ -226,7 +226,7 @@ Deno.test("preconditions come before the range: If-Range drops it, a 304 wins ov
       `If-None-Match: ${etag}`,
     ]);
     assert.equal(unchanged.status, 304, "If-None-Match is evaluated before the range");
-    const stats = server.server.stats();
+    const stats = await server.server.stats();
     assert.equal(stats.bypasses, 3, "one origin read per answered body; none for the 304");
   });
 });
@@ -251,7 +251,7 @@ Deno.test("HTTP under concurrency: 60 downloads of 12 files, ten at a time, thro
       const ids = Array.from({ length: 10 }, (_, i) => wave * 10 + i);
       outcomes.push(...await Promise.all(ids.map(download)));
     }
-    const stats = server.server.stats();
+    const stats = await server.server.stats();
     assert.ok(stats.evictions > 0, "files were evicted meanwhile");
     assert.equal(stats.hits + stats.misses + stats.bypasses, 60);
     assert.deepEqual(
@@ -427,7 +427,10 @@ Deno.test("HTTP limits: 503 past max connections, 408 for a slow head, idle keep
       try {
         // Both held open; a third connection is refused.
         await second.send("GET /hello.txt HTTP/1.1\r\nHo");
-        await eventually(() => server.server.stats().protocols.http.connections === 2, "2 open");
+        await eventually(
+          async () => (await server.server.stats()).protocols.http.connections === 2,
+          "2 open",
+        );
         const refused = await rawHttp(port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n");
         assert.match(refused, /^HTTP\/1\.1 503 [^]*too many connections/);
 
@@ -449,7 +452,10 @@ Deno.test("HTTP limits: 503 past max connections, 408 for a slow head, idle keep
       } finally {
         conn.close();
       }
-      await eventually(() => server.server.stats().protocols.http.connections === 0, "all closed");
+      await eventually(
+        async () => (await server.server.stats()).protocols.http.connections === 0,
+        "all closed",
+      );
 
       // A request with a body is answered (405) and its connection closed:
       // the body is never mistaken for a request in progress.
@@ -461,7 +467,10 @@ Deno.test("HTTP limits: 503 past max connections, 408 for a slow head, idle keep
       } finally {
         post.close();
       }
-      await eventually(() => server.server.stats().protocols.http.connections === 0, "closed");
+      await eventually(
+        async () => (await server.server.stats()).protocols.http.connections === 0,
+        "closed",
+      );
     },
   );
 });
@@ -514,12 +523,21 @@ Deno.test("HTTP: a client that stops reading is dropped after the send timeout; 
     const stalled = await Deno.connect({ hostname: "127.0.0.1", port });
     try {
       await stalled.write(new TextEncoder().encode("GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n"));
-      await eventually(() => server.server.stats().protocols.http.active === 1, "stalled response");
+      await eventually(
+        async () => (await server.server.stats()).protocols.http.active === 1,
+        "stalled response",
+      );
       // While it stalls, another client gets its file at once.
       const other = await curl(server, "/huge.bin", ["--fail"]);
       assert.equal(sha256(other.body), sha256(huge));
-      await eventually(() => server.server.stats().sendTimeouts === 1, "the send timeout");
-      await eventually(() => server.server.stats().protocols.http.active === 0, "response freed");
+      await eventually(
+        async () => (await server.server.stats()).sendTimeouts === 1,
+        "the send timeout",
+      );
+      await eventually(
+        async () => (await server.server.stats()).protocols.http.active === 0,
+        "response freed",
+      );
     } finally {
       stalled.close();
     }

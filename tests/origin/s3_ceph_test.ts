@@ -190,7 +190,7 @@ Deno.test({
         await t.step("twenty concurrent misses of one object: one origin read", async () => {
           const bytes = seededBytes(MiB, 21);
           await put("site/data/hot.bin", bytes);
-          const before = server.stats().bytesFromOrigin;
+          const before = (await server.stats()).bytesFromOrigin;
           const clients = await Promise.all(
             Array.from({ length: 20 }, () => RawConnection.open(server.addr.port)),
           );
@@ -200,7 +200,7 @@ Deno.test({
           } finally {
             for (const client of clients) client.close();
           }
-          assert.equal(server.stats().bytesFromOrigin - before, MiB);
+          assert.equal((await server.stats()).bytesFromOrigin - before, MiB);
         });
 
         await t.step(

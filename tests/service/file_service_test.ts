@@ -259,7 +259,7 @@ Deno.test("FileService: a miss fills the cache from the origin, then hits are se
     assert.equal(hit.served.sha256, sha256(content));
     assert.deepEqual(hit.bytes, content);
 
-    const stats = t.service.stats();
+    const stats = await t.service.stats();
     assert.equal(stats.misses, 1);
     assert.equal(stats.hits, 1);
     assert.equal(stats.bypasses, 0);
@@ -290,7 +290,7 @@ Deno.test("FileService: small entries are also held in memory and served without
     assert.equal(new TextDecoder().decode(await body(t.service, range)), "and");
     assert.equal(origin.opens, 1, "one origin read for three requests");
     assert.equal(origin.closes, origin.opens);
-    assert.equal(t.service.stats().cache.memory, 14);
+    assert.equal((await t.service.stats()).cache.memory, 14);
   });
 });
 
@@ -315,7 +315,7 @@ Deno.test("FileService: concurrent misses of one path read the origin once (sing
     assert.equal(sha256(await body(t.service, await unrelated)), sha256(other));
     assert.equal(origin.opens, 2, "hot.bin once, other.bin once");
     assert.equal(origin.closes, 2);
-    const stats = t.service.stats();
+    const stats = await t.service.stats();
     assert.equal(stats.bytesFromOrigin, content.length + other.length);
     assert.equal(stats.misses, 9);
     assert.equal(t.cache.count, 2);
@@ -336,7 +336,7 @@ Deno.test({
       const served = await Promise.all([0, 1, 2].map(() => t.service.open("hot.bin")));
       for (const one of served) assert.deepEqual(await body(t.service, one), content);
       assert.equal(origin.opens, 1, "one origin read for three concurrent misses");
-      assert.equal(t.service.stats().bytesFromOrigin, content.length);
+      assert.equal((await t.service.stats()).bytesFromOrigin, content.length);
     });
   },
 });
@@ -362,7 +362,7 @@ Deno.test("FileService: a file larger than the cache is a bypass, served whole a
       assert.deepEqual(await cacheFiles(t.cacheDir), []);
       // A file that fits is still admitted beside it.
       assert.equal((await fetchWhole(t.service, "small.bin")).served.outcome, "miss");
-      const stats = t.service.stats();
+      const stats = await t.service.stats();
       assert.equal(stats.bypasses, 2);
       assert.equal(stats.misses, 1);
       assert.equal(stats.bytesFromOrigin, 2 * huge.length + small.length);
@@ -451,7 +451,7 @@ Deno.test("FileService: the origin's refusals: 404 for missing files and directo
       assert.deepEqual(t.cache.entries().map((entry) => entry.path), ["link-in.txt"]);
       assert.equal((await cacheFiles(t.cacheDir)).length, 1);
       assert.deepEqual(t.errors, [], "refusals are not server failures");
-      const stats = t.service.stats();
+      const stats = await t.service.stats();
       assert.equal(stats.hits + stats.misses + stats.bypasses, 1, "a refusal counts no outcome");
     });
   } finally {
@@ -546,7 +546,7 @@ Deno.test("FileService: an origin read error is a 500, reported once, and leaves
     assert.equal(t.cache.reserved, 0);
     assert.equal(t.cache.filling("bad.bin"), false);
     assert.deepEqual(await cacheFiles(t.cacheDir), [], "no cache file and no .part left");
-    const stats = t.service.stats();
+    const stats = await t.service.stats();
     assert.equal(stats.hits + stats.misses + stats.bypasses, 0);
 
     // Once the origin recovers, the same path is fetched afresh.
@@ -714,7 +714,7 @@ Deno.test("FileService: eviction makes room, in FIFO order, and is counted", asy
       assert.equal((await fetchWhole(t.service, path)).served.outcome, "miss");
     }
     assert.deepEqual(t.cache.entries().map((entry) => entry.path), ["b.bin", "c.bin"]);
-    const listing = t.service.listing();
+    const listing = await t.service.listing();
     assert.equal(listing.capacity, 100 * KiB);
     assert.equal(listing.used, 80 * KiB);
     assert.equal(listing.policy, "fifo");
@@ -722,7 +722,7 @@ Deno.test("FileService: eviction makes room, in FIFO order, and is counted", asy
       listing.entries.map((entry) => (entry as { path: string; size: number }).path),
       ["b.bin", "c.bin"],
     );
-    assert.equal(t.service.stats().evictions, 1);
+    assert.equal((await t.service.stats()).evictions, 1);
     assert.equal((await cacheFiles(t.cacheDir)).length, 2, "the evicted file is unlinked");
     assert.equal((await fetchWhole(t.service, "a.bin")).served.outcome, "miss");
   });
@@ -757,7 +757,7 @@ Deno.test("FileService: the counters add up: hits + misses + bypasses + errors =
       }
     }
     t.service.countSent(sent);
-    const stats = t.service.stats();
+    const stats = await t.service.stats();
     assert.equal(stats.requests, requests.length);
     assert.equal(stats.hits, 3);
     assert.equal(stats.misses, 2);
@@ -771,11 +771,11 @@ Deno.test("FileService: the counters add up: hits + misses + bypasses + errors =
     assert.equal(stats.cache.used, 60 * KiB);
 
     // stats() is a snapshot: changing it changes nothing inside.
-    const snapshot = t.service.stats();
+    const snapshot = await t.service.stats();
     snapshot.errors["500"] = 7;
     snapshot.connections.open = 99;
-    assert.deepEqual(t.service.stats().errors, { "404": 1, "416": 1 });
-    assert.equal(t.service.stats().connections.open, 0);
+    assert.deepEqual((await t.service.stats()).errors, { "404": 1, "416": 1 });
+    assert.equal((await t.service.stats()).connections.open, 0);
   });
 });
 

@@ -37,8 +37,11 @@ Deno.test("a client that stops reading is dropped after the send timeout, freein
         const fast = await connect({ port });
         assert.equal(new TextDecoder().decode((await fast.get("small.txt")).bytes), "small");
         fast.close();
-        await eventually(() => server.stats().sendTimeouts === 1, "the send timeout");
-        await eventually(() => server.stats().connections.open === 0, "the connection to end");
+        await eventually(async () => (await server.stats()).sendTimeouts === 1, "the send timeout");
+        await eventually(
+          async () => (await server.stats()).connections.open === 0,
+          "the connection to end",
+        );
         stalled.close();
         // The cache file and the socket are closed on the server's side.
         await eventually(() => openDescriptors() <= baseline, "descriptors to be freed");
@@ -88,7 +91,7 @@ Deno.test("a million pipelined PINGs are answered, in order, with bounded buffer
         peakRss = Math.max(peakRss, Deno.memoryUsage().rss);
       });
       await writing;
-      assert.equal(server.stats().requests, count);
+      assert.equal((await server.stats()).requests, count);
       // The server never queues answers without bound: the process grows by far
       // less than the 5 MB of answers (a generous bound, as RSS is coarse).
       assert.ok(peakRss - before < 64 * MiB, `grew by ${(peakRss - before) / MiB} MiB`);
@@ -111,7 +114,7 @@ Deno.test("a client that pipelines without reading gets backpressure, then every
       // Without reading, the server stops: it answers only what the buffers hold.
       let last = -1;
       await eventually(async () => {
-        const now = server.stats().requests;
+        const now = (await server.stats()).requests;
         const settled = now === last && now > 0;
         last = now;
         if (!settled) await new Promise((resolve) => setTimeout(resolve, 50));
@@ -124,7 +127,7 @@ Deno.test("a client that pipelines without reading gets backpressure, then every
         else assert.equal(response.body.length, file.length);
       }
       await writing;
-      assert.equal(server.stats().requests, count);
+      assert.equal((await server.stats()).requests, count);
     } finally {
       conn.close();
     }

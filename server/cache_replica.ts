@@ -1,0 +1,187 @@
+/**
+ * A worker thread's view of the one cache (`--workers N`): a replica of the
+ * main thread's index, so that a hit is answered on the worker with no
+ * round trip to another thread. The main thread owns the cache: it admits,
+ * evicts and removes, one change at a time, and sends every change to every
+ * worker in the order it happened. A worker asks it for a fill (single
+ * flight holds across threads: the owner's fill of a path is the only one),
+ * reports hits in batches for the eviction order, and asks for the figures
+ * and the listing.
+ *
+ * A replica can lag the owner by the messages in flight. That is safe: an
+ * entry's file is never reused for another version (each admission gets a
+ * new name), so a hit on an entry the owner just evicted either opens the
+ * file before it was unlinked and reads every byte, or finds it gone and
+ * asks again; a copy in memory is the right bytes of the version its
+ * validator names, and every request still checks the validator against
+ * the origin.
+ *
+ * @module
+ */
+
+import {
+  type CacheEntry,
+  type CacheFigures,
+  type CacheView,
+  type FillSource,
+  openCacheFile,
+} from "../cache.ts";
+import { OriginChangedError } from "../origin/origin.ts";
+import { type ErrorCode, RequestError } from "../protocol.ts";
+import type { Answers, ErrorData, FromWorker, Question } from "./worker_messages.ts";
+
+/** Hits are reported to the owner at least this often... */
+const TOUCH_INTERVAL_MS = 100;
+/** ...or once this many are waiting. */
+const TOUCH_BATCH = 1024;
+
+/** The cache as a worker thread sees it. */
+export class CacheReplica implements CacheView {
+  /** The most bytes the cache may hold. */
+  readonly capacity: number;
+  #dir: string;
+  #entries = new Map<string, CacheEntry>();
+  #fills = new Map<string, Promise<CacheEntry | undefined>>();
+  #questions = new Map<number, { resolve(value: unknown): void; reject(error: Error): void }>();
+  #nextId = 0;
+  #touched: string[] = [];
+  #touchTimer: ReturnType<typeof setTimeout> | undefined;
+  #post: (message: FromWorker) => void;
+
+  /**
+   * A replica of the cache in `dir` holding `entries`, that sends its
+   * messages to the owner through `post`.
+   */
+  constructor(
+    dir: string,
+    capacity: number,
+    entries: CacheEntry[],
+    post: (message: FromWorker) => void,
+  ) {
+    this.#dir = dir;
+    this.capacity = capacity;
+    this.#post = post;
+    for (const entry of entries) this.#entries.set(entry.path, entry);
+  }
+
+  /** Applies an admission the owner made. */
+  admitted(entry: CacheEntry): void {
+    this.#entries.set(entry.path, entry);
+  }
+
+  /** Applies a removal the owner made (an entry replaced since is kept). */
+  dropped(path: string, file: string): void {
+    if (this.#entries.get(path)?.file === file) this.#entries.delete(path);
+  }
+
+  /** Settles the question `id` with the owner's reply. */
+  replied(id: number, value: unknown, error?: ErrorData): void {
+    const question = this.#questions.get(id);
+    if (!question) return;
+    this.#questions.delete(id);
+    if (error) question.reject(revive(error));
+    else question.resolve(value);
+  }
+
+  /** The entry for `path`, if any. */
+  lookup(path: string): CacheEntry | undefined {
+    return this.#entries.get(path);
+  }
+
+  /** Notes a hit; the owner hears of it with others, soon. */
+  touch(path: string): void {
+    this.#touched.push(path);
+    if (this.#touched.length >= TOUCH_BATCH) this.flushTouches();
+    else this.#touchTimer ??= setTimeout(() => this.flushTouches(), TOUCH_INTERVAL_MS);
+  }
+
+  /** Sends the hits noted so far to the owner. */
+  flushTouches(): void {
+    clearTimeout(this.#touchTimer);
+    this.#touchTimer = undefined;
+    if (this.#touched.length === 0) return;
+    this.#post({ type: "touch", paths: this.#touched });
+    this.#touched = [];
+  }
+
+  /** Opens an entry's file; undefined when it was evicted meanwhile. */
+  openEntry(entry: CacheEntry): Promise<Deno.FsFile | undefined> {
+    return openCacheFile(this.#dir, entry);
+  }
+
+  /** Forgets the entry here at once and asks the owner to remove it. */
+  remove(path: string, entry?: CacheEntry): Promise<void> {
+    const current = this.#entries.get(path);
+    if (current && (entry === undefined || current === entry)) this.#entries.delete(path);
+    this.#post({ type: "remove", path, file: entry?.file });
+    return Promise.resolve();
+  }
+
+  /** True while this worker waits for the owner to fill `path`. */
+  filling(path: string): boolean {
+    return this.#fills.has(path);
+  }
+
+  /**
+   * Asks the owner to fill `path` from the origin as `source.stat`
+   * describes it: the owner reads the origin itself (one fill of a path at
+   * a time, across every thread). The entry arrives before the answer.
+   */
+  fill(path: string, source: FillSource): Promise<CacheEntry | undefined> {
+    const running = this.#fills.get(path);
+    if (running) return running;
+    const fill = this.#ask({ ask: "fill", path, stat: source.stat })
+      .then((entry) => entry && (this.#entries.get(path) ?? entry))
+      .catch((error) => {
+        throw error instanceof OriginChangedError ? new OriginChangedError(path) : error;
+      })
+      .finally(() => this.#fills.delete(path));
+    this.#fills.set(path, fill);
+    return fill;
+  }
+
+  /** The owner's figures. */
+  figures(): Promise<CacheFigures> {
+    return this.#ask({ ask: "figures" });
+  }
+
+  /** The owner's entries, in its eviction order. */
+  ordered(): Promise<CacheEntry[]> {
+    return this.#ask({ ask: "ordered" });
+  }
+
+  /** Asks the owner a question and resolves to its answer. */
+  ask<Q extends Question>(question: Q): Promise<Answers[Q["ask"]]> {
+    return this.#ask(question);
+  }
+
+  #ask<Q extends Question>(question: Q): Promise<Answers[Q["ask"]]> {
+    const id = ++this.#nextId;
+    return new Promise((resolve, reject) => {
+      this.#questions.set(id, { resolve: resolve as (value: unknown) => void, reject });
+      this.#post({ type: "question", id, question });
+    });
+  }
+}
+
+/** The error a fill on the owner failed with, as this thread's class. */
+function revive(error: ErrorData): Error {
+  switch (error.kind) {
+    case "request":
+      return new RequestError(error.code as ErrorCode, error.message);
+    case "origin-changed":
+      return new OriginChangedError("");
+    default:
+      return new Error(error.message);
+  }
+}
+
+/** An error as data, to cross to another thread (see {@linkcode revive}). */
+export function errorData(error: unknown): ErrorData {
+  if (error instanceof RequestError) {
+    return { kind: "request", code: error.code, message: error.message };
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  if (error instanceof OriginChangedError) return { kind: "origin-changed", message };
+  return { kind: "other", message };
+}

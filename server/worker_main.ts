@@ -1,0 +1,140 @@
+/**
+ * A worker thread's entry point (`--workers N`): it opens its own origin,
+ * takes the ports beside the main thread (`SO_REUSEPORT`), and serves both
+ * protocols with the same engine and service as the main thread, over a
+ * replica of the one cache (`server/cache_replica.ts`). Started by
+ * `server/worker_pool.ts`, which it talks to through messages only.
+ *
+ * @module
+ */
+
+/// <reference no-default-lib="true" />
+/// <reference lib="deno.worker" />
+
+import { ConnectionSlots } from "../engine/connection_slots.ts";
+import type { ConnectionEngine } from "../engine/connection_engine.ts";
+import { DirectoryOrigin } from "../origin/directory.ts";
+import type { Origin } from "../origin/origin.ts";
+import { S3Origin } from "../origin/s3.ts";
+import { FileService, type Limits, type RequestRecord } from "../service/file_service.ts";
+import { CacheReplica } from "./cache_replica.ts";
+import { listen, serveHttp, serveTcp } from "./listeners.ts";
+import type { FromWorker, ToWorker, WorkerConfig } from "./worker_messages.ts";
+
+/** Answered requests are sent to the main thread at least this often... */
+const LOG_INTERVAL_MS = 100;
+/** ...or once this many are waiting. */
+const LOG_BATCH = 256;
+
+/** A running worker: what the main thread's messages act on. */
+interface Running {
+  replica: CacheReplica;
+  service: FileService;
+  engines: ConnectionEngine[];
+  accepting: Promise<void>[];
+  directory?: DirectoryOrigin;
+  flushLog(): void;
+}
+
+let running: Running | undefined;
+
+function post(message: FromWorker): void {
+  self.postMessage(message);
+}
+
+self.onmessage = async (event: MessageEvent<ToWorker>) => {
+  const message = event.data;
+  switch (message.type) {
+    case "start":
+      try {
+        running = await start(message.config);
+        post({ type: "ready" });
+      } catch (error) {
+        post({ type: "failed", message: (error as Error).message });
+      }
+      break;
+    case "admit":
+      running?.replica.admitted(message.entry);
+      break;
+    case "drop":
+      running?.replica.dropped(message.path, message.file);
+      break;
+    case "reply":
+      running?.replica.replied(message.id, message.value, message.error);
+      break;
+    case "counters":
+      if (running) post({ type: "counters", id: message.id, counters: running.service.counters() });
+      break;
+    case "stop":
+      await stop(message.timeoutMs);
+      post({ type: "stopped" });
+      self.close();
+      break;
+  }
+};
+
+async function start(config: WorkerConfig): Promise<Running> {
+  const directory = config.s3 ? undefined : await DirectoryOrigin.open(
+    config.dir!,
+    { hide: config.cacheDir, watchChanges: config.changeWatch },
+  );
+  const origin: Origin = directory ?? new S3Origin(config.s3!);
+  const listeners: Deno.TcpListener[] = [];
+  try {
+    listeners.push(listen(config.hostname, config.port, true));
+    if (config.httpPort !== undefined) {
+      listeners.push(listen(config.hostname, config.httpPort, true));
+    }
+  } catch (error) {
+    for (const listener of listeners) listener.close();
+    directory?.close();
+    throw error;
+  }
+  const replica = new CacheReplica(config.cacheDir, config.capacity, config.entries, post);
+  const onError = (message: string) => post({ type: "error", message });
+  const service = new FileService(replica, origin, {
+    maxOpenFiles: config.maxOpenFiles,
+    onError,
+    debug: config.debug,
+  });
+  service.threads = () => replica.ask({ ask: "threads" });
+  let records: RequestRecord[] = [];
+  let logTimer: ReturnType<typeof setTimeout> | undefined;
+  const flushLog = () => {
+    clearTimeout(logTimer);
+    logTimer = undefined;
+    if (records.length === 0) return;
+    post({ type: "log", records });
+    records = [];
+  };
+  const limits: Limits = {
+    ...config.limits,
+    onError,
+    onRequest: config.logRequests
+      ? (record) => {
+        records.push(record);
+        if (records.length >= LOG_BATCH) flushLog();
+        else logTimer ??= setTimeout(flushLog, LOG_INTERVAL_MS);
+      }
+      : undefined,
+  };
+  const { maxConnections } = config.limits;
+  const slots = (index: number) => new ConnectionSlots(config.slots, index, maxConnections);
+  const engines = [serveTcp(listeners[0], service, limits, slots(0))];
+  if (listeners[1]) {
+    engines.push(
+      serveHttp(listeners[1], service, limits, slots(1)),
+    );
+  }
+  const accepting = engines.map((engine) => engine.acceptLoop());
+  return { replica, service, engines, accepting, directory, flushLog };
+}
+
+async function stop(timeoutMs: number): Promise<void> {
+  if (!running) return;
+  for (const engine of running.engines) engine.shutdown(timeoutMs);
+  await Promise.all(running.accepting);
+  running.replica.flushTouches();
+  running.flushLog();
+  running.directory?.close();
+}

@@ -1,0 +1,90 @@
+/**
+ * The messages between the main thread, which owns the cache, and the
+ * worker threads that serve beside it (`--workers N`). Plain data only:
+ * every message is copied between threads.
+ *
+ * @module
+ */
+
+import type { CacheEntry, CacheFigures } from "../cache.ts";
+import type { OriginStat } from "../origin/origin.ts";
+import type { S3OriginOptions } from "../origin/s3.ts";
+import type { RequestRecord, ThreadCounters } from "../service/counters.ts";
+
+/** What a worker needs to serve: everything but the cache's bookkeeping. */
+export interface WorkerConfig {
+  /** The directory served, when the origin is one. */
+  dir?: string;
+  /** The bucket served, when the origin is S3. */
+  s3?: S3OriginOptions;
+  /** Watch the directory for changes (see `ServerOptions.changeWatch`). */
+  changeWatch?: boolean;
+  /** The address both protocols listen on. */
+  hostname: string;
+  /** The TCP protocol's port (the real one, taken by the main thread first). */
+  port: number;
+  /** The HTTP port, when HTTP is served. */
+  httpPort?: number;
+  /** The cache directory. */
+  cacheDir: string;
+  /** The cache's capacity. */
+  capacity: number;
+  /** The connection limit (shared through `slots`) and the timeouts. */
+  limits: { maxConnections: number; idleTimeoutMs: number; sendTimeoutMs: number };
+  /** Open files at once, per thread. */
+  maxOpenFiles: number;
+  /** Whether answered requests are sent to the main thread (its access log). */
+  logRequests: boolean;
+  /** Report failures with stack traces. */
+  debug: boolean;
+  /** The connection limits of TCP and HTTP, shared by every thread (`slotMemory(2)`). */
+  slots: SharedArrayBuffer;
+  /** The cache's entries when the worker starts; changes follow as messages. */
+  entries: CacheEntry[];
+}
+
+/** An error that crossed threads: enough to give the client the same answer. */
+export interface ErrorData {
+  /** `RequestError`, `OriginChangedError`, or another. */
+  kind: "request" | "origin-changed" | "other";
+  /** The error code, for a `RequestError`. */
+  code?: number;
+  /** The message. */
+  message: string;
+}
+
+/** From the main thread to a worker. */
+export type ToWorker =
+  | { type: "start"; config: WorkerConfig }
+  | { type: "admit"; entry: CacheEntry }
+  | { type: "drop"; path: string; file: string }
+  | { type: "reply"; id: number; value?: unknown; error?: ErrorData }
+  | { type: "counters"; id: number }
+  | { type: "stop"; timeoutMs: number };
+
+/** What a worker may ask the main thread, with what it gets back. */
+export type Question =
+  | { ask: "fill"; path: string; stat: OriginStat }
+  | { ask: "figures" }
+  | { ask: "ordered" }
+  | { ask: "threads" };
+
+/** The answers to {@linkcode Question}s, by kind. */
+export interface Answers {
+  fill: CacheEntry | undefined;
+  figures: CacheFigures;
+  ordered: CacheEntry[];
+  threads: ThreadCounters[];
+}
+
+/** From a worker to the main thread. */
+export type FromWorker =
+  | { type: "ready" }
+  | { type: "failed"; message: string }
+  | { type: "question"; id: number; question: Question }
+  | { type: "remove"; path: string; file?: string }
+  | { type: "touch"; paths: string[] }
+  | { type: "counters"; id: number; counters: ThreadCounters }
+  | { type: "log"; records: RequestRecord[] }
+  | { type: "error"; message: string }
+  | { type: "stopped" };

@@ -1,0 +1,228 @@
+/**
+ * The worker threads that serve beside the main thread (`--workers N`), as
+ * the main thread sees them. The main thread owns the one cache: it keeps
+ * the index, the eviction order and the single flight of every path, and
+ * it alone admits and evicts (under the cache's lock, as with one thread).
+ * Each worker accepts on the same ports (`SO_REUSEPORT`) and answers hits
+ * from a replica of the index (`server/cache_replica.ts`); this pool sends
+ * every cache change to every worker in order, fills the cache when a
+ * worker asks, applies the hits they report, and gathers their counters
+ * for `STATS`, `LIST` and `/-/metrics`. docs/architecture.md has the
+ * invariants.
+ *
+ * @module
+ */
+
+import type { CacheEntry, FileCache } from "../cache.ts";
+import type { FileService, RequestRecord } from "../service/file_service.ts";
+import type { ThreadCounters } from "../service/counters.ts";
+import { errorData } from "./cache_replica.ts";
+import type { FromWorker, Question, ToWorker, WorkerConfig } from "./worker_messages.ts";
+
+/** What the pool reports to the main thread. */
+export interface PoolHooks {
+  /** Where problems are reported, one line each. */
+  onError: (message: string) => void;
+  /** Hears of every request a worker answered (the access log). */
+  onRequest?: (record: RequestRecord) => void;
+}
+
+/** How long a worker may take to start or to stop beyond its shutdown timeout. */
+const WORKER_GRACE_MS = 10_000;
+
+/** One worker thread and what waits on it. */
+interface Member {
+  worker: Worker;
+  alive: boolean;
+  counters: Map<number, (counters: ThreadCounters | undefined) => void>;
+  stopped?: () => void;
+}
+
+/** The worker threads of a server, and the main thread's side of their messages. */
+export class WorkerPool {
+  #members: Member[] = [];
+  #cache: FileCache;
+  #service: FileService;
+  #hooks: PoolHooks;
+  #nextId = 0;
+
+  private constructor(cache: FileCache, service: FileService, hooks: PoolHooks) {
+    this.#cache = cache;
+    this.#service = service;
+    this.#hooks = hooks;
+  }
+
+  /**
+   * Starts `count` workers with `config` and resolves once every one listens;
+   * rejects (with every worker stopped) when one cannot start.
+   */
+  static async start(
+    count: number,
+    config: Omit<WorkerConfig, "entries">,
+    cache: FileCache,
+    service: FileService,
+    hooks: PoolHooks,
+  ): Promise<WorkerPool> {
+    const pool = new WorkerPool(cache, service, hooks);
+    // From here on every change reaches every worker, after the entries
+    // each one starts with: both go through the worker's ordered queue.
+    cache.observe((change) => {
+      const message: ToWorker = change.kind === "admit"
+        ? { type: "admit", entry: change.entry }
+        : { type: "drop", path: change.path, file: change.file };
+      pool.#broadcast(message);
+    });
+    const starts: Promise<void>[] = [];
+    for (let i = 0; i < count; i++) {
+      starts.push(pool.#spawn({ ...config, entries: cache.entries() }));
+    }
+    const results = await Promise.allSettled(starts);
+    const failed = results.find((result) => result.status === "rejected");
+    if (failed) {
+      for (const member of pool.#members) member.worker.terminate();
+      throw (failed as PromiseRejectedResult).reason;
+    }
+    service.threads = () => pool.#threads();
+    return pool;
+  }
+
+  /** The worker threads running. */
+  get size(): number {
+    return this.#members.filter((member) => member.alive).length;
+  }
+
+  /**
+   * Stops every worker: each stops accepting and lets its answers in
+   * progress finish within `timeoutMs`, as the main thread does.
+   */
+  async stop(timeoutMs: number): Promise<void> {
+    await Promise.all(this.#members.map((member) => {
+      if (!member.alive) return;
+      const stopped = new Promise<void>((resolve) => member.stopped = resolve);
+      member.worker.postMessage({ type: "stop", timeoutMs } satisfies ToWorker);
+      // One that does not answer is terminated below all the same.
+      return withTimeout(stopped, timeoutMs + WORKER_GRACE_MS).catch(() => {});
+    }));
+    for (const member of this.#members) this.#ended(member);
+  }
+
+  #spawn(config: WorkerConfig): Promise<void> {
+    const worker = new Worker(new URL("./worker_main.ts", import.meta.url), { type: "module" });
+    const member: Member = { worker, alive: true, counters: new Map() };
+    this.#members.push(member);
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    worker.onmessage = (event: MessageEvent<FromWorker>) => {
+      const message = event.data;
+      if (message.type === "ready") resolve();
+      else if (message.type === "failed") reject(new Error(message.message));
+      else this.#receive(member, message);
+    };
+    worker.onerror = (event: ErrorEvent) => {
+      // A worker that fails is gone; the main thread serves on.
+      event.preventDefault();
+      this.#hooks.onError(`worker thread failed: ${event.message}`);
+      reject(new Error(event.message));
+      this.#ended(member);
+    };
+    worker.postMessage({ type: "start", config } satisfies ToWorker);
+    return withTimeout(promise, WORKER_GRACE_MS);
+  }
+
+  #receive(member: Member, message: FromWorker): void {
+    switch (message.type) {
+      case "question":
+        this.#answer(member, message.id, message.question);
+        break;
+      case "remove": {
+        const current = this.#cache.lookup(message.path);
+        if (current && (message.file === undefined || current.file === message.file)) {
+          this.#cache.remove(message.path, current);
+        }
+        break;
+      }
+      case "touch":
+        for (const path of message.paths) this.#cache.touch(path);
+        break;
+      case "counters":
+        member.counters.get(message.id)?.(message.counters);
+        member.counters.delete(message.id);
+        break;
+      case "log":
+        for (const record of message.records) this.#hooks.onRequest?.(record);
+        break;
+      case "error":
+        this.#hooks.onError(message.message);
+        break;
+      case "stopped":
+        member.stopped?.();
+        break;
+    }
+  }
+
+  async #answer(member: Member, id: number, question: Question): Promise<void> {
+    let reply: ToWorker;
+    try {
+      reply = { type: "reply", id, value: await this.#value(question) };
+    } catch (error) {
+      reply = { type: "reply", id, error: errorData(error) };
+    }
+    if (member.alive) member.worker.postMessage(reply);
+  }
+
+  #value(question: Question): Promise<unknown> {
+    switch (question.ask) {
+      case "fill":
+        return this.#service.admit(question.path, question.stat).then((entry) =>
+          entry && withoutBytes(entry)
+        );
+      case "figures":
+        return this.#cache.figures();
+      case "ordered":
+        return Promise.resolve(this.#cache.entries().map(withoutBytes));
+      case "threads":
+        return this.#threads();
+    }
+  }
+
+  /** Every thread's counters: the main thread's and each live worker's. */
+  async #threads(): Promise<ThreadCounters[]> {
+    const asked = this.#members.filter((member) => member.alive).map((member) => {
+      const id = ++this.#nextId;
+      const answer = new Promise<ThreadCounters | undefined>((resolve) => {
+        member.counters.set(id, resolve);
+      });
+      member.worker.postMessage({ type: "counters", id } satisfies ToWorker);
+      return answer;
+    });
+    const workers = await Promise.all(asked);
+    return [this.#service.counters(), ...workers.filter((counters) => counters !== undefined)];
+  }
+
+  #broadcast(message: ToWorker): void {
+    for (const member of this.#members) if (member.alive) member.worker.postMessage(message);
+  }
+
+  /** Forgets a worker: what waits on it stops waiting. */
+  #ended(member: Member): void {
+    if (!member.alive) return;
+    member.alive = false;
+    for (const resolve of member.counters.values()) resolve(undefined);
+    member.counters.clear();
+    member.stopped?.();
+    member.worker.terminate();
+  }
+}
+
+/** An entry without its bytes: what a listing or a fill's answer needs. */
+function withoutBytes(entry: CacheEntry): CacheEntry {
+  return entry.bytes ? { ...entry, bytes: undefined } : entry;
+}
+
+/** `promise`, or a rejection after `ms`. */
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`worker thread did not answer in ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}

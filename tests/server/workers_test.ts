@@ -1,0 +1,224 @@
+/**
+ * `--workers`: several threads serve the same ports with one cache. Every
+ * test runs two threads (the main one and a worker) and opens enough
+ * connections that both take some (the kernel spreads them by a hash of the
+ * client's port): each checks that it did, through `STATS.threads`.
+ */
+
+import * as assert from "node:assert/strict";
+import { connect } from "../../client.ts";
+import type { ServerHandle } from "../../server.ts";
+import {
+  eventually,
+  RawConnection,
+  seededBytes,
+  seededRandom,
+  sha256,
+  withServer,
+} from "../helpers.ts";
+
+const WORKERS = 2;
+
+/** Asks `path` over a new TCP connection (so that any thread may answer). */
+async function getFresh(port: number, path: string) {
+  const client = await connect({ port });
+  try {
+    return await client.get(path);
+  } finally {
+    client.close();
+  }
+}
+
+/** Asks `path` over a new HTTP connection. */
+async function httpGet(port: number, path: string) {
+  const response = await fetch(`http://127.0.0.1:${port}/${path}`, {
+    headers: { Connection: "close" },
+  });
+  return {
+    cache: response.headers.get("x-cache"),
+    bytes: new Uint8Array(await response.arrayBuffer()),
+  };
+}
+
+/** Asserts that every thread received requests. */
+async function assertEveryThreadServed(server: ServerHandle): Promise<void> {
+  const { threads } = await server.stats();
+  assert.equal(threads.length, WORKERS, `threads: ${threads}`);
+  for (const requests of threads) assert.ok(requests > 0, `a thread served nothing: ${threads}`);
+}
+
+Deno.test("workers: both threads serve, and a path is read from the origin once for all", async () => {
+  const body = seededBytes(20_000, 7);
+  await withServer({ "a.bin": body }, { workers: WORKERS }, async ({ server, port }) => {
+    assert.equal(server.workers, WORKERS);
+    // 48 clients at once, each on a connection of its own: one fill, across threads.
+    const results = await Promise.all(Array.from({ length: 48 }, () => getFresh(port, "a.bin")));
+    for (const result of results) {
+      assert.equal(sha256(result.bytes!), sha256(body));
+      assert.ok(result.verified);
+    }
+    const stats = await server.stats();
+    // Requests that joined the fill count as misses too, as with one thread.
+    assert.equal(stats.hits + stats.misses, 48);
+    assert.equal(stats.bytesFromOrigin, body.length, "the origin read once");
+    assert.equal(stats.cache.entries, 1);
+    await assertEveryThreadServed(server);
+  });
+});
+
+Deno.test("workers: STATS, LIST and /-/metrics show the whole server from any thread", async () => {
+  const tree = { "a.txt": "aaaa", "b.txt": "bbbbbbbb" };
+  await withServer(tree, { workers: WORKERS, httpPort: 0 }, async ({ server, port }) => {
+    for (let i = 0; i < 24; i++) await getFresh(port, i % 2 ? "a.txt" : "b.txt");
+    await assertEveryThreadServed(server);
+    // Asked on 16 new connections (so, of both threads), the answers agree.
+    for (let i = 0; i < 16; i++) {
+      const client = await connect({ port });
+      try {
+        const stats = await client.stats();
+        assert.equal(stats.hits + stats.misses, 24, JSON.stringify(stats));
+        assert.equal(stats.misses, 2);
+        const listing = await client.list();
+        assert.deepEqual(listing.entries.map((entry) => entry.path), ["b.txt", "a.txt"]);
+        assert.equal(listing.used, 12);
+      } finally {
+        client.close();
+      }
+    }
+    const metrics = await (await fetch(`http://127.0.0.1:${server.httpAddr!.port}/-/metrics`, {
+      headers: { Connection: "close" },
+    })).text();
+    assert.match(metrics, /^tcpcache_hits_total 22$/m);
+    assert.match(metrics, /^tcpcache_cache_entries 2$/m);
+  });
+});
+
+Deno.test("workers: randomized load over both protocols keeps every byte right and the bound", async () => {
+  const random = seededRandom(11);
+  const tree: Record<string, Uint8Array> = {};
+  for (let i = 0; i < 40; i++) {
+    tree[`f${i}.bin`] = seededBytes(1_000 + Math.floor(random() * 20_000), i);
+  }
+  const capacity = 64 * 1024;
+  await withServer(tree, { workers: WORKERS, httpPort: 0, cacheSize: capacity }, async (t) => {
+    const { server, port, cacheDir } = t;
+    const httpPort = server.httpAddr!.port;
+    let overBound = "";
+    let sampling = true;
+    // The cache directory never holds more than the capacity.
+    const sampler = (async () => {
+      while (sampling) {
+        let bytes = 0;
+        for await (const entry of Deno.readDir(cacheDir)) {
+          if (entry.name === ".tcpcache") continue;
+          bytes += await Deno.stat(`${cacheDir}/${entry.name}`).then((s) => s.size, () => 0);
+        }
+        if (bytes > capacity) overBound ||= `${bytes} bytes in the cache directory`;
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    })();
+    const names = Object.keys(tree);
+    let gets = 0;
+    const client = async (seed: number) => {
+      const pick = seededRandom(seed);
+      for (let i = 0; i < 25; i++) {
+        const name = names[Math.floor(pick() * names.length)];
+        const result = pick() < 0.5 ? await getFresh(port, name) : await httpGet(httpPort, name);
+        assert.equal(sha256(result.bytes!), sha256(tree[name]), `${name} corrupted`);
+        gets++;
+      }
+    };
+    await Promise.all(Array.from({ length: 24 }, (_, i) => client(100 + i)));
+    sampling = false;
+    await sampler;
+    assert.equal(overBound, "");
+    const stats = await server.stats();
+    assert.equal(stats.hits + stats.misses + stats.bypasses, gets);
+    assert.ok(stats.cache.used <= capacity);
+    assert.ok(stats.evictions > 0, "the load evicted");
+    await assertEveryThreadServed(server);
+    // The owner's index and the directory agree: every entry has its file.
+    const listing = await connect({ port }).then(async (c) => {
+      try {
+        return await c.list();
+      } finally {
+        c.close();
+      }
+    });
+    assert.equal(listing.entries.reduce((sum, entry) => sum + entry.size, 0), listing.used);
+    const files = new Set<string>();
+    for await (const entry of Deno.readDir(cacheDir)) files.add(entry.name);
+    assert.equal(files.size - 1, listing.entries.length, [...files].join(" "));
+  });
+});
+
+Deno.test("workers: a changed file is served new by every thread", async () => {
+  await withServer(
+    { "c.txt": "version 0" },
+    { workers: WORKERS },
+    async ({ server, port, dir }) => {
+      for (let version = 1; version <= 10; version++) {
+        await Deno.writeTextFile(`${dir}/c.txt`, `version ${version}`);
+        const results = await Promise.all(Array.from({ length: 8 }, () => getFresh(port, "c.txt")));
+        for (const result of results) {
+          assert.equal(new TextDecoder().decode(result.bytes), `version ${version}`);
+        }
+      }
+      await assertEveryThreadServed(server);
+    },
+  );
+});
+
+Deno.test("workers: the connection limit bounds the whole server, not each thread", async () => {
+  await withServer(
+    { "a.txt": "a" },
+    { workers: WORKERS, maxConnections: 6 },
+    async ({ server, port }) => {
+      const conns: RawConnection[] = [];
+      try {
+        for (let i = 0; i < 20; i++) conns.push(await RawConnection.open(port));
+        await eventually(
+          async () => (await server.stats()).connections.rejected === 14,
+          "14 refused",
+        );
+        const stats = await server.stats();
+        assert.equal(stats.connections.open, 6, JSON.stringify(stats.connections));
+        assert.equal(stats.connections.total, 20);
+      } finally {
+        for (const conn of conns) conn.close();
+      }
+      await eventually(async () => (await server.stats()).connections.open === 0, "all closed");
+      // The slots came back: six may connect again.
+      const again = await Promise.all(Array.from({ length: 6 }, () => getFresh(port, "a.txt")));
+      assert.equal(again.length, 6);
+    },
+  );
+});
+
+Deno.test("workers: every thread's requests reach the access log, and close stops them all", async () => {
+  const records: string[] = [];
+  let port = 0;
+  await withServer(
+    { "a.txt": "a" },
+    { workers: WORKERS, onRequest: (record) => records.push(record.path ?? "") },
+    async (t) => {
+      port = t.port;
+      for (let i = 0; i < 30; i++) await getFresh(t.port, "a.txt");
+      await assertEveryThreadServed(t.server);
+    },
+  );
+  // close() waited for the workers, which sent what they held.
+  assert.equal(records.length, 30);
+  await assert.rejects(() => Deno.connect({ port }), Deno.errors.ConnectionRefused);
+});
+
+Deno.test("workers: options a worker cannot rebuild are refused", async () => {
+  await assert.rejects(
+    () => withServer({}, { workers: 2, policy: () => ({} as never) }, async () => {}),
+    /policy given by name/,
+  );
+  await assert.rejects(
+    () => withServer({}, { workers: 0 }, async () => {}),
+    /invalid worker count/,
+  );
+});
