@@ -63,7 +63,14 @@ export async function run(
  * loop of tcpcache's TCP protocol on one thread, `bare-tcp-workers` on one
  * thread per core.
  */
-export type ServerName = "tcpcache" | "nginx" | "python" | "bare" | "bare-tcp" | "bare-tcp-workers";
+export type ServerName =
+  | "tcpcache"
+  | "tcpcache-workers"
+  | "nginx"
+  | "python"
+  | "bare"
+  | "bare-tcp"
+  | "bare-tcp-workers";
 
 /** A server the bench started. `pid` is the real server process (never a wrapper). */
 export interface Server {
@@ -107,6 +114,12 @@ export interface ReadyPorts {
   port: number;
   /** tcpcache's HTTP front end's, when it has one. */
   httpPort?: number;
+  /**
+   * Threads that serve (`--workers`); past 1 the server is named
+   * `tcpcache-workers`.
+   * @default {1}
+   */
+  workers?: number;
 }
 
 /**
@@ -215,6 +228,12 @@ export interface TcpcacheOptions {
    * server's `httpPort` then says which.
    */
   httpPort?: number;
+  /**
+   * Threads that serve (`--workers`); past 1 the server is named
+   * `tcpcache-workers`.
+   * @default {1}
+   */
+  workers?: number;
 }
 
 /** Runs server.ts directly with the Deno running the bench (no npx wrapper, so the PID is real). */
@@ -224,11 +243,13 @@ export function startTcpcache(
   cacheSize: string,
   options: TcpcacheOptions = {},
 ): Promise<Server> {
-  const args = ["run", "-A", SERVER_TS, "--dir", dir, "--cache-dir", cacheDir]
+  const workers = options.workers ?? 1;
+  const args = ["run", "-A", "--unstable-net", SERVER_TS, "--dir", dir, "--cache-dir", cacheDir]
     .concat(["--cache-size", cacheSize, "--host", HOST, "--port", "0"])
-    .concat(["--quiet", "--max-connections", "4000"]);
+    .concat(["--quiet", "--max-connections", "4000", "--workers", String(workers)]);
   if (options.httpPort !== undefined) args.push("--http-port", String(options.httpPort));
-  return startReady(spawn("tcpcache", Deno.execPath(), args, true));
+  const name = workers === 1 ? "tcpcache" : "tcpcache-workers";
+  return startReady(spawn(name, Deno.execPath(), args, true));
 }
 
 /** Runs the original design's Python server (bench/reference/original_design.py). */
