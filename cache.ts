@@ -357,8 +357,12 @@ export class FileCache implements CacheView {
   ): Promise<{ sha256: string; bytes?: Uint8Array } | undefined> {
     const { size } = source.stat;
     const partial = `${this.dir}/${file}.part`;
-    // A small file is also kept in memory, if the budget allows at commit.
-    const bytes = size <= this.#memoryEntryLimit ? new Uint8Array(size) : undefined;
+    // A small file is also kept in memory, if the budget allows at commit:
+    // in shared memory, so that worker threads' replicas share these bytes
+    // instead of each holding a copy.
+    const bytes = size <= this.#memoryEntryLimit
+      ? new Uint8Array(new SharedArrayBuffer(size))
+      : undefined;
     let target: Deno.FsFile;
     try {
       target = await Deno.open(partial, { write: true, createNew: true });

@@ -82,6 +82,15 @@ Deno.test("an entry records the size, validator and sha256 of what was copied", 
   });
 });
 
+Deno.test("a small entry's bytes are in shared memory (worker threads read them, no copy)", async () => {
+  await withCache({ capacity: 1 << 20 }, async (cache) => {
+    const bytes = seededBytes(1_000, 3);
+    const entry = (await cache.fill("small.bin", memorySource(bytes, { version: "v1" })))!;
+    assert.ok(entry.bytes!.buffer instanceof SharedArrayBuffer);
+    assert.deepEqual(new Uint8Array(entry.bytes!), bytes);
+  });
+});
+
 Deno.test("a file larger than the capacity is never admitted and evicts nothing", async () => {
   await withCache({ capacity: 100 }, async (cache) => {
     await cache.fill("small", memorySource(seededBytes(60)));
