@@ -141,6 +141,7 @@ function banner(server: ServerHandle, options: ServerOptions, format: "text" | "
     cacheDir: options.cacheDir ?? DEFAULTS.cacheDir,
     capacity: server.cache.capacity,
     policy: server.cache.policy,
+    threads: server.workers,
   };
   const http = server.httpAddr;
   const httpUrl = http ? `http://${http.hostname}:${http.port}/` : undefined;
@@ -151,7 +152,8 @@ function banner(server: ServerHandle, options: ServerOptions, format: "text" | "
   }
   const from = "origin" in source ? `origin ${source.origin}` : `dir ${source.dir}`;
   return `${message} (${from}, cache ${facts.cacheDir}, ` +
-    `capacity ${formatBytes(facts.capacity)}, policy ${facts.policy})`;
+    `capacity ${formatBytes(facts.capacity)}, policy ${facts.policy}, ` +
+    `${facts.threads} thread${facts.threads === 1 ? "" : "s"})`;
 }
 
 /**
