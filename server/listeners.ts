@@ -16,11 +16,21 @@ import type { FileService, Limits } from "../service/file_service.ts";
 import { TcpProtocol } from "../tcp/tcp_protocol.ts";
 
 /**
- * Takes `hostname:port`; with `shared`, as one of several threads'
- * listeners on the port (`SO_REUSEPORT`: the kernel spreads connections).
+ * How a listener takes its port: `alone` (one thread serves it), `first`
+ * (the first of several threads: the port must be free, then the others
+ * `join` it with `SO_REUSEPORT`, and the kernel spreads connections).
  */
-export function listen(hostname: string, port: number, shared: boolean): Deno.TcpListener {
-  return Deno.listen({ hostname, port, ...(shared ? { reusePort: true } : {}) });
+export type PortSharing = "alone" | "first" | "join";
+
+/**
+ * Takes `hostname:port`. `first` makes sure first that no other process
+ * holds the port: `SO_REUSEPORT` would let a second server (of the same
+ * user) join a running one's port and take part of its clients.
+ */
+export function listen(hostname: string, port: number, sharing: PortSharing): Deno.TcpListener {
+  if (sharing === "alone") return Deno.listen({ hostname, port });
+  if (sharing === "first" && port !== 0) Deno.listen({ hostname, port }).close();
+  return Deno.listen({ hostname, port, reusePort: true });
 }
 
 /** The TCP protocol on `listener`; its connections are the ones `STATS` counts. */

@@ -23,6 +23,7 @@ import {
 } from "../service/file_service.ts";
 import { listen, serveHttp, serveTcp, sharedPortsAvailable } from "./listeners.ts";
 import { WorkerPool } from "./worker_pool.ts";
+import { SLOT_LISTENERS } from "./worker_messages.ts";
 
 export type { RequestRecord, ServerStats } from "../service/file_service.ts";
 
@@ -192,7 +193,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   const hostname = options.host ?? DEFAULTS.host;
   let listener: Deno.TcpListener;
   try {
-    listener = listen(hostname, options.port ?? DEFAULTS.port, shared);
+    listener = listen(hostname, options.port ?? DEFAULTS.port, shared ? "first" : "alone");
   } catch (error) {
     directory?.close();
     throw error;
@@ -208,7 +209,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   let cache: FileCache;
   try {
     if (options.httpPort !== undefined) {
-      httpListener = listen(hostname, options.httpPort, shared);
+      httpListener = listen(hostname, options.httpPort, shared ? "first" : "alone");
     }
     cache = await FileCache.open({
       dir: cacheDir,
@@ -229,9 +230,10 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   const files = new FileService(cache, origin, { maxOpenFiles, onError, debug });
   // With worker threads, each port's connection limit is counted in memory
   // that every thread shares: TCP in the first cell, HTTP in the second.
-  const slotCells = shared ? slotMemory(2) : undefined;
+  const slotCells = shared ? slotMemory(SLOT_LISTENERS, workers) : undefined;
   const slots = (index: number) =>
-    slotCells && new ConnectionSlots(slotCells, index, limits.maxConnections);
+    slotCells &&
+    new ConnectionSlots(slotCells, SLOT_LISTENERS, index, limits.maxConnections, 0);
   const engines = [serveTcp(listener, files, limits, slots(0))];
   if (httpListener) engines.push(serveHttp(httpListener, files, limits, slots(1)));
   const accepting = engines.map((engine) => engine.acceptLoop());

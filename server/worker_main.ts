@@ -19,7 +19,12 @@ import { S3Origin } from "../origin/s3.ts";
 import { FileService, type Limits, type RequestRecord } from "../service/file_service.ts";
 import { CacheReplica } from "./cache_replica.ts";
 import { listen, serveHttp, serveTcp } from "./listeners.ts";
-import type { FromWorker, ToWorker, WorkerConfig } from "./worker_messages.ts";
+import {
+  type FromWorker,
+  SLOT_LISTENERS,
+  type ToWorker,
+  type WorkerConfig,
+} from "./worker_messages.ts";
 
 /** Answered requests are sent to the main thread at least this often... */
 const LOG_INTERVAL_MS = 100;
@@ -37,6 +42,12 @@ interface Running {
 }
 
 let running: Running | undefined;
+/**
+ * The replica, made as soon as the start message arrives: the changes that
+ * follow it must reach the replica even while the worker is still opening
+ * its origin and its ports.
+ */
+let replica: CacheReplica | undefined;
 
 function post(message: FromWorker): void {
   self.postMessage(message);
@@ -47,20 +58,22 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
   switch (message.type) {
     case "start":
       try {
-        running = await start(message.config);
+        const { config } = message;
+        replica = new CacheReplica(config.cacheDir, config.capacity, config.entries, post);
+        running = await start(config, replica);
         post({ type: "ready" });
       } catch (error) {
         post({ type: "failed", message: (error as Error).message });
       }
       break;
     case "admit":
-      running?.replica.admitted(message.entry);
+      replica?.admitted(message.entry);
       break;
     case "drop":
-      running?.replica.dropped(message.path, message.file);
+      replica?.dropped(message.path, message.file);
       break;
     case "reply":
-      running?.replica.replied(message.id, message.value, message.error);
+      replica?.replied(message.id, message.value, message.error);
       break;
     case "counters":
       if (running) post({ type: "counters", id: message.id, counters: running.service.counters() });
@@ -73,7 +86,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
   }
 };
 
-async function start(config: WorkerConfig): Promise<Running> {
+async function start(config: WorkerConfig, replica: CacheReplica): Promise<Running> {
   const directory = config.s3 ? undefined : await DirectoryOrigin.open(
     config.dir!,
     { hide: config.cacheDir, watchChanges: config.changeWatch },
@@ -81,16 +94,15 @@ async function start(config: WorkerConfig): Promise<Running> {
   const origin: Origin = directory ?? new S3Origin(config.s3!);
   const listeners: Deno.TcpListener[] = [];
   try {
-    listeners.push(listen(config.hostname, config.port, true));
+    listeners.push(listen(config.hostname, config.port, "join"));
     if (config.httpPort !== undefined) {
-      listeners.push(listen(config.hostname, config.httpPort, true));
+      listeners.push(listen(config.hostname, config.httpPort, "join"));
     }
   } catch (error) {
     for (const listener of listeners) listener.close();
     directory?.close();
     throw error;
   }
-  const replica = new CacheReplica(config.cacheDir, config.capacity, config.entries, post);
   const onError = (message: string) => post({ type: "error", message });
   const service = new FileService(replica, origin, {
     maxOpenFiles: config.maxOpenFiles,
@@ -119,7 +131,8 @@ async function start(config: WorkerConfig): Promise<Running> {
       : undefined,
   };
   const { maxConnections } = config.limits;
-  const slots = (index: number) => new ConnectionSlots(config.slots, index, maxConnections);
+  const slots = (index: number) =>
+    new ConnectionSlots(config.slots, SLOT_LISTENERS, index, maxConnections, config.thread);
   const engines = [serveTcp(listeners[0], service, limits, slots(0))];
   if (listeners[1]) {
     engines.push(

@@ -11,6 +11,9 @@ import type { OriginStat } from "../origin/origin.ts";
 import type { S3OriginOptions } from "../origin/s3.ts";
 import type { RequestRecord, ThreadCounters } from "../service/counters.ts";
 
+/** The listeners whose connection limits are shared: TCP first, then HTTP. */
+export const SLOT_LISTENERS = 2;
+
 /** What a worker needs to serve: everything but the cache's bookkeeping. */
 export interface WorkerConfig {
   /** The directory served, when the origin is one. */
@@ -37,8 +40,10 @@ export interface WorkerConfig {
   logRequests: boolean;
   /** Report failures with stack traces. */
   debug: boolean;
-  /** The connection limits of TCP and HTTP, shared by every thread (`slotMemory(2)`). */
+  /** The connection limits of TCP and HTTP, shared by every thread (`slotMemory`). */
   slots: SharedArrayBuffer;
+  /** This worker's number among the threads (the main thread is 0). */
+  thread: number;
   /** The cache's entries when the worker starts; changes follow as messages. */
   entries: CacheEntry[];
 }

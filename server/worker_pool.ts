@@ -17,7 +17,14 @@ import type { CacheEntry, FileCache } from "../cache.ts";
 import type { FileService, RequestRecord } from "../service/file_service.ts";
 import type { ThreadCounters } from "../service/counters.ts";
 import { errorData } from "./cache_replica.ts";
-import type { FromWorker, Question, ToWorker, WorkerConfig } from "./worker_messages.ts";
+import { releaseThread } from "../engine/connection_slots.ts";
+import {
+  type FromWorker,
+  type Question,
+  SLOT_LISTENERS,
+  type ToWorker,
+  type WorkerConfig,
+} from "./worker_messages.ts";
 
 /** What the pool reports to the main thread. */
 export interface PoolHooks {
@@ -33,6 +40,7 @@ const WORKER_GRACE_MS = 10_000;
 /** One worker thread and what waits on it. */
 interface Member {
   worker: Worker;
+  config: WorkerConfig;
   alive: boolean;
   counters: Map<number, (counters: ThreadCounters | undefined) => void>;
   stopped?: () => void;
@@ -58,7 +66,7 @@ export class WorkerPool {
    */
   static async start(
     count: number,
-    config: Omit<WorkerConfig, "entries">,
+    config: Omit<WorkerConfig, "entries" | "thread">,
     cache: FileCache,
     service: FileService,
     hooks: PoolHooks,
@@ -73,8 +81,8 @@ export class WorkerPool {
       pool.#broadcast(message);
     });
     const starts: Promise<void>[] = [];
-    for (let i = 0; i < count; i++) {
-      starts.push(pool.#spawn({ ...config, entries: cache.entries() }));
+    for (let thread = 1; thread <= count; thread++) {
+      starts.push(pool.#spawn({ ...config, thread, entries: cache.entries() }));
     }
     const results = await Promise.allSettled(starts);
     const failed = results.find((result) => result.status === "rejected");
@@ -108,7 +116,7 @@ export class WorkerPool {
 
   #spawn(config: WorkerConfig): Promise<void> {
     const worker = new Worker(new URL("./worker_main.ts", import.meta.url), { type: "module" });
-    const member: Member = { worker, alive: true, counters: new Map() };
+    const member: Member = { worker, config, alive: true, counters: new Map() };
     this.#members.push(member);
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     worker.onmessage = (event: MessageEvent<FromWorker>) => {
@@ -154,7 +162,9 @@ export class WorkerPool {
         this.#hooks.onError(message.message);
         break;
       case "stopped":
-        member.stopped?.();
+        // Gone from here on: what waits on it (a STATS on another thread
+        // that is finishing too) stops waiting.
+        this.#ended(member);
         break;
     }
   }
@@ -202,10 +212,14 @@ export class WorkerPool {
     for (const member of this.#members) if (member.alive) member.worker.postMessage(message);
   }
 
-  /** Forgets a worker: what waits on it stops waiting. */
+  /**
+   * Forgets a worker: what waits on it stops waiting, and the connection
+   * slots it held come back (its connections ended with it).
+   */
   #ended(member: Member): void {
     if (!member.alive) return;
     member.alive = false;
+    releaseThread(member.config.slots, SLOT_LISTENERS, member.config.thread);
     for (const resolve of member.counters.values()) resolve(undefined);
     member.counters.clear();
     member.stopped?.();

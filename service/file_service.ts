@@ -96,6 +96,13 @@ export interface Served {
   bytes?: Uint8Array;
   /** Otherwise, where to read them: positioned at `offset`. */
   source?: ByteSource;
+  /**
+   * For bytes read from the origin (a bypass): throws when the file changed
+   * while it was read. Called once every byte is read and before the last
+   * of them is sent, so that a changed file ends in a short body, never in
+   * a whole one that mixes versions.
+   */
+  checkUnchanged?: () => Promise<void>;
   /** Closes the source and gives back its file permit; safe to call twice. */
   release(): void;
 }
@@ -476,8 +483,17 @@ export class FileService {
       return;
     }
     const buffers = this.#takeBuffers(served.length);
+    const { checkUnchanged } = served;
+    let read = 0;
+    const consumeChecked = checkUnchanged
+      ? async (chunk: Uint8Array) => {
+        read += chunk.length;
+        if (read >= served.length) await checkUnchanged();
+        await consume(chunk);
+      }
+      : consume;
     try {
-      const sent = await readChunks(served.source!, buffers, served.length, consume);
+      const sent = await readChunks(served.source!, buffers, served.length, consumeChecked);
       if (sent < served.length) throw new TruncatedBodyError(`${served.path} ended early`);
     } catch (error) {
       if (isConnectionError(error)) throw error;
@@ -576,6 +592,11 @@ export class FileService {
           offset,
           length,
           source,
+          checkUnchanged: async () => {
+            if ((await opened.restat()).validator !== stat.validator) {
+              throw new OriginChangedError(path);
+            }
+          },
           release: once(() => (closeQuietly(opened), releasePermit())),
         };
       } catch (error) {

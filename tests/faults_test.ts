@@ -149,6 +149,31 @@ Deno.test("an origin file truncated during a bypass: the client sees a broken tr
   }
 });
 
+Deno.test("an origin file rewritten in place during a bypass: a broken transfer, never a whole mix of versions", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${root}/big.bin`, original);
+    // Same size, other bytes, written over the file while it is streamed:
+    // only the change time and mtime tell.
+    const rewritten = seededBytes(original.length, 79);
+    const origin = mutatingOrigin(await DirectoryOrigin.open(root), async (file) => {
+      using handle = await Deno.open(file, { write: true });
+      await handle.write(rewritten);
+    });
+    await withServer({}, { origin, cacheSize: MiB }, async ({ port, errors }) => {
+      const client = await connect({ port });
+      try {
+        await assert.rejects(client.get("big.bin"), ConnectionError);
+      } finally {
+        client.close();
+      }
+      assert.ok(errors.some((line) => /changed while it was read/.test(line)), errors.join("\n"));
+    });
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
 Deno.test("an origin file that changes between its stat and its open: 500, never a mismatched header", async () => {
   const root = await Deno.makeTempDir();
   try {

@@ -74,7 +74,7 @@ export interface TestServer {
  */
 export async function withServer(
   tree: Tree,
-  options: Omit<ServerOptions, "dir" | "cacheDir" | "port">,
+  options: Omit<ServerOptions, "dir" | "cacheDir">,
   test: (context: TestServer) => Promise<void>,
 ): Promise<void> {
   const root = await Deno.makeTempDir({ prefix: "tcpcache-test-" });
@@ -88,7 +88,7 @@ export async function withServer(
     ...options,
     dir,
     cacheDir,
-    port: 0,
+    port: options.port ?? 0,
   });
   try {
     await test({ server, port: server.addr.port, dir, cacheDir, errors });

@@ -222,3 +222,77 @@ Deno.test("workers: options a worker cannot rebuild are refused", async () => {
     /invalid worker count/,
   );
 });
+
+Deno.test("workers: a second server cannot join a running server's port", async () => {
+  await withServer({ "a.txt": "a" }, { workers: WORKERS }, async ({ port }) => {
+    for (const workers of [1, WORKERS]) {
+      await assert.rejects(
+        () => withServer({}, { workers, port }, async () => {}),
+        Deno.errors.AddrInUse,
+        `a server with ${workers} thread(s) on the same port`,
+      );
+    }
+  });
+});
+
+Deno.test("workers: files admitted while the workers start reach their replicas", async () => {
+  const tree: Record<string, string> = {};
+  for (let i = 0; i < 40; i++) tree[`f${i}.txt`] = `file ${i}`.repeat(50);
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  let starting = true;
+  // Fills on the main thread while the worker threads start.
+  const early = (async () => {
+    let i = 0;
+    while (starting) {
+      try {
+        await getFresh(port, `f${i++ % 40}.txt`);
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    }
+  })();
+  await withServer(tree, { workers: WORKERS, port }, async ({ server }) => {
+    starting = false;
+    await early;
+    for (let i = 0; i < 40; i++) await getFresh(port, `f${i}.txt`); // every file cached
+    const before = await server.stats();
+    const results = await Promise.all(
+      Array.from({ length: 160 }, (_, i) => getFresh(port, `f${i % 40}.txt`)),
+    );
+    assert.deepEqual(results.filter((result) => result.cache !== "hit").length, 0);
+    const after = await server.stats();
+    assert.equal(after.misses, before.misses, "no thread asked for a fill again");
+    await assertEveryThreadServed(server);
+  });
+});
+
+Deno.test("workers: close() ends promptly with STATS in flight on every thread", async () => {
+  for (let round = 0; round < 3; round++) {
+    await withServer({ "a.txt": "a" }, { workers: 4, shutdownTimeoutMs: 500 }, async (t) => {
+      let asking = true;
+      const askers = Array.from({ length: 8 }, async () => {
+        while (asking) {
+          try {
+            const client = await connect({ port: t.port });
+            try {
+              await client.stats();
+            } finally {
+              client.close();
+            }
+          } catch {
+            return; // the server stopped
+          }
+        }
+      });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const started = Date.now();
+      await t.server.close();
+      const took = Date.now() - started;
+      asking = false;
+      await Promise.all(askers);
+      assert.ok(took < 3_000, `close took ${took} ms`);
+    });
+  }
+});
