@@ -833,6 +833,20 @@ function targets(ctx: Context): Target[] {
     const text = `${cores} threads: ${label} >= ${min}x ${who}`;
     list.push(versus(key, name, min, text, "tcpcache-workers"));
   }
+  // Fair under load (issue 15): the slowest answers at 256 connections.
+  const tail = get("small-c256-latency")?.p99;
+  for (const server of ["tcpcache", "tcpcache-workers"] as const) {
+    const ours = tail?.[server];
+    const theirs = tail?.nginx;
+    const threads = server === "tcpcache" ? "" : `${cores} threads: `;
+    list.push({
+      target: `${threads}p99 at 256 connections <= 2x nginx's`,
+      met: ours === undefined || !theirs ? undefined : ours <= 2 * theirs,
+      figure: ours === undefined || !theirs
+        ? "not measured"
+        : `${(ours / theirs).toFixed(2)}x (${ours.toFixed(2)} vs ${theirs.toFixed(2)} ms)`,
+    });
+  }
   const miss = get("miss-64")?.values.tcpcache;
   const hit = get("large-hit-64")?.values.tcpcache;
   list.push({

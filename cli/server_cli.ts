@@ -161,20 +161,39 @@ function banner(server: ServerHandle, options: ServerOptions, format: "text" | "
  * text (`-` for what does not apply), or the record as JSON.
  */
 export function formatAccessLog(record: RequestRecord, format: "text" | "json"): string {
-  const time = new Date(record.time).toISOString();
+  const time = isoTime(record.time);
   const ms = Math.round(record.ms * 1000) / 1000;
   if (format === "json") return JSON.stringify({ ...record, time, ms });
-  const path = record.path === undefined ? "-" : percentEncode(record.path);
-  return [
-    time,
-    record.client,
-    record.command,
-    path,
-    record.status,
-    record.bytes,
-    ms.toFixed(3),
-    record.cache ?? "-",
-  ].join(" ");
+  const path = record.path === undefined ? "-" : encodedPath(record.path);
+  return `${time} ${record.client} ${record.command} ${path} ${record.status} ${record.bytes} ${
+    ms.toFixed(3)
+  } ${record.cache ?? "-"}`;
+}
+
+// Under load, many requests share a millisecond and most share a few paths:
+// the last time and the paths seen lately are formatted once each.
+let lastTime = NaN;
+let lastIsoTime = "";
+const encodedPaths = new Map<string, string>();
+
+/** `time` (ms since the epoch) as ISO 8601, the last one remembered. */
+function isoTime(time: number): string {
+  if (time !== lastTime) {
+    lastTime = time;
+    lastIsoTime = new Date(time).toISOString();
+  }
+  return lastIsoTime;
+}
+
+/** `path` percent-encoded for the log, from a bounded memo. */
+function encodedPath(path: string): string {
+  let encoded = encodedPaths.get(path);
+  if (encoded === undefined) {
+    if (encodedPaths.size >= 4096) encodedPaths.clear();
+    encoded = percentEncode(path);
+    encodedPaths.set(path, encoded);
+  }
+  return encoded;
 }
 
 /** What the command line asks for: the server's options and how to log. */

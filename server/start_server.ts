@@ -17,6 +17,7 @@ import type { Origin } from "../origin/origin.ts";
 import { S3Origin } from "../origin/s3.ts";
 import {
   FileService,
+  LARGE_CHUNK_BUDGET,
   type Limits,
   type RequestRecord,
   type ServerStats,
@@ -227,7 +228,9 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   }
   const maxOpenFiles = options.maxOpenFiles ?? DEFAULTS.maxOpenFiles;
   const debug = options.debug ?? false;
-  const files = new FileService(cache, origin, { maxOpenFiles, onError, debug });
+  // The large buffers' budget is the process's: each thread gets its share.
+  const largeChunkBudget = Math.floor(LARGE_CHUNK_BUDGET / workers);
+  const files = new FileService(cache, origin, { maxOpenFiles, onError, debug, largeChunkBudget });
   // With worker threads, each port's connection limit is counted in memory
   // that every thread shares: TCP in the first cell, HTTP in the second.
   const slotCells = shared ? slotMemory(SLOT_LISTENERS, workers) : undefined;
@@ -263,6 +266,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
             sendTimeoutMs: limits.sendTimeoutMs,
           },
           maxOpenFiles,
+          largeChunkBudget,
           logRequests: options.onRequest !== undefined,
           debug,
           slots: slotCells!,

@@ -36,6 +36,8 @@ export interface WorkerConfig {
   limits: { maxConnections: number; idleTimeoutMs: number; sendTimeoutMs: number };
   /** Open files at once, per thread. */
   maxOpenFiles: number;
+  /** This thread's share of the large buffers' budget. */
+  largeChunkBudget: number;
   /** Whether answered requests are sent to the main thread (its access log). */
   logRequests: boolean;
   /** Report failures with stack traces. */

@@ -146,6 +146,12 @@ export interface ServiceOptions {
   onError: (message: string) => void;
   /** Reports failures with their stack traces. */
   debug: boolean;
+  /**
+   * Bytes of large buffers this thread may hand out at once (see
+   * {@linkcode LARGE_CHUNK_BUDGET}): with worker threads, each gets its share.
+   * @default {LARGE_CHUNK_BUDGET}
+   */
+  largeChunkBudget?: number;
 }
 
 /**
@@ -189,7 +195,7 @@ export const LARGE_BODY = 8 * 1024 * 1024;
  * reads and 4 writes instead of 16 of each, and when hundreds of connections
  * fetch such files at once, the rest fall back to small chunks.
  */
-const LARGE_CHUNK_BUDGET = 16 * 1024 * 1024;
+export const LARGE_CHUNK_BUDGET = 16 * 1024 * 1024;
 /** How many recent requests the status page can show. */
 const RECENT_REQUESTS = 50;
 
@@ -227,6 +233,7 @@ export class FileService {
   #buffers = { small: [] as Uint8Array[], large: [] as Uint8Array[] };
   /** Bytes of large buffers handed out (see {@linkcode LARGE_CHUNK_BUDGET}). */
   #largeOut = 0;
+  #largeChunkBudget: number;
 
   /**
    * The counters of every thread that serves, this one's included: with
@@ -239,6 +246,7 @@ export class FileService {
     this.origin = origin;
     this.#options = options;
     this.#files = new Semaphore(options.maxOpenFiles);
+    this.#largeChunkBudget = options.largeChunkBudget ?? LARGE_CHUNK_BUDGET;
   }
 
   /** Counts a request as it arrives. */
@@ -672,7 +680,7 @@ export class FileService {
   /** Two pooled buffers for moving `length` bytes, sized for it. */
   #takeBuffers(length: number): [Uint8Array, Uint8Array] {
     const large = length >= LARGE_BODY || (length > CHUNK_SIZES.small &&
-      this.#largeOut + 2 * CHUNK_SIZES.large <= LARGE_CHUNK_BUDGET);
+      this.#largeOut + 2 * CHUNK_SIZES.large <= this.#largeChunkBudget);
     const kind = large ? "large" : "small";
     if (large) this.#largeOut += 2 * CHUNK_SIZES.large;
     const take = () => this.#buffers[kind].pop() ?? new Uint8Array(CHUNK_SIZES[kind]);
