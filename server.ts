@@ -29,7 +29,8 @@ export type {
   RequestRecord,
   ServerStats,
 } from "./service/file_service.ts";
-export { formatAccessLog, serverMain } from "./cli/server_cli.ts";
+export { serverMain } from "./cli/server_cli.ts";
+export { type AccessLogSink, formatAccessLog, type LogFormat } from "./service/access_line.ts";
 
 if (import.meta.main) {
   Deno.exit(await serverMain(Deno.args));

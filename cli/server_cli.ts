@@ -13,9 +13,7 @@ import type { PolicyName } from "../policies/policy.ts";
 import { isPolicyName, POLICIES } from "../policies/registry.ts";
 import { optional, parseInteger, parseSeconds, seconds, UsageError } from "./flags.ts";
 import { S3Origin } from "../origin/s3.ts";
-import { percentEncode } from "../protocol.ts";
 import {
-  type RequestRecord,
   SAMPLE_DIR,
   type ServerHandle,
   type ServerOptions,
@@ -104,7 +102,7 @@ export async function serverMain(args: string[]): Promise<number> {
   try {
     server = await startServer({
       ...options,
-      onRequest: accessLog && ((record) => accessLog.add(formatAccessLog(record, logFormat))),
+      accessLog: accessLog && { format: logFormat, add: (lines) => accessLog.add(lines) },
     });
   } catch (error) {
     const message = options.debug ? (error as Error).stack : (error as Error).message;
@@ -154,46 +152,6 @@ function banner(server: ServerHandle, options: ServerOptions, format: "text" | "
   return `${message} (${from}, cache ${facts.cacheDir}, ` +
     `capacity ${formatBytes(facts.capacity)}, policy ${facts.policy}, ` +
     `${facts.threads} thread${facts.threads === 1 ? "" : "s"})`;
-}
-
-/**
- * One access-log line: `TIME CLIENT COMMAND PATH STATUS BYTES MS CACHE` as
- * text (`-` for what does not apply), or the record as JSON.
- */
-export function formatAccessLog(record: RequestRecord, format: "text" | "json"): string {
-  const time = isoTime(record.time);
-  const ms = Math.round(record.ms * 1000) / 1000;
-  if (format === "json") return JSON.stringify({ ...record, time, ms });
-  const path = record.path === undefined ? "-" : encodedPath(record.path);
-  return `${time} ${record.client} ${record.command} ${path} ${record.status} ${record.bytes} ${
-    ms.toFixed(3)
-  } ${record.cache ?? "-"}`;
-}
-
-// Under load, many requests share a millisecond and most share a few paths:
-// the last time and the paths seen lately are formatted once each.
-let lastTime = NaN;
-let lastIsoTime = "";
-const encodedPaths = new Map<string, string>();
-
-/** `time` (ms since the epoch) as ISO 8601, the last one remembered. */
-function isoTime(time: number): string {
-  if (time !== lastTime) {
-    lastTime = time;
-    lastIsoTime = new Date(time).toISOString();
-  }
-  return lastIsoTime;
-}
-
-/** `path` percent-encoded for the log, from a bounded memo. */
-function encodedPath(path: string): string {
-  let encoded = encodedPaths.get(path);
-  if (encoded === undefined) {
-    if (encodedPaths.size >= 4096) encodedPaths.clear();
-    encoded = percentEncode(path);
-    encodedPaths.set(path, encoded);
-  }
-  return encoded;
 }
 
 /** What the command line asks for: the server's options and how to log. */

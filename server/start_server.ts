@@ -23,6 +23,7 @@ import {
   type ServerStats,
 } from "../service/file_service.ts";
 import { listen, serveHttp, serveTcp, sharedPortsAvailable } from "./listeners.ts";
+import { type AccessLogSink, formatAccessLog } from "../service/access_line.ts";
 import { WorkerPool } from "./worker_pool.ts";
 import { SLOT_LISTENERS } from "./worker_messages.ts";
 
@@ -131,6 +132,13 @@ export interface ServerOptions {
    */
   onRequest?: (record: RequestRecord) => void;
   /**
+   * The access log: each answered request's line (see `formatAccessLog`),
+   * formatted on the thread that answered it and handed to `add` on this
+   * thread (a worker's lines in batches).
+   * @default {undefined}
+   */
+  accessLog?: AccessLogSink;
+  /**
    * Reports failures with their stack traces.
    * @default {false}
    */
@@ -204,7 +212,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
     sendTimeoutMs: options.sendTimeoutMs ?? DEFAULTS.sendTimeoutMs,
     onError,
-    onRequest: options.onRequest,
+    onRequest: heardBy(options.onRequest, options.accessLog),
   };
   let httpListener: Deno.TcpListener | undefined;
   let cache: FileCache;
@@ -268,12 +276,13 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
           maxOpenFiles,
           largeChunkBudget,
           logRequests: options.onRequest !== undefined,
+          logFormat: options.accessLog?.format,
           debug,
           slots: slotCells!,
         },
         cache,
         files,
-        { onError, onRequest: options.onRequest },
+        { onError, onRequest: options.onRequest, onLogLines: options.accessLog?.add },
       );
     } catch (error) {
       await stopHere();
@@ -290,6 +299,16 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
       await Promise.all([pool?.stop(shutdownTimeoutMs), stopHere()]);
     },
   };
+}
+
+/** Who hears of an answered request on this thread: the hook, the access log, both or none. */
+function heardBy(
+  onRequest: ((record: RequestRecord) => void) | undefined,
+  accessLog: AccessLogSink | undefined,
+): ((record: RequestRecord) => void) | undefined {
+  if (!accessLog) return onRequest;
+  const log = (record: RequestRecord) => accessLog.add(formatAccessLog(record, accessLog.format));
+  return onRequest ? (record) => (onRequest(record), log(record)) : log;
 }
 
 /** The threads `options` asks for; more than one needs what a worker can rebuild. */

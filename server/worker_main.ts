@@ -18,6 +18,7 @@ import type { Origin } from "../origin/origin.ts";
 import { S3Origin } from "../origin/s3.ts";
 import { FileService, type Limits, type RequestRecord } from "../service/file_service.ts";
 import { CacheReplica } from "./cache_replica.ts";
+import { formatAccessLog } from "../service/access_line.ts";
 import { listen, serveHttp, serveTcp } from "./listeners.ts";
 import {
   type FromWorker,
@@ -111,22 +112,28 @@ async function start(config: WorkerConfig, replica: CacheReplica): Promise<Runni
     debug: config.debug,
   });
   service.threads = () => replica.ask({ ask: "threads" });
+  // Answered requests go to the main thread in batches: as records for its
+  // onRequest, as formatted lines for its access log.
   let records: RequestRecord[] = [];
+  let lines: string[] = [];
   let logTimer: ReturnType<typeof setTimeout> | undefined;
   const flushLog = () => {
     clearTimeout(logTimer);
     logTimer = undefined;
-    if (records.length === 0) return;
-    post({ type: "log", records });
+    if (records.length === 0 && lines.length === 0) return;
+    post({ type: "log", records, lines: lines.join("\n") });
     records = [];
+    lines = [];
   };
+  const { logFormat, logRequests } = config;
   const limits: Limits = {
     ...config.limits,
     onError,
-    onRequest: config.logRequests
+    onRequest: logFormat || logRequests
       ? (record) => {
-        records.push(record);
-        if (records.length >= LOG_BATCH) flushLog();
+        if (logRequests) records.push(record);
+        if (logFormat) lines.push(formatAccessLog(record, logFormat));
+        if (records.length + lines.length >= LOG_BATCH) flushLog();
         else logTimer ??= setTimeout(flushLog, LOG_INTERVAL_MS);
       }
       : undefined,

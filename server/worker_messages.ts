@@ -10,6 +10,7 @@ import type { CacheEntry, CacheFigures } from "../cache.ts";
 import type { OriginStat } from "../origin/origin.ts";
 import type { S3OriginOptions } from "../origin/s3.ts";
 import type { RequestRecord, ThreadCounters } from "../service/counters.ts";
+import type { LogFormat } from "../service/access_line.ts";
 
 /** The listeners whose connection limits are shared: TCP first, then HTTP. */
 export const SLOT_LISTENERS = 2;
@@ -38,8 +39,10 @@ export interface WorkerConfig {
   maxOpenFiles: number;
   /** This thread's share of the large buffers' budget. */
   largeChunkBudget: number;
-  /** Whether answered requests are sent to the main thread (its access log). */
+  /** Whether answered requests are sent to the main thread (its `onRequest`). */
   logRequests: boolean;
+  /** The access log's format, when there is one: lines are sent formatted. */
+  logFormat?: LogFormat;
   /** Report failures with stack traces. */
   debug: boolean;
   /** The connection limits of TCP and HTTP, shared by every thread (`slotMemory`). */
@@ -92,6 +95,6 @@ export type FromWorker =
   | { type: "remove"; path: string; file?: string }
   | { type: "touch"; paths: string[] }
   | { type: "counters"; id: number; counters: ThreadCounters }
-  | { type: "log"; records: RequestRecord[] }
+  | { type: "log"; records: RequestRecord[]; lines: string }
   | { type: "error"; message: string }
   | { type: "stopped" };

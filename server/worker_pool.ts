@@ -30,8 +30,10 @@ import {
 export interface PoolHooks {
   /** Where problems are reported, one line each. */
   onError: (message: string) => void;
-  /** Hears of every request a worker answered (the access log). */
+  /** Hears of every request a worker answered. */
   onRequest?: (record: RequestRecord) => void;
+  /** Takes the access log's lines of a worker's requests, several at a time. */
+  onLogLines?: (lines: string) => void;
 }
 
 /** How long a worker may take to start or to stop beyond its shutdown timeout. */
@@ -157,6 +159,7 @@ export class WorkerPool {
         break;
       case "log":
         for (const record of message.records) this.#hooks.onRequest?.(record);
+        if (message.lines) this.#hooks.onLogLines?.(message.lines);
         break;
       case "error":
         this.#hooks.onError(message.message);

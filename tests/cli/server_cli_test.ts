@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { formatAccessLog } from "../../cli/server_cli.ts";
 import { DEFAULTS } from "../../defaults.ts";
 import type { RequestRecord } from "../../server.ts";
 import { RawConnection, withServer } from "../helpers.ts";
@@ -38,36 +37,6 @@ Deno.test("the access log: one record per request, with status, bytes and cache 
     assert.ok(record.ms >= 0 && record.ms < 5000);
     assert.ok(Math.abs(record.time - Date.now()) < 60_000);
   }
-});
-
-Deno.test("formatAccessLog: a text line with - for what does not apply, or JSON", () => {
-  const record: RequestRecord = {
-    time: Date.UTC(2026, 10, 25, 12, 0, 0, 5),
-    protocol: "tcp",
-    client: "127.0.0.1:5000",
-    command: "GET",
-    path: "my docs/a.txt",
-    status: "OK",
-    bytes: 120,
-    ms: 1.23456,
-    cache: "hit",
-  };
-  assert.equal(
-    formatAccessLog(record, "text"),
-    "2026-11-25T12:00:00.005Z 127.0.0.1:5000 GET my%20docs/a.txt OK 120 1.235 hit",
-  );
-  assert.equal(
-    formatAccessLog(
-      { ...record, command: "-", path: undefined, status: 400, cache: undefined },
-      "text",
-    ),
-    "2026-11-25T12:00:00.005Z 127.0.0.1:5000 - - 400 120 1.235 -",
-  );
-  assert.deepEqual(JSON.parse(formatAccessLog(record, "json")), {
-    ...record,
-    time: "2026-11-25T12:00:00.005Z",
-    ms: 1.235,
-  });
 });
 
 Deno.test("--debug reports a failure with its stack; without it, one line", async () => {

@@ -197,10 +197,16 @@ Deno.test("workers: the connection limit bounds the whole server, not each threa
 
 Deno.test("workers: every thread's requests reach the access log, and close stops them all", async () => {
   const records: string[] = [];
+  const lines: string[] = [];
   let port = 0;
   await withServer(
     { "a.txt": "a" },
-    { workers: WORKERS, onRequest: (record) => records.push(record.path ?? "") },
+    {
+      workers: WORKERS,
+      onRequest: (record) => records.push(record.path ?? ""),
+      // Worker threads send their lines formatted, several at a time.
+      accessLog: { format: "text", add: (text) => lines.push(...text.split("\n")) },
+    },
     async (t) => {
       port = t.port;
       for (let i = 0; i < 30; i++) await getFresh(t.port, "a.txt");
@@ -209,6 +215,10 @@ Deno.test("workers: every thread's requests reach the access log, and close stop
   );
   // close() waited for the workers, which sent what they held.
   assert.equal(records.length, 30);
+  assert.equal(lines.length, 30);
+  for (const line of lines) {
+    assert.match(line, /^\S+Z 127\.0\.0\.1:\d+ GET a\.txt OK \d+ [\d.]+ (hit|miss)$/);
+  }
   await assert.rejects(() => Deno.connect({ port }), Deno.errors.ConnectionRefused);
 });
 
