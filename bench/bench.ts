@@ -702,10 +702,16 @@ function ratioCell(r: Row, name: ServerName, server: ServerName = "tcpcache"): s
 
 /**
  * Each server's CPU µs per answer: tcpcache (one thread, then one per core) /
- * nginx / the bare loop (one thread).
+ * nginx / the bare loop (likewise).
  */
 function cpuCell(r: Row): string {
-  const names: ServerName[] = ["tcpcache", "tcpcache-workers", "nginx", "bare-tcp"];
+  const names: ServerName[] = [
+    "tcpcache",
+    "tcpcache-workers",
+    "nginx",
+    "bare-tcp",
+    "bare-tcp-workers",
+  ];
   if (names.every((name) => r.cpu[name] === undefined)) return "-";
   const format = (us?: number) =>
     us === undefined ? "-" : us >= 100 ? formatFigure(Math.round(us)) : us.toFixed(1);
@@ -726,7 +732,7 @@ function table(rows: Row[]): string {
     "÷ nginx",
     `bare Deno, ${cores} threads`,
     "python (original)",
-    `server CPU µs/req: tcpcache / tcpcache ${cores} threads / nginx / bare`,
+    `server CPU µs/req: tcpcache / tcpcache ${cores} threads / nginx / bare / bare ${cores} threads`,
     "notes",
   ];
   return markdownTable(

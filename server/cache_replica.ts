@@ -28,7 +28,7 @@ import {
 } from "../cache.ts";
 import { OriginChangedError } from "../origin/origin.ts";
 import { type ErrorCode, RequestError } from "../protocol.ts";
-import type { Answers, ErrorData, FromWorker, Question } from "./worker_messages.ts";
+import type { Answers, ErrorData, FromWorker, Question, WorkerConfig } from "./worker_messages.ts";
 
 /** Hits are reported to the owner at least this often... */
 const TOUCH_INTERVAL_MS = 100;
@@ -46,22 +46,22 @@ export class CacheReplica implements CacheView {
   #nextId = 0;
   #touched: string[] = [];
   #touchTimer: ReturnType<typeof setTimeout> | undefined;
+  #reportHits: boolean;
   #post: (message: FromWorker) => void;
 
   /**
-   * A replica of the cache in `dir` holding `entries`, that sends its
-   * messages to the owner through `post`.
+   * A replica of the cache in `config.cacheDir` holding `config.entries`,
+   * that sends its messages to the owner through `post`.
    */
   constructor(
-    dir: string,
-    capacity: number,
-    entries: CacheEntry[],
+    config: Pick<WorkerConfig, "cacheDir" | "capacity" | "entries" | "reportHits">,
     post: (message: FromWorker) => void,
   ) {
-    this.#dir = dir;
-    this.capacity = capacity;
+    this.#dir = config.cacheDir;
+    this.capacity = config.capacity;
+    this.#reportHits = config.reportHits;
     this.#post = post;
-    for (const entry of entries) this.#entries.set(entry.path, entry);
+    for (const entry of config.entries) this.#entries.set(entry.path, entry);
   }
 
   /** Applies an admission the owner made. */
@@ -88,8 +88,9 @@ export class CacheReplica implements CacheView {
     return this.#entries.get(path);
   }
 
-  /** Notes a hit; the owner hears of it with others, soon. */
+  /** Notes a hit; the owner hears of it with others, soon (unless its policy ignores hits). */
   touch(path: string): void {
+    if (!this.#reportHits) return;
     this.#touched.push(path);
     if (this.#touched.length >= TOUCH_BATCH) this.flushTouches();
     else this.#touchTimer ??= setTimeout(() => this.flushTouches(), TOUCH_INTERVAL_MS);

@@ -268,6 +268,8 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
           httpPort: httpListener?.addr.port,
           cacheDir,
           capacity: cache.capacity,
+          // FIFO's order ignores hits: reporting them would cost for nothing.
+          reportHits: cache.policy !== "fifo",
           limits: {
             maxConnections: limits.maxConnections,
             idleTimeoutMs: limits.idleTimeoutMs,

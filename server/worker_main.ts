@@ -60,7 +60,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
     case "start":
       try {
         const { config } = message;
-        replica = new CacheReplica(config.cacheDir, config.capacity, config.entries, post);
+        replica = new CacheReplica(config, post);
         running = await start(config, replica);
         post({ type: "ready" });
       } catch (error) {

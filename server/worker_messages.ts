@@ -33,6 +33,8 @@ export interface WorkerConfig {
   cacheDir: string;
   /** The cache's capacity. */
   capacity: number;
+  /** Whether hits are reported to the main thread (false where the policy ignores them: FIFO). */
+  reportHits: boolean;
   /** The connection limit (shared through `slots`) and the timeouts. */
   limits: { maxConnections: number; idleTimeoutMs: number; sendTimeoutMs: number };
   /** Open files at once, per thread. */
