@@ -141,8 +141,16 @@ export interface CacheView {
   fill(path: string, source: FillSource): Promise<CacheEntry | undefined>;
   /** The size figures of the whole cache. */
   figures(): Promise<CacheFigures>;
+  /** The figures and the entries in eviction order, as of one moment. */
+  listing(): Promise<CacheListing>;
+}
+
+/** The cache as `LIST` shows it: its figures and its entries, taken together. */
+export interface CacheListing {
+  /** The size figures. */
+  figures: CacheFigures;
   /** The entries in eviction order, next victim first. */
-  ordered(): Promise<CacheEntry[]>;
+  entries: CacheEntry[];
 }
 
 /** The cache. Create it with {@linkcode FileCache.open}. */
@@ -254,9 +262,12 @@ export class FileCache implements CacheView {
     });
   }
 
-  /** {@linkcode entries}, as a {@linkcode CacheView} gives them. */
-  ordered(): Promise<CacheEntry[]> {
-    return Promise.resolve(this.entries());
+  /** The figures and {@linkcode entries}, as a {@linkcode CacheView} gives them. */
+  listing(): Promise<CacheListing> {
+    return Promise.all([this.figures(), this.entries()]).then(([figures, entries]) => ({
+      figures,
+      entries,
+    }));
   }
 
   /**

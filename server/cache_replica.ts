@@ -22,6 +22,7 @@
 import {
   type CacheEntry,
   type CacheFigures,
+  type CacheListing,
   type CacheView,
   type FillSource,
   openCacheFile,
@@ -146,9 +147,9 @@ export class CacheReplica implements CacheView {
     return this.#ask({ ask: "figures" });
   }
 
-  /** The owner's entries, in its eviction order. */
-  ordered(): Promise<CacheEntry[]> {
-    return this.#ask({ ask: "ordered" });
+  /** The owner's figures and entries (in its eviction order), taken together. */
+  listing(): Promise<CacheListing> {
+    return this.#ask({ ask: "listing" });
   }
 
   /** Asks the owner a question and resolves to its answer. */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { CacheEntry, CacheFigures } from "../cache.ts";
+import type { CacheEntry, CacheFigures, CacheListing } from "../cache.ts";
 import type { OriginStat } from "../origin/origin.ts";
 import type { S3OriginOptions } from "../origin/s3.ts";
 import type { RequestRecord, ThreadCounters } from "../service/counters.ts";
@@ -78,14 +78,14 @@ export type ToWorker =
 export type Question =
   | { ask: "fill"; path: string; stat: OriginStat }
   | { ask: "figures" }
-  | { ask: "ordered" }
+  | { ask: "listing" }
   | { ask: "threads" };
 
 /** The answers to {@linkcode Question}s, by kind. */
 export interface Answers {
   fill: CacheEntry | undefined;
   figures: CacheFigures;
-  ordered: CacheEntry[];
+  listing: CacheListing;
   threads: ThreadCounters[];
 }
 

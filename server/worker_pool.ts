@@ -190,8 +190,11 @@ export class WorkerPool {
         );
       case "figures":
         return this.#cache.figures();
-      case "ordered":
-        return Promise.resolve(this.#cache.entries().map(withoutBytes));
+      case "listing":
+        return this.#cache.listing().then(({ figures, entries }) => ({
+          figures,
+          entries: entries.map(withoutBytes),
+        }));
       case "threads":
         return this.#threads();
     }

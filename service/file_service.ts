@@ -373,7 +373,8 @@ export class FileService {
 
   /** The `LIST` answer: the cache's entries in eviction order. */
   async listing(): Promise<{ capacity: number; used: number; policy: string; entries: unknown[] }> {
-    const [cache, entries] = await Promise.all([this.cache.figures(), this.cache.ordered()]);
+    // One snapshot of both: LIST's entries always add up to its `used`.
+    const { figures: cache, entries } = await this.cache.listing();
     return {
       capacity: cache.capacity,
       used: cache.used,

@@ -114,6 +114,18 @@ Deno.test("workers: randomized load over both protocols keeps every byte right a
           bytes += await Deno.stat(`${cacheDir}/${entry.name}`).then((s) => s.size, () => 0);
         }
         if (bytes > capacity) overBound ||= `${bytes} bytes in the cache directory`;
+        // LIST, on whichever thread: its entries add up to its `used`, under load too.
+        const lister = await connect({ port });
+        try {
+          const listing = await lister.list();
+          const sum = listing.entries.reduce((total, entry) => total + entry.size, 0);
+          if (sum !== listing.used) {
+            overBound ||= `LIST: entries sum to ${sum}, used ${listing.used}`;
+          }
+          if (listing.used > capacity) overBound ||= `LIST: used ${listing.used}`;
+        } finally {
+          lister.close();
+        }
         await new Promise((resolve) => setTimeout(resolve, 2));
       }
     })();
