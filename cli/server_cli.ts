@@ -113,7 +113,10 @@ export async function serverMain(args: string[]): Promise<number> {
   const stopped = Promise.withResolvers<void>();
   const stop = () => stopped.resolve();
   // SIGHUP writes what the access log holds, and the server goes on.
-  const flushLog = () => accessLog?.flush();
+  const flushLog = async () => {
+    await server.flushLogs(); // the workers' lines first
+    accessLog?.flush();
+  };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGHUP", flushLog);

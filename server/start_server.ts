@@ -165,6 +165,11 @@ export interface ServerHandle {
   readonly cache: FileCache;
   /** The counters `STATS` reports, as of now, of every thread. */
   stats(): Promise<ServerStats>;
+  /**
+   * Has every worker thread hand the access log the lines it holds
+   * (`ServerOptions.accessLog`), and resolves once they have reached it.
+   */
+  flushLogs(): Promise<void>;
   /** The threads serving (see `ServerOptions.workers`). */
   readonly workers: number;
   /**
@@ -269,6 +274,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
           cacheDir,
           capacity: cache.capacity,
           // FIFO's order ignores hits: reporting them would cost for nothing.
+          // (With worker threads the policy is given by name, so "fifo" is ours.)
           reportHits: cache.policy !== "fifo",
           limits: {
             maxConnections: limits.maxConnections,
@@ -297,6 +303,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     cache,
     workers,
     stats: () => files.stats(),
+    flushLogs: async () => await pool?.flushLogs(),
     close: async () => {
       await Promise.all([pool?.stop(shutdownTimeoutMs), stopHere()]);
     },

@@ -19,6 +19,7 @@ import { S3Origin } from "../origin/s3.ts";
 import { FileService, type Limits, type RequestRecord } from "../service/file_service.ts";
 import { CacheReplica } from "./cache_replica.ts";
 import { formatAccessLog } from "../service/access_line.ts";
+import { sumCounters } from "../service/counters.ts";
 import { listen, serveHttp, serveTcp } from "./listeners.ts";
 import {
   type FromWorker,
@@ -77,7 +78,17 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
       replica?.replied(message.id, message.value, message.error);
       break;
     case "counters":
-      if (running) post({ type: "counters", id: message.id, counters: running.service.counters() });
+      // Asked while still starting: nothing counted yet, but an answer all
+      // the same (the asker waits for every thread).
+      post({
+        type: "counters",
+        id: message.id,
+        counters: running?.service.counters() ?? sumCounters([], 0),
+      });
+      break;
+    case "flush":
+      running?.flushLog();
+      post({ type: "flushed", id: message.id });
       break;
     case "stop":
       await stop(message.timeoutMs);

@@ -72,6 +72,7 @@ export type ToWorker =
   | { type: "drop"; path: string; file: string }
   | { type: "reply"; id: number; value?: unknown; error?: ErrorData }
   | { type: "counters"; id: number }
+  | { type: "flush"; id: number }
   | { type: "stop"; timeoutMs: number };
 
 /** What a worker may ask the main thread, with what it gets back. */
@@ -97,6 +98,7 @@ export type FromWorker =
   | { type: "remove"; path: string; file?: string }
   | { type: "touch"; paths: string[] }
   | { type: "counters"; id: number; counters: ThreadCounters }
+  | { type: "flushed"; id: number }
   | { type: "log"; records: RequestRecord[]; lines: string }
   | { type: "error"; message: string }
   | { type: "stopped" };

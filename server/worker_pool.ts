@@ -45,6 +45,7 @@ interface Member {
   config: WorkerConfig;
   alive: boolean;
   counters: Map<number, (counters: ThreadCounters | undefined) => void>;
+  flushes: Map<number, () => void>;
   stopped?: () => void;
 }
 
@@ -118,7 +119,13 @@ export class WorkerPool {
 
   #spawn(config: WorkerConfig): Promise<void> {
     const worker = new Worker(new URL("./worker_main.ts", import.meta.url), { type: "module" });
-    const member: Member = { worker, config, alive: true, counters: new Map() };
+    const member: Member = {
+      worker,
+      config,
+      alive: true,
+      counters: new Map(),
+      flushes: new Map(),
+    };
     this.#members.push(member);
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     worker.onmessage = (event: MessageEvent<FromWorker>) => {
@@ -156,6 +163,10 @@ export class WorkerPool {
       case "counters":
         member.counters.get(message.id)?.(message.counters);
         member.counters.delete(message.id);
+        break;
+      case "flushed":
+        member.flushes.get(message.id)?.();
+        member.flushes.delete(message.id);
         break;
       case "log":
         for (const record of message.records) this.#hooks.onRequest?.(record);
@@ -200,7 +211,25 @@ export class WorkerPool {
     }
   }
 
-  /** Every thread's counters: the main thread's and each live worker's. */
+  /**
+   * Has every worker send the access-log lines it holds (SIGHUP), and
+   * resolves once they have reached this thread.
+   */
+  async flushLogs(): Promise<void> {
+    await Promise.all(
+      this.#members.filter((member) => member.alive).map((member) => {
+        const id = ++this.#nextId;
+        const flushed = new Promise<void>((resolve) => member.flushes.set(id, resolve));
+        member.worker.postMessage({ type: "flush", id } satisfies ToWorker);
+        return withTimeout(flushed, WORKER_GRACE_MS).catch(() => {});
+      }),
+    );
+  }
+
+  /**
+   * Every thread's counters: the main thread's and each live worker's (one
+   * that does not answer within the grace time is left out, not waited for).
+   */
   async #threads(): Promise<ThreadCounters[]> {
     const asked = this.#members.filter((member) => member.alive).map((member) => {
       const id = ++this.#nextId;
@@ -208,7 +237,10 @@ export class WorkerPool {
         member.counters.set(id, resolve);
       });
       member.worker.postMessage({ type: "counters", id } satisfies ToWorker);
-      return answer;
+      return withTimeout(answer, WORKER_GRACE_MS).catch(() => {
+        member.counters.delete(id);
+        return undefined;
+      });
     });
     const workers = await Promise.all(asked);
     return [this.#service.counters(), ...workers.filter((counters) => counters !== undefined)];
@@ -225,11 +257,14 @@ export class WorkerPool {
   #ended(member: Member): void {
     if (!member.alive) return;
     member.alive = false;
+    // Terminated first: it cannot take or give back a slot after the count.
+    member.worker.terminate();
     releaseThread(member.config.slots, SLOT_LISTENERS, member.config.thread);
     for (const resolve of member.counters.values()) resolve(undefined);
     member.counters.clear();
+    for (const resolve of member.flushes.values()) resolve();
+    member.flushes.clear();
     member.stopped?.();
-    member.worker.terminate();
   }
 }
 

@@ -174,6 +174,30 @@ Deno.test("an origin file rewritten in place during a bypass: a broken transfer,
   }
 });
 
+Deno.test("an origin file replaced by a rename during a bypass: the old version, whole", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${root}/big.bin`, original);
+    // The open file keeps its bytes; only its change time moves (a link goes).
+    const origin = mutatingOrigin(await DirectoryOrigin.open(root), async (file) => {
+      await Deno.writeFile(`${file}.new`, seededBytes(original.length, 80));
+      await Deno.rename(`${file}.new`, file);
+    });
+    await withServer({}, { origin, cacheSize: MiB }, async ({ port }) => {
+      const client = await connect({ port });
+      try {
+        const result = await client.get("big.bin");
+        assert.equal(result.cache, "bypass");
+        assert.equal(sha256(result.bytes!), sha256(original));
+      } finally {
+        client.close();
+      }
+    });
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
 Deno.test("an origin file that changes between its stat and its open: 500, never a mismatched header", async () => {
   const root = await Deno.makeTempDir();
   try {
