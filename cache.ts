@@ -471,17 +471,19 @@ export class FileCache implements CacheView {
 
 /**
  * Opens the file of `entry` in the cache directory `dir` for reading;
- * undefined when it is gone (the entry was evicted meanwhile).
+ * undefined when it is gone (the entry was evicted meanwhile). The open is
+ * synchronous, like the reads of cache files (see `FileService`): the
+ * directory is local, and a hand-off to Deno's blocking pool costs more.
  */
-export async function openCacheFile(
+export function openCacheFile(
   dir: string,
   entry: CacheEntry,
 ): Promise<Deno.FsFile | undefined> {
   try {
-    return await Deno.open(`${dir}/${entry.file}`, { read: true });
+    return Promise.resolve(Deno.openSync(`${dir}/${entry.file}`, { read: true }));
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
+    if (error instanceof Deno.errors.NotFound) return Promise.resolve(undefined);
+    return Promise.reject(error);
   }
 }
 

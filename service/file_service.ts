@@ -566,7 +566,7 @@ export class FileService {
     let file: Deno.FsFile | undefined;
     try {
       file = await this.cache.openEntry(entry);
-      if (file && range.offset > 0) await file.seek(range.offset, Deno.SeekMode.Start);
+      if (file && range.offset > 0) file.seekSync(range.offset, Deno.SeekMode.Start);
     } catch (error) {
       file?.close();
       releasePermit();
