@@ -335,15 +335,18 @@ async function measure(
   return result;
 }
 
+/** The servers every row measures, in the order the CPU column lists them. */
+const MEASURED: readonly ServerName[] = [
+  "tcpcache",
+  "tcpcache-workers",
+  "nginx",
+  "bare-tcp",
+  "bare-tcp-workers",
+];
+
 /** The long-lived servers that are running, tcpcache first. */
 function referenceServers(ctx: Context, withPython: boolean): Server[] {
-  const names: ServerName[] = [
-    "tcpcache",
-    "tcpcache-workers",
-    "nginx",
-    "bare-tcp",
-    "bare-tcp-workers",
-  ];
+  const names = [...MEASURED];
   if (withPython) names.push("python");
   return names.map((name) => ctx.servers[name]).filter((s): s is Server => s !== undefined);
 }
@@ -705,13 +708,7 @@ function ratioCell(r: Row, name: ServerName, server: ServerName = "tcpcache"): s
  * nginx / the bare loop (likewise).
  */
 function cpuCell(r: Row): string {
-  const names: ServerName[] = [
-    "tcpcache",
-    "tcpcache-workers",
-    "nginx",
-    "bare-tcp",
-    "bare-tcp-workers",
-  ];
+  const names = MEASURED;
   if (names.every((name) => r.cpu[name] === undefined)) return "-";
   const format = (us?: number) =>
     us === undefined ? "-" : us >= 100 ? formatFigure(Math.round(us)) : us.toFixed(1);

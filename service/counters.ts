@@ -83,13 +83,7 @@ export interface ThreadCounters {
  */
 export function sumCounters(threads: ThreadCounters[], recentLimit: number): ThreadCounters {
   const total: ThreadCounters = {
-    requests: 0,
-    hits: 0,
-    misses: 0,
-    bypasses: 0,
-    bytesSent: 0,
-    bytesFromOrigin: 0,
-    sendTimeouts: 0,
+    ...zeroCounts(),
     errors: {},
     byProtocol: { tcp: {}, http: {} },
     durations: { tcp: new Histogram(), http: new Histogram() },
@@ -118,6 +112,19 @@ export function sumCounters(threads: ThreadCounters[], recentLimit: number): Thr
   total.recent.sort((a, b) => a.time - b.time);
   total.recent = total.recent.slice(-recentLimit);
   return total;
+}
+
+/** The plain counts of a thread that has counted nothing yet. */
+export function zeroCounts(): Pick<ThreadCounters, typeof SUMMED[number]> {
+  return {
+    requests: 0,
+    hits: 0,
+    misses: 0,
+    bypasses: 0,
+    bytesSent: 0,
+    bytesFromOrigin: 0,
+    sendTimeouts: 0,
+  };
 }
 
 const SUMMED = [

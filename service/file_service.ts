@@ -17,6 +17,7 @@ import {
   type RequestRecord,
   sumCounters,
   type ThreadCounters,
+  zeroCounts,
 } from "./counters.ts";
 import {
   type ByteSource,
@@ -238,15 +239,7 @@ export class FileService {
   #options: ServiceOptions;
   #started = Date.now();
   #files: Semaphore;
-  #counts = {
-    requests: 0,
-    hits: 0,
-    misses: 0,
-    bypasses: 0,
-    bytesSent: 0,
-    bytesFromOrigin: 0,
-    sendTimeouts: 0,
-  };
+  #counts = zeroCounts();
   #errors: Record<string, number> = {};
   #byProtocol: Record<ProtocolName, RequestCounts> = { tcp: {}, http: {} };
   #durations: Record<ProtocolName, Histogram> = { tcp: new Histogram(), http: new Histogram() };
