@@ -144,7 +144,7 @@ async function start(config: WorkerConfig, replica: CacheReplica): Promise<Runni
       ? (record) => {
         if (logRequests) records.push(record);
         if (logFormat) lines.push(formatAccessLog(record, logFormat));
-        if (records.length + lines.length >= LOG_BATCH) flushLog();
+        if (Math.max(records.length, lines.length) >= LOG_BATCH) flushLog();
         else logTimer ??= setTimeout(flushLog, LOG_INTERVAL_MS);
       }
       : undefined,

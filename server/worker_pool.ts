@@ -97,11 +97,6 @@ export class WorkerPool {
     return pool;
   }
 
-  /** The worker threads running. */
-  get size(): number {
-    return this.#members.filter((member) => member.alive).length;
-  }
-
   /**
    * Stops every worker: each stops accepting and lets its answers in
    * progress finish within `timeoutMs`, as the main thread does.
