@@ -252,22 +252,23 @@ export class FileCache implements CacheView {
 
   /** The size figures, as a {@linkcode CacheView} gives them. */
   figures(): Promise<CacheFigures> {
-    return Promise.resolve({
+    return Promise.resolve(this.#figuresNow());
+  }
+
+  /** The figures and {@linkcode entries}, as a {@linkcode CacheView} gives them. */
+  listing(): Promise<CacheListing> {
+    return Promise.resolve({ figures: this.#figuresNow(), entries: this.entries() });
+  }
+
+  #figuresNow(): CacheFigures {
+    return {
       capacity: this.capacity,
       used: this.used,
       entries: this.count,
       policy: this.policy,
       memory: this.memoryUsed,
       evictions: this.evictions,
-    });
-  }
-
-  /** The figures and {@linkcode entries}, as a {@linkcode CacheView} gives them. */
-  listing(): Promise<CacheListing> {
-    return Promise.all([this.figures(), this.entries()]).then(([figures, entries]) => ({
-      figures,
-      entries,
-    }));
+    };
   }
 
   /**

@@ -314,26 +314,26 @@ export class ConnectionEngine {
    * reports at most one a second.
    */
   async #acceptFailed(error: unknown): Promise<void> {
-    if (isOutOfDescriptors(error)) this.#slots?.outOfDescriptors();
-    if (isOutOfDescriptors(error) && this.#spare) {
-      this.#spare.close();
-      this.#spare = undefined;
-      try {
-        const conn = await this.#listener.accept();
-        this.#counts.total++;
-        const refused = this.#refuse(conn, OUT_OF_DESCRIPTORS);
-        this.#track(refused.finally(() => this.#spare ??= openSpare()));
-      } catch {
-        this.#spare = openSpare(); // the client left first
-      }
-      return;
-    }
     if (isOutOfDescriptors(error)) {
+      this.#slots?.outOfDescriptors();
+      if (this.#spare) {
+        this.#spare.close();
+        this.#spare = undefined;
+        try {
+          const conn = await this.#listener.accept();
+          this.#counts.total++;
+          const refused = this.#refuse(conn, OUT_OF_DESCRIPTORS);
+          this.#track(refused.finally(() => this.#spare ??= openSpare()));
+        } catch {
+          this.#spare = openSpare(); // the client left first
+        }
+        return;
+      }
       // Without a spare, take one back as soon as a descriptor is free: with
       // worker threads another thread's accept may have taken the one this
       // thread freed, and clients queued on this thread's listener wait for
       // a descriptor to be told they must go.
-      this.#spare ??= openSpare();
+      this.#spare = openSpare();
     } else {
       const now = Date.now();
       if (now - this.#lastAcceptReport >= 1000) {

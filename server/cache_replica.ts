@@ -27,9 +27,14 @@ import {
   type FillSource,
   openCacheFile,
 } from "../cache.ts";
-import { OriginChangedError } from "../origin/origin.ts";
-import { type ErrorCode, RequestError } from "../protocol.ts";
-import type { Answers, ErrorData, FromWorker, Question, WorkerConfig } from "./worker_messages.ts";
+import {
+  type Answers,
+  type ErrorData,
+  errorFromData,
+  type FromWorker,
+  type Question,
+  type WorkerConfig,
+} from "./worker_messages.ts";
 
 /** Hits are reported to the owner at least this often... */
 const TOUCH_INTERVAL_MS = 100;
@@ -80,7 +85,7 @@ export class CacheReplica implements CacheView {
     const question = this.#questions.get(id);
     if (!question) return;
     this.#questions.delete(id);
-    if (error) question.reject(revive(error));
+    if (error) question.reject(errorFromData(error));
     else question.resolve(value);
   }
 
@@ -132,11 +137,8 @@ export class CacheReplica implements CacheView {
   fill(path: string, source: FillSource): Promise<CacheEntry | undefined> {
     const running = this.#fills.get(path);
     if (running) return running;
-    const fill = this.#ask({ ask: "fill", path, stat: source.stat })
+    const fill = this.ask({ ask: "fill", path, stat: source.stat })
       .then((entry) => entry && (this.#entries.get(path) ?? entry))
-      .catch((error) => {
-        throw error instanceof OriginChangedError ? new OriginChangedError(path) : error;
-      })
       .finally(() => this.#fills.delete(path));
     this.#fills.set(path, fill);
     return fill;
@@ -144,46 +146,20 @@ export class CacheReplica implements CacheView {
 
   /** The owner's figures. */
   figures(): Promise<CacheFigures> {
-    return this.#ask({ ask: "figures" });
+    return this.ask({ ask: "figures" });
   }
 
   /** The owner's figures and entries (in its eviction order), taken together. */
   listing(): Promise<CacheListing> {
-    return this.#ask({ ask: "listing" });
+    return this.ask({ ask: "listing" });
   }
 
   /** Asks the owner a question and resolves to its answer. */
   ask<Q extends Question>(question: Q): Promise<Answers[Q["ask"]]> {
-    return this.#ask(question);
-  }
-
-  #ask<Q extends Question>(question: Q): Promise<Answers[Q["ask"]]> {
     const id = ++this.#nextId;
     return new Promise((resolve, reject) => {
       this.#questions.set(id, { resolve: resolve as (value: unknown) => void, reject });
       this.#post({ type: "question", id, question });
     });
   }
-}
-
-/** The error a fill on the owner failed with, as this thread's class. */
-function revive(error: ErrorData): Error {
-  switch (error.kind) {
-    case "request":
-      return new RequestError(error.code as ErrorCode, error.message);
-    case "origin-changed":
-      return new OriginChangedError("");
-    default:
-      return new Error(error.message);
-  }
-}
-
-/** An error as data, to cross to another thread (see {@linkcode revive}). */
-export function errorData(error: unknown): ErrorData {
-  if (error instanceof RequestError) {
-    return { kind: "request", code: error.code, message: error.message };
-  }
-  const message = error instanceof Error ? error.message : String(error);
-  if (error instanceof OriginChangedError) return { kind: "origin-changed", message };
-  return { kind: "other", message };
 }

@@ -1,13 +1,14 @@
 /**
  * The messages between the main thread, which owns the cache, and the
  * worker threads that serve beside it (`--workers N`). Plain data only:
- * every message is copied between threads.
+ * every message is copied between threads (errors too: `errorData`).
  *
  * @module
  */
 
 import type { CacheEntry, CacheFigures, CacheListing } from "../cache.ts";
-import type { OriginStat } from "../origin/origin.ts";
+import { OriginChangedError, type OriginStat } from "../origin/origin.ts";
+import { type ErrorCode, RequestError } from "../protocol.ts";
 import type { S3OriginOptions } from "../origin/s3.ts";
 import type { RequestRecord, ThreadCounters } from "../service/counters.ts";
 import type { LogFormat } from "../service/access_line.ts";
@@ -102,3 +103,28 @@ export type FromWorker =
   | { type: "log"; records: RequestRecord[]; lines: string }
   | { type: "error"; message: string }
   | { type: "stopped" };
+
+/**
+ * An error that crossed threads (see {@linkcode errorData}), as this
+ * thread's class: the client gets the same answer as from the owner.
+ */
+export function errorFromData(error: ErrorData): Error {
+  switch (error.kind) {
+    case "request":
+      return new RequestError(error.code as ErrorCode, error.message);
+    case "origin-changed":
+      return Object.assign(new OriginChangedError(""), { message: error.message });
+    default:
+      return new Error(error.message);
+  }
+}
+
+/** An error as data, to cross to another thread (see {@linkcode errorFromData}). */
+export function errorData(error: unknown): ErrorData {
+  if (error instanceof RequestError) {
+    return { kind: "request", code: error.code, message: error.message };
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  if (error instanceof OriginChangedError) return { kind: "origin-changed", message };
+  return { kind: "other", message };
+}

@@ -16,9 +16,9 @@
 import type { CacheEntry, FileCache } from "../cache.ts";
 import type { FileService, RequestRecord } from "../service/file_service.ts";
 import type { ThreadCounters } from "../service/counters.ts";
-import { errorData } from "./cache_replica.ts";
 import { releaseThread } from "../engine/connection_slots.ts";
 import {
+  errorData,
   type FromWorker,
   type Question,
   SLOT_LISTENERS,

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { DURATION_BUCKETS, Histogram, type RequestCounts } from "./metrics.ts";
+import { DURATION_BUCKETS, Histogram, type HistogramData, type RequestCounts } from "./metrics.ts";
 
 /** The protocols a request can arrive on. */
 export type ProtocolName = "tcp" | "http";
@@ -35,16 +35,6 @@ export interface RequestRecord {
   ms: number;
   /** Where a `GET` was served from. */
   cache?: CacheOutcome;
-}
-
-/** A histogram as data (what survives a copy to another thread). */
-export interface HistogramData {
-  /** Observations at or below each bound of `DURATION_BUCKETS`. */
-  counts: number[];
-  /** All observations. */
-  count: number;
-  /** Their sum. */
-  sum: number;
 }
 
 /** One thread's counters, as plain data. */

@@ -323,14 +323,9 @@ export class FileService {
   /** The whole server's counters in the shape `/-/metrics` reports them. */
   async metrics(): Promise<MetricsSnapshot> {
     const [counters, cache] = await Promise.all([this.#serverCounters(), this.cache.figures()]);
-    const durations = (data: ThreadCounters["durations"]["tcp"]) =>
-      Object.assign(new Histogram(), data);
     return {
       requests: counters.byProtocol,
-      durations: {
-        tcp: durations(counters.durations.tcp),
-        http: durations(counters.durations.http),
-      },
+      durations: counters.durations,
       hits: counters.hits,
       misses: counters.misses,
       bypasses: counters.bypasses,

@@ -26,8 +26,18 @@ export const DURATION_BUCKETS: readonly number[] = [
   10,
 ];
 
+/** A histogram as data (what survives a copy to another thread). */
+export interface HistogramData {
+  /** Observations at or below each bound of {@linkcode DURATION_BUCKETS}. */
+  readonly counts: number[];
+  /** All observations. */
+  count: number;
+  /** Their sum. */
+  sum: number;
+}
+
 /** A cumulative histogram of observations, in the shape Prometheus reads. */
-export class Histogram {
+export class Histogram implements HistogramData {
   /** Observations at or below each bound of {@linkcode DURATION_BUCKETS}. */
   readonly counts: number[] = DURATION_BUCKETS.map(() => 0);
   /** All observations (the `+Inf` bucket). */
@@ -50,7 +60,7 @@ export interface MetricsSnapshot {
   /** Requests by protocol and outcome. */
   requests: Record<string, RequestCounts>;
   /** Request durations by protocol. */
-  durations: Record<string, Histogram>;
+  durations: Record<string, HistogramData>;
   hits: number;
   misses: number;
   bypasses: number;

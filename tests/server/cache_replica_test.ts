@@ -1,6 +1,8 @@
 import * as assert from "node:assert/strict";
 import { CacheReplica } from "../../server/cache_replica.ts";
-import type { FromWorker } from "../../server/worker_messages.ts";
+import { errorData, errorFromData, type FromWorker } from "../../server/worker_messages.ts";
+import { OriginChangedError } from "../../origin/origin.ts";
+import { RequestError } from "../../protocol.ts";
 import type { CacheEntry } from "../../cache.ts";
 
 function entry(path: string, file: string): CacheEntry {
@@ -45,4 +47,16 @@ Deno.test("replica: a stale entry is forgotten at once and the owner asked to re
   await r.remove("a", stale);
   assert.equal(r.lookup("a"), undefined);
   assert.deepEqual(posted, [{ type: "remove", path: "a", file: "1" }]);
+});
+
+Deno.test("errors cross threads with their class and message (the client's answer stays the same)", () => {
+  const changed = errorFromData(errorData(new OriginChangedError("a/b.txt")));
+  assert.ok(changed instanceof OriginChangedError);
+  assert.equal(changed.message, "changed while it was read: a/b.txt");
+  const missing = errorFromData(errorData(new RequestError(404, "not found: x")));
+  assert.ok(missing instanceof RequestError);
+  assert.equal((missing as RequestError).code, 404);
+  assert.equal(missing.message, "not found: x");
+  const other = errorFromData(errorData(new TypeError("boom")));
+  assert.equal(other.message, "boom");
 });
