@@ -16,6 +16,7 @@ import {
   RawConnection,
   seededBytes,
   sha256,
+  type TestServer,
   withServer,
 } from "./helpers.ts";
 
@@ -121,81 +122,71 @@ for (const [name, mutate] of Object.entries(mutations)) {
   });
 }
 
-Deno.test("an origin file truncated during a bypass: the client sees a broken transfer, never short data as whole", async () => {
+/**
+ * Runs `test` against a server whose origin holds `original` as `big.bin`,
+ * twice the cache's size, so that a GET streams it uncached (a bypass), and
+ * `mutate`s that file right after the stream's first read.
+ */
+async function withMutatedBypass(
+  mutate: (file: string) => Promise<void>,
+  test: (t: TestServer) => Promise<void>,
+): Promise<void> {
   const root = await Deno.makeTempDir();
   try {
     await Deno.writeFile(`${root}/big.bin`, original);
     await Deno.writeTextFile(`${root}/ok.txt`, "ok");
     const origin = mutatingOrigin(await DirectoryOrigin.open(root), async (file) => {
-      if (file.endsWith("big.bin")) await Deno.truncate(file, 100);
+      if (file.endsWith("big.bin")) await mutate(file);
     });
-    await withServer({}, { origin, cacheSize: MiB }, async ({ port, errors }) => {
-      const client = await connect({ port });
-      try {
-        await assert.rejects(client.get("big.bin"), ConnectionError);
-      } finally {
-        client.close();
-      }
-      assert.ok(errors.some((line) => /response cut short/.test(line)), errors.join("\n"));
-      const other = await connect({ port });
-      try {
-        assert.equal(new TextDecoder().decode((await other.get("ok.txt")).bytes), "ok");
-      } finally {
-        other.close();
-      }
-    });
+    await withServer({}, { origin, cacheSize: MiB }, test);
   } finally {
     await Deno.remove(root, { recursive: true });
   }
+}
+
+/** One GET of `path` on a connection of its own. */
+async function getOnce(port: number, path: string) {
+  const client = await connect({ port });
+  try {
+    return await client.get(path);
+  } finally {
+    client.close();
+  }
+}
+
+Deno.test("an origin file truncated during a bypass: the client sees a broken transfer, never short data as whole", async () => {
+  await withMutatedBypass((file) => Deno.truncate(file, 100), async ({ port, errors }) => {
+    await assert.rejects(getOnce(port, "big.bin"), ConnectionError);
+    assert.ok(errors.some((line) => /response cut short/.test(line)), errors.join("\n"));
+    assert.equal(new TextDecoder().decode((await getOnce(port, "ok.txt")).bytes), "ok");
+  });
 });
 
 Deno.test("an origin file rewritten in place during a bypass: a broken transfer, never a whole mix of versions", async () => {
-  const root = await Deno.makeTempDir();
-  try {
-    await Deno.writeFile(`${root}/big.bin`, original);
-    // Same size, other bytes, written over the file while it is streamed:
-    // only the change time and mtime tell.
-    const rewritten = seededBytes(original.length, 79);
-    const origin = mutatingOrigin(await DirectoryOrigin.open(root), async (file) => {
-      using handle = await Deno.open(file, { write: true });
-      await handle.write(rewritten);
-    });
-    await withServer({}, { origin, cacheSize: MiB }, async ({ port, errors }) => {
-      const client = await connect({ port });
-      try {
-        await assert.rejects(client.get("big.bin"), ConnectionError);
-      } finally {
-        client.close();
-      }
-      assert.ok(errors.some((line) => /changed while it was read/.test(line)), errors.join("\n"));
-    });
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
+  // Same size, other bytes, written over the file while it is streamed:
+  // only the change time and mtime tell.
+  const rewritten = seededBytes(original.length, 79);
+  const rewrite = async (file: string) => {
+    using handle = await Deno.open(file, { write: true });
+    await handle.write(rewritten);
+  };
+  await withMutatedBypass(rewrite, async ({ port, errors }) => {
+    await assert.rejects(getOnce(port, "big.bin"), ConnectionError);
+    assert.ok(errors.some((line) => /changed while it was read/.test(line)), errors.join("\n"));
+  });
 });
 
 Deno.test("an origin file replaced by a rename during a bypass: the old version, whole", async () => {
-  const root = await Deno.makeTempDir();
-  try {
-    await Deno.writeFile(`${root}/big.bin`, original);
-    // The open file keeps its bytes; only its change time moves (a link goes).
-    const origin = mutatingOrigin(await DirectoryOrigin.open(root), async (file) => {
-      await Deno.writeFile(`${file}.new`, seededBytes(original.length, 80));
-      await Deno.rename(`${file}.new`, file);
-    });
-    await withServer({}, { origin, cacheSize: MiB }, async ({ port }) => {
-      const client = await connect({ port });
-      try {
-        const result = await client.get("big.bin");
-        assert.equal(result.cache, "bypass");
-        assert.equal(sha256(result.bytes!), sha256(original));
-      } finally {
-        client.close();
-      }
-    });
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
+  // The open file keeps its bytes; only its change time moves (a link goes).
+  const replace = async (file: string) => {
+    await Deno.writeFile(`${file}.new`, seededBytes(original.length, 80));
+    await Deno.rename(`${file}.new`, file);
+  };
+  await withMutatedBypass(replace, async ({ port }) => {
+    const result = await getOnce(port, "big.bin");
+    assert.equal(result.cache, "bypass");
+    assert.equal(sha256(result.bytes!), sha256(original));
+  });
 });
 
 Deno.test("an origin file that changes between its stat and its open: 500, never a mismatched header", async () => {
