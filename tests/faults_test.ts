@@ -11,6 +11,7 @@ import { DirectoryOrigin } from "../origin/directory.ts";
 import type { Origin } from "../origin/origin.ts";
 import {
   eventually,
+  getOnce,
   json,
   openDescriptors,
   RawConnection,
@@ -141,16 +142,6 @@ async function withMutatedBypass(
     await withServer({}, { origin, cacheSize: MiB }, test);
   } finally {
     await Deno.remove(root, { recursive: true });
-  }
-}
-
-/** One GET of `path` on a connection of its own. */
-async function getOnce(port: number, path: string) {
-  const client = await connect({ port });
-  try {
-    return await client.get(path);
-  } finally {
-    client.close();
   }
 }
 

@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import { ByteReader, writeAll } from "../util/byte_reader.ts";
 import { parseResponseHeader } from "../protocol.ts";
 import { type ServerHandle, type ServerOptions, startServer } from "../server.ts";
+import { connect, type GetResult } from "../client.ts";
 import { fnv1a } from "../util/bytes_memo.ts";
 
 /** Files to create: path relative to the root → contents. */
@@ -244,4 +245,17 @@ export function collidingPair(make: (i: number) => Uint8Array): [number, number]
     seen.set(hash, i);
   }
   throw new Error("no collision among a million strings");
+}
+
+/**
+ * One GET of `path` on a connection of its own (with worker threads, any
+ * thread may answer it).
+ */
+export async function getOnce(port: number, path: string): Promise<GetResult> {
+  const client = await connect({ port });
+  try {
+    return await client.get(path);
+  } finally {
+    client.close();
+  }
 }

@@ -10,6 +10,7 @@ import { connect } from "../../client.ts";
 import type { ServerHandle } from "../../server.ts";
 import {
   eventually,
+  getOnce,
   RawConnection,
   seededBytes,
   seededRandom,
@@ -18,16 +19,6 @@ import {
 } from "../helpers.ts";
 
 const WORKERS = 2;
-
-/** Asks `path` over a new TCP connection (so that any thread may answer). */
-async function getFresh(port: number, path: string) {
-  const client = await connect({ port });
-  try {
-    return await client.get(path);
-  } finally {
-    client.close();
-  }
-}
 
 /** Asks `path` over a new HTTP connection. */
 async function httpGet(port: number, path: string) {
@@ -52,7 +43,7 @@ Deno.test("workers: both threads serve, and a path is read from the origin once 
   await withServer({ "a.bin": body }, { workers: WORKERS }, async ({ server, port }) => {
     assert.equal(server.workers, WORKERS);
     // 48 clients at once, each on a connection of its own: one fill, across threads.
-    const results = await Promise.all(Array.from({ length: 48 }, () => getFresh(port, "a.bin")));
+    const results = await Promise.all(Array.from({ length: 48 }, () => getOnce(port, "a.bin")));
     for (const result of results) {
       assert.equal(sha256(result.bytes!), sha256(body));
       assert.ok(result.verified);
@@ -69,7 +60,7 @@ Deno.test("workers: both threads serve, and a path is read from the origin once 
 Deno.test("workers: STATS, LIST and /-/metrics show the whole server from any thread", async () => {
   const tree = { "a.txt": "aaaa", "b.txt": "bbbbbbbb" };
   await withServer(tree, { workers: WORKERS, httpPort: 0 }, async ({ server, port }) => {
-    for (let i = 0; i < 24; i++) await getFresh(port, i % 2 ? "a.txt" : "b.txt");
+    for (let i = 0; i < 24; i++) await getOnce(port, i % 2 ? "a.txt" : "b.txt");
     await assertEveryThreadServed(server);
     // Asked on 16 new connections (so, of both threads), the answers agree.
     for (let i = 0; i < 16; i++) {
@@ -135,7 +126,7 @@ Deno.test("workers: randomized load over both protocols keeps every byte right a
       const pick = seededRandom(seed);
       for (let i = 0; i < 25; i++) {
         const name = names[Math.floor(pick() * names.length)];
-        const result = pick() < 0.5 ? await getFresh(port, name) : await httpGet(httpPort, name);
+        const result = pick() < 0.5 ? await getOnce(port, name) : await httpGet(httpPort, name);
         assert.equal(sha256(result.bytes!), sha256(tree[name]), `${name} corrupted`);
         gets++;
       }
@@ -171,7 +162,7 @@ Deno.test("workers: a changed file is served new by every thread", async () => {
     async ({ server, port, dir }) => {
       for (let version = 1; version <= 10; version++) {
         await Deno.writeTextFile(`${dir}/c.txt`, `version ${version}`);
-        const results = await Promise.all(Array.from({ length: 8 }, () => getFresh(port, "c.txt")));
+        const results = await Promise.all(Array.from({ length: 8 }, () => getOnce(port, "c.txt")));
         for (const result of results) {
           assert.equal(new TextDecoder().decode(result.bytes), `version ${version}`);
         }
@@ -201,7 +192,7 @@ Deno.test("workers: the connection limit bounds the whole server, not each threa
       }
       await eventually(async () => (await server.stats()).connections.open === 0, "all closed");
       // The slots came back: six may connect again.
-      const again = await Promise.all(Array.from({ length: 6 }, () => getFresh(port, "a.txt")));
+      const again = await Promise.all(Array.from({ length: 6 }, () => getOnce(port, "a.txt")));
       assert.equal(again.length, 6);
     },
   );
@@ -221,7 +212,7 @@ Deno.test("workers: every thread's requests reach the access log, and close stop
     },
     async (t) => {
       port = t.port;
-      for (let i = 0; i < 30; i++) await getFresh(t.port, "a.txt");
+      for (let i = 0; i < 30; i++) await getOnce(t.port, "a.txt");
       await assertEveryThreadServed(t.server);
     },
   );
@@ -269,7 +260,7 @@ Deno.test("workers: files admitted while the workers start reach their replicas"
     let i = 0;
     while (starting) {
       try {
-        await getFresh(port, `f${i++ % 40}.txt`);
+        await getOnce(port, `f${i++ % 40}.txt`);
       } catch {
         await new Promise((resolve) => setTimeout(resolve, 1));
       }
@@ -278,10 +269,10 @@ Deno.test("workers: files admitted while the workers start reach their replicas"
   await withServer(tree, { workers: WORKERS, port }, async ({ server }) => {
     starting = false;
     await early;
-    for (let i = 0; i < 40; i++) await getFresh(port, `f${i}.txt`); // every file cached
+    for (let i = 0; i < 40; i++) await getOnce(port, `f${i}.txt`); // every file cached
     const before = await server.stats();
     const results = await Promise.all(
-      Array.from({ length: 160 }, (_, i) => getFresh(port, `f${i % 40}.txt`)),
+      Array.from({ length: 160 }, (_, i) => getOnce(port, `f${i % 40}.txt`)),
     );
     assert.deepEqual(results.filter((result) => result.cache !== "hit").length, 0);
     const after = await server.stats();
