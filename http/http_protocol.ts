@@ -498,11 +498,12 @@ export class HttpProtocol implements ConnectionProtocol {
       await session.outbox.write(served?.bytes ?? answer.body!);
       count(length);
     } else {
-      await session.outbox.write(headBytes);
+      let headLeft = headBytes.length; // the first chunk begins with the head
       try {
-        await this.#service.stream(served, async (chunk) => {
+        await this.#service.stream(served, headBytes, async (chunk) => {
           await session.outbox.write(chunk);
-          count(chunk.length);
+          count(chunk.length - headLeft);
+          headLeft = 0;
         });
       } catch (error) {
         if (!isConnectionError(error)) {

@@ -209,6 +209,18 @@ const LOOKUP_ATTEMPTS = 3;
  * of connections each fetch a file of a few MiB. Each transfer holds two.
  */
 export const CHUNK_SIZES = { small: 64 * 1024, large: 256 * 1024 } as const;
+/**
+ * The largest answer (head and body) read whole into one buffer and written
+ * with one call: a 1 MiB file and its head. Measured on loopback (`wrk -c16`,
+ * 1 MiB files): one 1 MiB write costs ~250 µs less server CPU than four of
+ * 256 KiB, and one read ~30 µs less than four. Whole-answer buffers come out
+ * of the large buffers' budget ({@linkcode LARGE_CHUNK_BUDGET}).
+ */
+export const WHOLE_ANSWER = 1024 * 1024 + 16 * 1024;
+/** The pooled buffers' sizes. */
+const BUFFER_SIZES = { ...CHUNK_SIZES, whole: WHOLE_ANSWER } as const;
+/** Spare buffers kept of each size: 2 MiB, 8 MiB and 8.5 MiB at most. */
+const SPARE_BUFFERS = { small: 32, large: 32, whole: 16 } as const;
 /** Bodies from this size on are moved in large chunks. */
 export const LARGE_BODY = 8 * 1024 * 1024;
 /**
@@ -244,7 +256,7 @@ export class FileService {
   #byProtocol: Record<ProtocolName, RequestCounts> = { tcp: {}, http: {} };
   #durations: Record<ProtocolName, Histogram> = { tcp: new Histogram(), http: new Histogram() };
   #recent: RequestRecord[] = [];
-  #buffers = { small: [] as Uint8Array[], large: [] as Uint8Array[] };
+  #buffers = { small: [] as Uint8Array[], large: [] as Uint8Array[], whole: [] as Uint8Array[] };
   /** Bytes of large buffers handed out (see {@linkcode LARGE_CHUNK_BUDGET}). */
   #largeOut = 0;
   #largeChunkBudget: number;
@@ -490,35 +502,55 @@ export class FileService {
   }
 
   /**
-   * Reads a served body's bytes and hands each chunk to `consume`, reading
+   * Sends a served answer: hands `head` and then the body's bytes to
+   * `consume` (the first chunk begins with `head`). A body of up to {@linkcode WHOLE_ANSWER} bytes (head
+   * included) is read whole into one buffer behind its head and consumed in
+   * one piece, so it goes out in one write; a larger one is read in chunks,
    * the next while the current one is consumed.
    *
    * @throws {TruncatedBodyError} when the source ended early, or failed.
    */
-  async stream(served: Served, consume: (chunk: Uint8Array) => Promise<void>): Promise<void> {
+  async stream(
+    served: Served,
+    head: Uint8Array,
+    consume: (chunk: Uint8Array) => Promise<void>,
+  ): Promise<void> {
     if (served.bytes) {
+      await consume(head);
       await consume(served.bytes);
       return;
     }
-    const buffers = this.#takeBuffers(served.length);
+    const whole = this.#takeWhole(head.length + served.length);
+    const buffers = whole ? undefined : this.#takeBuffers(served.length);
     const { checkUnchanged } = served;
-    let read = 0;
-    const consumeChecked = checkUnchanged
-      ? async (chunk: Uint8Array) => {
-        read += chunk.length;
-        if (read >= served.length) await checkUnchanged();
-        await consume(chunk);
-      }
-      : consume;
     try {
-      const sent = await readChunks(served.source!, buffers, served.length, consumeChecked);
+      if (whole) {
+        whole.set(head);
+        const body = whole.subarray(head.length, head.length + served.length);
+        if (await readFull(served.source!, body) < served.length) {
+          throw new TruncatedBodyError(`${served.path} ended early`);
+        }
+        await checkUnchanged?.();
+        await consume(whole.subarray(0, head.length + served.length));
+        return;
+      }
+      await consume(head);
+      let read = 0;
+      const consumeChecked = checkUnchanged
+        ? async (chunk: Uint8Array) => {
+          read += chunk.length;
+          if (read >= served.length) await checkUnchanged();
+          await consume(chunk);
+        }
+        : consume;
+      const sent = await readChunks(served.source!, buffers!, served.length, consumeChecked);
       if (sent < served.length) throw new TruncatedBodyError(`${served.path} ended early`);
     } catch (error) {
       if (isConnectionError(error)) throw error;
       this.#options.onError(`response cut short: ${(error as Error).message}`);
       throw error instanceof TruncatedBodyError ? error : new TruncatedBodyError(String(error));
     } finally {
-      this.#returnBuffers(buffers);
+      this.#returnBuffers(whole ? [whole] : buffers!);
     }
   }
 
@@ -693,19 +725,42 @@ export class FileService {
 
   /** Two pooled buffers for moving `length` bytes, sized for it. */
   #takeBuffers(length: number): [Uint8Array, Uint8Array] {
-    const large = length >= LARGE_BODY || (length > CHUNK_SIZES.small &&
-      this.#largeOut + 2 * CHUNK_SIZES.large <= this.#largeChunkBudget);
+    const large = length >= LARGE_BODY ||
+      (length > CHUNK_SIZES.small && this.#largeRoom(2 * CHUNK_SIZES.large));
     const kind = large ? "large" : "small";
-    if (large) this.#largeOut += 2 * CHUNK_SIZES.large;
-    const take = () => this.#buffers[kind].pop() ?? new Uint8Array(CHUNK_SIZES[kind]);
-    return [take(), take()];
+    return [this.#take(kind), this.#take(kind)];
+  }
+
+  /**
+   * One pooled buffer for a whole answer of `length` bytes, or undefined
+   * when it is not worth one (a small body: two small chunks cost as much)
+   * or the large buffers' budget is spent.
+   */
+  #takeWhole(length: number): Uint8Array | undefined {
+    if (length <= CHUNK_SIZES.small || length > WHOLE_ANSWER) return undefined;
+    return this.#largeRoom(WHOLE_ANSWER) ? this.#take("whole") : undefined;
+  }
+
+  /** True when `bytes` more of large buffers stay within the budget. */
+  #largeRoom(bytes: number): boolean {
+    return this.#largeOut + bytes <= this.#largeChunkBudget;
+  }
+
+  #take(kind: keyof typeof BUFFER_SIZES): Uint8Array {
+    if (kind !== "small") this.#largeOut += BUFFER_SIZES[kind];
+    return this.#buffers[kind].pop() ?? new Uint8Array(BUFFER_SIZES[kind]);
   }
 
   #returnBuffers(buffers: Uint8Array[]): void {
     for (const buffer of buffers) {
-      if (buffer.length === CHUNK_SIZES.large) this.#largeOut -= buffer.length;
-      const pool = buffer.length === CHUNK_SIZES.large ? this.#buffers.large : this.#buffers.small;
-      if (pool.length < 32) pool.push(buffer);
+      const kind = buffer.length === WHOLE_ANSWER
+        ? "whole"
+        : buffer.length === CHUNK_SIZES.large
+        ? "large"
+        : "small";
+      if (kind !== "small") this.#largeOut -= buffer.length;
+      const pool = this.#buffers[kind];
+      if (pool.length < SPARE_BUFFERS[kind]) pool.push(buffer);
     }
   }
 }

@@ -373,8 +373,7 @@ export class TcpProtocol implements ConnectionProtocol {
       await this.#send(session, message);
       return;
     }
-    await this.#send(session, header);
-    await this.#service.stream(served, (chunk) => this.#send(session, chunk));
+    await this.#service.stream(served, header, (chunk) => this.#send(session, chunk));
   }
 
   async #sendJson(session: TcpSession, value: unknown): Promise<void> {

@@ -30,6 +30,8 @@ import { seededBytes, sha256, type Tree, writeTree } from "../helpers.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
+/** The head handed to `stream` where a test looks at the body alone. */
+const NO_HEAD = new Uint8Array(0);
 
 /** What an {@linkcode MemoryOrigin} does wrong for one path. */
 interface Fault {
@@ -122,10 +124,13 @@ function statOf(file: { bytes: Uint8Array; version: number }): OriginStat {
   return { size: file.bytes.length, mtime: 1_700_000_000_000, validator: `v${file.version}` };
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
   return out;
 }
 
@@ -189,7 +194,7 @@ async function body(service: FileService, served: Served): Promise<Uint8Array> {
   const out = new Uint8Array(served.length);
   let filled = 0;
   try {
-    await service.stream(served, (chunk) => {
+    await service.stream(served, NO_HEAD, (chunk) => {
       out.set(chunk, filled);
       filled += chunk.length;
       return Promise.resolve();
@@ -638,33 +643,48 @@ Deno.test("FileService: describeError reports the stack only in debug mode", asy
 });
 
 Deno.test("FileService: stream: a body that ends early is a TruncatedBodyError; a gone client's error passes through", async () => {
-  const content = seededBytes(200 * KiB, 10);
-  const origin = new MemoryOrigin({ "short.bin": content, "fine.bin": content });
-  origin.faults.set("short.bin", { truncateTo: 70 * KiB });
+  const content = seededBytes(2 * MiB, 10);
+  const origin = new MemoryOrigin({
+    "short.bin": content,
+    "fine.bin": content,
+    "whole.bin": content.subarray(0, 200 * KiB),
+  });
+  origin.faults.set("short.bin", { truncateTo: 700 * KiB });
+  origin.faults.set("whole.bin", { truncateTo: 70 * KiB });
   // Ranges of uncached files: bypasses, streamed from the origin.
   await withService({ origin }, async (t) => {
-    const short = await t.service.open("short.bin", { offset: 0, length: content.length - 1 });
-    assert.equal(short.outcome, "bypass");
-    let received = 0;
-    try {
-      await assert.rejects(
-        t.service.stream(short, (chunk) => {
-          received += chunk.length;
-          return Promise.resolve();
-        }),
-        TruncatedBodyError,
-      );
-    } finally {
-      short.release();
-    }
-    assert.equal(received, 70 * KiB, "what there was got through");
+    const head = new TextEncoder().encode("HEAD");
+    const streamed = async (path: string, length: number) => {
+      const served = await t.service.open(path, { offset: 0, length });
+      assert.equal(served.outcome, "bypass");
+      let received = 0;
+      try {
+        await assert.rejects(
+          t.service.stream(served, head, (chunk) => {
+            received += chunk.length;
+            return Promise.resolve();
+          }),
+          TruncatedBodyError,
+        );
+      } finally {
+        served.release();
+      }
+      return received;
+    };
+    // In chunks: the head and what there was got through.
+    assert.equal(await streamed("short.bin", content.length - 1), head.length + 700 * KiB);
     assert.equal(t.errors.length, 1);
     assert.match(t.errors[0], /response cut short: short\.bin ended early/);
+    // Read whole: nothing was handed on, not even the head.
+    assert.equal(await streamed("whole.bin", 200 * KiB - 1), 0);
+    assert.equal(t.errors.length, 2);
+    assert.match(t.errors[1], /response cut short: whole\.bin ended early/);
+    t.errors.length = 1;
 
     const fine = await t.service.open("fine.bin", { offset: 0, length: content.length - 1 });
     const gone = new Deno.errors.BrokenPipe("the client left");
     try {
-      const error = await rejection(t.service.stream(fine, () => Promise.reject(gone)));
+      const error = await rejection(t.service.stream(fine, head, () => Promise.reject(gone)));
       assert.equal(error, gone, "a connection error is rethrown as it is");
     } finally {
       fine.release();
@@ -674,7 +694,7 @@ Deno.test("FileService: stream: a body that ends early is a TruncatedBodyError; 
     const failing = await t.service.open("fine.bin", { offset: 0, length: 100 });
     try {
       const error = await rejection(
-        t.service.stream(failing, () => Promise.reject(new Error("sink broke"))),
+        t.service.stream(failing, head, () => Promise.reject(new Error("sink broke"))),
       );
       assert.ok(error instanceof TruncatedBodyError, "any other failure is a truncated body");
     } finally {
@@ -883,45 +903,52 @@ Deno.test("sweepInterval: a quarter of the shortest timeout, kept between 10 ms 
   assert.equal(sweepInterval(41), 10.25, "not rounded");
 });
 
-Deno.test("FileService: a 1 MiB body moves in 256 KiB chunks while large buffers last (16 MiB of them), in 64 KiB chunks past that", async () => {
+Deno.test("FileService: a 1 MiB answer goes in one piece, head first, while large buffers last (16 MiB of them); past that in 256 KiB chunks, then 64 KiB", async () => {
   const content = seededBytes(1 * MiB, 31);
+  const head = seededBytes(100, 32);
   await withService({ tree: { "mid.bin": content }, memoryBudget: 0 }, async (t) => {
     assert.equal((await fetchWhole(t.service, "mid.bin")).served.outcome, "miss");
     // 40 transfers at once, each holding its buffers until the gate opens:
-    // 32 fit the budget (2 x 256 KiB each), 8 do not.
+    // 15 whole answers fit the budget (1 MiB + 16 KiB each), then one of
+    // 2 x 256 KiB in the 784 KiB left; 24 do not.
     let open!: () => void;
     const gate = new Promise<void>((resolve) => open = resolve);
-    const firstChunks: number[] = [];
-    const transfers: Promise<number>[] = [];
+    const transfers: Promise<{ sizes: number[]; bytes: Uint8Array }>[] = [];
     for (let i = 0; i < 40; i++) {
       const served = await t.service.open("mid.bin");
       assert.equal(served.outcome, "hit");
-      let bytes = 0;
-      let first = true;
+      const sizes: number[] = [];
+      const chunks: Uint8Array[] = [];
       const holding = new Promise<void>((started) => {
         transfers.push(
-          t.service.stream(served, async (chunk) => {
-            bytes += chunk.length;
-            if (first) {
-              first = false;
-              firstChunks.push(chunk.length);
+          t.service.stream(served, head, async (chunk) => {
+            sizes.push(chunk.length);
+            chunks.push(chunk.slice());
+            if (sizes.length === 1) {
               started();
               await gate;
             }
-          }).then(() => (served.release(), bytes)),
+          }).then(() => (served.release(), { sizes, bytes: concat(...chunks) })),
         );
       });
       await holding;
     }
     open();
-    assert.deepEqual(await Promise.all(transfers), Array(40).fill(content.length));
-    assert.equal(firstChunks.filter((n) => n === 256 * KiB).length, 32);
-    assert.equal(firstChunks.filter((n) => n === 64 * KiB).length, 8);
+    const done = await Promise.all(transfers);
+    const expected = concat(head, content);
+    for (const { bytes } of done) assert.ok(bytes.every((b, i) => b === expected[i]));
+    const shapes = done.map(({ sizes }) => sizes.join(","));
+    assert.deepEqual(shapes.slice(0, 15), Array(15).fill(`${head.length + MiB}`));
+    assert.equal(shapes[15], [head.length, ...Array(4).fill(256 * KiB)].join(","));
+    assert.deepEqual(
+      shapes.slice(16),
+      Array(24).fill([head.length, ...Array(16).fill(64 * KiB)].join(",")),
+    );
     // The buffers went back: the budget is whole again.
     const again = await t.service.open("mid.bin");
     const sizes: number[] = [];
-    await t.service.stream(again, (chunk) => (sizes.push(chunk.length), Promise.resolve()));
+    await t.service.stream(again, head, (chunk) => (sizes.push(chunk.length), Promise.resolve()));
     again.release();
-    assert.deepEqual(sizes, [256 * KiB, 256 * KiB, 256 * KiB, 256 * KiB]);
+    assert.deepEqual(sizes, [head.length + MiB]);
   });
 });
