@@ -53,6 +53,14 @@ export const DEFAULTS = {
   originTimeoutMs: 10_000,
   /** Retries of a failed S3 request, with backoff. */
   originRetries: 4,
+  /** Requests to an S3 origin at once (bodies being read included); more wait. */
+  originConnections: 64,
+  /** A file's freshness lifetime (`--max-age`): 0, every request asks the origin. */
+  maxAgeMs: 0,
+  /** Consecutive origin failures that open the breaker. */
+  breakerFailures: 3,
+  /** While the breaker is open, the time between probes of the origin. */
+  probeIntervalMs: 1000,
   /** The first retry's backoff; it doubles with each retry. */
   originBackoffMs: 100,
   /** The S3 region when none is given. */

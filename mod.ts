@@ -41,7 +41,20 @@ export {
   type OriginDirEntry,
   type OriginFile,
   type OriginStat,
+  type ShieldedStat,
 } from "./origin/origin.ts";
+export {
+  ShieldedOrigin,
+  type ShieldFigures,
+  type ShieldOptions,
+  type StatAnswer,
+} from "./origin/shield.ts";
+export {
+  Breaker,
+  type BreakerFigures,
+  type BreakerOptions,
+  type BreakerState,
+} from "./origin/breaker.ts";
 export { DirectoryOrigin, type DirectoryOriginOptions } from "./origin/directory.ts";
 export { parseS3Url, type S3Location, S3Origin, type S3OriginOptions } from "./origin/s3.ts";
 export { DEFAULT_PORT, RequestError } from "./protocol.ts";

@@ -54,6 +54,7 @@ export type ProtocolRequest =
   | { command: "LIST" }
   | { command: "FILES"; path: string }
   | { command: "STAT"; path: string }
+  | { command: "PURGE"; path: string; prefix: boolean }
   | { command: "STATS" }
   | { command: "PING" }
   | { command: "QUIT" };
@@ -67,6 +68,7 @@ const ARITY: Record<Command, [number, number]> = {
   LIST: [0, 0],
   FILES: [0, 1],
   STAT: [1, 1],
+  PURGE: [1, 1],
   STATS: [0, 0],
   PING: [0, 0],
   QUIT: [0, 0],
@@ -125,6 +127,8 @@ export function parseRequest(line: Uint8Array): ProtocolRequest {
       return { command, path: args[0] === undefined ? "" : checkPath(args[0]) };
     case "STAT":
       return { command, path: checkPath(args[0]) };
+    case "PURGE":
+      return parsePurgeTarget(rawArgs[0]);
     default:
       return { command };
   }
@@ -252,6 +256,20 @@ export function checkPath(path: string): string {
   return path;
 }
 
+/**
+ * A `PURGE` target: a path, or, when its raw (still encoded) form ends with
+ * `*`, every path that starts with what precedes it (`docs/*`; `*` alone is
+ * every path). A file whose name ends with `*` is named `%2A`.
+ */
+function parsePurgeTarget(raw: Uint8Array): ProtocolRequest {
+  if (raw[raw.length - 1] !== 0x2a) {
+    return { command: "PURGE", path: checkPath(percentDecode(raw)), prefix: false };
+  }
+  const prefix = percentDecode(raw.subarray(0, raw.length - 1));
+  if (prefix !== "") checkPath(prefix.endsWith("/") ? `${prefix}x` : prefix);
+  return { command: "PURGE", path: prefix, prefix: true };
+}
+
 function parseNumber(text: string): number {
   if (!/^[0-9]+$/.test(text) || text.length > MAX_DIGITS) {
     throw badRequest(`not a number: ${percentEncode(text)}`);
@@ -268,7 +286,8 @@ export type HeaderFields = Record<string, string | number>;
 
 /**
  * Formats a request line (LF included) from a command and its arguments,
- * percent-encoding each argument.
+ * percent-encoding each argument. A `PURGE` path's final `*` is encoded
+ * too, so it names that file; {@linkcode formatPurgePrefix} purges a prefix.
  *
  * @example
  * ```ts
@@ -280,8 +299,23 @@ export function formatRequest(
   command: Command,
   args: ReadonlyArray<string | number> = [],
 ): string {
-  const parts = [command, ...args.map((arg) => percentEncode(String(arg)))];
-  return parts.join(" ") + "\n";
+  const encoded = args.map((arg) => percentEncode(String(arg)));
+  if (command === "PURGE" && encoded.length > 0) encoded[0] = encoded[0].replace(/\*$/, "%2A");
+  return [command, ...encoded].join(" ") + "\n";
+}
+
+/**
+ * The request line that purges every cached path starting with `prefix`
+ * (`""`: every path).
+ *
+ * @example
+ * ```ts
+ * import { formatPurgePrefix } from "@tcpcache/tcpcache/protocol";
+ * formatPurgePrefix("docs/"); // "PURGE docs/*\n"
+ * ```
+ */
+export function formatPurgePrefix(prefix: string): string {
+  return `PURGE ${percentEncode(prefix).replace(/\*/g, "%2A")}*\n`;
 }
 
 /**

@@ -18,6 +18,7 @@
 import { serverMain } from "./cli/server_cli.ts";
 
 export {
+  type OriginShieldOptions,
   SAMPLE_DIR,
   type ServerHandle,
   type ServerOptions,
@@ -25,12 +26,15 @@ export {
 } from "./server/start_server.ts";
 export type {
   CacheOutcome,
+  OriginFigures,
   ProtocolName,
   RequestRecord,
   ServerStats,
 } from "./service/file_service.ts";
 export { serverMain } from "./cli/server_cli.ts";
 export { type AccessLogSink, formatAccessLog, type LogFormat } from "./service/access_line.ts";
+export type { ShieldFigures, ShieldOptions } from "./origin/shield.ts";
+export type { BreakerFigures, BreakerState } from "./origin/breaker.ts";
 
 if (import.meta.main) {
   Deno.exit(await serverMain(Deno.args));

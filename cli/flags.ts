@@ -28,13 +28,17 @@ export function parseInteger(flag: string, text: string, max: number, min = 0): 
   return value;
 }
 
-/** A number of seconds, as milliseconds, or a {@linkcode UsageError} naming `flag`. */
-export function parseSeconds(flag: string, text: string): number {
+/**
+ * A number of seconds, as milliseconds, or a {@linkcode UsageError} naming
+ * `flag`; 0 only where `options.zero` allows it (a lifetime, not a timeout).
+ */
+export function parseSeconds(flag: string, text: string, options: { zero?: boolean } = {}): number {
   const seconds = Number(text);
+  const least = options.zero ? 0 : 0.001;
   // Timers longer than 2^31-1 ms would fire at once.
-  if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || seconds <= 0 || seconds > 2_147_483) {
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || seconds < least || seconds > 2_147_483) {
     throw new UsageError(
-      `${flag} must be a number of seconds from 0.001 to 2147483, not "${text}"`,
+      `${flag} must be a number of seconds from ${least} to 2147483, not "${text}"`,
     );
   }
   return Math.round(seconds * 1000);

@@ -39,6 +39,19 @@ Options:
   --origin-timeout SECS time for the origin to answer, and for each read of a
                         body to progress (default: ${seconds(DEFAULTS.originTimeoutMs)})
   --origin-retries N    retries of a failed origin request, with backoff (default: ${DEFAULTS.originRetries})
+  --max-age SECS        a file's freshness lifetime: within it a hit asks the origin
+                        nothing (default: 0, every request asks; see docs/origin.md)
+  --origin-max-age      use the lifetime an S3 object states (Cache-Control, Expires)
+                        where it states one, --max-age otherwise
+  --stale-while-revalidate SECS
+                        after the lifetime, answer the stored copy at once (marked
+                        stale) while one revalidation runs (default: 0)
+  --stale-if-error SECS after the lifetime, answer the stored copy (marked stale)
+                        when the origin fails or is down (default: 0)
+  --negative-max-age SECS
+                        remember that a file is not there (default: 0)
+  --origin-connections N
+                        S3 requests at once, bodies included (default: ${DEFAULTS.originConnections})
   --host HOST           address to listen on (default: ${DEFAULTS.host})
   --port PORT           port to listen on, 0 for any free one (default: ${DEFAULTS.port})
   --http-port PORT      also serve HTTP/1.1 on this port (curl, browsers, Prometheus;
@@ -173,6 +186,12 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
       "s3-endpoint": { type: "string" },
       "origin-timeout": { type: "string" },
       "origin-retries": { type: "string" },
+      "max-age": { type: "string" },
+      "origin-max-age": { type: "boolean", default: false },
+      "stale-while-revalidate": { type: "string" },
+      "stale-if-error": { type: "string" },
+      "negative-max-age": { type: "string" },
+      "origin-connections": { type: "string" },
       host: { type: "string" },
       port: { type: "string" },
       "http-port": { type: "string" },
@@ -237,6 +256,26 @@ function serverOptions(values: Record<string, string | boolean | undefined>): Se
     ),
     workers: optional(text("workers"), (v) => parseInteger("--workers", v, 1024, 1)) ??
       (sharedPortsAvailable() ? navigator.hardwareConcurrency : 1),
+    originShield: {
+      maxAgeMs: optional(text("max-age"), (v) => parseSeconds("--max-age", v, { zero: true })),
+      honourOriginLifetime: values["origin-max-age"] === true,
+      staleWhileRevalidateMs: optional(
+        text("stale-while-revalidate"),
+        (v) => parseSeconds("--stale-while-revalidate", v, { zero: true }),
+      ),
+      staleIfErrorMs: optional(
+        text("stale-if-error"),
+        (v) => parseSeconds("--stale-if-error", v, { zero: true }),
+      ),
+      negativeMaxAgeMs: optional(
+        text("negative-max-age"),
+        (v) => parseSeconds("--negative-max-age", v, { zero: true }),
+      ),
+      connections: optional(
+        text("origin-connections"),
+        (v) => parseInteger("--origin-connections", v, 1e6, 1),
+      ),
+    },
   };
 }
 

@@ -284,6 +284,9 @@ export class HttpProtocol implements ConnectionProtocol {
         answer = await this.#route(head, record);
       } catch (error) {
         answer = textAnswer(...this.#describe(error));
+        // The origin is failing, or the server is busy: when to try again,
+        // about the shield's probe interval.
+        if (answer.status === 503) answer.fields.push(["Retry-After", "1"]);
       }
       record.status = answer.status;
       if (answer.status >= 400) this.#service.countError(answer.status);
@@ -329,6 +332,7 @@ export class HttpProtocol implements ConnectionProtocol {
       record.path = target; // the server's own pages: absolute, unlike file paths
       return await this.#serverPage(target);
     }
+    if (head.method === "PURGE") return await this.#purge(target, record);
     const path = target === "/" ? "" : percentDecode(target.slice(1));
     record.path = path;
     if (path === "" || path.endsWith("/")) {
@@ -357,6 +361,21 @@ export class HttpProtocol implements ConnectionProtocol {
   }
 
   /**
+   * `PURGE /path` drops a file from the cache and what is remembered of it;
+   * `PURGE /dir/*` every path that starts with `dir/` (a name that ends
+   * with `*` is written `%2A`). Answers `{"purged": N}`.
+   */
+  async #purge(target: string, record: RequestRecord): Promise<Answer> {
+    const prefix = target.endsWith("*");
+    const path = percentDecode(target.slice(1, prefix ? -1 : undefined));
+    record.path = path;
+    if (!prefix) checkPath(path);
+    else if (path !== "") checkPath(path.endsWith("/") ? `${path}x` : path);
+    const purged = await this.#service.purge(path, prefix);
+    return jsonAnswer({ purged });
+  }
+
+  /**
    * Serves a file. The preconditions are evaluated first, against the
    * version a `GET` would serve now (RFC 9110 §13.2.2): a 304 opens
    * nothing, and a failed `If-Range` drops the range before it is checked.
@@ -382,7 +401,13 @@ export class HttpProtocol implements ConnectionProtocol {
     }
     const served = await this.#service.open(path, range ?? {}, current);
     record.cache = served.outcome;
-    const fields: [string, string][] = [["X-Cache", served.outcome.toUpperCase()]];
+    const fields: [string, string][] = [
+      ["X-Cache", served.stale ? "STALE" : served.outcome.toUpperCase()],
+    ];
+    // Behind a freshness lifetime (RFC 9111 §5.1): how long since the origin
+    // confirmed this version, and a warning when that is past its lifetime.
+    if (served.ageMs !== undefined) fields.push(["Age", String(Math.floor(served.ageMs / 1000))]);
+    if (served.stale) fields.push(["Warning", '110 - "Response is Stale"']);
     if (range) {
       const last = served.offset + served.length - 1;
       fields.push(["Content-Range", `bytes ${served.offset}-${last}/${served.size}`]);
@@ -481,7 +506,7 @@ export class HttpProtocol implements ConnectionProtocol {
     const keepAliveField = head.version === "HTTP/1.0" && keepOpen;
     const entry = answer.served?.entry;
     const wholeHit = entry && answer.served!.outcome === "hit" && answer.status === 200 &&
-      head.version === "HTTP/1.1" && head.method === "GET";
+      answer.served!.ageMs === undefined && head.version === "HTTP/1.1" && head.method === "GET";
     const headBytes = wholeHit ? this.#hitHead(entry, keepOpen) : encoder.encode(
       this.#encodeHeadText({ ...answer, close: !keepOpen }, keepAliveField, length),
     );

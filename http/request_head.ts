@@ -22,8 +22,9 @@
  *   `413`, and differing `Content-Length`s are `400`.
  * - At most {@linkcode MAX_HEAD} bytes and {@linkcode MAX_FIELDS} fields
  *   (`431`).
- * - Only `GET` and `HEAD` are served: any other method is `405` as soon as
- *   the request line is read, whatever the fields say.
+ * - Only `GET`, `HEAD` and `PURGE` (drop a cached file) are served: any
+ *   other method is `405` as soon as the request line is read, whatever the
+ *   fields say.
  * - Lines end in CRLF; a bare LF is accepted as a line end (RFC 9112 §2.2),
  *   a bare CR is `400`, and so is a NUL anywhere.
  *
@@ -38,7 +39,7 @@ export const MAX_HEAD = 8192;
 export const MAX_FIELDS = 100;
 
 /** The methods the server answers. */
-export const ALLOWED_METHODS = "GET, HEAD";
+export const ALLOWED_METHODS = "GET, HEAD, PURGE";
 
 /** A request head refused with an HTTP status; the connection closes after it. */
 export class HttpError extends Error {
@@ -88,7 +89,7 @@ export class HeaderFields {
  */
 export interface RequestHead {
   /** `GET` or `HEAD`. */
-  readonly method: "GET" | "HEAD";
+  readonly method: "GET" | "HEAD" | "PURGE";
   /** The request target as sent. */
   readonly target: string;
   /** The target's path, still percent-encoded, starting with `/`; no query. */
@@ -178,7 +179,7 @@ function parseHeadText(text: string): RequestHead {
   if (text.includes("\0")) throw new HttpError(400, "NUL in the request head");
   const lines = splitLines(text);
   const [method, target, version] = parseRequestLine(lines[0]);
-  if (method !== "GET" && method !== "HEAD") {
+  if (method !== "GET" && method !== "HEAD" && method !== "PURGE") {
     throw new HttpError(405, `method ${method} not allowed`);
   }
   const authority = target.startsWith("/") ? undefined : ABSOLUTE.exec(target)?.[1];
@@ -238,7 +239,7 @@ function parseRequestLine(line: string): [string, string, "HTTP/1.0" | "HTTP/1.1
   const [method, target, version] = parts;
   if (line === "PRI * HTTP/2.0") throw new HttpError(505, "HTTP/2 is not served here");
   // The served methods and versions need no pattern: the common case is spared two.
-  if (method !== "GET" && method !== "HEAD" && !TOKEN.test(method)) {
+  if (method !== "GET" && method !== "HEAD" && method !== "PURGE" && !TOKEN.test(method)) {
     throw new HttpError(400, "the method must be a token");
   }
   if (version !== "HTTP/1.1" && version !== "HTTP/1.0") {
@@ -248,7 +249,7 @@ function parseRequestLine(line: string): [string, string, "HTTP/1.0" | "HTTP/1.1
   if (!TARGET.test(target)) {
     throw new HttpError(400, "the target must be visible ASCII, without a fragment");
   }
-  return [method as "GET" | "HEAD", target, version];
+  return [method as "GET" | "HEAD" | "PURGE", target, version];
 }
 
 function parseField(line: string): [string, string] {

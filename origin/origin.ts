@@ -17,6 +17,30 @@ export interface OriginStat {
    * or change time): a cache entry is fresh only while this is equal.
    */
   validator: string;
+  /**
+   * The origin's entity tag, where it has one (S3): what a conditional
+   * request names (`If-None-Match`) to learn whether a copy is still good.
+   */
+  etag?: string;
+  /**
+   * How long the origin says a copy stays fresh, in milliseconds, where it
+   * says so (an S3 object's `Cache-Control: max-age` or `Expires`); used
+   * only when the server is told to honour it (`--origin-max-age`).
+   */
+  lifetimeMs?: number;
+}
+
+/**
+ * A stat as an origin behind the shield answers it (origin/shield.ts):
+ * perhaps past its freshness lifetime, and how old.
+ */
+export interface ShieldedStat extends OriginStat {
+  /** True when it is past its lifetime (served while revalidating, or while the origin fails). */
+  stale?: boolean;
+  /** Milliseconds since the origin last confirmed it. */
+  ageMs?: number;
+  /** True when it was answered from what the shield remembers, without asking the origin. */
+  fromMemory?: boolean;
 }
 
 /**
@@ -83,7 +107,7 @@ export interface Origin {
    */
   readonly freshness?: "watch" | "stat";
   /** Stats a regular file. */
-  stat(path: string): Promise<OriginStat>;
+  stat(path: string): Promise<ShieldedStat>;
   /**
    * Stats a regular file at once, where the origin can answer without
    * waiting (a local directory); absent where it cannot (S3). The same
@@ -95,6 +119,19 @@ export interface Origin {
   statNow?(path: string): OriginStat;
   /** Opens a regular file for reading, positioned at `range.offset`. */
   open(path: string, range?: ByteRange): Promise<OriginFile>;
+  /**
+   * Opens a whole file only if it no longer has the entity tag `etag` (a
+   * conditional `GET`, `If-None-Match`): resolves to undefined when it still
+   * has it (`304 Not Modified`, no bytes moved), otherwise to the file,
+   * whose bytes come with the same answer. Absent where the origin has no
+   * entity tags (a directory: its stat is as cheap as a check can be).
+   */
+  openIfChanged?(path: string, etag: string): Promise<OriginFile | undefined>;
+  /**
+   * Forgets what is remembered of `path` (with `prefix`, of every path that
+   * starts with it), where anything is (origin/shield.ts): a purge.
+   */
+  forget?(path: string, prefix: boolean): void;
   /** Lists a directory ("" is the served directory itself). */
   list(path: string): Promise<OriginDirEntry[]>;
 }

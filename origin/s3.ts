@@ -7,10 +7,15 @@
  *   size of a `HEAD` make the validator, so a changed object is fetched
  *   again and a deleted one is a 404 that leaves the cache.
  * - Ranged reads are ranged `GET`s.
- * - Failures (a dead endpoint, timeouts, 5xx, throttling) are retried with
- *   bounded exponential backoff, then answered `503 origin unavailable`; an
- *   unexpected answer (403, say) is a `500` naming it. A read that breaks
- *   off is never admitted: the cache checks every byte count.
+ * - Failures (a dead endpoint, timeouts, 500/502/504) are retried with
+ *   bounded exponential backoff, then answered `503 origin unavailable`.
+ *   Throttling (429, 503 `SlowDown`) is not retried: the store asked for
+ *   fewer requests, so it is answered `503 origin throttled` at once (the
+ *   breaker in origin/shield.ts then backs off). An unexpected answer (403,
+ *   say) is a `500` naming it. A read that breaks off is never admitted:
+ *   the cache checks every byte count.
+ * - Conditional reads (`If-None-Match`) for revalidation: a `304` moves no
+ *   bytes.
  *
  * Requests are signed with AWS Signature V4 by `aws4fetch` and sent with
  * Deno's `fetch`, path-style (`ENDPOINT/BUCKET/KEY`), which every
@@ -78,8 +83,13 @@ export function parseS3Url(url: string): S3Location {
   return { bucket: match[1], prefix: prefix === "" ? "" : `${prefix}/` };
 }
 
-/** Statuses worth another attempt: the store is busy, failing or throttling. */
-const RETRYABLE = new Set([429, 500, 502, 503, 504]);
+/** Statuses worth another attempt: the store is failing. */
+const RETRYABLE = new Set([500, 502, 504]);
+/**
+ * The store asks for fewer requests (429, or S3's `503 SlowDown`, which a
+ * `HEAD` answers without its code): another attempt now would add to the load.
+ */
+const THROTTLED = new Set([429, 503]);
 const MAX_BACKOFF_MS = 2000;
 
 /** An S3-compatible bucket as an {@linkcode Origin}. */
@@ -185,6 +195,19 @@ export class S3Origin implements Origin {
     return new S3Body(response.body!, controller, stat, this.#timeoutMs, path);
   }
 
+  async openIfChanged(path: string, etag: string): Promise<OriginFile | undefined> {
+    const { response, controller } = await this.#send("GET", path, {
+      headers: { "if-none-match": etag },
+      notModified: true,
+    });
+    if (response.status === 304) {
+      controller.abort();
+      return undefined;
+    }
+    const stat = statOf(response, Number(response.headers.get("content-length")));
+    return new S3Body(response.body!, controller, stat, this.#timeoutMs, path);
+  }
+
   async list(path: string): Promise<OriginDirEntry[]> {
     const prefix = this.location.prefix + (path === "" ? "" : `${path}/`);
     const entries: OriginDirEntry[] = [];
@@ -225,7 +248,13 @@ export class S3Origin implements Origin {
   async #send(
     method: "GET" | "HEAD",
     path: string | undefined,
-    options: { headers?: Record<string, string>; query?: URLSearchParams; text?: boolean } = {},
+    options: {
+      headers?: Record<string, string>;
+      query?: URLSearchParams;
+      text?: boolean;
+      /** A `304 Not Modified` is an answer (a conditional request). */
+      notModified?: boolean;
+    } = {},
   ): Promise<{ response: Response; controller: AbortController; text: string }> {
     const url = this.#url(path, options.query);
     let problem = "";
@@ -244,7 +273,9 @@ export class S3Origin implements Origin {
           headers: options.headers,
           signal: controller.signal,
         });
-        if (options.text || !response.ok) text = await response.text();
+        const notModified = response.status === 304 && options.notModified;
+        if (options.text || (!response.ok && !notModified)) text = await response.text();
+        if (notModified) return { response, controller, text };
       } catch (error) {
         problem = controller.signal.aborted
           ? `no answer within ${this.#timeoutMs} ms`
@@ -259,6 +290,9 @@ export class S3Origin implements Origin {
       if (RETRYABLE.has(response.status)) {
         problem = status;
         continue;
+      }
+      if (THROTTLED.has(response.status)) {
+        throw new RequestError(503, `origin throttled: ${this.#endpoint} (${status})`);
       }
       const where = path ?? this.location.prefix;
       if (response.status === 404) throw new RequestError(404, `not found: ${where}`);
@@ -340,16 +374,46 @@ class S3Body implements OriginFile {
   }
 }
 
-/** The validator and mtime of an object, from its answer's headers. */
+/**
+ * The validator, mtime, entity tag and stated lifetime of an object, from
+ * its answer's headers.
+ */
 function statOf(response: Response, size: number): OriginStat {
   const etag = response.headers.get("etag") ?? "";
   const lastModified = response.headers.get("last-modified") ?? "";
-  return {
+  const stat: OriginStat = {
     size,
     mtime: Date.parse(lastModified) || 0,
     validator: `${size}:${etag}:${lastModified}`,
   };
+  if (etag) stat.etag = etag;
+  const lifetimeMs = statedLifetime(response.headers);
+  if (lifetimeMs !== undefined) stat.lifetimeMs = lifetimeMs;
+  return stat;
 }
+
+/**
+ * The freshness lifetime an answer states (RFC 9111 section 4.2.1):
+ * `Cache-Control: s-maxage` (a shared cache's), else `max-age`, else
+ * `Expires` minus `Date`; `no-cache`, `no-store` or an unreadable `Expires`
+ * state 0. Undefined when it states none.
+ */
+export function statedLifetime(headers: Headers): number | undefined {
+  const control = (headers.get("cache-control") ?? "").toLowerCase();
+  if (/(^|[,\s])(no-cache|no-store)(?![-\w])/.test(control)) return 0;
+  for (const directive of ["s-maxage", "max-age"]) {
+    const match = new RegExp(`(?:^|[,\\s])${directive}\\s*=\\s*"?(\\d+)`).exec(control);
+    if (match) return Math.min(Number(match[1]), MAX_LIFETIME_S) * 1000;
+  }
+  const expires = headers.get("expires");
+  if (expires === null) return undefined;
+  const at = Date.parse(expires);
+  const date = Date.parse(headers.get("date") ?? "") || Date.now();
+  return Number.isNaN(at) ? 0 : Math.max(0, Math.min(at - date, MAX_LIFETIME_S * 1000));
+}
+
+/** The longest lifetime taken from an answer: a year, as HTTP caches cap it. */
+const MAX_LIFETIME_S = 365 * 24 * 3600;
 
 /**
  * The whole object's size from the answer to a ranged GET: a 206 with

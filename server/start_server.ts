@@ -15,6 +15,8 @@ import { ConnectionSlots, slotMemory } from "../engine/connection_slots.ts";
 import { DirectoryOrigin } from "../origin/directory.ts";
 import type { Origin } from "../origin/origin.ts";
 import { S3Origin } from "../origin/s3.ts";
+import { ShieldedOrigin, type ShieldOptions } from "../origin/shield.ts";
+import { BREAKER_SHARED_BYTES } from "../origin/breaker.ts";
 import {
   FileService,
   LARGE_CHUNK_BUDGET,
@@ -121,6 +123,14 @@ export interface ServerOptions {
    */
   origin?: Origin;
   /**
+   * How the origin is shielded (origin/shield.ts, docs/origin.md): a
+   * freshness lifetime, stale answers while revalidating or while the origin
+   * fails, remembered 404s, the breaker, and a cap on origin requests at
+   * once. Every lifetime defaults to 0: each request asks the origin.
+   * @default {{}}
+   */
+  originShield?: OriginShieldOptions;
+  /**
    * Where problems are reported, one line each.
    * @default {console.error}
    */
@@ -154,6 +164,19 @@ export interface ServerOptions {
    */
   workers?: number;
 }
+
+/** The shield's options a server takes (see `ShieldOptions` for each). */
+export type OriginShieldOptions = Pick<
+  ShieldOptions,
+  | "maxAgeMs"
+  | "honourOriginLifetime"
+  | "staleWhileRevalidateMs"
+  | "staleIfErrorMs"
+  | "negativeMaxAgeMs"
+  | "connections"
+  | "breakerFailures"
+  | "probeIntervalMs"
+>;
 
 /** A running server, as {@linkcode startServer} returns it. */
 export interface ServerHandle {
@@ -243,7 +266,17 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   const debug = options.debug ?? false;
   // The large buffers' budget is the process's: each thread gets its share.
   const largeChunkBudget = Math.floor(LARGE_CHUNK_BUDGET / workers);
-  const files = new FileService(cache, origin, { maxOpenFiles, onError, debug, largeChunkBudget });
+  const breakerShared = new SharedArrayBuffer(BREAKER_SHARED_BYTES);
+  const shieldOptions: ShieldOptions = {
+    // An S3 origin's requests are connections; a directory's opens are
+    // bounded by maxOpenFiles already.
+    connections: origin instanceof S3Origin ? DEFAULTS.originConnections : undefined,
+    ...options.originShield,
+    carryLimit: cache.capacity,
+    connectionWaitMs: DEFAULTS.originTimeoutMs,
+  };
+  const shield = new ShieldedOrigin(origin, { ...shieldOptions, breakerShared });
+  const files = new FileService(cache, shield, { maxOpenFiles, onError, debug, largeChunkBudget });
   // With worker threads, each port's connection limit is counted in memory
   // that every thread shares: TCP in the first cell, HTTP in the second.
   const slotCells = shared ? slotMemory(SLOT_LISTENERS, workers) : undefined;
@@ -257,6 +290,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   const stopHere = async () => {
     for (const engine of engines) engine.shutdown(shutdownTimeoutMs);
     await Promise.all(accepting);
+    shield.close();
     directory?.close();
   };
   let pool: WorkerPool | undefined;
@@ -287,9 +321,12 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
           logFormat: options.accessLog?.format,
           debug,
           slots: slotCells!,
+          breaker: breakerShared,
+          shield: shieldOptions,
         },
         cache,
         files,
+        shield,
         { onError, onRequest: options.onRequest, onLogLines: options.accessLog?.add },
       );
     } catch (error) {

@@ -14,10 +14,11 @@
 import { ConnectionSlots } from "../engine/connection_slots.ts";
 import type { ConnectionEngine } from "../engine/connection_engine.ts";
 import { DirectoryOrigin } from "../origin/directory.ts";
-import type { Origin } from "../origin/origin.ts";
 import { S3Origin } from "../origin/s3.ts";
 import { FileService, type Limits, type RequestRecord } from "../service/file_service.ts";
 import { CacheReplica } from "./cache_replica.ts";
+import { ShieldClient } from "./shield_client.ts";
+import { ShieldedOrigin } from "../origin/shield.ts";
 import { formatAccessLog } from "../service/access_line.ts";
 import { sumCounters } from "../service/counters.ts";
 import { listen, serveHttp, serveTcp } from "./listeners.ts";
@@ -36,6 +37,7 @@ const LOG_BATCH = 256;
 /** A running worker: what the main thread's messages act on. */
 interface Running {
   replica: CacheReplica;
+  origin: ShieldClient;
   service: FileService;
   engines: ConnectionEngine[];
   accepting: Promise<void>[];
@@ -74,6 +76,9 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
     case "drop":
       replica?.dropped(message.path, message.file);
       break;
+    case "forget":
+      running?.origin.forget(message.path, message.prefix);
+      break;
     case "reply":
       replica?.replied(message.id, message.value, message.error);
       break;
@@ -103,7 +108,13 @@ async function start(config: WorkerConfig, replica: CacheReplica): Promise<Runni
     config.dir!,
     { hide: config.cacheDir, watchChanges: config.changeWatch },
   );
-  const origin: Origin = directory ?? new S3Origin(config.s3!);
+  // A directory's stats are local: taken here, within the same lifetimes
+  // (a stat per lifetime per thread); everything else asks the owner.
+  const own = directory ? new ShieldedOrigin(directory, config.shield) : new S3Origin(config.s3!);
+  const origin = new ShieldClient(own, {
+    lookup: (path) => replica.ask({ ask: "stat", path }),
+    list: (path) => replica.ask({ ask: "list", path }),
+  }, config.breaker);
   const listeners: Deno.TcpListener[] = [];
   try {
     listeners.push(listen(config.hostname, config.port, "join"));
@@ -123,6 +134,8 @@ async function start(config: WorkerConfig, replica: CacheReplica): Promise<Runni
     debug: config.debug,
   });
   service.threads = () => replica.ask({ ask: "threads" });
+  service.purge = (path, prefix) => replica.ask({ ask: "purge", path, prefix });
+  service.originFigures = () => replica.ask({ ask: "origin" });
   // Answered requests go to the main thread in batches: as records for its
   // onRequest, as formatted lines for its access log.
   let records: RequestRecord[] = [];
@@ -159,7 +172,7 @@ async function start(config: WorkerConfig, replica: CacheReplica): Promise<Runni
     );
   }
   const accepting = engines.map((engine) => engine.acceptLoop());
-  return { replica, service, engines, accepting, directory, flushLog };
+  return { replica, origin, service, engines, accepting, directory, flushLog };
 }
 
 async function stop(timeoutMs: number): Promise<void> {

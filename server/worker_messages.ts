@@ -7,7 +7,8 @@
  */
 
 import type { CacheEntry, CacheFigures, CacheListing } from "../cache.ts";
-import { OriginChangedError, type OriginStat } from "../origin/origin.ts";
+import { OriginChangedError, type OriginDirEntry, type OriginStat } from "../origin/origin.ts";
+import type { ShieldFigures, ShieldOptions, StatAnswer } from "../origin/shield.ts";
 import { type ErrorCode, RequestError } from "../protocol.ts";
 import type { S3OriginOptions } from "../origin/s3.ts";
 import type { RequestRecord, ThreadCounters } from "../service/counters.ts";
@@ -54,6 +55,10 @@ export interface WorkerConfig {
   thread: number;
   /** The cache's entries when the worker starts; changes follow as messages. */
   entries: CacheEntry[];
+  /** Where the main thread's origin breaker publishes its state (origin/breaker.ts). */
+  breaker: SharedArrayBuffer;
+  /** The shield's lifetimes, for a directory's stats taken on this thread. */
+  shield: ShieldOptions;
 }
 
 /** An error that crossed threads: enough to give the client the same answer. */
@@ -71,6 +76,7 @@ export type ToWorker =
   | { type: "start"; config: WorkerConfig }
   | { type: "admit"; entry: CacheEntry }
   | { type: "drop"; path: string; file: string }
+  | { type: "forget"; path: string; prefix: boolean }
   | { type: "reply"; id: number; value?: unknown; error?: ErrorData }
   | { type: "counters"; id: number }
   | { type: "flush"; id: number }
@@ -81,7 +87,11 @@ export type Question =
   | { ask: "fill"; path: string; stat: OriginStat }
   | { ask: "figures" }
   | { ask: "listing" }
-  | { ask: "threads" };
+  | { ask: "threads" }
+  | { ask: "stat"; path: string }
+  | { ask: "list"; path: string }
+  | { ask: "purge"; path: string; prefix: boolean }
+  | { ask: "origin" };
 
 /** The answers to {@linkcode Question}s, by kind. */
 export interface Answers {
@@ -89,6 +99,10 @@ export interface Answers {
   figures: CacheFigures;
   listing: CacheListing;
   threads: ThreadCounters[];
+  stat: StatAnswer;
+  list: OriginDirEntry[];
+  purge: number;
+  origin: ShieldFigures | undefined;
 }
 
 /** From a worker to the main thread. */

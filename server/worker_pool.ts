@@ -16,6 +16,7 @@
 import type { CacheEntry, FileCache } from "../cache.ts";
 import type { FileService, RequestRecord } from "../service/file_service.ts";
 import type { ThreadCounters } from "../service/counters.ts";
+import type { ShieldedOrigin } from "../origin/shield.ts";
 import { releaseThread } from "../engine/connection_slots.ts";
 import {
   errorData,
@@ -54,12 +55,19 @@ export class WorkerPool {
   #members: Member[] = [];
   #cache: FileCache;
   #service: FileService;
+  #shield: ShieldedOrigin;
   #hooks: PoolHooks;
   #nextId = 0;
 
-  private constructor(cache: FileCache, service: FileService, hooks: PoolHooks) {
+  private constructor(
+    cache: FileCache,
+    service: FileService,
+    shield: ShieldedOrigin,
+    hooks: PoolHooks,
+  ) {
     this.#cache = cache;
     this.#service = service;
+    this.#shield = shield;
     this.#hooks = hooks;
   }
 
@@ -72,9 +80,10 @@ export class WorkerPool {
     config: Omit<WorkerConfig, "entries" | "thread">,
     cache: FileCache,
     service: FileService,
+    shield: ShieldedOrigin,
     hooks: PoolHooks,
   ): Promise<WorkerPool> {
-    const pool = new WorkerPool(cache, service, hooks);
+    const pool = new WorkerPool(cache, service, shield, hooks);
     // From here on every change reaches every worker, after the entries
     // each one starts with: both go through the worker's ordered queue.
     cache.observe((change) => {
@@ -94,6 +103,12 @@ export class WorkerPool {
       throw (failed as PromiseRejectedResult).reason;
     }
     service.threads = () => pool.#threads();
+    // A purge also reaches what each worker remembers of the origin.
+    service.purge = async (path, prefix) => {
+      const dropped = await service.purgeHere(path, prefix);
+      pool.#broadcast({ type: "forget", path, prefix });
+      return dropped;
+    };
     return pool;
   }
 
@@ -203,6 +218,14 @@ export class WorkerPool {
         }));
       case "threads":
         return this.#threads();
+      case "stat":
+        return this.#shield.lookup(question.path);
+      case "list":
+        return this.#shield.list(question.path);
+      case "purge":
+        return this.#service.purge(question.path, question.prefix);
+      case "origin":
+        return this.#service.originFigures();
     }
   }
 

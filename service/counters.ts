@@ -53,6 +53,10 @@ export interface ThreadCounters {
   bytesFromOrigin: number;
   /** Responses dropped because the client stopped taking bytes. */
   sendTimeouts: number;
+  /** Origin stats answered from memory within their lifetime (origin/shield.ts). */
+  freshAnswers: number;
+  /** `GET`s answered with a stale version (past its lifetime). */
+  staleAnswers: number;
   /** Error answers, by code. */
   errors: Record<string, number>;
   /** Answered requests by protocol and outcome. */
@@ -114,6 +118,8 @@ export function zeroCounts(): Pick<ThreadCounters, typeof SUMMED[number]> {
     bytesSent: 0,
     bytesFromOrigin: 0,
     sendTimeouts: 0,
+    freshAnswers: 0,
+    staleAnswers: 0,
   };
 }
 
@@ -125,6 +131,8 @@ const SUMMED = [
   "bytesSent",
   "bytesFromOrigin",
   "sendTimeouts",
+  "freshAnswers",
+  "staleAnswers",
 ] as const;
 
 const PROTOCOLS: readonly ProtocolName[] = ["tcp", "http"];

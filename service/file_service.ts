@@ -25,9 +25,11 @@ import {
   OriginChangedError,
   type OriginDirEntry,
   type OriginStat,
+  type ShieldedStat,
 } from "../origin/origin.ts";
 import { type ErrorCode, RequestError } from "../protocol.ts";
 import { Semaphore } from "../util/semaphore.ts";
+import { ShieldedOrigin, type ShieldFigures } from "../origin/shield.ts";
 import { VERSION } from "../version.ts";
 
 export type { CacheOutcome, ProtocolName, RequestRecord } from "./counters.ts";
@@ -69,12 +71,48 @@ export interface ServerStats {
   cache: { capacity: number; used: number; entries: number; policy: string; memory: number };
   /** How a file's freshness is checked (see `Origin.freshness`). */
   freshness: "watch" | "stat";
+  /** The origin's shield: lifetimes, stale answers, health (see {@linkcode OriginFigures}). */
+  origin: OriginFigures;
   /**
    * Requests received by each thread that serves (`--workers`), the main
    * thread first: how evenly the kernel spreads the connections.
    */
   threads: number[];
 }
+
+/**
+ * What the shield in front of the origin did (origin/shield.ts), for the
+ * whole server: `fresh` stats answered from memory, `stale` answers sent,
+ * and the owner's revalidations, `304`s, negative answers and breaker.
+ */
+export interface OriginFigures extends Omit<ShieldFigures, "fresh"> {
+  /** Origin stats answered from memory within their lifetime, on every thread. */
+  fresh: number;
+  /** `GET`s answered with a version past its lifetime, on every thread. */
+  stale: number;
+}
+
+/** The whole server's {@linkcode OriginFigures}: every thread's counts and the owner's shield. */
+function originFigures(counters: ThreadCounters, shield: ShieldFigures | undefined): OriginFigures {
+  return {
+    ...(shield ?? NO_SHIELD),
+    fresh: counters.freshAnswers,
+    stale: counters.staleAnswers,
+  };
+}
+
+/** The figures of an origin without a shield (an injected one in a test). */
+const NO_SHIELD: ShieldFigures = {
+  fresh: 0,
+  negative: 0,
+  revalidations: 0,
+  notModified: 0,
+  staleWhileRevalidate: 0,
+  staleIfError: 0,
+  carried: 0,
+  inFlight: 0,
+  breaker: { state: "closed", consecutiveFailures: 0, opened: 0, closed: 0, refused: 0, probes: 0 },
+};
 
 /** A `GET` resolved to its bytes, ready to send. */
 export interface Served {
@@ -104,6 +142,13 @@ export interface Served {
    * a whole one that mixes versions.
    */
   checkUnchanged?: () => Promise<void>;
+  /**
+   * True when the origin has not confirmed this version within its
+   * freshness lifetime (`--stale-while-revalidate`, `--stale-if-error`).
+   */
+  stale?: boolean;
+  /** Milliseconds since the origin last confirmed this version, where that is known. */
+  ageMs?: number;
   /** Closes the source and gives back its file permit; safe to call twice. */
   release(): void;
 }
@@ -267,6 +312,13 @@ export class FileService {
    */
   threads: () => Promise<ThreadCounters[]> = () => Promise.resolve([this.counters()]);
 
+  /**
+   * The origin's shield as the thread that owns it sees it (origin/shield.ts):
+   * with `--workers`, a worker asks the main thread.
+   */
+  originFigures: () => Promise<ShieldFigures | undefined> = () =>
+    Promise.resolve(this.origin instanceof ShieldedOrigin ? this.origin.figures() : undefined);
+
   constructor(cache: CacheView, origin: Origin, options: ServiceOptions) {
     this.cache = cache;
     this.origin = origin;
@@ -334,7 +386,12 @@ export class FileService {
 
   /** The whole server's counters in the shape `/-/metrics` reports them. */
   async metrics(): Promise<MetricsSnapshot> {
-    const [counters, cache] = await Promise.all([this.#serverCounters(), this.cache.figures()]);
+    const [counters, cache, shield] = await Promise.all([
+      this.#serverCounters(),
+      this.cache.figures(),
+      this.originFigures(),
+    ]);
+    const origin = originFigures(counters, shield);
     return {
       requests: counters.byProtocol,
       durations: counters.durations,
@@ -351,12 +408,27 @@ export class FileService {
       memoryUsed: cache.memory,
       open: { tcp: counters.connections.open, http: counters.http.connections },
       uptimeSeconds: (Date.now() - this.#started) / 1000,
+      origin: {
+        fresh: origin.fresh,
+        stale: origin.stale,
+        negative: origin.negative,
+        revalidations: origin.revalidations,
+        notModified: origin.notModified,
+        inFlight: origin.inFlight,
+        breakerOpen: origin.breaker.state !== "closed",
+        breakerOpened: origin.breaker.opened,
+        breakerRefused: origin.breaker.refused,
+      },
     };
   }
 
   /** The whole server's counters, as `STATS` reports them. */
   async stats(): Promise<ServerStats> {
-    const [threads, cache] = await Promise.all([this.threads(), this.cache.figures()]);
+    const [threads, cache, shield] = await Promise.all([
+      this.threads(),
+      this.cache.figures(),
+      this.originFigures(),
+    ]);
     const c = sumCounters(threads, RECENT_REQUESTS);
     const requestsOf = (counts: RequestCounts) => Object.values(counts).reduce((a, b) => a + b, 0);
     return {
@@ -388,6 +460,7 @@ export class FileService {
         memory: cache.memory,
       },
       freshness: this.origin.freshness ?? "stat",
+      origin: originFigures(c, shield),
       threads: threads.map((thread) => thread.requests),
     };
   }
@@ -464,9 +537,29 @@ export class FileService {
         if (entry.validator !== stat.validator) continue; // joined an older fill
       }
       const served = await this.#openEntry(entry, outcome, { offset, length });
-      if (served) return served;
+      if (served) return this.#withAge(served, stat);
     }
-    return await this.#openOrigin(path, stat, { offset, length });
+    return this.#withAge(await this.#openOrigin(path, stat, { offset, length }), stat);
+  }
+
+  /**
+   * Drops `path` from the cache (with `prefix`, every path that starts
+   * with it) and what is remembered of it, so the next request asks the
+   * origin. Resolves to the number of entries dropped. On a worker thread
+   * the owner of the cache does it (see `server/worker_pool.ts`).
+   */
+  purge: (path: string, prefix: boolean) => Promise<number> = (path, prefix) =>
+    this.purgeHere(path, prefix);
+
+  /** {@linkcode purge} on the thread that owns the cache. */
+  async purgeHere(path: string, prefix: boolean): Promise<number> {
+    this.origin.forget?.(path, prefix);
+    const { entries } = await this.cache.listing();
+    const doomed = entries.filter((entry) =>
+      prefix ? entry.path.startsWith(path) : entry.path === path
+    );
+    for (const entry of doomed) await this.cache.remove(entry.path, entry);
+    return doomed.length;
   }
 
   /**
@@ -488,6 +581,7 @@ export class FileService {
       return undefined;
     }
     if (stat.validator !== entry.validator) return undefined;
+    if ((stat as ShieldedStat).fromMemory) this.#counts.freshAnswers++;
     this.#countServed(path, "hit");
     return { entry, bytes: entry.bytes };
   }
@@ -688,10 +782,22 @@ export class FileService {
     return await fill();
   }
 
+  /** `served`, marked with the age (and staleness) of the stat it was chosen by. */
+  #withAge(served: Served, stat: ShieldedStat): Served {
+    if (stat.ageMs !== undefined) served.ageMs = stat.ageMs;
+    if (stat.stale) {
+      served.stale = true;
+      this.#counts.staleAnswers++;
+    }
+    return served;
+  }
+
   /** Stats an origin file; one that is gone leaves the cache too. */
-  async #originStat(path: string): Promise<OriginStat> {
+  async #originStat(path: string): Promise<ShieldedStat> {
     try {
-      return await this.origin.stat(path);
+      const stat = await this.origin.stat(path);
+      if (stat.fromMemory) this.#counts.freshAnswers++;
+      return stat;
     } catch (error) {
       if (error instanceof RequestError && error.code === 404) await this.cache.remove(path);
       throw error;

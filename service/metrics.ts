@@ -75,6 +75,30 @@ export interface MetricsSnapshot {
   /** Open client connections, by protocol. */
   open: Record<string, number>;
   uptimeSeconds: number;
+  /** The shield in front of the origin (origin/shield.ts), when there is one. */
+  origin?: OriginMetrics;
+}
+
+/** The shield's counters as the metrics report them. */
+export interface OriginMetrics {
+  /** Stats answered from memory within their lifetime. */
+  fresh: number;
+  /** Answers sent past their lifetime. */
+  stale: number;
+  /** 404s answered from memory. */
+  negative: number;
+  /** Revalidations sent to the origin. */
+  revalidations: number;
+  /** Conditional requests answered `304`. */
+  notModified: number;
+  /** Origin requests in flight. */
+  inFlight: number;
+  /** Whether the breaker keeps requests from the origin now. */
+  breakerOpen: boolean;
+  /** Times the breaker opened. */
+  breakerOpened: number;
+  /** Requests refused by the open breaker. */
+  breakerRefused: number;
 }
 
 /**
@@ -120,6 +144,22 @@ export function formatMetrics(snapshot: MetricsSnapshot): string {
       snapshot.sendTimeouts,
     ],
   ];
+  const origin = snapshot.origin;
+  if (origin) {
+    counters.push(
+      ["origin_fresh", "Origin stats answered from memory within their lifetime.", origin.fresh],
+      ["origin_stale", "Answers sent past their freshness lifetime.", origin.stale],
+      ["origin_negative", "Not-found answers given from memory.", origin.negative],
+      ["origin_revalidations", "Revalidations sent to the origin.", origin.revalidations],
+      ["origin_not_modified", "Conditional requests the origin answered 304.", origin.notModified],
+      ["origin_breaker_opened", "Times the origin's breaker opened.", origin.breakerOpened],
+      [
+        "origin_breaker_refused",
+        "Requests the open breaker kept from the origin.",
+        origin.breakerRefused,
+      ],
+    );
+  }
   for (const [name, help, value] of counters) {
     metric(`tcpcache_${name}_total`, "counter", help);
     lines.push(`tcpcache_${name}_total ${value}`);
@@ -131,6 +171,12 @@ export function formatMetrics(snapshot: MetricsSnapshot): string {
     ["cache_memory_bytes", "Bytes of small entries also held in memory.", snapshot.memoryUsed],
     ["uptime_seconds", "Seconds since the server started.", snapshot.uptimeSeconds],
   ];
+  if (origin) {
+    gauges.push(
+      ["origin_in_flight", "Origin requests in flight.", origin.inFlight],
+      ["origin_breaker_open", "1 while the origin's breaker is open.", origin.breakerOpen ? 1 : 0],
+    );
+  }
   for (const [name, help, value] of gauges) {
     metric(`tcpcache_${name}`, "gauge", help);
     lines.push(`tcpcache_${name} ${value}`);

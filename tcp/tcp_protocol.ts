@@ -284,6 +284,11 @@ export class TcpProtocol implements ConnectionProtocol {
         case "GET":
           await this.#servePath(session, request);
           return true;
+        case "PURGE": {
+          const purged = await this.#service.purge(request.path, request.prefix);
+          await this.#send(session, formatOk(0, { purged }));
+          return true;
+        }
         default:
           await this.#sendJson(session, await this.#describe(request));
           return true;
@@ -323,7 +328,8 @@ export class TcpProtocol implements ConnectionProtocol {
     const served = await this.#service.open(request.path, request);
     try {
       session.answer.cache = served.outcome;
-      if (served.bytes && served.outcome === "hit" && served.length === served.size) {
+      const plainHit = served.outcome === "hit" && served.ageMs === undefined;
+      if (served.bytes && plainHit && served.length === served.size) {
         // The hottest path: a whole small file from memory, its header made once.
         await this.#send(session, this.#hitHeader(served.entry!));
         await this.#send(session, served.bytes);
@@ -361,6 +367,10 @@ export class TcpProtocol implements ConnectionProtocol {
       cache: served.outcome,
     };
     if (served.sha256) fields.sha256 = served.sha256;
+    // Behind a freshness lifetime: seconds since the origin confirmed this
+    // version, and whether that is past its lifetime (docs/PROTOCOL.md).
+    if (served.ageMs !== undefined) fields.age = Math.floor(served.ageMs / 1000);
+    if (served.stale) fields.stale = 1;
     const header = encoder.encode(formatOk(served.length, fields));
     if (served.length <= SMALL_BODY) {
       const message = new Uint8Array(header.length + served.length);

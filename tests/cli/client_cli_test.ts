@@ -618,6 +618,22 @@ Deno.test("stats and ping print the server's counters", async (t) => {
           "cache.policy": "fifo",
           "cache.memory": "600",
           freshness: "watch",
+          // A watched directory needs no shield: nothing to count.
+          "origin.fresh": "0",
+          "origin.stale": "0",
+          "origin.negative": "0",
+          "origin.revalidations": "0",
+          "origin.notModified": "0",
+          "origin.staleWhileRevalidate": "0",
+          "origin.staleIfError": "0",
+          "origin.carried": "0",
+          "origin.inFlight": "0",
+          "origin.breaker.state": "closed",
+          "origin.breaker.consecutiveFailures": "0",
+          "origin.breaker.opened": "0",
+          "origin.breaker.closed": "0",
+          "origin.breaker.refused": "0",
+          "origin.breaker.probes": "0",
           // One thread serves (the test's server), and it received them all.
           "threads.0": "8",
         });

@@ -105,7 +105,65 @@ const USAGE_ERRORS: { args: string[]; message: RegExp }[] = [
   { args: ["files"], message: /unexpected argument: files/ },
   { args: ["--dir", ".", "--origin", "s3://bucket"], message: /give --dir or --origin, not both/ },
   { args: ["--frobnicate"], message: /frobnicate/ },
+  { args: ["--max-age", "soon"], message: /--max-age must be a number of seconds from 0 / },
+  { args: ["--stale-if-error", "2500000"], message: /--stale-if-error must be a number/ },
+  { args: ["--stale-while-revalidate", "x"], message: /--stale-while-revalidate must be/ },
+  { args: ["--negative-max-age", "1e3"], message: /--negative-max-age must be a number/ },
+  { args: ["--origin-connections", "0"], message: /--origin-connections must be a whole number/ },
 ];
+
+Deno.test("--max-age and --negative-max-age reach the shield: a directory stat'ed per request (no watch) is stat'ed once per lifetime", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(`${dir}/a.txt`, "alpha");
+  const server = new URL("../../server.ts", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      server,
+      "--dir",
+      dir,
+      "--cache-dir",
+      `${dir}/../${dir.split("/").pop()}-cache`,
+      "--port",
+      "0",
+      "--workers",
+      "1",
+      "--no-change-watch",
+      "--max-age",
+      "60",
+      "--negative-max-age",
+      "60",
+      "--quiet",
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    let banner = "";
+    while (!/listening on [^ ]+:(\d+)/.test(banner)) banner += (await reader.read()).value ?? "";
+    const port = Number(/listening on [^ ]+:(\d+)/.exec(banner)![1]);
+    const conn = await RawConnection.open(port);
+    try {
+      for (let i = 0; i < 5; i++) await conn.request("GET a.txt");
+      for (let i = 0; i < 5; i++) assert.equal((await conn.request("GET nope.txt")).code, 404);
+      const stats = JSON.parse(new TextDecoder().decode((await conn.request("STATS")).body));
+      assert.equal(stats.freshness, "stat");
+      assert.equal(stats.origin.fresh, 4, "the first GET asked; four were answered from memory");
+      assert.equal(stats.origin.negative, 4);
+      assert.equal(stats.origin.revalidations, 2, "one stat of each path");
+    } finally {
+      conn.close();
+    }
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await reader.cancel();
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(`${dir}-cache`, { recursive: true }).catch(() => {});
+  }
+});
 
 Deno.test("usage errors exit 2 with one line that names the flag, and start nothing", async (t) => {
   for (const { args, message } of USAGE_ERRORS) {

@@ -10,161 +10,7 @@ import { parseS3Url, S3Origin } from "../../origin/s3.ts";
 import { RequestError } from "../../protocol.ts";
 import { startServer } from "../../server.ts";
 import { RawConnection, seededBytes, sha256 } from "../helpers.ts";
-
-/** What the stand-in does with the next request, before answering it properly. */
-type Fault =
-  | { pass: true } // this request is answered as it should be
-  | { status: number; code?: string }
-  | { stallAfter: number }
-  | { cutAfter: number }
-  | { ignoreRange: true }; // answers a ranged GET with the whole object, 200
-
-/** A bucket in memory behind a minimal S3 API (HEAD, GET with Range, ListObjectsV2). */
-class FakeS3 {
-  objects = new Map<string, { bytes: Uint8Array; etag: string; modified: Date }>();
-  faults: Fault[] = [];
-  /** Entries per ListObjectsV2 page (S3's own is 1,000). */
-  pageSize = 1000;
-  requests: { method: string; key: string; range: string | null; signed: boolean }[] = [];
-  #server: Deno.HttpServer<Deno.NetAddr>;
-
-  constructor() {
-    this.#server = Deno.serve(
-      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-      (request) => this.#handle(request),
-    );
-  }
-
-  get endpoint(): string {
-    return `http://127.0.0.1:${this.#server.addr.port}`;
-  }
-
-  put(key: string, bytes: Uint8Array): void {
-    this.objects.set(key, { bytes, etag: `"${sha256(bytes).slice(0, 32)}"`, modified: new Date() });
-  }
-
-  /** Ends the stalled bodies (or shutting down would wait for them forever), then stops. */
-  close(): Promise<void> {
-    for (const end of stalls) end();
-    stalls.clear();
-    return this.#server.shutdown();
-  }
-
-  #handle(request: Request): Response {
-    const url = new URL(request.url);
-    const [, bucket, ...rest] = url.pathname.split("/");
-    const key = decodeURIComponent(rest.join("/"));
-    this.requests.push({
-      method: request.method,
-      key,
-      range: request.headers.get("range"),
-      signed: /^AWS4-HMAC-SHA256 Credential=KEY\//.test(request.headers.get("authorization") ?? ""),
-    });
-    const next = this.faults.shift();
-    const fault = next && "pass" in next ? undefined : next;
-    if (fault && "status" in fault) {
-      const body = `<Error><Code>${
-        fault.code ?? "Fault"
-      }</Code><Message>injected</Message></Error>`;
-      return new Response(request.method === "HEAD" ? null : body, { status: fault.status });
-    }
-    if (bucket !== "bucket") return new Response(null, { status: 404 });
-    if (key === "") {
-      const xml = new TextEncoder().encode(this.#list(url.searchParams));
-      return new Response(fault ? faultyBody(xml, fault) : xml, {
-        headers: { "content-type": "application/xml" },
-      });
-    }
-    const object = this.objects.get(key);
-    if (!object) return new Response("<Error><Code>NoSuchKey</Code></Error>", { status: 404 });
-    const headers = new Headers({
-      etag: object.etag,
-      "last-modified": object.modified.toUTCString(),
-    });
-    let bytes = object.bytes;
-    let status = 200;
-    const range = /^bytes=(\d+)-(\d+)$/.exec(request.headers.get("range") ?? "");
-    if (range && !(fault && "ignoreRange" in fault)) {
-      const [first, last] = [Number(range[1]), Math.min(Number(range[2]), bytes.length - 1)];
-      if (first >= bytes.length) return new Response(null, { status: 416 });
-      headers.set("content-range", `bytes ${first}-${last}/${bytes.length}`);
-      bytes = bytes.subarray(first, last + 1);
-      status = 206;
-    }
-    headers.set("content-length", String(bytes.length));
-    if (request.method === "HEAD") return new Response(null, { status, headers });
-    if (fault && !("ignoreRange" in fault)) {
-      return new Response(faultyBody(bytes, fault), { status, headers });
-    }
-    return new Response(bytes.slice(), { status, headers });
-  }
-
-  /** ListObjectsV2, paginated by `pageSize`; the continuation token is an index. */
-  #list(query: URLSearchParams): string {
-    const prefix = query.get("prefix") ?? "";
-    const items: string[] = [];
-    const dirs = new Set<string>();
-    for (const [key, object] of [...this.objects].sort(([a], [b]) => a < b ? -1 : 1)) {
-      if (!key.startsWith(prefix)) continue;
-      const rest = key.slice(prefix.length);
-      const slash = rest.indexOf("/");
-      if (slash >= 0) {
-        const dir = escapeXml(prefix + rest.slice(0, slash + 1));
-        if (!dirs.has(dir)) items.push(`<CommonPrefixes><Prefix>${dir}</Prefix></CommonPrefixes>`);
-        dirs.add(dir);
-      } else {
-        items.push(
-          `<Contents><Key>${escapeXml(key)}</Key><Size>${object.bytes.length}</Size>` +
-            `<LastModified>${object.modified.toISOString()}</LastModified></Contents>`,
-        );
-      }
-    }
-    const start = Number(query.get("continuation-token") ?? 0);
-    const page = items.slice(start, start + this.pageSize);
-    const more = start + this.pageSize < items.length;
-    const next = more
-      ? `<NextContinuationToken>${start + this.pageSize}</NextContinuationToken>`
-      : "";
-    return `<?xml version="1.0"?><ListBucketResult><IsTruncated>${more}</IsTruncated>${next}` +
-      `${page.join("")}</ListBucketResult>`;
-  }
-}
-
-function escapeXml(text: string): string {
-  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
-}
-
-/** Ways to end the bodies that stall, for FakeS3.close. */
-const stalls = new Set<() => void>();
-
-/** A body that stalls (until the fake closes), or breaks off, after some bytes. */
-function faultyBody(bytes: Uint8Array, fault: Fault): ReadableStream<Uint8Array> {
-  const at = "stallAfter" in fault ? fault.stallAfter : "cutAfter" in fault ? fault.cutAfter : 0;
-  let sent = false;
-  return new ReadableStream({
-    pull(controller) {
-      if (!sent) {
-        sent = true;
-        controller.enqueue(bytes.slice(0, at));
-        return;
-      }
-      if ("cutAfter" in fault) {
-        controller.error(new Error("connection cut"));
-        return;
-      }
-      return new Promise<void>((resolve) => {
-        stalls.add(() => {
-          try {
-            controller.close();
-          } catch {
-            // the client cancelled it already
-          }
-          resolve();
-        });
-      });
-    },
-  });
-}
+import { FakeS3 } from "./fake_s3.ts";
 
 function origin(fake: FakeS3, options: { timeoutMs?: number; retries?: number } = {}): S3Origin {
   return new S3Origin({
@@ -289,22 +135,33 @@ Deno.test("S3Origin: a listing that stalls is retried, then 503; an ignored Rang
   });
 });
 
-Deno.test("S3Origin: throttling and 5xx are retried with backoff, then 503 with a clear message", async () => {
+Deno.test("S3Origin: 5xx are retried with backoff, then 503; throttling is answered 503 at once", async () => {
   await withFake(async (fake) => {
     fake.put("pre/fix/a.txt", new TextEncoder().encode("alpha"));
     const s3 = origin(fake, { retries: 3 });
-    fake.faults.push({ status: 503, code: "SlowDown" }, { status: 500 }, { status: 429 });
+    fake.faults.push({ status: 500 }, { status: 502 }, { status: 504 });
     assert.equal((await s3.stat("a.txt")).size, 5, "the fourth attempt succeeds");
     assert.equal(fake.requests.length, 4);
 
-    fake.faults.push(...Array(4).fill({ status: 503, code: "SlowDown" }));
+    fake.faults.push(...Array(4).fill({ status: 502 }));
     await assertProtocolError(
       s3.open("a.txt"),
       503,
-      /^origin unavailable: http:\/\/127\.0\.0\.1:\d+ \(503 SlowDown: injected; 4 attempts\)$/,
+      /^origin unavailable: http:\/\/127\.0\.0\.1:\d+ \(502 Fault: injected; 4 attempts\)$/,
     );
-    fake.faults.push(...Array(4).fill({ status: 502 }));
-    await assertProtocolError(s3.stat("a.txt"), 503, /\(502; 4 attempts\)$/); // HEAD: no body
+    fake.faults.push(...Array(4).fill({ status: 500 }));
+    await assertProtocolError(s3.stat("a.txt"), 503, /\(500; 4 attempts\)$/); // HEAD: no body
+    // Throttling: another attempt would add to the load, so none is made.
+    for (const fault of [{ status: 503, code: "SlowDown" }, { status: 429 }]) {
+      const sent: number = fake.requests.length;
+      fake.faults.push(fault);
+      await assertProtocolError(
+        s3.open("a.txt"),
+        503,
+        /^origin throttled: http:\/\/127\.0\.0\.1:\d+ \((503 SlowDown: injected|429 Fault: injected)\)$/,
+      );
+      assert.equal(fake.requests.length, sent + 1);
+    }
     // Not worth retrying: refused credentials are a 500 naming the answer, at once.
     const before = fake.requests.length;
     fake.faults.push({ status: 403, code: "AccessDenied" });
@@ -352,7 +209,7 @@ Deno.test("S3Origin: a dead endpoint and a silent one are 503 within the bounds"
   }
 });
 
-Deno.test("through the HTTP front end: one HEAD per request, one GET per fill", async () => {
+Deno.test("through the HTTP front end: one origin request per request (a stat, then conditional GETs), one full GET per fill", async () => {
   await withFake(async (fake) => {
     fake.put("pre/fix/a.txt", new TextEncoder().encode("alpha"));
     const root = await Deno.makeTempDir();
@@ -369,8 +226,10 @@ Deno.test("through the HTTP front end: one HEAD per request, one GET per fill", 
         assert.equal(await response.text(), "alpha");
       }
       const count = (method: string) => fake.requests.filter((r) => r.method === method).length;
-      assert.equal(count("HEAD"), 3, "the validators once per request");
-      assert.equal(count("GET"), 1, "the bytes once");
+      assert.equal(fake.requests.length, 4, "HEAD, GET (the fill), then one check per hit");
+      assert.equal(count("HEAD"), 1, "the first request's stat");
+      const conditional = fake.requests.filter((r) => r.ifNoneMatch !== null);
+      assert.equal(conditional.length, 2, "each hit: a conditional GET, answered 304");
     } finally {
       await server.close();
       await Deno.remove(root, { recursive: true });
@@ -405,10 +264,10 @@ Deno.test("through the server: origin failures never poison the cache, and servi
       assert.equal(cut.code, 500, cut.line);
       assert.equal(server.cache.count, 0, "a broken read is not admitted");
 
-      fake.faults.push(...Array(2).fill({ status: 503, code: "SlowDown" }));
+      fake.faults.push({ status: 503, code: "SlowDown" }); // not retried: one answer
       const throttled = await conn.request("GET big.bin");
       assert.equal(throttled.code, 503, throttled.line);
-      assert.match(throttled.message, /origin unavailable/);
+      assert.match(throttled.message, /origin throttled/);
       conn.close(); // a 503 ends the connection, as the protocol says
       conn = await RawConnection.open(server.addr.port);
 

@@ -123,6 +123,7 @@ const ARITY: Record<string, [number, number]> = {
   LIST: [0, 0],
   FILES: [0, 1],
   STAT: [1, 1],
+  PURGE: [1, 1],
   STATS: [0, 0],
   PING: [0, 0],
   QUIT: [0, 0],
@@ -193,6 +194,17 @@ function contractModel(line: Uint8Array): ProtocolRequest | null {
       return contractPath(args[0]!) ? { command, path: args[0]! } : null;
     case "STAT":
       return contractPath(args[0]!) ? { command, path: args[0]! } : null;
+    case "PURGE": {
+      // A raw argument ending in `*` is a prefix; what precedes it, decoded,
+      // must be empty or could begin a valid path.
+      if (raw[0][raw[0].length - 1] !== 0x2a) {
+        return contractPath(args[0]!) ? { command, path: args[0]!, prefix: false } : null;
+      }
+      const prefix = decodeArgument(raw[0].subarray(0, -1));
+      if (prefix === null) return null;
+      if (prefix !== "" && !contractPath(prefix.endsWith("/") ? `${prefix}x` : prefix)) return null;
+      return { command, path: prefix, prefix: true };
+    }
     default:
       return { command } as ProtocolRequest;
   }
@@ -203,6 +215,7 @@ function assertContractRequest(request: ProtocolRequest, where: string): void {
   if (!("path" in request)) return;
   const { path } = request;
   if (request.command === "FILES" && path === "") return;
+  if (request.command === "PURGE" && request.prefix) return;
   assert.ok(
     contractPath(path),
     `${where}: returned path breaks the contract: ${JSON.stringify(path)}`,
@@ -334,6 +347,10 @@ function generateRequest(rng: Rng, source: ArgSource, commands = COMMANDS): Gene
       const path = source.path(rng, "STAT");
       return { request: { command, path }, args: [path] };
     }
+    case "PURGE": {
+      const path = source.path(rng, "STAT");
+      return { request: { command, path, prefix: false }, args: [path] };
+    }
     default:
       return { request: { command } as ProtocolRequest, args: [] };
   }
@@ -347,16 +364,24 @@ function requestArgs(request: ProtocolRequest): (string | number)[] {
     case "FILES":
       return request.path === "" ? [] : [request.path];
     case "STAT":
+    case "PURGE":
       return [request.path];
     default:
       return [];
   }
 }
 
-/** The request's canonical line, built with percentEncode (no LF). */
+/**
+ * The request's canonical line, built with percentEncode (no LF). A PURGE
+ * path's last `*` is written `%2A` (a raw one would make it a prefix), and a
+ * prefix gets its raw `*`.
+ */
 function canonicalLine(request: ProtocolRequest): string {
-  return [request.command, ...requestArgs(request).map((arg) => percentEncode(String(arg)))]
-    .join(" ");
+  const args = requestArgs(request).map((arg) => percentEncode(String(arg)));
+  if (request.command === "PURGE") {
+    args[0] = request.prefix ? `${args[0]}*` : args[0].replace(/\*$/, "%2A");
+  }
+  return [request.command, ...args].join(" ");
 }
 
 /**
@@ -381,7 +406,14 @@ function looseLine(rng: Rng, generated: Generated): Uint8Array {
   let command = "";
   for (const c of generated.request.command) command += rng.chance(0.3) ? c.toLowerCase() : c;
   const bytes = [...encoder.encode(command)];
-  for (const arg of generated.args) bytes.push(0x20, ...encodeLoosely(rng, arg));
+  for (const arg of generated.args) {
+    const encoded = encodeLoosely(rng, arg);
+    // A PURGE path's raw final `*` would make it a prefix: that one must be escaped.
+    if (generated.request.command === "PURGE" && encoded.at(-1) === 0x2a) {
+      encoded.splice(-1, 1, ...encoder.encode("%2A"));
+    }
+    bytes.push(0x20, ...encoded);
+  }
   if (rng.chance(0.2)) bytes.push(0x0d);
   return Uint8Array.from(bytes);
 }
@@ -614,6 +646,7 @@ type Json = Record<string, unknown>;
 type Expected =
   | { kind: "error"; code: 400 | 404 | 416 }
   | { kind: "empty"; closes: boolean }
+  | { kind: "purged" }
   | { kind: "bytes"; path: string; offset: number; body: Uint8Array }
   | { kind: "json"; check: (value: Json, where: string) => void };
 
@@ -625,6 +658,8 @@ function expectedAnswer(line: Uint8Array): Expected {
     case "PING":
     case "QUIT":
       return { kind: "empty", closes: request.command === "QUIT" };
+    case "PURGE":
+      return { kind: "purged" };
     case "GET": {
       const file = FILES.get(request.path);
       if (!file) return { kind: "error", code: 404 };
@@ -716,6 +751,9 @@ function checkAnswer(response: RawResponse, expected: Expected, where: string): 
       break;
     case "empty":
       assert.equal(response.line, "OK 0", at);
+      break;
+    case "purged":
+      assert.match(response.line, /^OK 0 purged=[0-9]+$/, at);
       break;
     case "bytes": {
       const file = FILES.get(expected.path)!;

@@ -1,0 +1,180 @@
+/**
+ * A stand-in S3 server in this process (HEAD, GET with Range and
+ * If-None-Match, ListObjectsV2), whose failures are made to order, for the
+ * S3 origin's tests and the origin shield's.
+ *
+ * @module
+ */
+
+import { sha256 } from "../helpers.ts";
+
+/** What the stand-in does with the next request, before answering it properly. */
+export type Fault =
+  | { pass: true } // this request is answered as it should be
+  | { status: number; code?: string }
+  | { stallAfter: number }
+  | { cutAfter: number }
+  | { ignoreRange: true }; // answers a ranged GET with the whole object, 200
+
+/** A bucket in memory behind a minimal S3 API (HEAD, GET with Range, ListObjectsV2). */
+export class FakeS3 {
+  objects = new Map<
+    string,
+    { bytes: Uint8Array; etag: string; modified: Date; headers: Record<string, string> }
+  >();
+  faults: Fault[] = [];
+  /** Entries per ListObjectsV2 page (S3's own is 1,000). */
+  pageSize = 1000;
+  requests: {
+    method: string;
+    key: string;
+    range: string | null;
+    ifNoneMatch: string | null;
+    signed: boolean;
+  }[] = [];
+  #server: Deno.HttpServer<Deno.NetAddr>;
+
+  constructor() {
+    this.#server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      (request) => this.#handle(request),
+    );
+  }
+
+  get endpoint(): string {
+    return `http://127.0.0.1:${this.#server.addr.port}`;
+  }
+
+  /** Stores an object; `headers` are sent with it (`cache-control`, say). */
+  put(key: string, bytes: Uint8Array, headers: Record<string, string> = {}): void {
+    const etag = `"${sha256(bytes).slice(0, 32)}"`;
+    this.objects.set(key, { bytes, etag, modified: new Date(), headers });
+  }
+
+  /** Ends the stalled bodies (or shutting down would wait for them forever), then stops. */
+  close(): Promise<void> {
+    for (const end of stalls) end();
+    stalls.clear();
+    return this.#server.shutdown();
+  }
+
+  #handle(request: Request): Response {
+    const url = new URL(request.url);
+    const [, bucket, ...rest] = url.pathname.split("/");
+    const key = decodeURIComponent(rest.join("/"));
+    this.requests.push({
+      method: request.method,
+      key,
+      range: request.headers.get("range"),
+      ifNoneMatch: request.headers.get("if-none-match"),
+      signed: /^AWS4-HMAC-SHA256 Credential=KEY\//.test(request.headers.get("authorization") ?? ""),
+    });
+    const next = this.faults.shift();
+    const fault = next && "pass" in next ? undefined : next;
+    if (fault && "status" in fault) {
+      const body = `<Error><Code>${
+        fault.code ?? "Fault"
+      }</Code><Message>injected</Message></Error>`;
+      return new Response(request.method === "HEAD" ? null : body, { status: fault.status });
+    }
+    if (bucket !== "bucket") return new Response(null, { status: 404 });
+    if (key === "") {
+      const xml = new TextEncoder().encode(this.#list(url.searchParams));
+      return new Response(fault ? faultyBody(xml, fault) : xml, {
+        headers: { "content-type": "application/xml" },
+      });
+    }
+    const object = this.objects.get(key);
+    if (!object) return new Response("<Error><Code>NoSuchKey</Code></Error>", { status: 404 });
+    const headers = new Headers({
+      ...object.headers,
+      etag: object.etag,
+      "last-modified": object.modified.toUTCString(),
+    });
+    if (request.headers.get("if-none-match") === object.etag) {
+      return new Response(null, { status: 304, headers });
+    }
+    let bytes = object.bytes;
+    let status = 200;
+    const range = /^bytes=(\d+)-(\d+)$/.exec(request.headers.get("range") ?? "");
+    if (range && !(fault && "ignoreRange" in fault)) {
+      const [first, last] = [Number(range[1]), Math.min(Number(range[2]), bytes.length - 1)];
+      if (first >= bytes.length) return new Response(null, { status: 416 });
+      headers.set("content-range", `bytes ${first}-${last}/${bytes.length}`);
+      bytes = bytes.subarray(first, last + 1);
+      status = 206;
+    }
+    headers.set("content-length", String(bytes.length));
+    if (request.method === "HEAD") return new Response(null, { status, headers });
+    if (fault && !("ignoreRange" in fault)) {
+      return new Response(faultyBody(bytes, fault), { status, headers });
+    }
+    return new Response(bytes.slice(), { status, headers });
+  }
+
+  /** ListObjectsV2, paginated by `pageSize`; the continuation token is an index. */
+  #list(query: URLSearchParams): string {
+    const prefix = query.get("prefix") ?? "";
+    const items: string[] = [];
+    const dirs = new Set<string>();
+    for (const [key, object] of [...this.objects].sort(([a], [b]) => a < b ? -1 : 1)) {
+      if (!key.startsWith(prefix)) continue;
+      const rest = key.slice(prefix.length);
+      const slash = rest.indexOf("/");
+      if (slash >= 0) {
+        const dir = escapeXml(prefix + rest.slice(0, slash + 1));
+        if (!dirs.has(dir)) items.push(`<CommonPrefixes><Prefix>${dir}</Prefix></CommonPrefixes>`);
+        dirs.add(dir);
+      } else {
+        items.push(
+          `<Contents><Key>${escapeXml(key)}</Key><Size>${object.bytes.length}</Size>` +
+            `<LastModified>${object.modified.toISOString()}</LastModified></Contents>`,
+        );
+      }
+    }
+    const start = Number(query.get("continuation-token") ?? 0);
+    const page = items.slice(start, start + this.pageSize);
+    const more = start + this.pageSize < items.length;
+    const next = more
+      ? `<NextContinuationToken>${start + this.pageSize}</NextContinuationToken>`
+      : "";
+    return `<?xml version="1.0"?><ListBucketResult><IsTruncated>${more}</IsTruncated>${next}` +
+      `${page.join("")}</ListBucketResult>`;
+  }
+}
+
+function escapeXml(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+/** Ways to end the bodies that stall, for FakeS3.close. */
+const stalls = new Set<() => void>();
+
+/** A body that stalls (until the fake closes), or breaks off, after some bytes. */
+function faultyBody(bytes: Uint8Array, fault: Fault): ReadableStream<Uint8Array> {
+  const at = "stallAfter" in fault ? fault.stallAfter : "cutAfter" in fault ? fault.cutAfter : 0;
+  let sent = false;
+  return new ReadableStream({
+    pull(controller) {
+      if (!sent) {
+        sent = true;
+        controller.enqueue(bytes.slice(0, at));
+        return;
+      }
+      if ("cutAfter" in fault) {
+        controller.error(new Error("connection cut"));
+        return;
+      }
+      return new Promise<void>((resolve) => {
+        stalls.add(() => {
+          try {
+            controller.close();
+          } catch {
+            // the client cancelled it already
+          }
+          resolve();
+        });
+      });
+    },
+  });
+}

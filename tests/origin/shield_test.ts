@@ -1,0 +1,294 @@
+/**
+ * The origin shield (origin/shield.ts) against a scripted origin and a
+ * clock of the test's own: lifetimes, collapsed and background
+ * revalidation, stale-if-error, the breaker, negative caching, conditional
+ * revalidation with the changed body carried to the fill, the cap on
+ * origin requests, and purges. (Over real sockets, with a stand-in S3
+ * server: tests/server/origin_shield_test.ts.)
+ */
+
+import assert from "node:assert/strict";
+import type { Origin, OriginDirEntry, OriginFile, OriginStat } from "../../origin/origin.ts";
+import { ShieldedOrigin, type ShieldOptions } from "../../origin/shield.ts";
+import { RequestError } from "../../protocol.ts";
+
+/** An origin whose answers the test scripts, counting what it is asked. */
+class ScriptedOrigin implements Origin {
+  version = 1;
+  size = 10;
+  /** What the next requests do: fail with 503, hang until released, or answer. */
+  mode: "up" | "down" | "missing" | "hang" = "up";
+  calls = { stat: 0, open: 0, openIfChanged: 0, list: 0 };
+  #hung: (() => void)[] = [];
+
+  stat(_path: string): Promise<OriginStat> {
+    this.calls.stat++;
+    return this.#answer(() => this.#stat());
+  }
+
+  open(_path: string): Promise<OriginFile> {
+    this.calls.open++;
+    return this.#answer(() => this.#file());
+  }
+
+  openIfChanged(_path: string, etag: string): Promise<OriginFile | undefined> {
+    this.calls.openIfChanged++;
+    return this.#answer(() => etag === this.#stat().etag ? undefined : this.#file());
+  }
+
+  list(_path: string): Promise<OriginDirEntry[]> {
+    this.calls.list++;
+    return this.#answer(() => []);
+  }
+
+  /** Lets the hung requests answer (as the mode is then). */
+  release(): void {
+    for (const go of this.#hung.splice(0)) go();
+  }
+
+  #stat(): OriginStat {
+    return { size: this.size, mtime: 0, validator: `v${this.version}`, etag: `"e${this.version}"` };
+  }
+
+  #file(): OriginFile {
+    const stat = this.#stat();
+    return {
+      stat,
+      read: () => Promise.resolve(null),
+      restat: () => Promise.resolve(stat),
+      close: () => {},
+    };
+  }
+
+  async #answer<T>(value: () => T): Promise<T> {
+    if (this.mode === "hang") await new Promise<void>((go) => this.#hung.push(go));
+    if (this.mode === "down") throw new RequestError(503, "origin unavailable: scripted");
+    if (this.mode === "missing") throw new RequestError(404, "not found: scripted");
+    return value();
+  }
+}
+
+function shielded(options: ShieldOptions = {}) {
+  const origin = new ScriptedOrigin();
+  const clock = { now: 1_000_000 };
+  const shield = new ShieldedOrigin(origin, {
+    carryLimit: 1000,
+    stalePatienceMs: 50,
+    ...options,
+    now: () => clock.now,
+  });
+  return { origin, clock, shield };
+}
+
+async function code(promise: Promise<unknown>): Promise<number> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof RequestError) return error.code;
+    throw error;
+  }
+  return 0;
+}
+
+Deno.test("shield: with the defaults every stat asks the origin, and nothing is stale", async () => {
+  const { origin, shield } = shielded();
+  for (let i = 0; i < 3; i++) assert.equal((await shield.stat("a")).stale, undefined);
+  assert.equal(origin.calls.stat + origin.calls.openIfChanged, 3);
+});
+
+Deno.test("shield: within the lifetime the origin hears nothing; after it, one conditional request", async () => {
+  const { origin, clock, shield } = shielded({ maxAgeMs: 10_000 });
+  const first = await shield.stat("a");
+  assert.equal(first.fromMemory, undefined);
+  assert.equal(origin.calls.stat, 1, "the first stat asks (no entity tag is known yet)");
+  clock.now += 9_999;
+  const fresh = await shield.stat("a");
+  assert.equal(fresh.fromMemory, true);
+  assert.equal(fresh.ageMs, 9_999);
+  assert.equal(origin.calls.stat + origin.calls.openIfChanged, 1);
+  clock.now += 1;
+  assert.equal((await shield.stat("a")).validator, "v1");
+  assert.equal(origin.calls.openIfChanged, 1, "revalidated with If-None-Match");
+  assert.equal(shield.figures().notModified, 1, "a 304: the lifetime starts again");
+  clock.now += 5_000;
+  await shield.stat("a");
+  assert.equal(origin.calls.openIfChanged + origin.calls.stat, 2);
+});
+
+Deno.test("shield: a changed file's body comes with the revalidation, and the fill takes it", async () => {
+  const { origin, clock, shield } = shielded({ maxAgeMs: 1_000 });
+  await shield.stat("a");
+  origin.version = 2;
+  clock.now += 1_000;
+  assert.equal((await shield.stat("a")).validator, "v2");
+  const file = await shield.open("a");
+  assert.equal(file.stat.validator, "v2");
+  assert.equal(origin.calls.open, 0, "no second GET");
+  assert.equal(shield.figures().carried, 1);
+  await shield.open("a");
+  assert.equal(origin.calls.open, 1, "carried once only");
+  // A file larger than the cache is revalidated by a stat: its body would not be kept.
+  origin.version = 3;
+  origin.size = 5_000;
+  clock.now += 1_000;
+  assert.equal((await shield.stat("a")).size, 5_000, "(known as 10 bytes: conditional)");
+  clock.now += 1_000;
+  await shield.stat("a");
+  assert.equal(origin.calls.stat, 2, "known as 5,000 bytes: a stat");
+});
+
+Deno.test("shield: concurrent requests after the lifetime share one revalidation", async () => {
+  const { origin, clock, shield } = shielded({ maxAgeMs: 1_000 });
+  await shield.stat("a");
+  clock.now += 2_000;
+  origin.mode = "hang";
+  const waiting = Array.from({ length: 32 }, () => shield.stat("a"));
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  origin.mode = "up";
+  origin.release();
+  const stats = await Promise.all(waiting);
+  assert.ok(stats.every((stat) => stat.validator === "v1" && !stat.stale));
+  assert.equal(origin.calls.openIfChanged, 1, "one origin request for 32 waiting");
+});
+
+Deno.test("shield: stale-while-revalidate answers the stored stat at once while one revalidation runs", async () => {
+  const { origin, clock, shield } = shielded({ maxAgeMs: 1_000, staleWhileRevalidateMs: 5_000 });
+  await shield.stat("a");
+  clock.now += 1_500;
+  origin.mode = "hang";
+  const answers = await Promise.all(Array.from({ length: 8 }, () => shield.stat("a")));
+  assert.ok(answers.every((stat) => stat.stale === true && stat.ageMs === 1_500));
+  assert.equal(origin.calls.openIfChanged, 1, "one revalidation in the background");
+  origin.mode = "up";
+  origin.release();
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  const after = await shield.stat("a");
+  assert.equal(after.stale, undefined, "fresh again once it answered");
+  assert.equal(shield.figures().staleWhileRevalidate, 8);
+  // Past the window: the request waits for the origin.
+  clock.now += 7_000;
+  assert.equal((await shield.stat("a")).stale, undefined);
+  assert.equal(origin.calls.openIfChanged, 2);
+});
+
+Deno.test("shield: stale-if-error answers the stored stat while the origin fails, within its window", async () => {
+  const { origin, clock, shield } = shielded({
+    maxAgeMs: 1_000,
+    staleIfErrorMs: 10_000,
+    breakerFailures: 100,
+  });
+  await shield.stat("a");
+  clock.now += 2_000;
+  origin.mode = "down";
+  const stale = await shield.stat("a");
+  assert.equal(stale.stale, true);
+  assert.equal(shield.figures().staleIfError, 1);
+  // A hung origin: answered stale after the patience, the revalidation goes on.
+  origin.mode = "hang";
+  const started = performance.now();
+  assert.equal((await shield.stat("a")).stale, true);
+  assert.ok(performance.now() - started < 1_000);
+  origin.mode = "down";
+  origin.release();
+  // Past the window: the error.
+  clock.now += 10_000;
+  assert.equal(await code(shield.stat("a")), 503);
+  // An uncached path has nothing to fall back on.
+  assert.equal(await code(shield.stat("b")), 503);
+  // A 404 is an answer, not a failure: never hidden by a stale copy.
+  origin.mode = "missing";
+  await shield.forget("a");
+  assert.equal(await code(shield.stat("a")), 404);
+});
+
+Deno.test("shield: the breaker opens after consecutive failures, sends one probe per interval, closes on success", async () => {
+  const { origin, clock, shield } = shielded({ breakerFailures: 3, probeIntervalMs: 1_000 });
+  origin.mode = "down";
+  for (let i = 0; i < 3; i++) assert.equal(await code(shield.stat(`p${i}`)), 503);
+  assert.equal(shield.breaker.state, "open");
+  const asked = origin.calls.stat;
+  for (let i = 0; i < 20; i++) assert.equal(await code(shield.stat("x")), 503);
+  assert.equal(origin.calls.stat, asked, "refused without asking the origin");
+  assert.equal(shield.figures().breaker.refused, 20);
+  clock.now += 1_000;
+  assert.equal(await code(shield.stat("x")), 503, "the probe failed");
+  assert.equal(origin.calls.stat, asked + 1);
+  assert.equal(await code(shield.stat("x")), 503);
+  assert.equal(origin.calls.stat, asked + 1, "the next probe waits another interval");
+  origin.mode = "up";
+  clock.now += 1_000;
+  assert.equal((await shield.stat("x")).validator, "v1");
+  assert.equal(shield.breaker.state, "closed");
+  assert.deepEqual(
+    [
+      shield.figures().breaker.opened,
+      shield.figures().breaker.closed,
+      shield.figures().breaker.probes,
+    ],
+    [1, 1, 2],
+  );
+});
+
+Deno.test("shield: a 404 is remembered for the negative lifetime, a missing listing too", async () => {
+  const { origin, clock, shield } = shielded({ negativeMaxAgeMs: 5_000 });
+  origin.mode = "missing";
+  for (let i = 0; i < 5; i++) assert.equal(await code(shield.stat("gone")), 404);
+  assert.equal(origin.calls.stat, 1);
+  for (let i = 0; i < 5; i++) assert.equal(await code(shield.list("gone")), 404);
+  assert.equal(origin.calls.list, 1);
+  assert.equal(shield.figures().negative, 8);
+  clock.now += 5_000;
+  origin.mode = "up";
+  assert.equal((await shield.stat("gone")).validator, "v1", "asked again after it");
+  // Without a negative lifetime nothing is remembered.
+  const plain = shielded();
+  plain.origin.mode = "missing";
+  await code(plain.shield.stat("gone"));
+  await code(plain.shield.stat("gone"));
+  assert.equal(plain.origin.calls.stat, 2);
+});
+
+Deno.test("shield: forget (a purge) makes the next request ask, for a path or a prefix", async () => {
+  const { origin, shield } = shielded({ maxAgeMs: 60_000 });
+  for (const path of ["d/a", "d/b", "e/c"]) await shield.stat(path);
+  assert.equal(origin.calls.stat, 3);
+  shield.forget("d/a");
+  await shield.stat("d/a");
+  await shield.stat("d/b");
+  assert.equal(origin.calls.stat, 4);
+  shield.forget("d/", true);
+  await shield.stat("d/a");
+  await shield.stat("d/b");
+  await shield.stat("e/c");
+  assert.equal(origin.calls.stat, 6);
+});
+
+Deno.test("shield: at most N origin requests at once; a request that waits too long is a 503", async () => {
+  const { origin, shield } = shielded({ connections: 2, connectionWaitMs: 50 });
+  origin.mode = "hang";
+  const first = [shield.stat("a"), shield.stat("b")];
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(shield.figures().inFlight, 2);
+  const third = shield.stat("c");
+  assert.equal(await code(third), 503);
+  assert.equal(origin.calls.stat, 2, "the third never reached the origin");
+  origin.mode = "up";
+  origin.release();
+  await Promise.all(first);
+  assert.equal(shield.figures().inFlight, 0);
+  // A body holds its connection until it is closed.
+  const file = await shield.open("a");
+  assert.equal(shield.figures().inFlight, 1);
+  file.close();
+  assert.equal(shield.figures().inFlight, 0);
+});
+
+Deno.test("shield: a watched directory's stat passes straight through", async () => {
+  const origin = new ScriptedOrigin();
+  Object.defineProperty(origin, "freshness", { value: "watch" });
+  const shield = new ShieldedOrigin(origin, { maxAgeMs: 60_000 });
+  await shield.stat("a");
+  await shield.stat("a");
+  assert.equal(origin.calls.stat, 2);
+  assert.equal(shield.figures().revalidations, 0);
+});
