@@ -57,6 +57,12 @@ export const DEFAULTS = {
   originConnections: 64,
   /** A file's freshness lifetime (`--max-age`): 0, every request asks the origin. */
   maxAgeMs: 0,
+  /**
+   * An origin request not answered within this counts as a failure for the
+   * breaker, and a request that has a stale copy to fall back on waits no
+   * longer than this for the origin.
+   */
+  originPatienceMs: 1000,
   /** Consecutive origin failures that open the breaker. */
   breakerFailures: 3,
   /** While the breaker is open, the time between probes of the origin. */

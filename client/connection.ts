@@ -71,6 +71,14 @@ export interface GetResult {
   sha256?: string;
   /** True when the whole file was received and matched `sha256`. */
   verified: boolean;
+  /**
+   * True when the server sent a version past its freshness lifetime
+   * (`stale=1`: it serves stale copies while revalidating, or while its
+   * origin fails; see docs/origin.md).
+   */
+  stale?: boolean;
+  /** Seconds since the origin last confirmed this version, when the server says (`age=`). */
+  ageSeconds?: number;
   /** The body, unless a `sink` took it. */
   bytes?: Uint8Array;
 }
@@ -242,7 +250,7 @@ export class TcpCacheClient implements CacheClient {
         const actual = hash.digest("hex");
         if (actual !== fields.sha256) throw new IntegrityError(path, fields.sha256, actual);
       }
-      return {
+      const result: GetResult = {
         size,
         offset,
         length,
@@ -252,6 +260,9 @@ export class TcpCacheClient implements CacheClient {
         verified: hash !== undefined,
         bytes,
       };
+      if (fields.stale === "1") result.stale = true;
+      if (fields.age !== undefined) result.ageSeconds = Number(fields.age);
+      return result;
     });
   }
 

@@ -64,6 +64,7 @@ export class Breaker {
   #nextProbe = 0;
   #figures = { opened: 0, closed: 0, refused: 0, probes: 0 };
   #shared?: Int32Array;
+  #openListeners = new Set<() => void>();
 
   /** A closed breaker. */
   constructor(options: BreakerOptions) {
@@ -123,10 +124,22 @@ export class Breaker {
   failure(): void {
     this.#failures++;
     if (this.#state === "closed" && this.#failures < this.#options.failures) return;
-    if (this.#state === "closed") this.#figures.opened++;
+    const opening = this.#state === "closed";
+    if (opening) this.#figures.opened++;
     this.#state = "open";
     this.#nextProbe = this.#now() + this.#options.probeIntervalMs;
     this.#publish();
+    if (opening) { for (const listener of [...this.#openListeners]) listener(); }
+  }
+
+  /**
+   * Calls `listener` each time the breaker opens (or opens again after a
+   * failed probe), until the returned function is called: requests waiting
+   * on the origin stop waiting.
+   */
+  onOpen(listener: () => void): () => void {
+    this.#openListeners.add(listener);
+    return () => this.#openListeners.delete(listener);
   }
 
   /** What it has seen. */

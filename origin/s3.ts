@@ -7,8 +7,10 @@
  *   size of a `HEAD` make the validator, so a changed object is fetched
  *   again and a deleted one is a 404 that leaves the cache.
  * - Ranged reads are ranged `GET`s.
- * - Failures (a dead endpoint, timeouts, 500/502/504) are retried with
- *   bounded exponential backoff, then answered `503 origin unavailable`.
+ * - Failures (a broken connection, 500/502/504) are retried with bounded
+ *   exponential backoff, then answered `503 origin unavailable`. A refused
+ *   connection (nothing listens) and a timeout (it already waited the whole
+ *   `timeoutMs`) are not retried.
  *   Throttling (429, 503 `SlowDown`) is not retried: the store asked for
  *   fewer requests, so it is answered `503 origin throttled` at once (the
  *   breaker in origin/shield.ts then backs off). An unexpected answer (403,
@@ -277,9 +279,18 @@ export class S3Origin implements Origin {
         if (options.text || (!response.ok && !notModified)) text = await response.text();
         if (notModified) return { response, controller, text };
       } catch (error) {
-        problem = controller.signal.aborted
-          ? `no answer within ${this.#timeoutMs} ms`
-          : (error as Error).message;
+        if (controller.signal.aborted) {
+          // A store that held a request for the whole timeout is hung, not
+          // flaky: another attempt would only wait as long again.
+          throw new RequestError(
+            503,
+            `origin unavailable: ${this.#endpoint} (no answer within ${this.#timeoutMs} ms)`,
+          );
+        }
+        problem = describeFetchError(error);
+        // Nothing listens there: the store is down, and a retry in 100 ms
+        // would find it as down. Other breaks (a reset) are retried.
+        if (/Connection refused|ECONNREFUSED/i.test(problem)) break;
         continue;
       } finally {
         clearTimeout(timer);
@@ -299,10 +310,10 @@ export class S3Origin implements Origin {
       if (response.status === 416) throw rangeError(where, undefined);
       throw new RequestError(500, `origin answered ${status} for ${where}`);
     }
-    throw new RequestError(
-      503,
-      `origin unavailable: ${this.#endpoint} (${problem}; ${this.#retries + 1} attempts)`,
-    );
+    const attempts = /Connection refused|ECONNREFUSED/i.test(problem)
+      ? "refused"
+      : `${this.#retries + 1} attempts`;
+    throw new RequestError(503, `origin unavailable: ${this.#endpoint} (${problem}; ${attempts})`);
   }
 
   #url(path: string | undefined, query?: URLSearchParams): string {
@@ -439,6 +450,17 @@ function emptyFile(stat: OriginStat): OriginFile {
 function rangeError(path: string, size: number | undefined): RequestError {
   const of = size === undefined ? "" : ` (size ${size})`;
   return new RequestError(416, `range past the end of ${path}${of}`);
+}
+
+/**
+ * What went wrong with a request that got no answer: Deno's `fetch` says
+ * "fetch failed" and puts the reason (refused, reset, DNS) in its cause.
+ */
+function describeFetchError(error: unknown): string {
+  const cause = (error as Error).cause;
+  const reason = cause instanceof Error ? cause.message : "";
+  const detail = /: ([^:]*\(os error \d+\))$/.exec(reason)?.[1] ?? reason;
+  return detail || (error as Error).message;
 }
 
 /** An S3 error's code and message, from its XML body (HEAD answers have none). */

@@ -66,8 +66,9 @@ export interface ShieldOptions {
   negativeMaxAgeMs?: number;
   /**
    * The longest a request with a stale fallback waits for the origin before
-   * it is answered stale (the revalidation goes on).
-   * @default {1000}
+   * it is answered stale (the revalidation goes on); an origin request not
+   * answered by then also counts as a failure for the breaker.
+   * @default {DEFAULTS.originPatienceMs}
    */
   stalePatienceMs?: number;
   /** Origin requests at once, bodies being read included (default: no cap). */
@@ -227,7 +228,10 @@ export class ShieldedOrigin implements Origin {
     const fallback = overdue < (this.#options.staleIfErrorMs ?? 0) ? stale : undefined;
     try {
       const fresh = fallback
-        ? await withPatience(revalidation, this.#options.stalePatienceMs ?? 1000)
+        ? await withPatience(
+          revalidation,
+          this.#options.stalePatienceMs ?? DEFAULTS.originPatienceMs,
+        )
         : await revalidation;
       const ageNow = this.#now() - fresh.checkedAt;
       return answerOf(fresh, ageNow, false, fresh.checkedAt + fresh.lifetimeMs);
@@ -434,15 +438,48 @@ export class ShieldedOrigin implements Origin {
       this.#inFlight--;
       release();
     };
+    // An origin that does not start answering within the patience is
+    // failing, as far as its health goes: counted now, not after its own
+    // timeout (and retries), so that a hung origin opens the breaker in
+    // seconds. When the breaker opens, every request still waiting on the
+    // origin stops waiting (a 503, or its stale copy); its call goes on.
+    let slow = false;
+    const slowTimer = setTimeout(() => {
+      slow = true;
+      this.breaker.failure();
+    }, this.#options.stalePatienceMs ?? DEFAULTS.originPatienceMs);
+    const gaveUp = Promise.withResolvers<never>();
+    const stopListening = this.breaker.onOpen(() =>
+      gaveUp.reject(new RequestError(503, "origin unavailable: it stopped answering"))
+    );
+    const call = request();
+    const settle = (outcome: "answered" | "failed" | "unknown") => {
+      clearTimeout(slowTimer);
+      stopListening();
+      if (outcome === "answered") this.breaker.success();
+      else if (outcome === "failed" && !slow) this.breaker.failure();
+    };
     try {
-      const result = await request();
-      this.breaker.success();
+      const result = await Promise.race([call, gaveUp.promise]);
+      settle("answered");
       if (body) return holdUntilClosed(result as OriginFile, done) as T;
       done();
       return result;
     } catch (error) {
-      if (isOriginFailure(error)) this.breaker.failure();
-      else this.breaker.success();
+      if (error instanceof RequestError && error.message.endsWith("it stopped answering")) {
+        // Given up on: the call still holds its connection until it ends.
+        stopListening();
+        call.then((late) => {
+          settle("answered");
+          if (body) (late as OriginFile).close();
+          done();
+        }, (failure) => {
+          settle(isOriginFailure(failure) ? "failed" : "answered");
+          done();
+        });
+        throw error;
+      }
+      settle(isOriginFailure(error) ? "failed" : "answered");
       done();
       throw error;
     }

@@ -292,3 +292,21 @@ Deno.test("shield: a watched directory's stat passes straight through", async ()
   assert.equal(origin.calls.stat, 2);
   assert.equal(shield.figures().revalidations, 0);
 });
+
+Deno.test("shield: a hung origin opens the breaker within the patience, and every waiting request stops waiting", async () => {
+  const { origin, shield } = shielded({ breakerFailures: 3, stalePatienceMs: 50 });
+  origin.mode = "hang";
+  const started = performance.now();
+  const waiting = ["a", "b", "c", "d"].map((path) => code(shield.stat(path)));
+  assert.deepEqual(await Promise.all(waiting), [503, 503, 503, 503]);
+  const took = performance.now() - started;
+  assert.ok(took < 500, `gave up after ${took} ms, not after the origin's own timeout`);
+  assert.equal(shield.breaker.state, "open");
+  assert.equal(await code(shield.stat("e")), 503, "refused at once while open");
+  assert.equal(origin.calls.stat, 4);
+  // The calls given up on still end, and give their connections back.
+  origin.mode = "down";
+  origin.release();
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(shield.figures().inFlight, 0);
+});

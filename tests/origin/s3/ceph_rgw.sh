@@ -227,7 +227,7 @@ osd op num shards = 2
 osd op num threads per shard = 1
 
 [client.rgw.a]
-rgw frontends = beast endpoint=127.0.0.1:$rgw_port
+rgw frontends = beast endpoint=127.0.0.1:$rgw_port tcp_nodelay=1
 # Free deleted objects' data within seconds, not after 2 hours.
 rgw gc obj min wait = 2
 rgw gc processor period = 2
