@@ -124,12 +124,13 @@ export class Breaker {
   failure(): void {
     this.#failures++;
     if (this.#state === "closed" && this.#failures < this.#options.failures) return;
-    const opening = this.#state === "closed";
-    if (opening) this.#figures.opened++;
+    if (this.#state === "closed") this.#figures.opened++;
+    const reopened = this.#state !== "open";
     this.#state = "open";
     this.#nextProbe = this.#now() + this.#options.probeIntervalMs;
     this.#publish();
-    if (opening) { for (const listener of [...this.#openListeners]) listener(); }
+    // Opened, or a probe failed: whoever still waits on the origin stops.
+    if (reopened) { for (const listener of [...this.#openListeners]) listener(); }
   }
 
   /**

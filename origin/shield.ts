@@ -226,6 +226,23 @@ export class ShieldedOrigin implements Origin {
       return fromMemory(answerOf(stale!, age, true, now));
     }
     const fallback = overdue < (this.#options.staleIfErrorMs ?? 0) ? stale : undefined;
+    if (this.breaker.state !== "closed") {
+      // The origin is failing: this request was refused at once, or carries
+      // the one probe. Nobody waits for a probe: it answers the next ones.
+      revalidation.catch(() => {});
+      if (fallback) {
+        this.#counts.staleIfError++;
+        return fromMemory(answerOf(fallback, age, true, now));
+      }
+      const seconds = Math.ceil(this.breaker.retryAfterMs / 1000);
+      return {
+        error: {
+          code: 503,
+          message: `origin unavailable: not asked while it is failing (next try in ${seconds} s)`,
+        },
+        freshUntil: 0,
+      };
+    }
     try {
       const fresh = fallback
         ? await withPatience(
