@@ -31,6 +31,18 @@ function row(cells) {
   return tr;
 }
 
+/** The origin's health in a line: the breaker, and what the shield spared it. */
+function describeOrigin(origin) {
+  const { breaker } = origin;
+  const health = breaker.state === "closed"
+    ? "healthy"
+    : `failing: breaker ${breaker.state} after ${breaker.consecutiveFailures} failures, ` +
+      `${breaker.refused} requests kept from it`;
+  return `${health}; ${origin.fresh} answers within their lifetime, ` +
+    `${origin.revalidations} revalidations (${origin.notModified} not modified), ` +
+    `${origin.stale} stale answers, ${origin.inFlight} requests in flight`;
+}
+
 function drawStats(stats) {
   const { capacity, used, entries, policy } = stats.cache;
   const share = capacity === 0 ? 0 : used / capacity;
@@ -48,6 +60,7 @@ function drawStats(stats) {
       formatBytes(stats.bytesFromOrigin)
     } from origin, ${stats.evictions} evictions, ` +
     `${stats.connections.open} TCP and ${stats.protocols.http.connections} HTTP connections open`;
+  document.getElementById("origin").textContent = describeOrigin(stats.origin);
   if (previous) {
     const hits = stats.hits - previous.hits;
     const all = reads - (previous.hits + previous.misses + previous.bypasses);

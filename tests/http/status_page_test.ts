@@ -183,6 +183,10 @@ Deno.test({
           `document.getElementById("ratio").textContent`,
         );
         assert.match(ratio, /of 3 reads/);
+        const origin = await devtools.evaluate<string>(
+          `document.getElementById("origin").textContent`,
+        );
+        assert.match(origin, /^healthy; 0 answers within their lifetime/);
 
         const screenshot = Deno.env.get("TCPCACHE_SCREENSHOT");
         if (screenshot) {
