@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { parseS3Url, S3Origin } from "../../origin/s3.ts";
+import { parseS3Url, S3Origin, statedLifetime } from "../../origin/s3.ts";
 import { RequestError } from "../../protocol.ts";
 import { startServer } from "../../server.ts";
 import { RawConnection, seededBytes, sha256 } from "../helpers.ts";
@@ -63,6 +63,23 @@ Deno.test("parseS3Url: bucket and prefix, normalised; anything else refused", ()
   for (const bad of ["http://b/x", "s3://", "s3://B", "s3://a", "bucket/x"]) {
     assert.throws(() => parseS3Url(bad), RangeError, bad);
   }
+});
+
+Deno.test("statedLifetime: s-maxage, then max-age, then Expires minus Date; no-cache and no-store are 0", () => {
+  const of = (headers: Record<string, string>) => statedLifetime(new Headers(headers));
+  assert.equal(of({}), undefined);
+  assert.equal(of({ "cache-control": "public, max-age=60" }), 60_000);
+  assert.equal(of({ "cache-control": "max-age=60, s-maxage=5" }), 5_000, "a shared cache's own");
+  assert.equal(of({ "cache-control": 'max-age="30"' }), 30_000);
+  assert.equal(of({ "cache-control": "no-cache, max-age=60" }), 0);
+  assert.equal(of({ "cache-control": "private, no-store" }), 0);
+  assert.equal(of({ "cache-control": "no-transform" }), undefined, "not no-store");
+  assert.equal(of({ "cache-control": "max-age=99999999999" }), 365 * 24 * 3600 * 1000, "capped");
+  const date = "Mon, 07 Dec 2026 12:00:00 GMT";
+  assert.equal(of({ date, expires: "Mon, 07 Dec 2026 12:02:00 GMT" }), 120_000);
+  assert.equal(of({ date, expires: "Mon, 07 Dec 2026 11:00:00 GMT" }), 0, "already expired");
+  assert.equal(of({ date, expires: "0" }), 0, "an unreadable Expires is expired");
+  assert.equal(of({ "cache-control": "max-age=10", expires: "0" }), 10_000, "max-age wins");
 });
 
 Deno.test("S3Origin: stat, whole and ranged reads, listings, signed path-style requests", async () => {

@@ -320,3 +320,17 @@ Deno.test("shield: a hung origin opens the breaker within the patience, and ever
   await new Promise((resolve) => setTimeout(resolve, 10));
   assert.equal(shield.figures().inFlight, 0);
 });
+
+Deno.test("shield: with honourOriginLifetime an object's stated lifetime wins over maxAgeMs", async () => {
+  const { origin, clock, shield } = shielded({ maxAgeMs: 1_000, honourOriginLifetime: true });
+  origin.stat = () => Promise.resolve({ size: 10, mtime: 0, validator: "v1", lifetimeMs: 60_000 });
+  await shield.stat("a");
+  clock.now += 30_000;
+  assert.equal((await shield.stat("a")).fromMemory, true, "the object said 60 s");
+  const plain = shielded({ maxAgeMs: 1_000 });
+  plain.origin.stat = () =>
+    Promise.resolve({ size: 10, mtime: 0, validator: "v1", lifetimeMs: 60_000 });
+  await plain.shield.stat("a");
+  plain.clock.now += 30_000;
+  assert.equal((await plain.shield.stat("a")).fromMemory, undefined, "not honoured: 1 s");
+});

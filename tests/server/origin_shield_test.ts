@@ -82,6 +82,9 @@ Deno.test("shield: within --max-age a hit asks the origin nothing; after it, one
       assert.equal(response.headers.get("x-cache"), "HIT");
       assert.equal(response.headers.get("age"), "0");
       await response.body?.cancel();
+      const metrics = await (await fetch(`http://127.0.0.1:${http}/-/metrics`)).text();
+      assert.match(metrics, /^tcpcache_origin_fresh_total 21$/m);
+      assert.match(metrics, /^tcpcache_origin_breaker_open 0$/m);
       assert.equal(fake.requests.length, before, "21 hits, no origin request");
       await new Promise((resolve) => setTimeout(resolve, 1_100));
       const again = await client.request("GET a.txt");
