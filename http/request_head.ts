@@ -208,7 +208,7 @@ function parseHeadText(text: string): RequestHead {
   return Object.freeze({
     method,
     target,
-    path: targetPath(target),
+    path: method === "PURGE" ? purgeTarget(target) : targetPath(target),
     version,
     fields,
     keepAlive: keepsAlive(version, fields.get("connection")),
@@ -288,6 +288,21 @@ function checkNoBody(fields: HeaderFields): void {
     throw new HttpError(400, "invalid Content-Length");
   }
   if (Number(values[0]) !== 0) throw new HttpError(413, "request bodies are not accepted");
+}
+
+/**
+ * A `PURGE` target's path: as for any method, but a target with dot
+ * segments is refused rather than resolved, so that `/docs/../*` cannot
+ * turn into `/*` (everything) by accident.
+ */
+function purgeTarget(target: string): string {
+  const path = targetPath(target);
+  const raw = target.startsWith("/") ? target : (ABSOLUTE.exec(target)![2] ?? "/");
+  const query = raw.indexOf("?");
+  if (path !== (query === -1 ? raw : raw.slice(0, query))) {
+    throw new HttpError(400, "a PURGE target must not have dot segments");
+  }
+  return path;
 }
 
 /**

@@ -85,13 +85,16 @@ export function parseS3Url(url: string): S3Location {
   return { bucket: match[1], prefix: prefix === "" ? "" : `${prefix}/` };
 }
 
-/** Statuses worth another attempt: the store is failing. */
-const RETRYABLE = new Set([500, 502, 504]);
+/** Statuses worth another attempt: the store is failing (a 503 not throttling: see `throttled`). */
+const RETRYABLE = new Set([500, 502, 503, 504]);
 /**
- * The store asks for fewer requests (429, or S3's `503 SlowDown`, which a
- * `HEAD` answers without its code): another attempt now would add to the load.
+ * The store asks for fewer requests: a 429, or S3's `503 SlowDown` (a `HEAD`
+ * answers it without a body, so a bare 503 counts too); another attempt now
+ * would add to the load. A 503 with another code is retried.
  */
-const THROTTLED = new Set([429, 503]);
+function throttled(status: number, detail: string): boolean {
+  return status === 429 || (status === 503 && (detail === "" || detail.startsWith("SlowDown")));
+}
 const MAX_BACKOFF_MS = 2000;
 
 /** An S3-compatible bucket as an {@linkcode Origin}. */
@@ -298,12 +301,12 @@ export class S3Origin implements Origin {
       if (response.ok) return { response, controller, text };
       const detail = errorDetail(text);
       const status = detail ? `${response.status} ${detail}` : `${response.status}`;
+      if (throttled(response.status, detail)) {
+        throw new RequestError(503, `origin throttled: ${this.#endpoint} (${status})`);
+      }
       if (RETRYABLE.has(response.status)) {
         problem = status;
         continue;
-      }
-      if (THROTTLED.has(response.status)) {
-        throw new RequestError(503, `origin throttled: ${this.#endpoint} (${status})`);
       }
       const where = path ?? this.location.prefix;
       if (response.status === 404) throw new RequestError(404, `not found: ${where}`);

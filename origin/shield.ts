@@ -122,8 +122,8 @@ export interface ShieldFigures {
 interface Known {
   /** The file's stat; absent for a remembered 404. */
   stat?: OriginStat;
-  /** The 404, for a remembered one. */
-  missing?: RequestError;
+  /** The 404's message, for a remembered one. */
+  missing?: string;
   /** When the origin last answered for it. */
   checkedAt: number;
   /** For how long after that it is fresh. */
@@ -148,6 +148,11 @@ export class ShieldedOrigin implements Origin {
   #unlisted = new Map<string, number>();
   #revalidating = new Map<string, Promise<Known>>();
   #carried = new Map<string, { file: OriginFile; timer: ReturnType<typeof setTimeout> }>();
+  /** Bumped by every purge: a revalidation that started before one is not remembered. */
+  #epoch = 0;
+  /** The last check sent to the origin: what the breaker's background probe asks again. */
+  #lastAsked?: { path: string; stale: Known | undefined };
+  #probeTimer?: ReturnType<typeof setTimeout>;
   #connections?: Semaphore;
   #inFlight = 0;
   #counts = {
@@ -172,6 +177,10 @@ export class ShieldedOrigin implements Origin {
       now: this.#now,
       shared: options.breakerShared,
     });
+    // While the breaker is open, one probe per interval goes even when no
+    // request comes to carry it: recovery must not wait for traffic that
+    // worker threads may be answering from what they keep.
+    this.breaker.onOpen(() => this.#scheduleProbe());
     const connections = options.connections ?? Infinity;
     if (Number.isFinite(connections)) this.#connections = new Semaphore(connections);
     const lifetimes = options.maxAgeMs! > 0 || (options.negativeMaxAgeMs ?? 0) > 0 ||
@@ -271,7 +280,7 @@ export class ShieldedOrigin implements Origin {
     if (known && now - known.checkedAt < known.lifetimeMs) {
       if (known.missing) {
         this.#counts.negative++;
-        throw known.missing;
+        throw new RequestError(404, known.missing);
       }
       this.#counts.fresh++;
       return { ...known.stat!, ageMs: now - known.checkedAt, fromMemory: true };
@@ -282,10 +291,7 @@ export class ShieldedOrigin implements Origin {
       this.#remember(path, { stat, checkedAt: now, lifetimeMs: this.#lifetimeOf(stat) });
       return { ...stat, ageMs: 0 };
     } catch (error) {
-      const lifetimeMs = this.#options.negativeMaxAgeMs ?? 0;
-      if (error instanceof RequestError && error.code === 404 && lifetimeMs > 0) {
-        this.#remember(path, { missing: error, checkedAt: now, lifetimeMs });
-      }
+      if (error instanceof RequestError && error.code === 404) this.#gone(path, error);
       throw error;
     }
   }
@@ -300,7 +306,7 @@ export class ShieldedOrigin implements Origin {
         return carried.file;
       }
     }
-    return await this.#ask(() => this.inner.open(path, range), true);
+    return await this.#ask(() => this.inner.open(path, range), "body");
   }
 
   async list(path: string): Promise<OriginDirEntry[]> {
@@ -310,7 +316,7 @@ export class ShieldedOrigin implements Origin {
       throw new RequestError(404, `not found: ${path}`);
     }
     try {
-      return await this.#ask(() => this.inner.list(path), false);
+      return await this.#ask(() => this.inner.list(path), "untimed");
     } catch (error) {
       const lifetimeMs = this.#options.negativeMaxAgeMs ?? 0;
       if (error instanceof RequestError && error.code === 404 && lifetimeMs > 0) {
@@ -329,9 +335,19 @@ export class ShieldedOrigin implements Origin {
    * `prefix`): the next request asks the origin (a purge).
    */
   forget(path: string, prefix = false): void {
-    for (const memory of [this.#known, this.#unlisted]) {
-      if (!prefix) memory.delete(path);
-      else for (const key of memory.keys()) if (key.startsWith(path)) memory.delete(key);
+    this.#epoch++; // revalidations in flight answer their waiters, but are not remembered
+    const matches = prefix
+      // `PURGE d/*` covers the directory `d` itself too (a remembered missing listing)
+      ? (key: string) => key.startsWith(path) || `${key}/` === path
+      : (key: string) => key === path;
+    for (const memory of [this.#known, this.#unlisted, this.#revalidating]) {
+      for (const key of memory.keys()) if (matches(key)) memory.delete(key);
+    }
+    for (const [key, { file, timer }] of this.#carried) {
+      if (!matches(key)) continue;
+      clearTimeout(timer);
+      file.close();
+      this.#carried.delete(key);
     }
   }
 
@@ -345,8 +361,23 @@ export class ShieldedOrigin implements Origin {
     return this.breaker.retryAfterMs;
   }
 
+  #scheduleProbe(): void {
+    clearTimeout(this.#probeTimer);
+    const interval = this.#options.probeIntervalMs ?? DEFAULTS.probeIntervalMs;
+    this.#probeTimer = setTimeout(() => {
+      const asked = this.#lastAsked;
+      if (this.breaker.state === "closed" || !asked) return;
+      // Allowed as the probe when due; refused (and then rescheduled by
+      // the next opening) when a request's probe is already out.
+      this.#revalidate(asked.path, asked.stale).catch(() => {});
+      if (this.breaker.state === "open") this.#scheduleProbe();
+    }, interval + 1);
+    Deno.unrefTimer(this.#probeTimer);
+  }
+
   /** Drops the bodies no fill took (at shutdown). */
   close(): void {
+    clearTimeout(this.#probeTimer);
     for (const [path, { file, timer }] of this.#carried) {
       clearTimeout(timer);
       file.close();
@@ -358,8 +389,10 @@ export class ShieldedOrigin implements Origin {
   #revalidate(path: string, stale: Known | undefined): Promise<Known> {
     let revalidation = this.#revalidating.get(path);
     if (!revalidation) {
-      revalidation = this.#ask(() => this.#check(path, stale), false)
-        .finally(() => this.#revalidating.delete(path));
+      const started = this.#check(path, stale).finally(() => {
+        if (this.#revalidating.get(path) === started) this.#revalidating.delete(path);
+      });
+      revalidation = started;
       this.#revalidating.set(path, revalidation);
     }
     return revalidation;
@@ -368,36 +401,49 @@ export class ShieldedOrigin implements Origin {
   /** Asks the origin about `path`, and remembers the answer. */
   async #check(path: string, stale: Known | undefined): Promise<Known> {
     this.#counts.revalidations++;
+    this.#lastAsked = { path, stale };
+    const epoch = this.#epoch;
     const etag = stale?.stat?.etag;
     let stat: OriginStat;
     try {
       if (
         etag && this.inner.openIfChanged && stale!.stat!.size <= (this.#options.carryLimit ?? 0)
       ) {
-        const changed = await this.inner.openIfChanged(path, etag);
+        // A changed file's body holds its origin connection until the fill
+        // reads it (or the carry expires).
+        const changed = await this.#ask(() => this.inner.openIfChanged!(path, etag), "body");
         if (!changed || changed.stat.validator === stale!.stat!.validator) {
           changed?.close(); // a store that ignored the condition: the same bytes again
           this.#counts.notModified++;
           stat = stale!.stat!;
         } else {
           stat = changed.stat;
-          this.#carry(path, changed);
+          if (epoch === this.#epoch) this.#carry(path, changed);
+          else changed.close();
         }
       } else {
-        stat = await this.inner.stat(path);
+        stat = await this.#ask(() => this.inner.stat(path), "timed");
       }
     } catch (error) {
-      if (error instanceof RequestError && error.code === 404) {
-        const lifetimeMs = this.#options.negativeMaxAgeMs ?? 0;
-        if (lifetimeMs > 0) {
-          this.#remember(path, { missing: error, checkedAt: this.#now(), lifetimeMs });
-        } else this.#known.delete(path);
+      if (error instanceof RequestError && error.code === 404 && epoch === this.#epoch) {
+        this.#gone(path, error);
       }
       throw error;
     }
     const known = { stat, checkedAt: this.#now(), lifetimeMs: this.#lifetimeOf(stat) };
-    this.#remember(path, known);
+    // A purge while it ran: its answer may predate what the purge was for.
+    if (epoch === this.#epoch) this.#remember(path, known);
     return known;
+  }
+
+  /** The origin said `path` is not there: remembered for the negative lifetime, or forgotten. */
+  #gone(path: string, error: RequestError): void {
+    const lifetimeMs = this.#options.negativeMaxAgeMs ?? 0;
+    if (lifetimeMs > 0) {
+      this.#remember(path, { missing: error.message, checkedAt: this.#now(), lifetimeMs });
+    } else {
+      this.#known.delete(path);
+    }
   }
 
   #lifetimeOf(stat: OriginStat): number {
@@ -432,7 +478,8 @@ export class ShieldedOrigin implements Origin {
    * the cap on requests at once (a body's permit is given back when it is
    * closed), and its outcome reported to the breaker.
    */
-  async #ask<T>(request: () => Promise<T>, body: boolean): Promise<T> {
+  async #ask<T>(request: () => Promise<T>, kind: "timed" | "untimed" | "body"): Promise<T> {
+    const body = kind === "body";
     if (!this.breaker.allow()) {
       const seconds = Math.ceil(this.breaker.retryAfterMs / 1000);
       throw new RequestError(
@@ -460,8 +507,10 @@ export class ShieldedOrigin implements Origin {
     // timeout (and retries), so that a hung origin opens the breaker in
     // seconds. When the breaker opens, every request still waiting on the
     // origin stops waiting (a 503, or its stale copy); its call goes on.
+    // Only a check of a file is timed (a stat, a conditional GET's head): a
+    // listing of many entries or a local open may rightly take longer.
     let slow = false;
-    const slowTimer = setTimeout(() => {
+    const slowTimer = kind === "untimed" ? undefined : setTimeout(() => {
       slow = true;
       this.breaker.failure();
     }, this.#options.stalePatienceMs ?? DEFAULTS.originPatienceMs);
@@ -479,7 +528,8 @@ export class ShieldedOrigin implements Origin {
     try {
       const result = await Promise.race([call, gaveUp.promise]);
       settle("answered");
-      if (body) return holdUntilClosed(result as OriginFile, done) as T;
+      // A body (a conditional GET's may be none: 304) holds its connection until closed.
+      if (body && result) return holdUntilClosed(result as unknown as OriginFile, done) as T;
       done();
       return result;
     } catch (error) {
@@ -488,7 +538,7 @@ export class ShieldedOrigin implements Origin {
         stopListening();
         call.then((late) => {
           settle("answered");
-          if (body) (late as OriginFile).close();
+          if (body) (late as OriginFile | undefined)?.close();
           done();
         }, (failure) => {
           settle(isOriginFailure(failure) ? "failed" : "answered");
@@ -558,7 +608,7 @@ function withPatience<T>(promise: Promise<T>, ms: number): Promise<T> {
 
 function answerOf(known: Known, ageMs: number, stale: boolean, freshUntil: number): StatAnswer {
   if (known.missing) {
-    return { error: { code: 404, message: known.missing.message }, freshUntil };
+    return { error: { code: 404, message: known.missing }, freshUntil };
   }
   const stat: ShieldedStat = { ...known.stat!, ageMs: Math.max(0, ageMs) };
   if (stale) stat.stale = true;

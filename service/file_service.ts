@@ -518,8 +518,21 @@ export class FileService {
    *
    * @throws {RequestError} 404/403 for the path, 416 for the range.
    */
-  async open(path: string, range: RangeRequest = {}, known?: OriginStat): Promise<Served> {
+  async open(path: string, range: RangeRequest = {}, known?: ShieldedStat): Promise<Served> {
     const stat = known ?? await this.#originStat(path);
+    try {
+      return await this.#openAt(path, range, stat);
+    } catch (error) {
+      // The origin changed within the lifetime of what was remembered of it:
+      // forget that (and the stale entry) and ask again, once, rather than
+      // fail every request for the rest of the lifetime.
+      if (!(error instanceof OriginChangedError) || !stat.fromMemory) throw error;
+      await this.purge(path, false);
+      return await this.#openAt(path, range, await this.#originStat(path));
+    }
+  }
+
+  async #openAt(path: string, range: RangeRequest, stat: ShieldedStat): Promise<Served> {
     const { offset, length } = checkRange(stat.size, range.offset, range.length);
     const whole = offset === 0 && length === stat.size;
     for (let attempt = 0; attempt < LOOKUP_ATTEMPTS; attempt++) {
@@ -554,10 +567,9 @@ export class FileService {
   /** {@linkcode purge} on the thread that owns the cache. */
   async purgeHere(path: string, prefix: boolean): Promise<number> {
     this.origin.forget?.(path, prefix);
-    const { entries } = await this.cache.listing();
-    const doomed = entries.filter((entry) =>
-      prefix ? entry.path.startsWith(path) : entry.path === path
-    );
+    const doomed = prefix
+      ? (await this.cache.listing()).entries.filter((entry) => entry.path.startsWith(path))
+      : [this.cache.lookup(path)].filter((entry) => entry !== undefined);
     for (const entry of doomed) await this.cache.remove(entry.path, entry);
     return doomed.length;
   }

@@ -181,6 +181,9 @@ Deno.test("S3Origin: 5xx are retried with backoff, then 503; throttling is answe
       );
       assert.equal(fake.requests.length, sent + 1);
     }
+    // A 503 that is not throttling (another code) is a failure like a 502: retried.
+    fake.faults.push({ status: 503, code: "ServiceUnavailable" });
+    assert.equal((await s3.open("a.txt")).stat.size, 5);
     // Not worth retrying: refused credentials are a 500 naming the answer, at once.
     const before = fake.requests.length;
     fake.faults.push({ status: 403, code: "AccessDenied" });

@@ -200,9 +200,12 @@ Deno.test("shield: stale-if-error answers the stored stat while the origin fails
   // An uncached path has nothing to fall back on.
   assert.equal(await code(shield.stat("b")), 503);
   // A 404 is an answer, not a failure: never hidden by a stale copy.
+  origin.mode = "up";
+  await shield.stat("c");
+  clock.now += 2_000; // past the lifetime, well within the stale-if-error window
   origin.mode = "missing";
-  await shield.forget("a");
-  assert.equal(await code(shield.stat("a")), 404);
+  assert.equal(await code(shield.stat("c")), 404);
+  assert.equal(await code(shield.stat("c")), 404, "and forgotten: not served stale after");
 });
 
 Deno.test("shield: the breaker opens after consecutive failures, sends one probe per interval, closes on success", async () => {
@@ -333,4 +336,83 @@ Deno.test("shield: with honourOriginLifetime an object's stated lifetime wins ov
   await plain.shield.stat("a");
   plain.clock.now += 30_000;
   assert.equal((await plain.shield.stat("a")).fromMemory, undefined, "not honoured: 1 s");
+});
+
+Deno.test("shield: a purge while a revalidation is in flight: its answer reaches its waiters but is not remembered", async () => {
+  const { origin, clock, shield } = shielded({ maxAgeMs: 60_000 });
+  await shield.stat("a");
+  clock.now += 60_000;
+  origin.mode = "hang";
+  const inFlight = shield.stat("a");
+  await tick();
+  shield.forget("a"); // the writer put v2 and purged; the revalidation answers v1
+  origin.mode = "up";
+  origin.release();
+  assert.equal((await inFlight).validator, "v1");
+  origin.version = 2;
+  const after = await shield.stat("a");
+  assert.equal(after.validator, "v2", "asked again, not the pre-purge answer");
+  assert.equal(after.fromMemory, undefined);
+});
+
+Deno.test("shield: a prefix purge forgets a remembered missing listing of the directory itself", async () => {
+  const { origin, shield } = shielded({ negativeMaxAgeMs: 60_000 });
+  origin.mode = "missing";
+  assert.equal(await code(shield.list("d")), 404);
+  origin.mode = "up";
+  assert.equal(await code(shield.list("d")), 404, "remembered");
+  shield.forget("d/", true);
+  assert.deepEqual(await shield.list("d"), []);
+});
+
+Deno.test("shield: listings are not timed: slow ones do not open the breaker", async () => {
+  const { origin, shield } = shielded({ breakerFailures: 3, stalePatienceMs: 20 });
+  origin.mode = "hang";
+  const listings = Array.from({ length: 4 }, () => shield.list("big"));
+  await new Promise((resolve) => setTimeout(resolve, 80));
+  assert.equal(shield.breaker.state, "closed");
+  origin.mode = "up";
+  origin.release();
+  assert.equal((await Promise.all(listings)).length, 4);
+});
+
+Deno.test("shield: while the breaker is open a probe goes every interval even with no request to carry it", async () => {
+  const origin = new ScriptedOrigin();
+  const shield = new ShieldedOrigin(origin, { breakerFailures: 1, probeIntervalMs: 40 });
+  try {
+    origin.mode = "down";
+    assert.equal(await code(shield.stat("a")), 503);
+    assert.equal(shield.breaker.state, "open");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.ok(origin.calls.stat >= 2, `probed without traffic: ${origin.calls.stat} calls`);
+    origin.mode = "up";
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(shield.breaker.state, "closed", "a probe succeeded");
+  } finally {
+    shield.close();
+  }
+});
+
+Deno.test("shield: a directory without change watching is stat'ed once per lifetime, and a 404 is not kept without a negative lifetime", () => {
+  const origin = new ScriptedOrigin();
+  let stats = 0;
+  let missing = false;
+  const local = Object.assign(origin, {
+    statNow: (_path: string): OriginStat => {
+      stats++;
+      if (missing) throw new RequestError(404, "not found: a");
+      return { size: 1, mtime: 0, validator: "v1" };
+    },
+  });
+  const clock = { now: 0 };
+  const shield = new ShieldedOrigin(local, { maxAgeMs: 1_000, now: () => clock.now });
+  shield.statNow!("a");
+  assert.equal(shield.statNow!("a").fromMemory, true);
+  assert.equal(stats, 1);
+  clock.now += 1_000;
+  missing = true;
+  assert.throws(() => shield.statNow!("a"), RequestError);
+  missing = false;
+  assert.equal(shield.statNow!("a").fromMemory, undefined, "the 404 dropped what was known");
+  assert.equal(stats, 3);
 });

@@ -226,6 +226,26 @@ Deno.test("shield: 32 concurrent requests after the lifetime make one origin req
   }
 });
 
+Deno.test("shield: an object that changed within the lifetime of what is remembered is asked again, not a 500 until the lifetime ends", async () => {
+  await withShieldedServer({ maxAgeMs: 60_000 }, async ({ fake, tcp }) => {
+    fake.put("a.bin", seededBytes(5000, 1));
+    const client = await RawConnection.open(tcp);
+    try {
+      // A range of an uncached object: streamed, its stat remembered.
+      assert.equal((await client.request("GET a.bin 0 100")).fields.cache, "bypass");
+      const changed = seededBytes(6000, 2);
+      fake.put("a.bin", changed);
+      for (let i = 0; i < 3; i++) {
+        const again = await client.request("GET a.bin 0 100");
+        assert.equal(again.fields.size, "6000", again.line);
+        assert.deepEqual(again.body, changed.subarray(0, 100));
+      }
+    } finally {
+      client.close();
+    }
+  });
+});
+
 Deno.test("shield: a 404 is remembered for --negative-max-age, over both protocols", async () => {
   await withShieldedServer({ negativeMaxAgeMs: 60_000 }, async ({ fake, tcp, http }) => {
     const client = await RawConnection.open(tcp);
@@ -262,6 +282,15 @@ Deno.test("shield: PURGE drops a file (or a prefix) from the cache and from what
       assert.equal((await client.request("GET d/b")).fields.cache, "hit");
     } finally {
       client.close();
+    }
+    // (fetch would resolve the dot segments itself: sent raw.)
+    const raw = await RawConnection.open(http);
+    try {
+      await raw.send("PURGE /d/../* HTTP/1.1\r\nHost: x\r\n\r\n");
+      const line = await raw.reader.readLine(1024);
+      assert.match(new TextDecoder().decode(line!), /^HTTP\/1\.1 400 /, "dot segments refused");
+    } finally {
+      raw.close();
     }
     const response = await fetch(`http://127.0.0.1:${http}/d/*`, { method: "PURGE" });
     assert.equal(response.status, 200);
