@@ -118,6 +118,35 @@ export interface ShieldFigures {
   breaker: BreakerFigures;
 }
 
+/** The shield's counters before anything happened. */
+function zeroCounts() {
+  return {
+    fresh: 0,
+    negative: 0,
+    revalidations: 0,
+    notModified: 0,
+    staleWhileRevalidate: 0,
+    staleIfError: 0,
+    carried: 0,
+  };
+}
+
+/** The figures of an origin that nothing has been asked of (or of no shield). */
+export function idleShieldFigures(): ShieldFigures {
+  return {
+    ...zeroCounts(),
+    inFlight: 0,
+    breaker: {
+      state: "closed",
+      consecutiveFailures: 0,
+      opened: 0,
+      closed: 0,
+      refused: 0,
+      probes: 0,
+    },
+  };
+}
+
 /** What the shield remembers of one path. */
 interface Known {
   /** The file's stat; absent for a remembered 404. */
@@ -155,15 +184,7 @@ export class ShieldedOrigin implements Origin {
   #probeTimer?: ReturnType<typeof setTimeout>;
   #connections?: Semaphore;
   #inFlight = 0;
-  #counts = {
-    fresh: 0,
-    negative: 0,
-    revalidations: 0,
-    notModified: 0,
-    staleWhileRevalidate: 0,
-    staleIfError: 0,
-    carried: 0,
-  };
+  #counts = zeroCounts();
 
   /** Shields `inner` as `options` say. */
   constructor(inner: Origin, options: ShieldOptions = {}) {

@@ -29,7 +29,7 @@ import {
 } from "../origin/origin.ts";
 import { type ErrorCode, RequestError } from "../protocol.ts";
 import { Semaphore } from "../util/semaphore.ts";
-import { ShieldedOrigin, type ShieldFigures } from "../origin/shield.ts";
+import { idleShieldFigures, ShieldedOrigin, type ShieldFigures } from "../origin/shield.ts";
 import { VERSION } from "../version.ts";
 
 export type { CacheOutcome, ProtocolName, RequestRecord } from "./counters.ts";
@@ -95,24 +95,11 @@ export interface OriginFigures extends Omit<ShieldFigures, "fresh"> {
 /** The whole server's {@linkcode OriginFigures}: every thread's counts and the owner's shield. */
 function originFigures(counters: ThreadCounters, shield: ShieldFigures | undefined): OriginFigures {
   return {
-    ...(shield ?? NO_SHIELD),
+    ...(shield ?? idleShieldFigures()),
     fresh: counters.freshAnswers,
     stale: counters.staleAnswers,
   };
 }
-
-/** The figures of an origin without a shield (an injected one in a test). */
-const NO_SHIELD: ShieldFigures = {
-  fresh: 0,
-  negative: 0,
-  revalidations: 0,
-  notModified: 0,
-  staleWhileRevalidate: 0,
-  staleIfError: 0,
-  carried: 0,
-  inFlight: 0,
-  breaker: { state: "closed", consecutiveFailures: 0, opened: 0, closed: 0, refused: 0, probes: 0 },
-};
 
 /** A `GET` resolved to its bytes, ready to send. */
 export interface Served {
