@@ -368,7 +368,7 @@ export class HttpProtocol implements ConnectionProtocol {
   async #purge(target: string, record: RequestRecord): Promise<Answer> {
     const prefix = target.endsWith("*");
     const path = percentDecode(target.slice(1, prefix ? -1 : undefined));
-    record.path = path;
+    record.path = prefix ? `${path}*` : path;
     if (!prefix) checkPath(path);
     else if (path !== "") checkPath(path.endsWith("/") ? `${path}x` : path);
     const purged = await this.#service.purge(path, prefix);

@@ -249,7 +249,7 @@ export class TcpProtocol implements ConnectionProtocol {
       protocol: "tcp",
       client: session.client,
       command: request?.command ?? "-",
-      path: request && "path" in request ? request.path : undefined,
+      path: request && "path" in request ? loggedPath(request) : undefined,
       status,
       bytes,
       ms: performance.now() - started,
@@ -436,4 +436,9 @@ function concat(header: string, body: Uint8Array): Uint8Array {
   out.set(head);
   out.set(body, head.length);
   return out;
+}
+
+/** The path a request names, as the access log shows it (a purged prefix with its `*`). */
+function loggedPath(request: ProtocolRequest & { path: string }): string {
+  return request.command === "PURGE" && request.prefix ? `${request.path}*` : request.path;
 }
