@@ -189,9 +189,8 @@ export class ShieldedOrigin implements Origin {
   /** Shields `inner` as `options` say. */
   constructor(inner: Origin, options: ShieldOptions = {}) {
     this.inner = inner;
-    this.#options = options;
+    this.#options = { ...options, maxAgeMs: options.maxAgeMs ?? DEFAULTS.maxAgeMs };
     this.#now = options.now ?? Date.now;
-    options.maxAgeMs ??= DEFAULTS.maxAgeMs;
     this.breaker = new Breaker({
       failures: options.breakerFailures ?? DEFAULTS.breakerFailures,
       probeIntervalMs: options.probeIntervalMs ?? DEFAULTS.probeIntervalMs,
@@ -204,7 +203,7 @@ export class ShieldedOrigin implements Origin {
     this.breaker.onOpen(() => this.#scheduleProbe());
     const connections = options.connections ?? Infinity;
     if (Number.isFinite(connections)) this.#connections = new Semaphore(connections);
-    const lifetimes = options.maxAgeMs! > 0 || (options.negativeMaxAgeMs ?? 0) > 0 ||
+    const lifetimes = this.#options.maxAgeMs! > 0 || (options.negativeMaxAgeMs ?? 0) > 0 ||
       options.honourOriginLifetime === true;
     if (inner.statNow) {
       this.statNow = inner.freshness === "watch" || !lifetimes
@@ -264,14 +263,7 @@ export class ShieldedOrigin implements Origin {
         this.#counts.staleIfError++;
         return fromMemory(answerOf(fallback, age, true, now));
       }
-      const seconds = Math.ceil(this.breaker.retryAfterMs / 1000);
-      return {
-        error: {
-          code: 503,
-          message: `origin unavailable: not asked while it is failing (next try in ${seconds} s)`,
-        },
-        freshUntil: 0,
-      };
+      return { error: { code: 503, message: this.#refusal().message }, freshUntil: 0 };
     }
     try {
       const fresh = fallback
@@ -501,13 +493,7 @@ export class ShieldedOrigin implements Origin {
    */
   async #ask<T>(request: () => Promise<T>, kind: "timed" | "untimed" | "body"): Promise<T> {
     const body = kind === "body";
-    if (!this.breaker.allow()) {
-      const seconds = Math.ceil(this.breaker.retryAfterMs / 1000);
-      throw new RequestError(
-        503,
-        `origin unavailable: not asked while it is failing (next try in ${seconds} s)`,
-      );
-    }
+    if (!this.breaker.allow()) throw this.#refusal();
     let release = () => {};
     try {
       release = await this.#connection();
@@ -536,11 +522,10 @@ export class ShieldedOrigin implements Origin {
       this.breaker.failure();
     }, this.#options.stalePatienceMs ?? DEFAULTS.originPatienceMs);
     const gaveUp = Promise.withResolvers<never>();
-    const stopListening = this.breaker.onOpen(() =>
-      gaveUp.reject(new RequestError(503, "origin unavailable: it stopped answering"))
-    );
+    const abandoned = new RequestError(503, "origin unavailable: it stopped answering");
+    const stopListening = this.breaker.onOpen(() => gaveUp.reject(abandoned));
     const call = request();
-    const settle = (outcome: "answered" | "failed" | "unknown") => {
+    const settle = (outcome: "answered" | "failed") => {
       clearTimeout(slowTimer);
       stopListening();
       if (outcome === "answered") this.breaker.success();
@@ -554,7 +539,7 @@ export class ShieldedOrigin implements Origin {
       done();
       return result;
     } catch (error) {
-      if (error instanceof RequestError && error.message.endsWith("it stopped answering")) {
+      if (error === abandoned) {
         // Given up on: the call still holds its connection until it ends.
         stopListening();
         call.then((late) => {
@@ -571,6 +556,15 @@ export class ShieldedOrigin implements Origin {
       done();
       throw error;
     }
+  }
+
+  /** The answer to a request kept from the origin while the breaker is open. */
+  #refusal(): RequestError {
+    const seconds = Math.ceil(this.breaker.retryAfterMs / 1000);
+    return new RequestError(
+      503,
+      `origin unavailable: not asked while it is failing (next try in ${seconds} s)`,
+    );
   }
 
   /** One of the capped origin requests, within the wait allowed. */
