@@ -313,6 +313,18 @@ Deno.test("shield: with worker threads one shield serves them all (one origin re
     const stats = json(await statsOf(tcp)) as { threads: number[]; origin: { fresh: number } };
     assert.ok(stats.threads.every((n) => n > 0), `both threads answered: ${stats.threads}`);
     assert.ok(stats.origin.fresh >= 40);
+    // A purge on one thread reaches what every thread keeps.
+    fake.put("a.txt", text("alpha, changed"));
+    const purge = await RawConnection.open(tcp);
+    try {
+      assert.equal((await purge.request("PURGE a.txt")).line, "OK 0 purged=1");
+    } finally {
+      purge.close();
+    }
+    for (let i = 0; i < 20; i++) {
+      const answer = await getRaw(tcp, "a.txt");
+      assert.equal(new TextDecoder().decode(answer.body), "alpha, changed", `request ${i}`);
+    }
   }, { workers: 2 });
 });
 
