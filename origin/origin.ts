@@ -28,6 +28,12 @@ export interface OriginStat {
    * only when the server is told to honour it (`--origin-max-age`).
    */
   lifetimeMs?: number;
+  /**
+   * True when the origin says a copy must not be used past its lifetime
+   * (`Cache-Control: no-cache`, `no-store`, `must-revalidate` or
+   * `proxy-revalidate` on an S3 object); heeded with `--origin-max-age`.
+   */
+  noStale?: boolean;
 }
 
 /**

@@ -403,6 +403,7 @@ function statOf(response: Response, size: number): OriginStat {
   if (etag) stat.etag = etag;
   const lifetimeMs = statedLifetime(response.headers);
   if (lifetimeMs !== undefined) stat.lifetimeMs = lifetimeMs;
+  if (forbidsStale(response.headers)) stat.noStale = true;
   return stat;
 }
 
@@ -424,6 +425,16 @@ export function statedLifetime(headers: Headers): number | undefined {
   const at = Date.parse(expires);
   const date = Date.parse(headers.get("date") ?? "") || Date.now();
   return Number.isNaN(at) ? 0 : Math.max(0, Math.min(at - date, MAX_LIFETIME_S * 1000));
+}
+
+/**
+ * True when an answer's `Cache-Control` forbids serving it past its
+ * lifetime (RFC 9111 section 5.2.2: `no-cache`, `no-store`,
+ * `must-revalidate`, `proxy-revalidate`).
+ */
+export function forbidsStale(headers: Headers): boolean {
+  const control = (headers.get("cache-control") ?? "").toLowerCase();
+  return /(^|[,\s])(no-cache|no-store|must-revalidate|proxy-revalidate)(?![-\w])/.test(control);
 }
 
 /** The longest lifetime taken from an answer: a year, as HTTP caches cap it. */

@@ -247,7 +247,10 @@ export class ShieldedOrigin implements Origin {
       return fromMemory(answerOf(known, age, false, known.checkedAt + known.lifetimeMs));
     }
     const stale = known?.stat ? known : undefined;
-    const overdue = stale ? age - stale.lifetimeMs : Infinity;
+    // An object that forbids stale answers (`no-cache`, `must-revalidate`)
+    // is revalidated like any other, but never served past its lifetime.
+    const servable = stale && !(this.#options.honourOriginLifetime && stale.stat!.noStale);
+    const overdue = servable ? age - stale.lifetimeMs : Infinity;
     const revalidation = this.#revalidate(path, stale);
     if (overdue < (this.#options.staleWhileRevalidateMs ?? 0)) {
       revalidation.catch(() => {}); // it reports its own failure to the breaker

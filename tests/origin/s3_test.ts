@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { parseS3Url, S3Origin, statedLifetime } from "../../origin/s3.ts";
+import { forbidsStale, parseS3Url, S3Origin, statedLifetime } from "../../origin/s3.ts";
 import { RequestError } from "../../protocol.ts";
 import { startServer } from "../../server.ts";
 import { RawConnection, seededBytes, sha256 } from "../helpers.ts";
@@ -80,6 +80,16 @@ Deno.test("statedLifetime: s-maxage, then max-age, then Expires minus Date; no-c
   assert.equal(of({ date, expires: "Mon, 07 Dec 2026 11:00:00 GMT" }), 0, "already expired");
   assert.equal(of({ date, expires: "0" }), 0, "an unreadable Expires is expired");
   assert.equal(of({ "cache-control": "max-age=10", expires: "0" }), 10_000, "max-age wins");
+});
+
+Deno.test("forbidsStale: no-cache, no-store, must-revalidate and proxy-revalidate; nothing else", () => {
+  const of = (control: string) => forbidsStale(new Headers({ "cache-control": control }));
+  for (const yes of ["no-cache", "max-age=60, must-revalidate", "Proxy-Revalidate", "no-store"]) {
+    assert.equal(of(yes), true, yes);
+  }
+  for (const no of ["", "max-age=60", "public", "no-transform", "stale-if-error=60"]) {
+    assert.equal(of(no), false, no);
+  }
 });
 
 Deno.test("S3Origin: stat, whole and ranged reads, listings, signed path-style requests", async () => {

@@ -416,3 +416,27 @@ Deno.test("shield: a directory without change watching is stat'ed once per lifet
   assert.equal(shield.statNow!("a").fromMemory, undefined, "the 404 dropped what was known");
   assert.equal(stats, 3);
 });
+
+Deno.test("shield: with honourOriginLifetime an object that forbids stale answers is never served stale", async () => {
+  const { origin, clock, shield } = shielded({
+    maxAgeMs: 1_000,
+    honourOriginLifetime: true,
+    staleIfErrorMs: 60_000,
+    staleWhileRevalidateMs: 60_000,
+    breakerFailures: 100,
+  });
+  origin.stat = () =>
+    Promise.resolve({ size: 10, mtime: 0, validator: "v1", lifetimeMs: 1_000, noStale: true });
+  await shield.stat("a");
+  clock.now += 2_000;
+  origin.stat = () => Promise.reject(new RequestError(503, "origin unavailable: scripted"));
+  assert.equal(await code(shield.stat("a")), 503, "no stale copy, whatever the windows");
+  // Without the flag the same object is served stale.
+  const plain = shielded({ maxAgeMs: 1_000, staleIfErrorMs: 60_000, breakerFailures: 100 });
+  plain.origin.stat = () =>
+    Promise.resolve({ size: 10, mtime: 0, validator: "v1", lifetimeMs: 1_000, noStale: true });
+  await plain.shield.stat("a");
+  plain.clock.now += 2_000;
+  plain.origin.stat = () => Promise.reject(new RequestError(503, "origin unavailable: scripted"));
+  assert.equal((await plain.shield.stat("a")).stale, true);
+});
