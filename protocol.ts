@@ -262,12 +262,30 @@ export function checkPath(path: string): string {
  * every path). A file whose name ends with `*` is named `%2A`.
  */
 function parsePurgeTarget(raw: Uint8Array): ProtocolRequest {
-  if (raw[raw.length - 1] !== 0x2a) {
-    return { command: "PURGE", path: checkPath(percentDecode(raw)), prefix: false };
-  }
-  const prefix = percentDecode(raw.subarray(0, raw.length - 1));
-  if (prefix !== "") checkPath(prefix.endsWith("/") ? `${prefix}x` : prefix);
-  return { command: "PURGE", path: prefix, prefix: true };
+  const prefix = raw[raw.length - 1] === 0x2a;
+  const path = percentDecode(prefix ? raw.subarray(0, raw.length - 1) : raw);
+  return { command: "PURGE", path: checkPurgeTarget(path, prefix), prefix };
+}
+
+/**
+ * Checks a decoded `PURGE` target (both protocols): a valid path, or, for a
+ * prefix, what could begin one (`""` is every path). Returns it unchanged.
+ *
+ * @throws {RequestError} 400 when it is malformed.
+ */
+export function checkPurgeTarget(path: string, prefix: boolean): string {
+  if (!prefix) return checkPath(path);
+  if (path !== "") checkPath(path.endsWith("/") ? `${path}x` : path);
+  return path;
+}
+
+/**
+ * True when `key` (a path, or a directory without its slash) falls under a
+ * purge of `path`: the path itself, or with `prefix` every path that starts
+ * with it, and the directory a `dir/` prefix names.
+ */
+export function purgeCovers(key: string, path: string, prefix: boolean): boolean {
+  return prefix ? key.startsWith(path) || `${key}/` === path : key === path;
 }
 
 function parseNumber(text: string): number {

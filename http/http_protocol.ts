@@ -33,7 +33,7 @@ import {
 import type { CacheEntry } from "../cache.ts";
 import { OriginChangedError } from "../origin/origin.ts";
 import { formatMetrics } from "../service/metrics.ts";
-import { checkPath, percentDecode, RequestError } from "../protocol.ts";
+import { checkPath, checkPurgeTarget, percentDecode, RequestError } from "../protocol.ts";
 import {
   type FileService,
   isConnectionError,
@@ -369,8 +369,7 @@ export class HttpProtocol implements ConnectionProtocol {
     const prefix = target.endsWith("*");
     const path = percentDecode(target.slice(1, prefix ? -1 : undefined));
     record.path = prefix ? `${path}*` : path;
-    if (!prefix) checkPath(path);
-    else if (path !== "") checkPath(path.endsWith("/") ? `${path}x` : path);
+    checkPurgeTarget(path, prefix);
     const purged = await this.#service.purge(path, prefix);
     return jsonAnswer({ purged });
   }

@@ -30,7 +30,7 @@
  */
 
 import { DEFAULTS } from "../defaults.ts";
-import { RequestError } from "../protocol.ts";
+import { purgeCovers, RequestError } from "../protocol.ts";
 import { Breaker, type BreakerFigures } from "./breaker.ts";
 import type {
   ByteRange,
@@ -352,10 +352,7 @@ export class ShieldedOrigin implements Origin {
    */
   forget(path: string, prefix = false): void {
     this.#epoch++; // revalidations in flight answer their waiters, but are not remembered
-    const matches = prefix
-      // `PURGE d/*` covers the directory `d` itself too (a remembered missing listing)
-      ? (key: string) => key.startsWith(path) || `${key}/` === path
-      : (key: string) => key === path;
+    const matches = (key: string) => purgeCovers(key, path, prefix);
     for (const memory of [this.#known, this.#unlisted, this.#revalidating]) {
       for (const key of memory.keys()) if (matches(key)) memory.delete(key);
     }

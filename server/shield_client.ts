@@ -20,7 +20,7 @@ import type {
   ShieldedStat,
 } from "../origin/origin.ts";
 import type { StatAnswer } from "../origin/shield.ts";
-import { type ErrorCode, RequestError } from "../protocol.ts";
+import { type ErrorCode, purgeCovers, RequestError } from "../protocol.ts";
 
 /** Answers remembered at most; the oldest is forgotten first. */
 const MAX_ANSWERS = 100_000;
@@ -101,10 +101,8 @@ export class ShieldClient implements Origin {
   }
 
   forget(path: string, prefix: boolean): void {
-    if (!prefix) {
-      this.#answers.delete(path);
-      return;
+    for (const key of this.#answers.keys()) {
+      if (purgeCovers(key, path, prefix)) this.#answers.delete(key);
     }
-    for (const key of this.#answers.keys()) if (key.startsWith(path)) this.#answers.delete(key);
   }
 }

@@ -27,7 +27,7 @@ import {
   type OriginStat,
   type ShieldedStat,
 } from "../origin/origin.ts";
-import { type ErrorCode, RequestError } from "../protocol.ts";
+import { type ErrorCode, purgeCovers, RequestError } from "../protocol.ts";
 import { Semaphore } from "../util/semaphore.ts";
 import { idleShieldFigures, ShieldedOrigin, type ShieldFigures } from "../origin/shield.ts";
 import { VERSION } from "../version.ts";
@@ -555,7 +555,7 @@ export class FileService {
   async purgeHere(path: string, prefix: boolean): Promise<number> {
     this.origin.forget?.(path, prefix);
     const doomed = prefix
-      ? (await this.cache.listing()).entries.filter((entry) => entry.path.startsWith(path))
+      ? (await this.cache.listing()).entries.filter((entry) => purgeCovers(entry.path, path, true))
       : [this.cache.lookup(path)].filter((entry) => entry !== undefined);
     for (const entry of doomed) await this.cache.remove(entry.path, entry);
     return doomed.length;
@@ -596,10 +596,11 @@ export class FileService {
 
   /**
    * Sends a served answer: hands `head` and then the body's bytes to
-   * `consume` (the first chunk begins with `head`). A body of up to {@linkcode WHOLE_ANSWER} bytes (head
-   * included) is read whole into one buffer behind its head and consumed in
-   * one piece, so it goes out in one write; a larger one is read in chunks,
-   * the next while the current one is consumed.
+   * `consume` (the first chunk begins with `head`). An answer of up to
+   * {@linkcode WHOLE_ANSWER} bytes, head included, is read whole into one
+   * buffer behind its head and consumed in one piece, so it goes out in one
+   * write; a larger one is read in chunks, the next while the current one
+   * is consumed.
    *
    * @throws {TruncatedBodyError} when the source ended early, or failed.
    */

@@ -315,12 +315,7 @@ Deno.test("shield: with worker threads one shield serves them all (one origin re
     assert.ok(stats.origin.fresh >= 40);
     // A purge on one thread reaches what every thread keeps.
     fake.put("a.txt", text("alpha, changed"));
-    const purge = await RawConnection.open(tcp);
-    try {
-      assert.equal((await purge.request("PURGE a.txt")).line, "OK 0 purged=1");
-    } finally {
-      purge.close();
-    }
+    assert.equal((await requestOnce(tcp, "PURGE a.txt")).line, "OK 0 purged=1");
     for (let i = 0; i < 20; i++) {
       const answer = await getRaw(tcp, "a.txt");
       assert.equal(new TextDecoder().decode(answer.body), "alpha, changed", `request ${i}`);
@@ -328,30 +323,16 @@ Deno.test("shield: with worker threads one shield serves them all (one origin re
   }, { workers: 2 });
 });
 
-/** One request on a connection of its own (with worker threads, any thread may answer it). */
-async function getRaw(port: number, path: string): Promise<RawResponse> {
+/** One request line on a connection of its own (with worker threads, any thread may answer it). */
+async function requestOnce(port: number, line: string): Promise<RawResponse> {
   const client = await RawConnection.open(port);
   try {
-    return await client.request(`GET ${path}`);
+    return await client.request(line);
   } finally {
     client.close();
   }
 }
 
-async function statsOf(port: number) {
-  const client = await RawConnection.open(port);
-  try {
-    return await client.request("STATS");
-  } finally {
-    client.close();
-  }
-}
-
-async function listOf(port: number) {
-  const client = await RawConnection.open(port);
-  try {
-    return await client.request("LIST");
-  } finally {
-    client.close();
-  }
-}
+const getRaw = (port: number, path: string) => requestOnce(port, `GET ${path}`);
+const statsOf = (port: number) => requestOnce(port, "STATS");
+const listOf = (port: number) => requestOnce(port, "LIST");
