@@ -20,11 +20,13 @@ const MAX_DIGITS = 15;
 /** The error codes of the protocol and their meaning (as in HTTP). */
 export const ERROR_CODES = {
   400: "bad request",
+  401: "authentication required",
   403: "forbidden",
   404: "not found",
   408: "request timeout",
   413: "request line too long",
   416: "range not satisfiable",
+  429: "too many requests",
   500: "server error",
   503: "server busy",
 } as const;
@@ -57,7 +59,8 @@ export type ProtocolRequest =
   | { command: "PURGE"; path: string; prefix: boolean }
   | { command: "STATS" }
   | { command: "PING" }
-  | { command: "QUIT" };
+  | { command: "QUIT" }
+  | { command: "AUTH"; token: string };
 
 /** The command names a request may start with. */
 export type Command = ProtocolRequest["command"];
@@ -72,6 +75,7 @@ const ARITY: Record<Command, [number, number]> = {
   STATS: [0, 0],
   PING: [0, 0],
   QUIT: [0, 0],
+  AUTH: [1, 1],
 };
 
 const utf8 = new TextEncoder();
@@ -129,6 +133,8 @@ export function parseRequest(line: Uint8Array): ProtocolRequest {
       return { command, path: checkPath(args[0]) };
     case "PURGE":
       return parsePurgeTarget(rawArgs[0]);
+    case "AUTH":
+      return { command, token: args[0] };
     default:
       return { command };
   }

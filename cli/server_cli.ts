@@ -20,6 +20,8 @@ import {
   startServer,
 } from "../server/start_server.ts";
 import { sharedPortsAvailable } from "../server/listeners.ts";
+import { checkAccessConfig } from "../server/access_setup.ts";
+import { type AccessPaths, readAccessFiles } from "./access_files.ts";
 import { formatBytes, parseSize } from "../util/units.ts";
 import { VERSION } from "../version.ts";
 
@@ -82,6 +84,15 @@ Options:
   formatBytes(DEFAULTS.memoryEntryLimit)
 }) also kept in memory, up to SIZE
                         in all (default: ${formatBytes(DEFAULTS.memoryCache)}; 0 turns it off)
+  --tls-cert FILE       serve both protocols over TLS (1.2, 1.3) with this certificate
+  --tls-key FILE        (PEM; the cert file may hold the chain) and key; both re-read
+                        on SIGHUP, new connections get the new certificate
+  --allow CIDR,...      only clients in these networks may connect (IPv4, IPv6; e.g.
+                        10.0.0.0/8,::1); others are closed before a byte is read
+  --auth-tokens FILE    every request needs a token: TCP "AUTH TOKEN", HTTP
+                        "Authorization: Bearer TOKEN"; one "TOKEN [NAME] [read|admin]"
+                        per line, re-read on SIGHUP; STATS, LIST, PURGE and /-/* need
+                        an admin token (docs/network.md)
   --log-format F        text or json: one line per request on stdout (default: text)
   -q, --quiet           no per-request lines (the ready lines and errors stay)
   --debug               report failures with their stack traces
@@ -109,7 +120,17 @@ export async function serverMain(args: string[]): Promise<number> {
     console.error(`tcpcache: ${(error as Error).message}\n(see --help)`);
     return 2;
   }
-  const { options, logFormat, quiet } = invocation;
+  const { options, logFormat, quiet, accessPaths } = invocation;
+  try {
+    // Unreadable or unusable files are a wrong invocation: one line, exit 2.
+    const files = await readAccessFiles(accessPaths);
+    options.tls = files.tls;
+    options.authTokens = files.tokens;
+    checkAccessConfig({ tls: options.tls, tokens: options.authTokens, allow: options.allow });
+  } catch (error) {
+    console.error(`tcpcache: ${(error as Error).message}`);
+    return 2;
+  }
   const accessLog = quiet ? undefined : new AccessLog();
   let server: ServerHandle;
   try {
@@ -125,10 +146,12 @@ export async function serverMain(args: string[]): Promise<number> {
   // Handlers first: a supervisor may signal as soon as it reads the line.
   const stopped = Promise.withResolvers<void>();
   const stop = () => stopped.resolve();
-  // SIGHUP writes what the access log holds, and the server goes on.
+  // SIGHUP writes what the access log holds, re-reads the certificate and
+  // the tokens, and the server goes on.
   const flushLog = async () => {
     await server.flushLogs(); // the workers' lines first
     accessLog?.flush();
+    await reloadAccess(server, accessPaths);
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
@@ -141,6 +164,23 @@ export async function serverMain(args: string[]): Promise<number> {
   Deno.removeSignalListener("SIGHUP", flushLog);
   accessLog?.flush(); // the answers in progress at the stop are logged too
   return 0;
+}
+
+/**
+ * Re-reads the certificate and the tokens (SIGHUP) and puts them in force;
+ * when anything cannot be read or used, nothing changes and the log says why.
+ */
+async function reloadAccess(server: ServerHandle, paths: AccessPaths): Promise<void> {
+  const what = [paths.tlsCert && "certificate", paths.authTokens && "tokens"].filter(Boolean);
+  if (what.length === 0) return;
+  try {
+    await server.reload(await readAccessFiles(paths));
+    console.error(`tcpcache: SIGHUP: reloaded the ${what.join(" and the ")}`);
+  } catch (error) {
+    console.error(
+      `tcpcache: SIGHUP: kept the ${what.join(" and the ")} in force: ${(error as Error).message}`,
+    );
+  }
 }
 
 /** The ready line: it always holds `listening on HOST:PORT`. */
@@ -158,9 +198,13 @@ function banner(server: ServerHandle, options: ServerOptions, format: "text" | "
     threads: server.workers,
   };
   const http = server.httpAddr;
-  const httpUrl = http ? `http://${http.hostname}:${http.port}/` : undefined;
+  const scheme = options.tls ? "https" : "http";
+  const httpUrl = http ? `${scheme}://${http.hostname}:${http.port}/` : undefined;
   const message = `tcpcache ${VERSION} listening on ${hostname}:${port}` +
-    (httpUrl ? `, HTTP on ${httpUrl} (status page ${httpUrl}-/)` : "");
+    (options.tls ? " (TLS)" : "") +
+    (httpUrl ? `, HTTP on ${httpUrl} (status page ${httpUrl}-/)` : "") +
+    (options.authTokens ? ", tokens required" : "") +
+    (options.allow ? `, allowed ${options.allow}` : "");
   if (format === "json") {
     return JSON.stringify({ time: new Date().toISOString(), message, ...facts, http: httpUrl });
   }
@@ -175,6 +219,8 @@ interface ServerInvocation {
   options: ServerOptions;
   logFormat: "text" | "json";
   quiet: boolean;
+  /** The files of the certificate, its key and the tokens (read once parsed). */
+  accessPaths: AccessPaths;
 }
 
 function parseServerArgs(args: string[]): ServerInvocation | "help" {
@@ -206,6 +252,10 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
       workers: { type: "string" },
       "memory-cache": { type: "string" },
       "no-change-watch": { type: "boolean", default: false },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      allow: { type: "string" },
+      "auth-tokens": { type: "string" },
       "log-format": { type: "string", default: "text" },
       quiet: { type: "boolean", short: "q", default: false },
       debug: { type: "boolean", default: false },
@@ -224,7 +274,16 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
     if (values.dir !== undefined) throw new UsageError("give --dir or --origin, not both");
     options.origin = s3Origin(values);
   }
-  return { options, logFormat, quiet: values.quiet };
+  const accessPaths = {
+    tlsCert: values["tls-cert"],
+    tlsKey: values["tls-key"],
+    authTokens: values["auth-tokens"],
+  };
+  if ((accessPaths.tlsCert === undefined) !== (accessPaths.tlsKey === undefined)) {
+    throw new UsageError("give --tls-cert and --tls-key together");
+  }
+  options.allow = values.allow;
+  return { options, logFormat, quiet: values.quiet, accessPaths };
 }
 
 function serverOptions(values: Record<string, string | boolean | undefined>): ServerOptions {

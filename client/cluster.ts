@@ -14,6 +14,7 @@ import {
   type CacheClient,
   type CacheListing,
   connect,
+  type ConnectionSecurity,
   type FileListing,
   type FileStat,
   type GetOptions,
@@ -90,6 +91,11 @@ export interface ClusterOptions {
    * @default {connect}
    */
   connect?: (host: string, port: number) => Promise<TcpCacheClient>;
+  /**
+   * TLS, its CAs and the token, for every node (see `ConnectOptions`).
+   * @default {{}}
+   */
+  security?: ConnectionSecurity;
 }
 
 /** What `LIST` gives across a cluster: the sum, and each node's entries. */
@@ -144,7 +150,8 @@ export class ClusterClient implements CacheClient {
     for (const node of nodes) splitNode(node);
     this.nodes = [...nodes];
     this.#retryAfterMs = options.retryAfterMs ?? 2000;
-    this.#connect = options.connect ?? ((host, port) => connect({ host, port }));
+    const security = options.security ?? {};
+    this.#connect = options.connect ?? ((host, port) => connect({ host, port, ...security }));
   }
 
   /** The node a request for `path` goes to now (its first node that is not down). */

@@ -24,7 +24,29 @@ export interface ConnectOptions {
    * @default {DEFAULTS.port}
    */
   port?: number;
+  /**
+   * Speak TLS, and verify the server's certificate (against `caCerts`, or
+   * the system's roots) and that it names `host`. A certificate that does
+   * not verify fails the connection: there is no fallback to plain TCP.
+   * @default {false}
+   */
+  tls?: boolean;
+  /**
+   * The certificates (PEM) of the authorities to trust instead of the
+   * system's roots: a private CA. Implies `tls`.
+   * @default {undefined}
+   */
+  caCerts?: string[];
+  /**
+   * A token to present right after connecting (`AUTH`), for a server that
+   * needs one.
+   * @default {undefined}
+   */
+  token?: string;
 }
+
+/** The options that say how to reach a server, not which: TLS, its CAs, the token. */
+export type ConnectionSecurity = Pick<ConnectOptions, "tls" | "caCerts" | "token">;
 
 /** Options of {@linkcode TcpCacheClient.get}. */
 export interface GetOptions {
@@ -160,15 +182,36 @@ async function local(callback: () => unknown): Promise<void> {
 export async function connect(options: ConnectOptions = {}): Promise<TcpCacheClient> {
   const host = options.host ?? DEFAULTS.host;
   const port = options.port ?? DEFAULTS.port;
+  const tls = options.tls || options.caCerts !== undefined;
+  let conn: Deno.Conn;
   try {
-    const conn = await Deno.connect({ hostname: host, port });
-    conn.setNoDelay(true);
-    return new TcpCacheClient(conn);
+    const tcp = await Deno.connect({ hostname: host, port });
+    tcp.setNoDelay(true); // TLS rides on it: its small writes must not wait either
+    conn = tcp;
+    if (tls) {
+      conn = await Deno.startTls(tcp, { hostname: host, caCerts: options.caCerts });
+      // The handshake now, so that a certificate that does not verify is
+      // this error, not a broken first request.
+      await (conn as Deno.TlsConn).handshake().catch((error) => {
+        conn.close();
+        throw new Error(`TLS handshake failed: ${(error as Error).message}`, { cause: error });
+      });
+    }
   } catch (error) {
     throw new ConnectionError(`cannot connect to ${host}:${port}: ${(error as Error).message}`, {
       cause: error,
     });
   }
+  const client = new TcpCacheClient(conn);
+  if (options.token !== undefined) {
+    try {
+      await client.authenticate(options.token);
+    } catch (error) {
+      client.close();
+      throw error;
+    }
+  }
+  return client;
 }
 
 /**
@@ -284,6 +327,17 @@ export class TcpCacheClient implements CacheClient {
   /** The server's counters. */
   stats(): Promise<Stats> {
     return this.#json("STATS");
+  }
+
+  /**
+   * Presents a token (`AUTH`): the server then answers this connection's
+   * requests as the token allows.
+   *
+   * @throws {ServerError} 401 for a token the server does not know, 429
+   *   when this address made too many wrong attempts.
+   */
+  async authenticate(token: string): Promise<void> {
+    await this.#exchange("AUTH", [token], () => {});
   }
 
   /** Checks that the server answers. */

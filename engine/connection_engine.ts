@@ -27,13 +27,25 @@ import { ByteReader, closeQuietly, linger, writeAll } from "../util/byte_reader.
 import { Outbox } from "./outbox.ts";
 import type { ConnectionSlots } from "./connection_slots.ts";
 import { isOutOfDescriptors, type Limits, sweepInterval } from "../service/file_service.ts";
+import type { AccessGate, Credential } from "../access/gate.ts";
+
+/** A listener the engine accepts from: plain TCP, or TLS (`--tls-cert`). */
+export type EngineListener = Deno.TcpListener | Deno.TlsListener;
 
 /** One client connection and what the engine keeps for it. */
 export interface Session {
   /** The connection. */
-  readonly conn: Deno.TcpConn;
+  readonly conn: Deno.Conn;
   /** The client's address, `host:port`, for the access log. */
   readonly client: string;
+  /** The client's address alone, for the access gate's per-address limit. */
+  readonly address: string;
+  /** Whether the connection is TLS (its handshake is done before the first request). */
+  readonly tls: boolean;
+  /** The token the client presented, once it did (see access/gate.ts). */
+  credential?: Credential;
+  /** The name of the token the current request was allowed with, for the access log. */
+  user?: string;
   /** Buffered reads of the client's requests. */
   readonly reader: ByteReader;
   /** Coalesced, timed writes of the answers. */
@@ -96,6 +108,17 @@ export interface EngineOptions {
   onRefused: () => void;
   /** Hears of each client dropped for taking no bytes. */
   onSendTimeout: () => void;
+  /**
+   * Who may connect (the allow list is checked at accept, before a byte is
+   * read) and who may read (the protocols ask it per request).
+   */
+  gate: AccessGate;
+  /** Whether the listener is a TLS one (its connections are shaken hands with first). */
+  tls?: boolean;
+  /** Hears of each client refused by the allow list. */
+  onDenied: () => void;
+  /** Hears of each TLS handshake: done, or failed (or never finished within the idle timeout). */
+  onHandshake: (succeeded: boolean) => void;
 }
 
 /** What {@linkcode ConnectionEngine.awaitRequest} saw instead of a request. */
@@ -103,12 +126,14 @@ export type WaitOutcome = "timeout" | "shutdown";
 
 /** Accepts and serves one listener's connections with one protocol. */
 export class ConnectionEngine {
-  #listener: Deno.TcpListener;
+  #listener: EngineListener;
+  #tls: boolean;
+  #gate: AccessGate;
   #protocol: ConnectionProtocol;
   #limits: Limits;
   #counts: ConnectionCounts;
   #slots: ConnectionSlots | undefined;
-  #events: Pick<EngineOptions, "onRefused" | "onSendTimeout">;
+  #events: Pick<EngineOptions, "onRefused" | "onSendTimeout" | "onDenied" | "onHandshake">;
   #connections = new Set<Promise<void>>();
   #sessions = new Set<Session>();
   #closing = false;
@@ -120,11 +145,13 @@ export class ConnectionEngine {
 
   /** An engine for `listener`; call {@linkcode acceptLoop} to start it. */
   constructor(
-    listener: Deno.TcpListener,
+    listener: EngineListener,
     protocol: ConnectionProtocol,
     options: EngineOptions,
   ) {
     this.#listener = listener;
+    this.#tls = options.tls ?? false;
+    this.#gate = options.gate;
     this.#protocol = protocol;
     this.#limits = options.limits;
     this.#counts = options.counts;
@@ -135,6 +162,23 @@ export class ConnectionEngine {
       () => this.#sweep(),
       sweepInterval(Math.min(this.#limits.sendTimeoutMs, this.#limits.idleTimeoutMs)),
     );
+  }
+
+  /** The access gate its protocol asks. */
+  get gate(): AccessGate {
+    return this.#gate;
+  }
+
+  /**
+   * Accepts from `listener` from now on (a TLS listener with a reloaded
+   * certificate, on the same port) and closes the one before. Connections
+   * accepted before go on with what they had.
+   */
+  replaceListener(listener: EngineListener): void {
+    const old = this.#listener;
+    this.#listener = listener;
+    old.close();
+    if (this.#closing) listener.close();
   }
 
   /** True once {@linkcode shutdown} was called. */
@@ -150,12 +194,21 @@ export class ConnectionEngine {
    */
   async acceptLoop(): Promise<void> {
     while (!this.#closing) {
-      let conn: Deno.TcpConn;
+      const listener = this.#listener;
+      let conn: Deno.Conn;
       try {
-        conn = await this.#listener.accept();
+        conn = await listener.accept();
       } catch (error) {
         if (this.#closing) break;
+        if (listener !== this.#listener) continue; // replaced (closed) while accepting
         await this.#acceptFailed(error);
+        continue;
+      }
+      // The allow list comes first: a refused peer costs a close, and no
+      // byte of what it sent is read (nor a TLS handshake made).
+      if (!this.#gate.admits((conn.remoteAddr as Deno.NetAddr).hostname)) {
+        this.#events.onDenied();
+        closeQuietly(conn);
         continue;
       }
       this.#counts.total++;
@@ -246,17 +299,20 @@ export class ConnectionEngine {
     this.#connections.add(tracked);
   }
 
-  async #serveConnection(conn: Deno.TcpConn): Promise<void> {
-    const { hostname, port } = conn.remoteAddr;
+  async #serveConnection(conn: Deno.Conn): Promise<void> {
+    const { hostname, port } = conn.remoteAddr as Deno.NetAddr;
     const session: Session = {
       conn,
       client: `${hostname}:${port}`,
+      address: hostname,
+      tls: this.#tls,
       // Requests are short: start small, grow to the bound only when needed.
       reader: new ByteReader(conn, this.#protocol.readBufferSize, 2048),
       outbox: new Outbox(conn, (n) => this.#protocol.onSent(n)),
     };
     this.#sessions.add(session);
     try {
+      if (this.#tls && !await this.#handshake(session)) return;
       const serverClosed = await this.#converse(session);
       const flushed = session.outbox.flush();
       if (flushed) await flushed;
@@ -278,6 +334,20 @@ export class ConnectionEngine {
       this.#counts.open--;
       this.#slots?.release();
     }
+  }
+
+  /**
+   * Completes a TLS connection's handshake within the idle timeout: false
+   * (counted) when it fails or does not finish in time, or when the server
+   * stops meanwhile.
+   */
+  async #handshake(session: Session): Promise<boolean> {
+    const handshake = (session.conn as Deno.TlsConn).handshake();
+    const outcome = await this.awaitRequest(session, handshake).catch(() => "failed" as const);
+    if (outcome === "shutdown") return false;
+    const succeeded = outcome !== "failed" && outcome !== "timeout";
+    this.#events.onHandshake(succeeded);
+    return succeeded;
   }
 
   /**

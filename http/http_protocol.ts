@@ -43,6 +43,7 @@ import {
   type Served,
 } from "../service/file_service.ts";
 import { LineTooLongError } from "../util/byte_reader.ts";
+import { type Credential, type Refusal, tooManyFailures, type Verdict } from "../access/gate.ts";
 
 /** An answer, before it is written. */
 interface Answer {
@@ -74,12 +75,14 @@ const REASONS: Record<number, string> = {
   301: "Moved Permanently",
   304: "Not Modified",
   400: "Bad Request",
+  401: "Unauthorized",
   403: "Forbidden",
   404: "Not Found",
   405: "Method Not Allowed",
   408: "Request Timeout",
   413: "Content Too Large",
   416: "Range Not Satisfiable",
+  429: "Too Many Requests",
   431: "Request Header Fields Too Large",
   500: "Internal Server Error",
   503: "Service Unavailable",
@@ -152,7 +155,44 @@ export class HttpProtocol implements ConnectionProtocol {
       const refusal = error instanceof HttpError ? error : new HttpError(400, "malformed request");
       return this.#refuse(session, refusal, { command: methodOf(bytes) }).then(() => false);
     }
+    if (this.engine.gate.tokens) {
+      const verdict = this.#authorize(session, head);
+      if (!verdict.allowed) return this.#exchange(session, head, started, verdict);
+    }
     return this.#answerHit(session, head, started) ?? this.#exchange(session, head, started);
+  }
+
+  /**
+   * Whether this request may be answered, by the token of its own
+   * `Authorization: Bearer` field (each request carries its own; a token
+   * the connection presented before is not compared again). Notes the
+   * token's name for the access log.
+   */
+  #authorize(session: Session, head: RequestHead): Verdict {
+    const gate = this.engine.gate;
+    const need = head.path.startsWith("/-/") || head.method === "PURGE" ? "admin" : "read";
+    const field = head.fields.get("authorization");
+    let credential: Credential | undefined;
+    if (field !== null) {
+      const token = bearerToken(field);
+      if (token === undefined) {
+        session.user = undefined;
+        const message = "use Authorization: Bearer TOKEN";
+        return { allowed: false, status: 401, message, error: "invalid_token" };
+      }
+      credential = session.credential;
+      if (credential?.token !== token) {
+        const outcome = gate.present(session.address, token);
+        if (outcome && "status" in outcome) {
+          session.user = undefined;
+          return tooManyFailures(outcome.retryMs);
+        }
+        credential = session.credential = outcome;
+      }
+    }
+    const verdict = gate.judge(credential, need);
+    session.user = verdict.allowed ? verdict.grant?.name : undefined;
+    return verdict;
   }
 
   /**
@@ -274,14 +314,20 @@ export class HttpProtocol implements ConnectionProtocol {
   }
 
   /** Answers one parsed head; resolves to false when the connection must close. */
-  async #exchange(session: Session, head: RequestHead, started: number): Promise<boolean> {
+  async #exchange(
+    session: Session,
+    head: RequestHead,
+    started: number,
+    refusal?: Refusal,
+  ): Promise<boolean> {
     const record = this.#newRecord(session, head.method);
     this.#service.countRequest();
     this.#service.httpActive++;
     let answer: Answer | undefined;
     try {
       try {
-        answer = await this.#route(head, record);
+        if (refusal) record.path = head.path;
+        answer = refusal ? refusalAnswer(refusal) : await this.#route(head, record);
       } catch (error) {
         answer = textAnswer(...this.#describe(error));
         // The origin is failing, or the server is busy: when to try again,
@@ -303,7 +349,7 @@ export class HttpProtocol implements ConnectionProtocol {
 
   /** The request's record for the access log; filled in as it is answered. */
   #newRecord(session: Session, command: string): RequestRecord {
-    return {
+    const record: RequestRecord = {
       time: Date.now(),
       protocol: "http",
       client: session.client,
@@ -312,6 +358,9 @@ export class HttpProtocol implements ConnectionProtocol {
       bytes: 0,
       ms: 0,
     };
+    if (session.tls) record.tls = true;
+    if (session.user !== undefined) record.user = session.user;
+    return record;
   }
 
   #finish(record: RequestRecord, started: number): void {
@@ -640,6 +689,27 @@ function jsonAnswer(value: unknown): Answer {
 }
 
 /** An answer with a text body (an error's message, a page). */
+/**
+ * The answer to a request the access gate refused: 401 and 403 with their
+ * `WWW-Authenticate` challenge (RFC 6750), 429 with `Retry-After`.
+ */
+function refusalAnswer(refusal: Refusal): Answer {
+  const answer = textAnswer(refusal.status, `${refusal.message}\n`);
+  if (refusal.status === 429) {
+    answer.fields.push(["Retry-After", String(Math.ceil((refusal.retryMs ?? 1000) / 1000))]);
+  } else {
+    const error = refusal.error ? `, error="${refusal.error}"` : "";
+    answer.fields.push(["WWW-Authenticate", `Bearer realm="tcpcache"${error}`]);
+  }
+  return answer;
+}
+
+/** The token of an `Authorization: Bearer TOKEN` field; undefined for another scheme. */
+function bearerToken(field: string): string | undefined {
+  const match = /^bearer +([^ ]+) *$/i.exec(field);
+  return match?.[1];
+}
+
 function textAnswer(
   status: number,
   text: string,

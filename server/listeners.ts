@@ -8,8 +8,10 @@
 import {
   type ConnectionCounts,
   ConnectionEngine,
+  type EngineListener,
   type EngineOptions,
 } from "../engine/connection_engine.ts";
+import type { AccessGate } from "../access/gate.ts";
 import type { ConnectionSlots } from "../engine/connection_slots.ts";
 import { HttpProtocol } from "../http/http_protocol.ts";
 import type { FileService, Limits } from "../service/file_service.ts";
@@ -22,49 +24,89 @@ import { TcpProtocol } from "../tcp/tcp_protocol.ts";
  */
 export type PortSharing = "alone" | "first" | "join";
 
+/** A certificate chain and its private key, PEM (`--tls-cert`, `--tls-key`). */
+export interface TlsFiles {
+  /** The certificate, followed by the intermediates of its chain. */
+  cert: string;
+  /** The private key (PKCS#8, RSA or EC). */
+  key: string;
+}
+
 /**
- * Takes `hostname:port`. `first` makes sure first that no other process
- * holds the port: `SO_REUSEPORT` would let a second server (of the same
- * user) join a running one's port and take part of its clients.
+ * Takes `hostname:port`, over TLS when `tls` is given. `first` makes sure
+ * first that no other process holds the port: `SO_REUSEPORT` would let a
+ * second server (of the same user) join a running one's port and take part
+ * of its clients.
+ *
+ * @throws when the port cannot be taken, or the certificate or key is bad
+ *   (not PEM, no certificate, a key that does not match it).
  */
-export function listen(hostname: string, port: number, sharing: PortSharing): Deno.TcpListener {
-  if (sharing === "alone") return Deno.listen({ hostname, port });
+export function listen(
+  hostname: string,
+  port: number,
+  sharing: PortSharing,
+  tls?: TlsFiles,
+): EngineListener {
+  const open = (options: Deno.TcpListenOptions) =>
+    tls ? Deno.listenTls({ ...options, cert: tls.cert, key: tls.key }) : Deno.listen(options);
+  if (sharing === "alone") return open({ hostname, port });
   if (sharing === "first" && port !== 0) Deno.listen({ hostname, port }).close();
-  return Deno.listen({ hostname, port, reusePort: true });
+  return open({ hostname, port, reusePort: true });
+}
+
+/**
+ * Checks a certificate and key by opening a TLS listener with them on a
+ * free loopback port (Deno parses them only there): before a reload
+ * replaces the certificate in use.
+ *
+ * @throws {Error} saying what is wrong with them.
+ */
+export function checkTlsFiles(tls: TlsFiles): void {
+  Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert: tls.cert, key: tls.key }).close();
 }
 
 /** The TCP protocol on `listener`; its connections are the ones `STATS` counts. */
 export function serveTcp(
-  listener: Deno.TcpListener,
+  listener: EngineListener,
   files: FileService,
   limits: Limits,
-  slots?: ConnectionSlots,
+  access: ListenerAccess,
 ): ConnectionEngine {
   const protocol = new TcpProtocol(files, limits);
   protocol.engine = new ConnectionEngine(
     listener,
     protocol,
-    engineOptions(files, limits, files.connections, slots),
+    engineOptions(files, limits, files.connections, access),
   );
   return protocol.engine;
 }
 
 /** HTTP/1.1 on `listener`, with connection counts of its own. */
 export function serveHttp(
-  listener: Deno.TcpListener,
+  listener: EngineListener,
   files: FileService,
   limits: Limits,
-  slots?: ConnectionSlots,
+  access: ListenerAccess,
 ): ConnectionEngine {
   const protocol = new HttpProtocol(files, limits);
   const counts = { open: 0, total: 0, rejected: 0 };
   protocol.engine = new ConnectionEngine(
     listener,
     protocol,
-    engineOptions(files, limits, counts, slots),
+    engineOptions(files, limits, counts, access),
   );
   files.httpConnections = () => counts.open;
   return protocol.engine;
+}
+
+/** What a listener's engine is given beside the service: its gate, TLS, and shared slots. */
+export interface ListenerAccess {
+  /** The access gate of this thread. */
+  gate: AccessGate;
+  /** Whether the listener is a TLS one. */
+  tls: boolean;
+  /** The connection limit shared with other threads, if any. */
+  slots?: ConnectionSlots;
 }
 
 /** The engine's options: limits, counts, and the service's counters of refusals and drops. */
@@ -72,14 +114,17 @@ function engineOptions(
   files: FileService,
   limits: Limits,
   counts: ConnectionCounts,
-  slots: ConnectionSlots | undefined,
+  access: ListenerAccess,
 ): EngineOptions {
   return {
     limits,
     counts,
-    slots,
+    ...access,
     onRefused: () => files.countError(503),
     onSendTimeout: () => files.countSendTimeout(),
+    onDenied: () => files.countAccess("deniedConnections"),
+    onHandshake: (succeeded) =>
+      files.countAccess(succeeded ? "tlsHandshakes" : "tlsHandshakeFailures"),
   };
 }
 

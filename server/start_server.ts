@@ -24,7 +24,16 @@ import {
   type RequestRecord,
   type ServerStats,
 } from "../service/file_service.ts";
-import { listen, serveHttp, serveTcp, sharedPortsAvailable } from "./listeners.ts";
+import {
+  listen,
+  type PortSharing,
+  serveHttp,
+  serveTcp,
+  sharedPortsAvailable,
+  type TlsFiles,
+} from "./listeners.ts";
+import { type AccessReload, applyReload, checkAccessConfig, openGate } from "./access_setup.ts";
+import type { EngineListener } from "../engine/connection_engine.ts";
 import { type AccessLogSink, formatAccessLog } from "../service/access_line.ts";
 import { WorkerPool } from "./worker_pool.ts";
 import { SLOT_LISTENERS } from "./worker_messages.ts";
@@ -163,6 +172,28 @@ export interface ServerOptions {
    * @default {1}
    */
   workers?: number;
+  /**
+   * Serve both protocols over TLS (1.2 and 1.3) with this certificate
+   * chain and key, PEM; plain TCP when not given. The certificate can be
+   * replaced while serving ({@linkcode ServerHandle.reload}).
+   * @default {undefined}
+   */
+  tls?: TlsFiles;
+  /**
+   * The networks that may connect, `CIDR,CIDR,...` (IPv4 and IPv6; an
+   * address alone is one host): any other client is closed at accept,
+   * before a byte is read. Everyone may connect when not given.
+   * @default {undefined}
+   */
+  allow?: string;
+  /**
+   * The text of a token file (access/tokens.ts: `TOKEN [NAME] [read|admin]`
+   * per line): every request then needs a token (TCP `AUTH`, HTTP
+   * `Authorization: Bearer`), and the cache's internals an admin one. No
+   * token is needed when not given.
+   * @default {undefined}
+   */
+  authTokens?: string;
 }
 
 /** The shield's options a server takes (see `ShieldOptions` for each). */
@@ -196,6 +227,16 @@ export interface ServerHandle {
   /** The threads serving (see `ServerOptions.workers`). */
   readonly workers: number;
   /**
+   * Puts a new certificate (when TLS is on) or new tokens (when tokens are
+   * on) in force on every thread, without closing a connection: new
+   * connections get the new certificate, and each connection's token is
+   * checked against the new tokens on its next request.
+   *
+   * @throws {Error} when what is given cannot be used, or asks to turn
+   *   TLS or tokens on; the old certificate and tokens then stay.
+   */
+  reload(changes: AccessReload): Promise<void>;
+  /**
    * Stops accepting, closes idle connections, lets responses in progress
    * finish (for at most `shutdownTimeoutMs`, then closes them too), and
    * resolves once every connection is closed.
@@ -228,9 +269,15 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     : await DirectoryOrigin.open(dir, { hide: cacheDir, watchChanges: options.changeWatch });
   const origin = options.origin ?? directory!;
   const hostname = options.host ?? DEFAULTS.host;
-  let listener: Deno.TcpListener;
+  const access = { tls: options.tls, allow: options.allow, tokens: options.authTokens };
+  // A certificate is replaced by taking its port a second time beside the
+  // old listener (SO_REUSEPORT), so a TLS port is opened shareable.
+  const sharedPorts = shared || (access.tls !== undefined && sharedPortsAvailable());
+  const sharing: PortSharing = sharedPorts ? "first" : "alone";
+  let listener: EngineListener;
   try {
-    listener = listen(hostname, options.port ?? DEFAULTS.port, shared ? "first" : "alone");
+    checkAccessConfig(access);
+    listener = listen(hostname, options.port ?? DEFAULTS.port, sharing, access.tls);
   } catch (error) {
     directory?.close();
     throw error;
@@ -242,11 +289,11 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     onError,
     onRequest: heardBy(options.onRequest, options.accessLog),
   };
-  let httpListener: Deno.TcpListener | undefined;
+  let httpListener: EngineListener | undefined;
   let cache: FileCache;
   try {
     if (options.httpPort !== undefined) {
-      httpListener = listen(hostname, options.httpPort, shared ? "first" : "alone");
+      httpListener = listen(hostname, options.httpPort, sharing, access.tls);
     }
     cache = await FileCache.open({
       dir: cacheDir,
@@ -283,8 +330,13 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   const slots = (index: number) =>
     slotCells &&
     new ConnectionSlots(slotCells, SLOT_LISTENERS, index, limits.maxConnections, 0);
-  const engines = [serveTcp(listener, files, limits, slots(0))];
-  if (httpListener) engines.push(serveHttp(httpListener, files, limits, slots(1)));
+  const gate = openGate(access, files, workers);
+  const tls = access.tls !== undefined;
+  const engines = [serveTcp(listener, files, limits, { gate, tls, slots: slots(0) })];
+  if (httpListener) {
+    engines.push(serveHttp(httpListener, files, limits, { gate, tls, slots: slots(1) }));
+  }
+  const ports = [listener.addr.port, ...(httpListener ? [httpListener.addr.port] : [])];
   const accepting = engines.map((engine) => engine.acceptLoop());
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs;
   const stopHere = async () => {
@@ -323,6 +375,8 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
           slots: slotCells!,
           breaker: breakerShared,
           shield: shieldOptions,
+          access,
+          threads: workers,
         },
         cache,
         files,
@@ -341,6 +395,21 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     workers,
     stats: () => files.stats(),
     flushLogs: async () => await pool?.flushLogs(),
+    reload: async (changes) => {
+      if (changes.tls) {
+        if (!tls) throw new Error("TLS was off at start: turning it on needs a restart");
+        if (!sharedPorts) {
+          throw new Error("replacing the certificate needs Deno's --unstable-net (SO_REUSEPORT)");
+        }
+      }
+      if (changes.tokens !== undefined && !gate.tokens) {
+        throw new Error("tokens were off at start: turning them on needs a restart");
+      }
+      checkAccessConfig(changes);
+      const here = engines.map((engine, i) => ({ engine, hostname, port: ports[i] }));
+      applyReload(changes, gate, here);
+      await pool?.reload(changes);
+    },
     close: async () => {
       await Promise.all([pool?.stop(shutdownTimeoutMs), stopHere()]);
     },

@@ -22,6 +22,9 @@ import { ShieldedOrigin } from "../origin/shield.ts";
 import { formatAccessLog } from "../service/access_line.ts";
 import { sumCounters } from "../service/counters.ts";
 import { listen, serveHttp, serveTcp } from "./listeners.ts";
+import { applyReload, openGate } from "./access_setup.ts";
+import type { AccessGate } from "../access/gate.ts";
+import type { EngineListener } from "../engine/connection_engine.ts";
 import {
   type FromWorker,
   SLOT_LISTENERS,
@@ -41,6 +44,9 @@ interface Running {
   service: FileService;
   engines: ConnectionEngine[];
   accepting: Promise<void>[];
+  gate: AccessGate;
+  /** Each engine with its port, for a certificate's reload. */
+  listeners: { engine: ConnectionEngine; hostname: string; port: number }[];
   directory?: DirectoryOrigin;
   flushLog(): void;
 }
@@ -93,7 +99,15 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
       break;
     case "flush":
       running?.flushLog();
-      post({ type: "flushed", id: message.id });
+      post({ type: "done", id: message.id });
+      break;
+    case "reload":
+      try {
+        if (running) applyReload(message.changes, running.gate, running.listeners);
+        post({ type: "done", id: message.id });
+      } catch (error) {
+        post({ type: "done", id: message.id, error: (error as Error).message });
+      }
       break;
     case "stop":
       await stop(message.timeoutMs);
@@ -115,11 +129,12 @@ async function start(config: WorkerConfig, replica: CacheReplica): Promise<Runni
     lookup: (path) => replica.ask({ ask: "stat", path }),
     list: (path) => replica.ask({ ask: "list", path }),
   }, config.breaker);
-  const listeners: Deno.TcpListener[] = [];
+  const listeners: EngineListener[] = [];
+  const { tls } = config.access;
   try {
-    listeners.push(listen(config.hostname, config.port, "join"));
+    listeners.push(listen(config.hostname, config.port, "join", tls));
     if (config.httpPort !== undefined) {
-      listeners.push(listen(config.hostname, config.httpPort, "join"));
+      listeners.push(listen(config.hostname, config.httpPort, "join", tls));
     }
   } catch (error) {
     for (const listener of listeners) listener.close();
@@ -165,14 +180,28 @@ async function start(config: WorkerConfig, replica: CacheReplica): Promise<Runni
   const { maxConnections } = config.limits;
   const slots = (index: number) =>
     new ConnectionSlots(config.slots, SLOT_LISTENERS, index, maxConnections, config.thread);
-  const engines = [serveTcp(listeners[0], service, limits, slots(0))];
-  if (listeners[1]) {
-    engines.push(
-      serveHttp(listeners[1], service, limits, slots(1)),
-    );
-  }
+  const gate = openGate(config.access, service, config.threads);
+  const access = (index: number) => ({ gate, tls: tls !== undefined, slots: slots(index) });
+  const engines = [serveTcp(listeners[0], service, limits, access(0))];
+  if (listeners[1]) engines.push(serveHttp(listeners[1], service, limits, access(1)));
+  const ports = [config.port, config.httpPort!];
+  const byPort = engines.map((engine, i) => ({
+    engine,
+    hostname: config.hostname,
+    port: ports[i],
+  }));
   const accepting = engines.map((engine) => engine.acceptLoop());
-  return { replica, origin, service, engines, accepting, directory, flushLog };
+  return {
+    replica,
+    origin,
+    service,
+    engines,
+    accepting,
+    gate,
+    listeners: byPort,
+    directory,
+    flushLog,
+  };
 }
 
 async function stop(timeoutMs: number): Promise<void> {

@@ -13,6 +13,7 @@ import { type ErrorCode, RequestError } from "../protocol.ts";
 import type { S3OriginOptions } from "../origin/s3.ts";
 import type { RequestRecord, ThreadCounters } from "../service/counters.ts";
 import type { LogFormat } from "../service/access_line.ts";
+import type { AccessConfig, AccessReload } from "./access_setup.ts";
 
 /** The listeners whose connection limits are shared: TCP first, then HTTP. */
 export const SLOT_LISTENERS = 2;
@@ -53,12 +54,16 @@ export interface WorkerConfig {
   slots: SharedArrayBuffer;
   /** This worker's number among the threads (the main thread is 0). */
   thread: number;
+  /** How many threads serve, the main thread included. */
+  threads: number;
   /** The cache's entries when the worker starts; changes follow as messages. */
   entries: CacheEntry[];
   /** Where the main thread's origin breaker publishes its state (origin/breaker.ts). */
   breaker: SharedArrayBuffer;
   /** The shield's lifetimes, for a directory's stats taken on this thread. */
   shield: ShieldOptions;
+  /** TLS, the allow list and the tokens, as the main thread has them. */
+  access: AccessConfig;
 }
 
 /** An error that crossed threads: enough to give the client the same answer. */
@@ -80,6 +85,7 @@ export type ToWorker =
   | { type: "reply"; id: number; value?: unknown; error?: ErrorData }
   | { type: "counters"; id: number }
   | { type: "flush"; id: number }
+  | { type: "reload"; id: number; changes: AccessReload }
   | { type: "stop"; timeoutMs: number };
 
 /** What a worker may ask the main thread, with what it gets back. */
@@ -113,7 +119,7 @@ export type FromWorker =
   | { type: "remove"; path: string; file?: string }
   | { type: "touch"; paths: string[] }
   | { type: "counters"; id: number; counters: ThreadCounters }
-  | { type: "flushed"; id: number }
+  | { type: "done"; id: number; error?: string }
   | { type: "log"; records: RequestRecord[]; lines: string }
   | { type: "error"; message: string }
   | { type: "stopped" };

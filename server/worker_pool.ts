@@ -18,6 +18,7 @@ import type { FileService, RequestRecord } from "../service/file_service.ts";
 import type { ThreadCounters } from "../service/counters.ts";
 import type { ShieldedOrigin } from "../origin/shield.ts";
 import { releaseThread } from "../engine/connection_slots.ts";
+import type { AccessReload } from "./access_setup.ts";
 import {
   errorData,
   type FromWorker,
@@ -46,7 +47,8 @@ interface Member {
   config: WorkerConfig;
   alive: boolean;
   counters: Map<number, (counters: ThreadCounters | undefined) => void>;
-  flushes: Map<number, () => void>;
+  /** Who waits for the answer to each `flush` and `reload`, by id (an error, or undefined). */
+  acks: Map<number, (error?: string) => void>;
   stopped?: () => void;
 }
 
@@ -134,7 +136,7 @@ export class WorkerPool {
       config,
       alive: true,
       counters: new Map(),
-      flushes: new Map(),
+      acks: new Map(),
     };
     this.#members.push(member);
     const { promise, resolve, reject } = Promise.withResolvers<void>();
@@ -174,9 +176,9 @@ export class WorkerPool {
         member.counters.get(message.id)?.(message.counters);
         member.counters.delete(message.id);
         break;
-      case "flushed":
-        member.flushes.get(message.id)?.();
-        member.flushes.delete(message.id);
+      case "done":
+        member.acks.get(message.id)?.(message.error);
+        member.acks.delete(message.id);
         break;
       case "log":
         for (const record of message.records) this.#hooks.onRequest?.(record);
@@ -234,14 +236,35 @@ export class WorkerPool {
    * resolves once they have reached this thread.
    */
   async flushLogs(): Promise<void> {
-    await Promise.all(
+    await this.#everyWorker((id) => ({ type: "flush", id }));
+  }
+
+  /**
+   * Has every worker put a new certificate or new tokens in force (checked
+   * by the main thread first).
+   *
+   * @throws {Error} with the first worker's failure.
+   */
+  async reload(changes: AccessReload): Promise<void> {
+    const errors = await this.#everyWorker((id) => ({ type: "reload", id, changes }));
+    if (errors.length > 0) throw new Error(`a worker thread could not reload: ${errors[0]}`);
+  }
+
+  /**
+   * Sends each live worker the message `make` gives for an id, and resolves
+   * once each has answered it (or the grace time passed), to the errors
+   * they answered.
+   */
+  async #everyWorker(make: (id: number) => ToWorker): Promise<string[]> {
+    const answers = await Promise.all(
       this.#members.filter((member) => member.alive).map((member) => {
         const id = ++this.#nextId;
-        const flushed = new Promise<void>((resolve) => member.flushes.set(id, resolve));
-        member.worker.postMessage({ type: "flush", id } satisfies ToWorker);
-        return withTimeout(flushed, WORKER_GRACE_MS).catch(() => {});
+        const done = new Promise<string | undefined>((resolve) => member.acks.set(id, resolve));
+        member.worker.postMessage(make(id));
+        return withTimeout(done, WORKER_GRACE_MS).catch(() => undefined);
       }),
     );
+    return answers.filter((error) => error !== undefined);
   }
 
   /**
@@ -280,8 +303,8 @@ export class WorkerPool {
     releaseThread(member.config.slots, SLOT_LISTENERS, member.config.thread);
     for (const resolve of member.counters.values()) resolve(undefined);
     member.counters.clear();
-    for (const resolve of member.flushes.values()) resolve();
-    member.flushes.clear();
+    for (const resolve of member.acks.values()) resolve();
+    member.acks.clear();
     member.stopped?.();
   }
 }

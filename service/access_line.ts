@@ -20,8 +20,10 @@ export interface AccessLogSink {
 }
 
 /**
- * One access-log line: `TIME CLIENT COMMAND PATH STATUS BYTES MS CACHE` as
- * text (`-` for what does not apply), or the record as JSON.
+ * One access-log line: `TIME CLIENT COMMAND PATH STATUS BYTES MS CACHE TLS
+ * USER` as text (`-` for what does not apply; TLS is `tls` for a request
+ * that came over TLS, USER the name of the token it was allowed with), or
+ * the record as JSON.
  */
 export function formatAccessLog(record: RequestRecord, format: LogFormat): string {
   const time = isoTime(record.time);
@@ -30,7 +32,7 @@ export function formatAccessLog(record: RequestRecord, format: LogFormat): strin
   const path = record.path === undefined ? "-" : encodedPath(record.path);
   return `${time} ${record.client} ${record.command} ${path} ${record.status} ${record.bytes} ${
     ms.toFixed(3)
-  } ${record.cache ?? "-"}`;
+  } ${record.cache ?? "-"} ${record.tls ? "tls" : "-"} ${record.user ?? "-"}`;
 }
 
 // Under load, many requests share a millisecond and most share a few paths:

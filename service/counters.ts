@@ -35,6 +35,10 @@ export interface RequestRecord {
   ms: number;
   /** Where a `GET` was served from. */
   cache?: CacheOutcome;
+  /** Set when the request came over TLS. */
+  tls?: true;
+  /** The name of the token the request was allowed with (never the token). */
+  user?: string;
 }
 
 /** One thread's counters, as plain data. */
@@ -57,6 +61,16 @@ export interface ThreadCounters {
   freshAnswers: number;
   /** `GET`s answered with a stale version (past its lifetime). */
   staleAnswers: number;
+  /** Connections closed at accept because the allow list does not hold their address. */
+  deniedConnections: number;
+  /** TLS handshakes completed. */
+  tlsHandshakes: number;
+  /** TLS handshakes that failed or did not finish within the idle timeout. */
+  tlsHandshakeFailures: number;
+  /** Wrong tokens presented. */
+  authFailures: number;
+  /** Token attempts refused unchecked: the address had no failures left (429). */
+  authLimited: number;
   /** Error answers, by code. */
   errors: Record<string, number>;
   /** Answered requests by protocol and outcome. */
@@ -120,6 +134,11 @@ export function zeroCounts(): Pick<ThreadCounters, typeof SUMMED[number]> {
     sendTimeouts: 0,
     freshAnswers: 0,
     staleAnswers: 0,
+    deniedConnections: 0,
+    tlsHandshakes: 0,
+    tlsHandshakeFailures: 0,
+    authFailures: 0,
+    authLimited: 0,
   };
 }
 
@@ -133,6 +152,11 @@ const SUMMED = [
   "sendTimeouts",
   "freshAnswers",
   "staleAnswers",
+  "deniedConnections",
+  "tlsHandshakes",
+  "tlsHandshakeFailures",
+  "authFailures",
+  "authLimited",
 ] as const;
 
 const PROTOCOLS: readonly ProtocolName[] = ["tcp", "http"];

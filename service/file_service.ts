@@ -78,7 +78,43 @@ export interface ServerStats {
    * thread first: how evenly the kernel spreads the connections.
    */
   threads: number[];
+  /** TLS, the allow list and the tokens: what is on, and what they refused. */
+  access: AccessFigures;
 }
+
+/** What is on of TLS, the allow list and tokens (`ServerStats.access`). */
+export interface AccessSettings {
+  /** Whether both protocols are served over TLS (1.2 or 1.3). */
+  tls: boolean;
+  /** The networks that may connect; null when everyone may. */
+  allow: string[] | null;
+  /** How many tokens are in force (0: no token needed). */
+  tokens: number;
+  /** How many of them have the admin scope. */
+  adminTokens: number;
+}
+
+/** {@linkcode AccessSettings} and the counts of what they did. */
+export interface AccessFigures extends AccessSettings {
+  /** Connections closed at accept: their address is not on the allow list. */
+  denied: number;
+  /** TLS handshakes completed. */
+  tlsHandshakes: number;
+  /** TLS handshakes that failed or did not finish within the idle timeout. */
+  tlsHandshakeFailures: number;
+  /** Wrong tokens presented. */
+  authFailures: number;
+  /** Token attempts refused unchecked, their address having no failures left (429). */
+  authLimited: number;
+}
+
+/** The counts of TLS and the access gate (see `ThreadCounters`). */
+export type AccessCount =
+  | "deniedConnections"
+  | "tlsHandshakes"
+  | "tlsHandshakeFailures"
+  | "authFailures"
+  | "authLimited";
 
 /**
  * What the shield in front of the origin did (origin/shield.ts), for the
@@ -324,6 +360,19 @@ export class FileService {
     this.#counts.bytesSent += bytes;
   }
 
+  /** What is on of TLS, the allow list and tokens, for `STATS` (set by the server). */
+  accessSettings: () => AccessSettings = () => ({
+    tls: false,
+    allow: null,
+    tokens: 0,
+    adminTokens: 0,
+  });
+
+  /** Counts an event of TLS or of the access gate. */
+  countAccess(count: AccessCount): void {
+    this.#counts[count]++;
+  }
+
   /** Counts a response dropped because its client stopped reading. */
   countSendTimeout(): void {
     this.#counts.sendTimeouts++;
@@ -406,6 +455,13 @@ export class FileService {
         breakerOpened: origin.breaker.opened,
         breakerRefused: origin.breaker.refused,
       },
+      access: {
+        denied: counters.deniedConnections,
+        tlsHandshakes: counters.tlsHandshakes,
+        tlsHandshakeFailures: counters.tlsHandshakeFailures,
+        authFailures: counters.authFailures,
+        authLimited: counters.authLimited,
+      },
     };
   }
 
@@ -449,6 +505,14 @@ export class FileService {
       freshness: this.origin.freshness ?? "stat",
       origin: originFigures(c, shield),
       threads: threads.map((thread) => thread.requests),
+      access: {
+        ...this.accessSettings(),
+        denied: c.deniedConnections,
+        tlsHandshakes: c.tlsHandshakes,
+        tlsHandshakeFailures: c.tlsHandshakeFailures,
+        authFailures: c.authFailures,
+        authLimited: c.authLimited,
+      },
     };
   }
 

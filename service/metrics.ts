@@ -77,6 +77,22 @@ export interface MetricsSnapshot {
   uptimeSeconds: number;
   /** The shield in front of the origin (origin/shield.ts), when there is one. */
   origin?: OriginMetrics;
+  /** TLS handshakes and what the access gate refused. */
+  access?: AccessMetrics;
+}
+
+/** TLS handshakes and the access gate's refusals, as the metrics report them. */
+export interface AccessMetrics {
+  /** Connections closed at accept by the allow list. */
+  denied: number;
+  /** TLS handshakes completed. */
+  tlsHandshakes: number;
+  /** TLS handshakes failed or not finished in time. */
+  tlsHandshakeFailures: number;
+  /** Wrong tokens presented. */
+  authFailures: number;
+  /** Token attempts refused unchecked (429). */
+  authLimited: number;
 }
 
 /** The shield's counters as the metrics report them. */
@@ -157,6 +173,24 @@ export function formatMetrics(snapshot: MetricsSnapshot): string {
         "origin_breaker_refused",
         "Requests the open breaker kept from the origin.",
         origin.breakerRefused,
+      ],
+    );
+  }
+  const access = snapshot.access;
+  if (access) {
+    counters.push(
+      ["denied_connections", "Connections closed at accept by the allow list.", access.denied],
+      ["tls_handshakes", "TLS handshakes completed.", access.tlsHandshakes],
+      [
+        "tls_handshake_failures",
+        "TLS handshakes that failed or did not finish within the idle timeout.",
+        access.tlsHandshakeFailures,
+      ],
+      ["auth_failures", "Wrong tokens presented.", access.authFailures],
+      [
+        "auth_limited",
+        "Token attempts refused unchecked: too many failures from the address.",
+        access.authLimited,
       ],
     );
   }

@@ -12,6 +12,7 @@ import { LineTooLongError } from "../util/byte_reader.ts";
 import { BytesMemo } from "../util/bytes_memo.ts";
 import type { ConnectionEngine, ConnectionProtocol, Session } from "../engine/connection_engine.ts";
 import type { CacheEntry } from "../cache.ts";
+import { type Need, tooManyFailures } from "../access/gate.ts";
 import { OriginChangedError } from "../origin/origin.ts";
 import {
   type ErrorCode,
@@ -103,6 +104,10 @@ export class TcpProtocol implements ConnectionProtocol {
       // #answer parses it again, to answer the error
     }
     const tcp = tcpSession(session);
+    // With tokens, the hot path is taken only by a request its connection may make.
+    if (request && this.engine.gate.tokens && !this.#allowed(tcp, request).allowed) {
+      return this.#answer(tcp, line, request);
+    }
     return (request && this.#answerHit(tcp, request)) ?? this.#answer(tcp, line, request);
   }
 
@@ -255,6 +260,8 @@ export class TcpProtocol implements ConnectionProtocol {
       ms: performance.now() - started,
       cache,
     };
+    if (session.tls) record.tls = true;
+    if (session.user !== undefined) record.user = session.user;
     this.#service.record(record);
     this.#limits.onRequest?.(record);
   }
@@ -273,6 +280,15 @@ export class TcpProtocol implements ConnectionProtocol {
       return true;
     }
     parsed(request);
+    if (request.command === "AUTH") {
+      await this.#authenticate(session, request.token);
+      return true;
+    }
+    const verdict = this.#allowed(session, request);
+    if (!verdict.allowed) {
+      await this.#sendError(session, verdict.status, verdict.message);
+      return true;
+    }
     try {
       switch (request.command) {
         case "PING":
@@ -304,6 +320,37 @@ export class TcpProtocol implements ConnectionProtocol {
       await this.#sendError(session, code, message);
       return true;
     }
+  }
+
+  /**
+   * Whether the connection may make `request` (always, without tokens);
+   * notes the token's name for the access log.
+   */
+  #allowed(session: TcpSession, request: ProtocolRequest) {
+    const verdict = this.engine.gate.judge(session.credential, needOf(request));
+    session.user = verdict.allowed ? verdict.grant?.name : undefined;
+    return verdict;
+  }
+
+  /**
+   * `AUTH TOKEN`: `OK 0` and the connection holds the token's grant; a
+   * wrong token `ERR 401` (and the connection holds nothing); too many
+   * wrong ones from this address `ERR 429`, unchecked. Without tokens,
+   * `OK 0`: there is nothing to prove.
+   */
+  async #authenticate(session: TcpSession, token: string): Promise<void> {
+    const outcome = this.engine.gate.present(session.address, token);
+    if (outcome && "status" in outcome) {
+      await this.#sendError(session, 429, tooManyFailures(outcome.retryMs).message);
+      return;
+    }
+    session.credential = outcome;
+    session.user = outcome?.grant?.name;
+    if (outcome && !outcome.grant) {
+      await this.#sendError(session, 401, "invalid token");
+      return;
+    }
+    await this.#send(session, formatOk(0));
   }
 
   /** The JSON body of LIST, FILES, STAT and STATS. */
@@ -436,6 +483,18 @@ function concat(header: string, body: Uint8Array): Uint8Array {
   out.set(head);
   out.set(body, head.length);
   return out;
+}
+
+/** What a request needs: the cache's internals need an admin token. */
+function needOf(request: ProtocolRequest): Need {
+  switch (request.command) {
+    case "STATS":
+    case "LIST":
+    case "PURGE":
+      return "admin";
+    default:
+      return "read";
+  }
 }
 
 /** The path a request names, as the access log shows it (a purged prefix with its `*`). */

@@ -49,6 +49,20 @@ export interface Invocation {
   json: boolean;
   /** `--quiet`: nothing but errors. */
   quiet: boolean;
+  /** TLS and the token: `--tls`, `--ca`/`TCPCACHE_CA`, `--token-file`/`TCPCACHE_TOKEN`. */
+  security: SecurityArgs;
+}
+
+/** How the command line asks to reach the server: files are read when it connects. */
+export interface SecurityArgs {
+  /** Speak TLS (also implied by a CA file). */
+  tls: boolean;
+  /** A file of CA certificates (PEM) to trust instead of the system's roots. */
+  caFile?: string;
+  /** A file whose first line is the token to present. */
+  tokenFile?: string;
+  /** The token itself, from `TCPCACHE_TOKEN` (never a flag: it would show in `ps`). */
+  token?: string;
 }
 
 /** What the command line asks: a command to run, a help text to show, or the version. */
@@ -99,6 +113,9 @@ export function parseClientArgs(args: string[], env: EnvSource = Deno.env): Pars
       continue: { type: "boolean", short: "c", default: false },
       json: { type: "boolean", default: false },
       quiet: { type: "boolean", short: "q", default: false },
+      tls: { type: "boolean", default: false },
+      ca: { type: "string" },
+      "token-file": { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
     },
@@ -155,9 +172,20 @@ export function parseClientArgs(args: string[], env: EnvSource = Deno.env): Pars
     resume: values.continue,
     json: values.json,
     quiet: values.quiet,
+    security: securityArgs(values, env),
   };
   checkGetOptions(invocation, values.parallel !== undefined);
   return invocation;
+}
+
+function securityArgs(
+  values: { tls: boolean; ca?: string; "token-file"?: string },
+  env: EnvSource,
+): SecurityArgs {
+  const caFile = values.ca ?? readEnv("TCPCACHE_CA", env);
+  const tokenFile = values["token-file"];
+  const token = tokenFile === undefined ? readEnv("TCPCACHE_TOKEN", env) : undefined;
+  return { tls: values.tls || caFile !== undefined, caFile, tokenFile, token };
 }
 
 function parseNodeList(text: string): NodeAddress[] {

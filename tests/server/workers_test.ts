@@ -220,7 +220,7 @@ Deno.test("workers: every thread's requests reach the access log, and close stop
   assert.equal(records.length, 30);
   assert.equal(lines.length, 30);
   for (const line of lines) {
-    assert.match(line, /^\S+Z 127\.0\.0\.1:\d+ GET a\.txt OK \d+ [\d.]+ (hit|miss)$/);
+    assert.match(line, /^\S+Z 127\.0\.0\.1:\d+ GET a\.txt OK \d+ [\d.]+ (hit|miss) - -$/);
   }
   await assert.rejects(() => Deno.connect({ port }), Deno.errors.ConnectionRefused);
 });

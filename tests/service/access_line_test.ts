@@ -16,14 +16,18 @@ Deno.test("formatAccessLog: a text line with - for what does not apply, or JSON"
   };
   assert.equal(
     formatAccessLog(record, "text"),
-    "2026-11-25T12:00:00.005Z 127.0.0.1:5000 GET my%20docs/a.txt OK 120 1.235 hit",
+    "2026-11-25T12:00:00.005Z 127.0.0.1:5000 GET my%20docs/a.txt OK 120 1.235 hit - -",
+  );
+  assert.equal(
+    formatAccessLog({ ...record, tls: true, user: "alice" }, "text"),
+    "2026-11-25T12:00:00.005Z 127.0.0.1:5000 GET my%20docs/a.txt OK 120 1.235 hit tls alice",
   );
   assert.equal(
     formatAccessLog(
       { ...record, command: "-", path: undefined, status: 400, cache: undefined },
       "text",
     ),
-    "2026-11-25T12:00:00.005Z 127.0.0.1:5000 - - 400 120 1.235 -",
+    "2026-11-25T12:00:00.005Z 127.0.0.1:5000 - - 400 120 1.235 - - -",
   );
   assert.deepEqual(JSON.parse(formatAccessLog(record, "json")), {
     ...record,
@@ -47,7 +51,7 @@ Deno.test("formatAccessLog: the same time and path formatted again give the same
   assert.equal(formatAccessLog({ ...base }, "text"), first);
   assert.equal(
     formatAccessLog({ ...base, time: base.time + 1, path: "c" }, "text"),
-    "2026-11-25T12:00:00.006Z c GET c 200 1 0.000 -",
+    "2026-11-25T12:00:00.006Z c GET c 200 1 0.000 - - -",
   );
   assert.equal(formatAccessLog(base, "text"), first);
 });

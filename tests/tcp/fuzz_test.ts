@@ -127,6 +127,7 @@ const ARITY: Record<string, [number, number]> = {
   STATS: [0, 0],
   PING: [0, 0],
   QUIT: [0, 0],
+  AUTH: [1, 1],
 };
 const COMMANDS = Object.keys(ARITY) as ProtocolRequest["command"][];
 
@@ -205,6 +206,8 @@ function contractModel(line: Uint8Array): ProtocolRequest | null {
       if (prefix !== "" && !contractPath(prefix.endsWith("/") ? `${prefix}x` : prefix)) return null;
       return { command, path: prefix, prefix: true };
     }
+    case "AUTH":
+      return { command, token: args[0]! };
     default:
       return { command } as ProtocolRequest;
   }
@@ -351,6 +354,11 @@ function generateRequest(rng: Rng, source: ArgSource, commands = COMMANDS): Gene
       const path = source.path(rng, "STAT");
       return { request: { command, path, prefix: false }, args: [path] };
     }
+    case "AUTH": {
+      // Any argument is a token to the parser (the server checks it).
+      const token = source.path(rng, "STAT");
+      return { request: { command, token }, args: [token] };
+    }
     default:
       return { request: { command } as ProtocolRequest, args: [] };
   }
@@ -366,6 +374,8 @@ function requestArgs(request: ProtocolRequest): (string | number)[] {
     case "STAT":
     case "PURGE":
       return [request.path];
+    case "AUTH":
+      return [request.token];
     default:
       return [];
   }
@@ -657,6 +667,7 @@ function expectedAnswer(line: Uint8Array): Expected {
   switch (request.command) {
     case "PING":
     case "QUIT":
+    case "AUTH": // a server without tokens has nothing to check
       return { kind: "empty", closes: request.command === "QUIT" };
     case "PURGE":
       return { kind: "purged" };

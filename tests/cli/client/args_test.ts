@@ -44,6 +44,7 @@ const PING: Invocation = {
   resume: false,
   json: false,
   quiet: false,
+  security: { tls: false, caFile: undefined, tokenFile: undefined, token: undefined },
 };
 
 Deno.test("without flags or variables, every option has its default", () => {
