@@ -14,6 +14,7 @@ export {
   type CacheClient,
   type CacheListing,
   connect,
+  type ConnectionSecurity,
   type ConnectOptions,
   type FileListing,
   type FileStat,

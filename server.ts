@@ -24,7 +24,11 @@ export {
   type ServerOptions,
   startServer,
 } from "./server/start_server.ts";
+export type { TlsFiles } from "./server/listeners.ts";
+export type { AccessReload } from "./server/access_setup.ts";
 export type {
+  AccessFigures,
+  AccessSettings,
   CacheOutcome,
   OriginFigures,
   ProtocolName,

@@ -24,7 +24,12 @@ export interface AccessConfig {
 }
 
 /** What a reload may change: the certificate, and the tokens. */
-export type AccessReload = Pick<AccessConfig, "tls" | "tokens">;
+export interface AccessReload {
+  /** The new certificate and key (TLS must have been on at start). */
+  tls?: TlsFiles;
+  /** The token file's new text (tokens must have been on at start). */
+  tokens?: string;
+}
 
 /**
  * Checks what the configuration holds before anything starts.
