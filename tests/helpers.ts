@@ -1,6 +1,7 @@
 /**
  * What the test suites share: temporary file trees, a server started on a
- * free port, and a raw socket that speaks the protocol byte by byte.
+ * free port, and a raw socket that speaks the protocol byte by byte, plain
+ * or over TLS with a token (see {@linkcode overTlsWithToken}).
  *
  * @module
  */
@@ -10,8 +11,68 @@ import { createHash } from "node:crypto";
 import { ByteReader, writeAll } from "../util/byte_reader.ts";
 import { parseResponseHeader } from "../protocol.ts";
 import { type ServerHandle, type ServerOptions, startServer } from "../server.ts";
-import { connect, type GetResult } from "../client.ts";
+import { connect, type GetResult, type TcpCacheClient } from "../client.ts";
+import { makeCertificates, type TestCertificates } from "./access/certs.ts";
 import { fnv1a } from "../util/bytes_memo.ts";
+
+/**
+ * How the helpers reach a server: plain TCP, or TLS (a private CA's
+ * certificate) with an admin token presented on every connection.
+ */
+interface Transport {
+  /** The server's TLS certificate and its token file. */
+  server: Pick<ServerOptions, "tls" | "authTokens">;
+  /** The CA to trust and the token to present. */
+  client: { caCerts: string[]; token: string };
+}
+
+/** The token of the TLS transport (admin: the suites read STATS and LIST). */
+export const TEST_TOKEN = "e2e-admin-token-0123456789abcdef";
+
+let transport: Transport | undefined;
+let certificates: Promise<TestCertificates> | undefined;
+
+/**
+ * Runs `test` with every server the helpers start serving TLS with a token,
+ * and every connection they open (`RawConnection.open`, `connectTo`)
+ * speaking TLS and presenting it: the same suite, over the secure transport.
+ */
+export async function overTlsWithToken(test: () => Promise<void>): Promise<void> {
+  certificates ??= makeCertificates().then((made) => {
+    globalThis.addEventListener("unload", () => Deno.removeSync(made.dir, { recursive: true }));
+    return made;
+  });
+  const { leaf, ca } = await certificates;
+  transport = {
+    server: { tls: { cert: leaf.cert, key: leaf.key }, authTokens: `${TEST_TOKEN} e2e admin\n` },
+    client: { caCerts: [ca.cert], token: TEST_TOKEN },
+  };
+  try {
+    await test();
+  } finally {
+    transport = undefined;
+  }
+}
+
+/** Whether the helpers speak TLS with a token now (see {@linkcode overTlsWithToken}). */
+export function secureTransport(): boolean {
+  return transport !== undefined;
+}
+
+/** The requests `connections` connections made to authenticate (`AUTH`), over this transport. */
+export function authRequests(connections: number): number {
+  return transport ? connections : 0;
+}
+
+/** A client of 127.0.0.1:`port`, over the helpers' transport. */
+export function connectTo(port: number): Promise<TcpCacheClient> {
+  return connect({ host: "127.0.0.1", port, ...transport?.client });
+}
+
+/** The options a test's own `startServer` call needs for the helpers' transport. */
+export function transportOptions(): Pick<ServerOptions, "tls" | "authTokens"> {
+  return { ...transport?.server };
+}
 
 /** Files to create: path relative to the root → contents. */
 export type Tree = Record<string, string | Uint8Array>;
@@ -86,6 +147,7 @@ export async function withServer(
   const errors: string[] = [];
   const server = await startServer({
     onError: (line) => errors.push(line),
+    ...transport?.server,
     ...options,
     dir,
     cacheDir,
@@ -111,17 +173,28 @@ export interface RawResponse {
 
 /** A plain TCP connection for sending exactly the bytes a test wants. */
 export class RawConnection {
-  readonly conn: Deno.TcpConn;
+  readonly conn: Deno.Conn;
   readonly reader: ByteReader;
 
-  private constructor(conn: Deno.TcpConn) {
+  private constructor(conn: Deno.Conn) {
     this.conn = conn;
     this.reader = new ByteReader(conn);
   }
 
-  /** Connects to 127.0.0.1:`port`. */
-  static async open(port: number): Promise<RawConnection> {
-    return new RawConnection(await Deno.connect({ hostname: "127.0.0.1", port }));
+  /**
+   * Connects to 127.0.0.1:`port`; over the helpers' secure transport, with
+   * TLS, and the token presented (`AUTH`) before it is handed over unless
+   * `authenticate` is false.
+   */
+  static async open(port: number, options = { authenticate: true }): Promise<RawConnection> {
+    if (!transport) return new RawConnection(await Deno.connect({ hostname: "127.0.0.1", port }));
+    const { caCerts, token } = transport.client;
+    const conn = await Deno.connectTls({ hostname: "127.0.0.1", port, caCerts });
+    const raw = new RawConnection(conn);
+    if (!options.authenticate) return raw;
+    const answer = await raw.request(`AUTH ${token}`);
+    assert.equal(answer.line, "OK 0", "the test token is accepted");
+    return raw;
   }
 
   /** Sends text (UTF-8) or bytes as they are. */

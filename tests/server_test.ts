@@ -1,19 +1,24 @@
 import assert from "node:assert/strict";
 import type { PolicyName } from "../policies/policy.ts";
 import { POLICIES } from "../policies/registry.ts";
-import { connect, type TcpCacheClient } from "../client.ts";
+import type { TcpCacheClient } from "../client.ts";
 import { DirectoryOrigin } from "../origin/directory.ts";
 import type { Origin } from "../origin/origin.ts";
 import { MAX_REQUEST_LINE } from "../protocol.ts";
 import { type RequestRecord, type ServerStats, startServer } from "../server.ts";
 import {
+  authRequests,
+  connectTo,
   eventually,
   json,
+  overTlsWithToken,
   RawConnection,
   type RawResponse,
+  secureTransport,
   seededBytes,
   sha256,
   type TestServer,
+  transportOptions,
   withServer,
 } from "./helpers.ts";
 
@@ -31,11 +36,25 @@ function text(response: RawResponse): string {
   return new TextDecoder().decode(response.body);
 }
 
-/** Registers a test once per eviction policy: serving must not depend on the policy. */
-function eachPolicy(name: string, test: (policy: PolicyName) => Promise<void>): void {
+/**
+ * Registers a test of this end-to-end suite twice: over plain TCP, and
+ * over TLS with a token (the helpers' secure transport). Serving must not
+ * depend on how the client reached the server.
+ */
+function test(name: string, body: () => Promise<void>): void {
+  Deno.test(name, body);
+  Deno.test(`${name} [tls+token]`, () => overTlsWithToken(body));
+}
+
+/**
+ * Registers a test once per eviction policy (serving must not depend on the
+ * policy), and once more over TLS with a token.
+ */
+function eachPolicy(name: string, body: (policy: PolicyName) => Promise<void>): void {
   for (const policy of Object.keys(POLICIES) as PolicyName[]) {
-    Deno.test(`${name} [${policy}]`, () => test(policy));
+    Deno.test(`${name} [${policy}]`, () => body(policy));
   }
+  Deno.test(`${name} [fifo, tls+token]`, () => overTlsWithToken(() => body("fifo")));
 }
 
 eachPolicy("GET: a miss admits the file, then hits are served from the cache", async (policy) => {
@@ -70,7 +89,7 @@ eachPolicy("GET: a miss admits the file, then hits are served from the cache", a
 eachPolicy("GET: a file larger than the cache is streamed, never admitted", async (policy) => {
   const big = seededBytes(3 * MiB, 9);
   await withServer({ "big.bin": big }, { cacheSize: 2 * MiB, policy }, async ({ port }) => {
-    const client = await connect({ port });
+    const client = await connectTo(port);
     try {
       for (let i = 0; i < 2; i++) {
         const result = await client.get("big.bin");
@@ -122,7 +141,7 @@ eachPolicy(
   },
 );
 
-Deno.test("errors: each code of PROTOCOL.md, and the connection stays usable after it", async () => {
+test("errors: each code of PROTOCOL.md, and the connection stays usable after it", async () => {
   await withServer(tree, {}, async ({ port, dir }) => {
     await Deno.symlink("/etc", `${dir}/outside`);
     await Deno.symlink(`${dir}/hello.txt`, `${dir}/inside-link`);
@@ -165,7 +184,7 @@ Deno.test("errors: each code of PROTOCOL.md, and the connection stays usable aft
   });
 });
 
-Deno.test("errors: 500 when the origin fails, and the connection stays usable", async () => {
+test("errors: 500 when the origin fails, and the connection stays usable", async () => {
   const root = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${root}/ok.txt`, "fine");
@@ -201,7 +220,7 @@ Deno.test("errors: 500 when the origin fails, and the connection stays usable", 
   }
 });
 
-Deno.test("errors: 408 for an idle client and for one trickling its request line", async () => {
+test("errors: 408 for an idle client and for one trickling its request line", async () => {
   await withServer(tree, { idleTimeoutMs: 300 }, async ({ port }) => {
     const idle = await RawConnection.open(port);
     const slow = await RawConnection.open(port);
@@ -227,7 +246,7 @@ Deno.test("errors: 408 for an idle client and for one trickling its request line
   });
 });
 
-Deno.test("errors: 413 past 8192 bytes, then closed; 8192 bytes with the LF is accepted", async () => {
+test("errors: 413 past 8192 bytes, then closed; 8192 bytes with the LF is accepted", async () => {
   await withServer(tree, {}, async ({ port }) => {
     const conn = await RawConnection.open(port);
     try {
@@ -256,7 +275,7 @@ Deno.test("errors: 413 past 8192 bytes, then closed; 8192 bytes with the LF is a
   });
 });
 
-Deno.test("errors: 408 and 413 refusals are counted as requests and logged, as HTTP's are", async () => {
+test("errors: 408 and 413 refusals are counted as requests and logged, as HTTP's are", async () => {
   const records: RequestRecord[] = [];
   await withServer(
     tree,
@@ -273,25 +292,26 @@ Deno.test("errors: 408 and 413 refusals are counted as requests and logged, as H
         long.close();
       }
       const stats = await server.stats();
-      assert.equal(stats.requests, 2);
-      assert.equal(stats.protocols.tcp.requests, 2);
+      assert.equal(stats.requests, 2 + authRequests(2));
+      assert.equal(stats.protocols.tcp.requests, 2 + authRequests(2));
       assert.deepEqual(stats.errors, { 408: 1, 413: 1 });
     },
   );
   assert.deepEqual(
-    records.map((r) => [r.command, r.status, r.bytes > 0]).sort(),
+    records.filter((r) => r.command !== "AUTH").map((r) => [r.command, r.status, r.bytes > 0])
+      .sort(),
     [["-", 408, true], ["-", 413, true]],
   );
 });
 
-Deno.test("errors: 503 past --max-connections; existing connections are untouched", async () => {
+test("errors: 503 past --max-connections; existing connections are untouched", async () => {
   await withServer(tree, { maxConnections: 2 }, async ({ port, server }) => {
     const first = await RawConnection.open(port);
     const second = await RawConnection.open(port);
     try {
       assert.ok((await first.request("PING")).ok);
       assert.ok((await second.request("PING")).ok);
-      const third = await RawConnection.open(port);
+      const third = await RawConnection.open(port, { authenticate: false });
       const rejected = await third.response();
       assert.ok(!rejected.ok);
       assert.equal(rejected.code, 503);
@@ -314,7 +334,7 @@ Deno.test("errors: 503 past --max-connections; existing connections are untouche
   });
 });
 
-Deno.test("QUIT answers OK 0 and the server closes the connection", async () => {
+test("QUIT answers OK 0 and the server closes the connection", async () => {
   await withServer(tree, {}, async ({ port }) => {
     const conn = await RawConnection.open(port);
     try {
@@ -327,7 +347,7 @@ Deno.test("QUIT answers OK 0 and the server closes the connection", async () => 
   });
 });
 
-Deno.test("pipelining: 300 requests in one write are answered in order", async () => {
+test("pipelining: 300 requests in one write are answered in order", async () => {
   await withServer(tree, {}, async ({ port }) => {
     const conn = await RawConnection.open(port);
     try {
@@ -356,7 +376,7 @@ eachPolicy(
     for (let i = 0; i < 5; i++) files[`f${i}.bin`] = seededBytes(200_000 + i * 77_777, 100 + i);
     await withServer(files, { policy }, async ({ port, server }) => {
       const clients: TcpCacheClient[] = await Promise.all(
-        Array.from({ length: 50 }, () => connect({ port })),
+        Array.from({ length: 50 }, () => connectTo(port)),
       );
       try {
         const results = await Promise.all(
@@ -380,7 +400,7 @@ eachPolicy(
 eachPolicy("a client that stops reading does not delay another client", async (policy) => {
   const big = seededBytes(24 * MiB, 21);
   await withServer({ "big.bin": big, "small.txt": "small" }, { policy }, async ({ port }) => {
-    const warm = await connect({ port });
+    const warm = await connectTo(port);
     await warm.get("big.bin"); // cached: the stalled transfer is a hit
     warm.close();
     const stalled = await RawConnection.open(port);
@@ -390,7 +410,7 @@ eachPolicy("a client that stops reading does not delay another client", async (p
       assert.match(new TextDecoder().decode(header!), /^OK 25165824 /);
       // The stalled client reads nothing more; socket buffers fill up and the
       // server's write to it blocks. Others must still be served, many times.
-      const fast = await connect({ port });
+      const fast = await connectTo(port);
       for (let i = 0; i < 20; i++) {
         assert.equal(new TextDecoder().decode((await fast.get("small.txt")).bytes), "small");
       }
@@ -425,7 +445,7 @@ eachPolicy(
         async () => (await server.stats()).connections.open === 0,
         "connections to close",
       );
-      const client = await connect({ port });
+      const client = await connectTo(port);
       try {
         const result = await client.get("big.bin");
         assert.equal(result.cache, "hit");
@@ -448,7 +468,7 @@ eachPolicy("an entry evicted while a slow client reads it still arrives whole", 
     { "first.bin": first, "second.bin": second },
     { cacheSize: 8 * MiB, policy },
     async ({ port }) => {
-      const client = await connect({ port });
+      const client = await connectTo(port);
       await client.get("first.bin");
       const slow = await RawConnection.open(port);
       try {
@@ -506,7 +526,7 @@ eachPolicy(
   },
 );
 
-Deno.test("LIST shows entries in FIFO eviction order with capacity, used and policy", async () => {
+test("LIST shows entries in FIFO eviction order with capacity, used and policy", async () => {
   const files = {
     "a.bin": seededBytes(400_000, 1),
     "b.bin": seededBytes(400_000, 2),
@@ -542,7 +562,7 @@ Deno.test("LIST shows entries in FIFO eviction order with capacity, used and pol
   });
 });
 
-Deno.test("FILES, STAT and STATS answer with the documented JSON", async () => {
+test("FILES, STAT and STATS answer with the documented JSON", async () => {
   await withServer(tree, {}, async ({ port, dir }) => {
     const conn = await RawConnection.open(port);
     try {
@@ -575,7 +595,7 @@ Deno.test("FILES, STAT and STATS answer with the documented JSON", async () => {
       assert.equal(after.cached, true);
       assert.equal(after.sha256, sha256(hello));
       const counters = json<ServerStats>(await conn.request("STATS"));
-      assert.equal(counters.requests, 6);
+      assert.equal(counters.requests, 6 + authRequests(1));
       assert.equal(counters.misses, 1);
       assert.equal(counters.bytesFromOrigin, hello.length);
       assert.deepEqual(counters.connections, { open: 1, total: 1, rejected: 0 });
@@ -588,13 +608,25 @@ Deno.test("FILES, STAT and STATS answer with the documented JSON", async () => {
       });
       assert.ok(counters.bytesSent > hello.length);
       assert.match(counters.version, /^[0-9]+\.[0-9]+\.[0-9]+/);
+      const secure = secureTransport();
+      assert.deepEqual(counters.access, {
+        tls: secure,
+        allow: null,
+        tokens: secure ? 1 : 0,
+        adminTokens: secure ? 1 : 0,
+        denied: 0,
+        tlsHandshakes: secure ? 1 : 0,
+        tlsHandshakeFailures: 0,
+        authFailures: 0,
+        authLimited: 0,
+      });
     } finally {
       conn.close();
     }
   });
 });
 
-Deno.test("close() lets a transfer in progress finish, then stops", async () => {
+test("close() lets a transfer in progress finish, then stops", async () => {
   const big = seededBytes(16 * MiB, 55);
   await withServer({ "big.bin": big }, {}, async ({ port, server }: TestServer) => {
     const idle = await RawConnection.open(port);
@@ -622,9 +654,14 @@ Deno.test("close() lets a transfer in progress finish, then stops", async () => 
   });
 });
 
-Deno.test("a cache directory inside the served directory is invisible to clients", async () => {
+test("a cache directory inside the served directory is invisible to clients", async () => {
   const root = await Deno.makeTempDir();
-  const server = await startServer({ dir: root, cacheDir: `${root}/cache`, port: 0 });
+  const server = await startServer({
+    dir: root,
+    cacheDir: `${root}/cache`,
+    port: 0,
+    ...transportOptions(),
+  });
   try {
     await Deno.writeTextFile(`${root}/a.txt`, "a");
     const conn = await RawConnection.open(server.addr.port);
@@ -645,13 +682,16 @@ Deno.test("a cache directory inside the served directory is invisible to clients
   }
 });
 
-Deno.test("a second server that cannot take its port leaves the first one's cache alone", async () => {
+test("a second server that cannot take its port leaves the first one's cache alone", async () => {
   const big = seededBytes(200_000, 61);
   await withServer({ "big.bin": big }, {}, async ({ port, dir, cacheDir, server }) => {
-    const client = await connect({ port });
+    const client = await connectTo(port);
     try {
       assert.equal((await client.get("big.bin")).cache, "miss");
-      await assert.rejects(startServer({ dir, cacheDir, port }), Deno.errors.AddrInUse);
+      await assert.rejects(
+        startServer({ dir, cacheDir, port, ...transportOptions() }),
+        Deno.errors.AddrInUse,
+      );
       const again = await client.get("big.bin");
       assert.equal(again.cache, "hit", "the cache file is still there");
       assert.equal(sha256(again.bytes!), sha256(big));
@@ -662,10 +702,10 @@ Deno.test("a second server that cannot take its port leaves the first one's cach
   });
 });
 
-Deno.test("an entry whose cache file vanished is dropped and fetched again", async () => {
+test("an entry whose cache file vanished is dropped and fetched again", async () => {
   const big = seededBytes(200_000, 62); // over the in-memory limit: served from its file
   await withServer({ "big.bin": big }, {}, async ({ port, cacheDir, server }) => {
-    const client = await connect({ port });
+    const client = await connectTo(port);
     try {
       await client.get("big.bin");
       await Deno.remove(`${cacheDir}/${server.cache.lookup("big.bin")!.file}`);
