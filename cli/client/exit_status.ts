@@ -41,6 +41,9 @@ export function describeError(error: unknown): string {
   if (error instanceof InterruptedDownloadError || (error instanceof Interrupted && error.kept)) {
     return `${message} (get --continue finishes it)`;
   }
+  if (error instanceof ServerError && error.code === 401) {
+    return `${message} (the server needs a token: --token-file FILE or $TCPCACHE_TOKEN)`;
+  }
   return message;
 }
 

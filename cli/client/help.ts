@@ -32,6 +32,12 @@ Options of every command:
                    $TCPCACHE_NODES); each path goes to its node by rendezvous
                    hashing, the next one when it is down; list and stats
                    ask every node and add up
+  --tls            speak TLS and verify the server's certificate (the system's
+                   roots) and its name; never falls back to plain TCP
+  --ca FILE        trust this CA's certificate (PEM) instead: a private CA
+                   (default: $TCPCACHE_CA); implies --tls
+  --token-file F   present the token on F's first line (AUTH) to a server that
+                   needs one (default: the token in $TCPCACHE_TOKEN)
   --json           print the outcome as JSON on stdout
   -q, --quiet      print nothing but errors
   -h, --help       show this help; COMMAND --help shows a command's
@@ -55,7 +61,9 @@ Examples:
 /** The options every command has: the server, or a cluster. */
 const COMMON = `  --host HOST, --port PORT   the server (default: $TCPCACHE_HOST, $TCPCACHE_PORT,
                              else ${DEFAULTS.host}:${DEFAULTS.port})
-  --nodes HOST:PORT,...      a cluster instead (default: $TCPCACHE_NODES)`;
+  --nodes HOST:PORT,...      a cluster instead (default: $TCPCACHE_NODES)
+  --tls, --ca FILE           TLS, verified (--ca or $TCPCACHE_CA: a private CA)
+  --token-file FILE          the token to present (default: $TCPCACHE_TOKEN)`;
 
 /** The `--help` of each command. */
 export const HELP: Record<CommandName, string> = {
