@@ -617,6 +617,16 @@ Deno.test("stats and ping print the server's counters", async (t) => {
           "cache.entries": "1",
           "cache.policy": "fifo",
           "cache.memory": "600",
+          // Plain TCP, no allow list, no tokens: nothing refused.
+          "access.tls": "false",
+          "access.allow": "null",
+          "access.tokens": "0",
+          "access.adminTokens": "0",
+          "access.denied": "0",
+          "access.tlsHandshakes": "0",
+          "access.tlsHandshakeFailures": "0",
+          "access.authFailures": "0",
+          "access.authLimited": "0",
           freshness: "watch",
           // A watched directory needs no shield: nothing to count.
           "origin.fresh": "0",
@@ -818,7 +828,7 @@ Deno.test("mod.ts serve: listens, serves, and exits 0 on SIGTERM", async () => {
       // After the ready line: one access-log line, for the get.
       assert.match(
         stdout,
-        /^\S+Z 127\.0\.0\.1:[0-9]+ GET data\/big\.bin OK [0-9]+ [0-9.]+ miss\n$/,
+        /^\S+Z 127\.0\.0\.1:[0-9]+ GET data\/big\.bin OK [0-9]+ [0-9.]+ miss - -\n$/,
       );
       assert.equal(stderr, "");
     } finally {
@@ -850,7 +860,7 @@ Deno.test("mod.ts serve: the access log is batched, SIGHUP writes it and the ser
       assert.equal(status.code, 0);
       const lines = stdout.trimEnd().split("\n");
       assert.equal(lines.length, 300);
-      for (const line of lines) assert.match(line, / GET a\.txt OK [0-9]+ [0-9.]+ (miss|hit)$/);
+      for (const line of lines) assert.match(line, / GET a\.txt OK [0-9]+ [0-9.]+ (miss|hit) - -$/);
     } finally {
       await serve.dispose();
     }
