@@ -29,7 +29,12 @@ export function formatAccessLog(record: RequestRecord, format: LogFormat): strin
   const time = isoTime(record.time);
   const ms = Math.round(record.ms * 1000) / 1000;
   if (format === "json") return JSON.stringify({ ...record, time, ms });
-  const path = record.path === undefined ? "-" : encodedPath(record.path);
+  // The served directory itself (HTTP `/`, TCP `FILES`) is `/`: a path is never empty here.
+  const path = record.path === undefined
+    ? "-"
+    : record.path === ""
+    ? "/"
+    : encodedPath(record.path);
   return `${time} ${record.client} ${record.command} ${path} ${record.status} ${record.bytes} ${
     ms.toFixed(3)
   } ${record.cache ?? "-"} ${record.tls ? "tls" : "-"} ${record.user ?? "-"}`;

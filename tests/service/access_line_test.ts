@@ -29,6 +29,11 @@ Deno.test("formatAccessLog: a text line with - for what does not apply, or JSON"
     ),
     "2026-11-25T12:00:00.005Z 127.0.0.1:5000 - - 400 120 1.235 - - -",
   );
+  assert.equal(
+    formatAccessLog({ ...record, command: "FILES", path: "" }, "text"),
+    "2026-11-25T12:00:00.005Z 127.0.0.1:5000 FILES / OK 120 1.235 hit - -",
+    "the served directory itself: one field, never an empty one",
+  );
   assert.deepEqual(JSON.parse(formatAccessLog(record, "json")), {
     ...record,
     time: "2026-11-25T12:00:00.005Z",
