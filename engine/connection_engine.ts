@@ -205,7 +205,8 @@ export class ConnectionEngine {
         continue;
       }
       // The allow list comes first: a refused peer costs a close, and no
-      // byte of what it sent is read (nor a TLS handshake made).
+      // byte of what it sent is read. (On a TLS port, Deno's TLS layer has
+      // begun the handshake on its own by now: docs/network.md.)
       if (!this.#gate.admits((conn.remoteAddr as Deno.NetAddr).hostname)) {
         this.#events.onDenied();
         closeQuietly(conn);

@@ -688,7 +688,6 @@ function jsonAnswer(value: unknown): Answer {
   };
 }
 
-/** An answer with a text body (an error's message, a page). */
 /**
  * The answer to a request the access gate refused: 401 and 403 with their
  * `WWW-Authenticate` challenge (RFC 6750), 429 with `Retry-After`.
@@ -710,6 +709,7 @@ function bearerToken(field: string): string | undefined {
   return match?.[1];
 }
 
+/** An answer with a text body (an error's message, a page). */
 function textAnswer(
   status: number,
   text: string,

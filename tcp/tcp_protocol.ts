@@ -12,7 +12,7 @@ import { LineTooLongError } from "../util/byte_reader.ts";
 import { BytesMemo } from "../util/bytes_memo.ts";
 import type { ConnectionEngine, ConnectionProtocol, Session } from "../engine/connection_engine.ts";
 import type { CacheEntry } from "../cache.ts";
-import { type Need, tooManyFailures } from "../access/gate.ts";
+import { type Need, tooManyFailures, type Verdict } from "../access/gate.ts";
 import { OriginChangedError } from "../origin/origin.ts";
 import {
   type ErrorCode,
@@ -326,7 +326,7 @@ export class TcpProtocol implements ConnectionProtocol {
    * Whether the connection may make `request` (always, without tokens);
    * notes the token's name for the access log.
    */
-  #allowed(session: TcpSession, request: ProtocolRequest) {
+  #allowed(session: TcpSession, request: ProtocolRequest): Verdict {
     const verdict = this.engine.gate.judge(session.credential, needOf(request));
     session.user = verdict.allowed ? verdict.grant?.name : undefined;
     return verdict;

@@ -74,6 +74,20 @@ export function transportOptions(): Pick<ServerOptions, "tls" | "authTokens"> {
   return { ...transport?.server };
 }
 
+/** The binary's full path on `PATH` (executable), or undefined. */
+export function which(name: string): string | undefined {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (dir === "") continue;
+    try {
+      const info = Deno.statSync(`${dir}/${name}`);
+      if (info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0) return `${dir}/${name}`;
+    } catch {
+      // not in this directory
+    }
+  }
+  return undefined;
+}
+
 /** Files to create: path relative to the root → contents. */
 export type Tree = Record<string, string | Uint8Array>;
 

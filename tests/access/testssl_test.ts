@@ -14,24 +14,10 @@
  */
 
 import assert from "node:assert/strict";
-import { withServer } from "../helpers.ts";
+import { which, withServer } from "../helpers.ts";
 import { makeCertificates, opensslAvailable } from "./certs.ts";
 
 const TESTSSL_TIMEOUT_MS = 180_000;
-
-/** The binary's full path on `PATH` (executable), or undefined. */
-function which(name: string): string | undefined {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    if (dir === "") continue;
-    try {
-      const info = Deno.statSync(`${dir}/${name}`);
-      if (info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0) return `${dir}/${name}`;
-    } catch {
-      // not in this directory
-    }
-  }
-  return undefined;
-}
 
 const TESTSSL = which("testssl") ?? which("testssl.sh");
 const missing = [TESTSSL ? undefined : "testssl", opensslAvailable() ? undefined : "openssl"]

@@ -12,7 +12,7 @@
 
 import assert from "node:assert/strict";
 import type { RequestRecord, ServerStats } from "../../server.ts";
-import { eventually, seededBytes, sha256, type Tree, withServer } from "../helpers.ts";
+import { eventually, seededBytes, sha256, type Tree, which, withServer } from "../helpers.ts";
 
 const MiB = 1024 * 1024;
 const IN_CI = Deno.env.get("CI") !== undefined;
@@ -31,20 +31,6 @@ const site: Record<string, Uint8Array> = {
 const tree: Tree = { "hello.txt": hello, "big.bin": big, ...site };
 
 // ---------------------------------------------------------------- the clients
-
-/** The binary's full path on `PATH` (executable), or undefined. */
-function which(name: string): string | undefined {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    if (dir === "") continue;
-    try {
-      const info = Deno.statSync(`${dir}/${name}`);
-      if (info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0) return `${dir}/${name}`;
-    } catch {
-      // not in this directory
-    }
-  }
-  return undefined;
-}
 
 const CURL = which("curl");
 const WGET = which("wget");
