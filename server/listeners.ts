@@ -12,6 +12,7 @@ import {
   type EngineOptions,
 } from "../engine/connection_engine.ts";
 import type { AccessGate } from "../access/gate.ts";
+import { noDelayForAccepted } from "../engine/nagle.ts";
 import type { ConnectionSlots } from "../engine/connection_slots.ts";
 import { HttpProtocol } from "../http/http_protocol.ts";
 import type { FileService, Limits } from "../service/file_service.ts";
@@ -47,8 +48,13 @@ export function listen(
   sharing: PortSharing,
   tls?: TlsFiles,
 ): EngineListener {
-  const open = (options: Deno.TcpListenOptions) =>
-    tls ? Deno.listenTls({ ...options, cert: tls.cert, key: tls.key }) : Deno.listen(options);
+  const open = (options: Deno.TcpListenOptions) => {
+    if (!tls) return Deno.listen(options);
+    const listener = Deno.listenTls({ ...options, cert: tls.cert, key: tls.key });
+    // Its connections cannot turn Nagle's algorithm off themselves.
+    noDelayForAccepted(listener.addr.port);
+    return listener;
+  };
   if (sharing === "alone") return open({ hostname, port });
   if (sharing === "first" && port !== 0) Deno.listen({ hostname, port }).close();
   return open({ hostname, port, reusePort: true });

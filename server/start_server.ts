@@ -34,6 +34,7 @@ import {
 } from "./listeners.ts";
 import { type AccessReload, applyReload, checkAccessConfig, openGate } from "./access_setup.ts";
 import type { EngineListener } from "../engine/connection_engine.ts";
+import { canTurnNagleOff } from "../engine/nagle.ts";
 import { type AccessLogSink, formatAccessLog } from "../service/access_line.ts";
 import { WorkerPool } from "./worker_pool.ts";
 import { SLOT_LISTENERS } from "./worker_messages.ts";
@@ -331,6 +332,12 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     slotCells &&
     new ConnectionSlots(slotCells, SLOT_LISTENERS, index, limits.maxConnections, 0);
   const gate = openGate(access, files, workers);
+  if (access.tls && !canTurnNagleOff()) {
+    onError(
+      "TLS without --allow-ffi: Nagle's algorithm stays on for TLS connections, " +
+        "and large answers may wait 40 ms for delayed ACKs (docs/network.md)",
+    );
+  }
   const tls = access.tls !== undefined;
   const engines = [serveTcp(listener, files, limits, { gate, tls, slots: slots(0) })];
   if (httpListener) {
