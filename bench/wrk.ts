@@ -27,6 +27,8 @@ export interface WrkLoad {
   threads: number;
   /** Whole seconds (wrk takes no fractions). */
   seconds: number;
+  /** `https` loads over TLS (wrk does not verify the certificate). */
+  scheme?: "http" | "https";
 }
 
 /** What one wrk run measured. */
@@ -90,7 +92,8 @@ export async function writeWrkScript(path: string, paths: string[], close: boole
 /** Runs wrk to the end and parses its result line; throws if there is none. */
 export async function runWrk(wrk: string, load: WrkLoad): Promise<WrkResult> {
   const args = [`-t${load.threads}`, `-c${load.connections}`, `-d${load.seconds}s`]
-    .concat(["--timeout", "10s", "-s", load.script, `http://${HOST}:${load.port}/`]);
+    .concat(["--timeout", "10s", "-s", load.script])
+    .concat([`${load.scheme ?? "http"}://${HOST}:${load.port}/`]);
   const child = track(
     new Deno.Command(wrk, {
       args,
