@@ -28,6 +28,7 @@ import { Outbox } from "./outbox.ts";
 import type { ConnectionSlots } from "./connection_slots.ts";
 import { isOutOfDescriptors, type Limits, sweepInterval } from "../service/file_service.ts";
 import type { AccessGate, Credential } from "../access/gate.ts";
+import { shutDown } from "./socket_control.ts";
 
 /** A listener the engine accepts from: plain TCP, or TLS (`--tls-cert`). */
 export type EngineListener = Deno.TcpListener | Deno.TlsListener;
@@ -42,6 +43,8 @@ export interface Session {
   readonly address: string;
   /** Whether the connection is TLS (its handshake is done before the first request). */
   readonly tls: boolean;
+  /** Set until a TLS connection's handshake is done: closing it then needs its socket shut down. */
+  handshaking?: boolean;
   /** The token the client presented, once it did (see access/gate.ts). */
   credential?: Credential;
   /** The name of the token the current request was allowed with, for the access log. */
@@ -207,11 +210,7 @@ export class ConnectionEngine {
       // The allow list comes first: a refused peer costs a close, and no
       // byte of what it sent is read. (On a TLS port, Deno's TLS layer has
       // begun the handshake on its own by now: docs/network.md.)
-      if (!this.#gate.admits((conn.remoteAddr as Deno.NetAddr).hostname)) {
-        this.#events.onDenied();
-        closeQuietly(conn);
-        continue;
-      }
+      if (!this.#admitted(conn)) continue;
       this.#counts.total++;
       if (this.#slots?.short()) {
         // Refused quickly: the descriptor is what the process lacks.
@@ -241,7 +240,7 @@ export class ConnectionEngine {
     this.#listener.close();
     for (const session of this.#sessions) session.wake?.("shutdown");
     const deadline = setTimeout(() => {
-      for (const session of this.#sessions) closeQuietly(session.conn);
+      for (const session of this.#sessions) closeConn(session.conn, session.handshaking);
     }, timeoutMs);
     Promise.all(this.#connections).then(() => clearTimeout(deadline));
   }
@@ -307,6 +306,7 @@ export class ConnectionEngine {
       client: `${hostname}:${port}`,
       address: hostname,
       tls: this.#tls,
+      handshaking: this.#tls,
       // Requests are short: start small, grow to the bound only when needed.
       reader: new ByteReader(conn, this.#protocol.readBufferSize, 2048),
       outbox: new Outbox(conn, (n) => this.#protocol.onSent(n)),
@@ -331,7 +331,7 @@ export class ConnectionEngine {
       await session.outbox.flush()?.catch(() => {});
     } finally {
       this.#sessions.delete(session);
-      closeQuietly(conn);
+      closeConn(conn, session.handshaking);
       this.#counts.open--;
       this.#slots?.release();
     }
@@ -347,8 +347,17 @@ export class ConnectionEngine {
     const outcome = await this.awaitRequest(session, handshake).catch(() => "failed" as const);
     if (outcome === "shutdown") return false;
     const succeeded = outcome !== "failed" && outcome !== "timeout";
+    if (succeeded) session.handshaking = false;
     this.#events.onHandshake(succeeded);
     return succeeded;
+  }
+
+  /** Whether the allow list admits `conn`'s peer; if not, it is counted and closed. */
+  #admitted(conn: Deno.Conn): boolean {
+    if (this.#gate.admits((conn.remoteAddr as Deno.NetAddr).hostname)) return true;
+    this.#events.onDenied();
+    closeConn(conn, this.#tls);
+    return false;
   }
 
   /**
@@ -392,6 +401,10 @@ export class ConnectionEngine {
         this.#spare = undefined;
         try {
           const conn = await this.#listener.accept();
+          if (!this.#admitted(conn)) {
+            this.#spare = openSpare();
+            return;
+          }
           this.#counts.total++;
           const refused = this.#refuse(conn, OUT_OF_DESCRIPTORS);
           this.#track(refused.finally(() => this.#spare ??= openSpare()));
@@ -425,13 +438,20 @@ export class ConnectionEngine {
   async #refuse(conn: Deno.Conn, message: string, lingerMs?: number): Promise<void> {
     this.#counts.rejected++;
     this.#events.onRefused();
+    // Over TLS the answer needs the handshake; a client that does not finish
+    // it soon is not waited for (the write would wait as long as it likes).
+    let handshaking = this.#tls;
     try {
+      if (handshaking) {
+        await withTimeout((conn as Deno.TlsConn).handshake(), REFUSAL_HANDSHAKE_MS);
+        handshaking = false;
+      }
       await writeAll(conn, this.#protocol.busyAnswer(message));
       await linger(conn, undefined, lingerMs);
     } catch {
-      // the client is gone
+      // the client is gone, or did not finish its handshake
     } finally {
-      closeQuietly(conn);
+      closeConn(conn, handshaking);
     }
   }
 
@@ -451,6 +471,27 @@ export class ConnectionEngine {
       }
     }
   }
+}
+
+/** How long a TLS client refused as busy has to finish its handshake and hear why. */
+const REFUSAL_HANDSHAKE_MS = 1000;
+
+/**
+ * Closes a connection; one whose TLS handshake has not finished has its
+ * socket shut down first, or it would stay open (engine/socket_control.ts).
+ */
+function closeConn(conn: Deno.Conn, handshaking = false): void {
+  if (handshaking) shutDown(conn);
+  closeQuietly(conn);
+}
+
+/** `promise`, or a rejection after `ms`. */
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
 }
 
 /**

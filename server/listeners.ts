@@ -12,7 +12,7 @@ import {
   type EngineOptions,
 } from "../engine/connection_engine.ts";
 import type { AccessGate } from "../access/gate.ts";
-import { noDelayForAccepted } from "../engine/nagle.ts";
+import { noDelayForAccepted } from "../engine/socket_control.ts";
 import type { ConnectionSlots } from "../engine/connection_slots.ts";
 import { HttpProtocol } from "../http/http_protocol.ts";
 import type { FileService, Limits } from "../service/file_service.ts";

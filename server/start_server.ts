@@ -34,7 +34,7 @@ import {
 } from "./listeners.ts";
 import { type AccessReload, applyReload, checkAccessConfig, openGate } from "./access_setup.ts";
 import type { EngineListener } from "../engine/connection_engine.ts";
-import { canTurnNagleOff } from "../engine/nagle.ts";
+import { canControlSockets } from "../engine/socket_control.ts";
 import { type AccessLogSink, formatAccessLog } from "../service/access_line.ts";
 import { WorkerPool } from "./worker_pool.ts";
 import { SLOT_LISTENERS } from "./worker_messages.ts";
@@ -332,10 +332,11 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     slotCells &&
     new ConnectionSlots(slotCells, SLOT_LISTENERS, index, limits.maxConnections, 0);
   const gate = openGate(access, files, workers);
-  if (access.tls && !canTurnNagleOff()) {
+  if (access.tls && !canControlSockets()) {
     onError(
-      "TLS without --allow-ffi: Nagle's algorithm stays on for TLS connections, " +
-        "and large answers may wait 40 ms for delayed ACKs (docs/network.md)",
+      "TLS without --allow-ffi: Nagle's algorithm stays on for TLS connections (large " +
+        "answers may wait 40 ms for delayed ACKs), and a client that never finishes its " +
+        "handshake keeps its socket after it is closed (docs/network.md)",
     );
   }
   const tls = access.tls !== undefined;

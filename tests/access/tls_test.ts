@@ -282,3 +282,42 @@ Deno.test({
       });
     }),
 });
+
+/** Reads `conn` until the server closes it: true at EOF or reset, false after `ms`. */
+async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    conn.close();
+  }, ms);
+  try {
+    const buffer = new Uint8Array(4096);
+    while ((await conn.read(buffer)) !== null) { /* the server's alert, if any */ }
+  } catch {
+    // reset by the server, or closed here by the timer
+  } finally {
+    clearTimeout(timer);
+  }
+  if (!timedOut) conn.close();
+  return !timedOut;
+}
+
+Deno.test({
+  name:
+    "TLS: a client that never finishes its handshake is closed at the idle timeout; one the allow list refuses at once",
+  ignore,
+  fn: () =>
+    withCertificates(async (certs) => {
+      const tls = { cert: certs.leaf.cert, key: certs.leaf.key };
+      await withServer(tree, { tls, idleTimeoutMs: 300 }, async ({ port, server }) => {
+        const silent = await Deno.connect({ hostname: "127.0.0.1", port });
+        assert.ok(await closedWithin(silent, 5000), "closed after the idle timeout");
+        assert.equal((await server.stats()).access.tlsHandshakeFailures, 1);
+      });
+      await withServer(tree, { tls, allow: "10.0.0.0/8" }, async ({ port, server }) => {
+        const refused = await Deno.connect({ hostname: "127.0.0.1", port });
+        assert.ok(await closedWithin(refused, 5000), "closed at accept");
+        assert.equal((await server.stats()).access.denied, 1);
+      });
+    }),
+});

@@ -1,6 +1,6 @@
 /**
  * TLS connections accepted by the server's listeners have Nagle's algorithm
- * off (`TCP_NODELAY`, inherited from the listener: engine/nagle.ts), read
+ * off (`TCP_NODELAY`, inherited from the listener: engine/socket_control.ts), read
  * back with getsockopt on the accepted socket; a TLS listener opened without
  * it is the control.
  *
