@@ -19,7 +19,7 @@ import {
   type ServerOptions,
   startServer,
 } from "../server/start_server.ts";
-import { sharedPortsAvailable } from "../server/listeners.ts";
+import { sharedPortsAvailable, TlsConfigError } from "../server/listeners.ts";
 import { checkAccessConfig } from "../server/access_setup.ts";
 import { type AccessPaths, readAccessFiles } from "./access_files.ts";
 import { formatBytes, parseSize } from "../util/units.ts";
@@ -126,7 +126,7 @@ export async function serverMain(args: string[]): Promise<number> {
     const files = await readAccessFiles(accessPaths);
     options.tls = files.tls;
     options.authTokens = files.tokens;
-    checkAccessConfig({ tls: options.tls, tokens: options.authTokens, allow: options.allow });
+    checkAccessConfig({ tokens: options.authTokens, allow: options.allow });
   } catch (error) {
     console.error(`tcpcache: ${(error as Error).message}`);
     return 2;
@@ -141,7 +141,8 @@ export async function serverMain(args: string[]): Promise<number> {
   } catch (error) {
     const message = options.debug ? (error as Error).stack : (error as Error).message;
     console.error(`tcpcache: ${message}`);
-    return 1;
+    // A certificate that cannot be used is a wrong invocation, like an unreadable one.
+    return error instanceof TlsConfigError ? 2 : 1;
   }
   // Handlers first: a supervisor may signal as soon as it reads the line.
   const stopped = Promise.withResolvers<void>();
@@ -167,19 +168,30 @@ export async function serverMain(args: string[]): Promise<number> {
 }
 
 /**
- * Re-reads the certificate and the tokens (SIGHUP) and puts them in force;
- * when anything cannot be read or used, nothing changes and the log says why.
+ * Re-reads the tokens and the certificate (SIGHUP) and puts them in force,
+ * each on its own: a half-renewed certificate must not keep a revoked token
+ * working, nor a bad token file a renewed certificate out. What cannot be
+ * read or used changes nothing, and the log says why.
  */
 async function reloadAccess(server: ServerHandle, paths: AccessPaths): Promise<void> {
-  const what = [paths.tlsCert && "certificate", paths.authTokens && "tokens"].filter(Boolean);
-  if (what.length === 0) return;
-  try {
-    await server.reload(await readAccessFiles(paths));
-    console.error(`tcpcache: SIGHUP: reloaded the ${what.join(" and the ")}`);
-  } catch (error) {
-    console.error(
-      `tcpcache: SIGHUP: kept the ${what.join(" and the ")} in force: ${(error as Error).message}`,
-    );
+  const parts = [
+    { what: "tokens", paths: { authTokens: paths.authTokens }, given: paths.authTokens },
+    {
+      what: "certificate",
+      paths: { tlsCert: paths.tlsCert, tlsKey: paths.tlsKey },
+      given: paths.tlsCert,
+    },
+  ];
+  for (const part of parts) {
+    if (part.given === undefined) continue;
+    try {
+      await server.reload(await readAccessFiles(part.paths));
+      console.error(`tcpcache: SIGHUP: reloaded the ${part.what}`);
+    } catch (error) {
+      console.error(
+        `tcpcache: SIGHUP: kept the ${part.what} in force: ${(error as Error).message}`,
+      );
+    }
   }
 }
 

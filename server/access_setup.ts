@@ -10,8 +10,8 @@ import { AccessGate } from "../access/gate.ts";
 import { AllowList } from "../access/allow_list.ts";
 import { TokenTable } from "../access/tokens.ts";
 import type { FileService } from "../service/file_service.ts";
-import type { ConnectionEngine } from "../engine/connection_engine.ts";
-import { checkTlsFiles, listen, type TlsFiles } from "./listeners.ts";
+import type { ConnectionEngine, EngineListener } from "../engine/connection_engine.ts";
+import { listen, type TlsFiles } from "./listeners.ts";
 
 /** Who may connect and read, and over what: plain data, as threads share it. */
 export interface AccessConfig {
@@ -32,15 +32,14 @@ export interface AccessReload {
 }
 
 /**
- * Checks what the configuration holds before anything starts.
+ * Checks the allow list and the tokens before anything starts (the
+ * certificate is checked by the listener that uses it: `listen`).
  *
- * @throws {SyntaxError} for an allow list or a token file that does not
- *   parse; an Error for a certificate or key Deno cannot use.
+ * @throws {SyntaxError} for an allow list or a token file that does not parse.
  */
-export function checkAccessConfig(config: AccessConfig): void {
+export function checkAccessConfig(config: Omit<AccessConfig, "tls">): void {
   if (config.allow !== undefined) AllowList.parse(config.allow);
   if (config.tokens !== undefined) TokenTable.parse(config.tokens);
-  if (config.tls) checkTls(config.tls);
 }
 
 /**
@@ -65,28 +64,33 @@ export function openGate(config: AccessConfig, files: FileService, threads: numb
 }
 
 /**
- * Applies a reload to this thread: new tokens for the gate, and for each
- * engine a TLS listener with the new certificate on its port (taken beside
- * the old one with `SO_REUSEPORT`, so the port is never closed), which then
- * replaces the old one. Connections already open keep what they had.
+ * Applies a reload to this thread, all or nothing: the new tokens are
+ * parsed and a TLS listener with the new certificate is opened on each
+ * engine's port (beside the old one, with `SO_REUSEPORT`, so the port is
+ * never closed) before anything changes; then the gate takes the tokens and
+ * each engine its new listener, closing the old. Connections already open
+ * keep their certificate.
+ *
+ * @throws {SyntaxError} for tokens that do not parse, `TlsConfigError` for
+ *   a certificate that cannot be used: nothing changed then.
  */
 export function applyReload(
   reload: AccessReload,
   gate: AccessGate,
   engines: { engine: ConnectionEngine; hostname: string; port: number }[],
 ): void {
-  if (reload.tokens !== undefined) gate.replaceTokens(TokenTable.parse(reload.tokens));
-  if (!reload.tls) return;
-  for (const { engine, hostname, port } of engines) {
-    engine.replaceListener(listen(hostname, port, "join", reload.tls));
-  }
-}
-
-/** Checks a certificate and key, with the file names in the message. */
-function checkTls(tls: TlsFiles): void {
+  const tokens = reload.tokens === undefined ? undefined : TokenTable.parse(reload.tokens);
+  const listeners: EngineListener[] = [];
   try {
-    checkTlsFiles(tls);
+    if (reload.tls) {
+      for (const { hostname, port } of engines) {
+        listeners.push(listen(hostname, port, "join", reload.tls));
+      }
+    }
   } catch (error) {
-    throw new Error(`the TLS certificate or key cannot be used: ${(error as Error).message}`);
+    for (const listener of listeners) listener.close();
+    throw error;
   }
+  if (tokens) gate.replaceTokens(tokens);
+  listeners.forEach((listener, i) => engines[i].engine.replaceListener(listener));
 }

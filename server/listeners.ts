@@ -48,9 +48,10 @@ export function listen(
   sharing: PortSharing,
   tls?: TlsFiles,
 ): EngineListener {
+  // (throws TlsConfigError: see listenTls)
   const open = (options: Deno.TcpListenOptions) => {
     if (!tls) return Deno.listen(options);
-    const listener = Deno.listenTls({ ...options, cert: tls.cert, key: tls.key });
+    const listener = listenTls(options, tls);
     // Its connections cannot turn Nagle's algorithm off themselves.
     noDelayForAccepted(listener.addr.port);
     return listener;
@@ -60,15 +61,30 @@ export function listen(
   return open({ hostname, port, reusePort: true });
 }
 
+/** A certificate or key that Deno cannot use (not PEM, no certificate, a key that does not match). */
+export class TlsConfigError extends Error {
+  /** `cause` is Deno's error, whose message says what is wrong. */
+  constructor(cause: unknown) {
+    super(`the TLS certificate or key cannot be used: ${(cause as Error).message}`, { cause });
+    this.name = "TlsConfigError";
+  }
+}
+
 /**
- * Checks a certificate and key by opening a TLS listener with them on a
- * free loopback port (Deno parses them only there): before a reload
- * replaces the certificate in use.
+ * A TLS listener; Deno parses the certificate and key only here, so an
+ * error that is not about the port is about them.
  *
- * @throws {Error} saying what is wrong with them.
+ * @throws {TlsConfigError} for a certificate or key that cannot be used.
  */
-export function checkTlsFiles(tls: TlsFiles): void {
-  Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert: tls.cert, key: tls.key }).close();
+function listenTls(options: Deno.TcpListenOptions, tls: TlsFiles): Deno.TlsListener {
+  try {
+    return Deno.listenTls({ ...options, cert: tls.cert, key: tls.key });
+  } catch (error) {
+    const aboutThePort = error instanceof Deno.errors.AddrInUse ||
+      error instanceof Deno.errors.AddrNotAvailable ||
+      error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable;
+    throw aboutThePort ? error : new TlsConfigError(error);
+  }
 }
 
 /** The TCP protocol on `listener`; its connections are the ones `STATS` counts. */

@@ -413,7 +413,6 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
       if (changes.tokens !== undefined && !gate.tokens) {
         throw new Error("tokens were off at start: turning them on needs a restart");
       }
-      checkAccessConfig(changes);
       const here = engines.map((engine, i) => ({ engine, hostname, port: ports[i] }));
       applyReload(changes, gate, here);
       await pool?.reload(changes);

@@ -236,6 +236,7 @@ export class WorkerPool {
    * resolves once they have reached this thread.
    */
   async flushLogs(): Promise<void> {
+    // A worker that does not answer in time is not waited for.
     await this.#everyWorker((id) => ({ type: "flush", id }));
   }
 
@@ -247,13 +248,17 @@ export class WorkerPool {
    */
   async reload(changes: AccessReload): Promise<void> {
     const errors = await this.#everyWorker((id) => ({ type: "reload", id, changes }));
-    if (errors.length > 0) throw new Error(`a worker thread could not reload: ${errors[0]}`);
+    if (errors.length > 0) {
+      throw new Error(
+        `a worker thread could not reload (the main thread and other workers have): ${errors[0]}`,
+      );
+    }
   }
 
   /**
    * Sends each live worker the message `make` gives for an id, and resolves
    * once each has answered it (or the grace time passed), to the errors
-   * they answered.
+   * they answered, a worker silent past the grace time counting as one.
    */
   async #everyWorker(make: (id: number) => ToWorker): Promise<string[]> {
     const answers = await Promise.all(
@@ -261,7 +266,7 @@ export class WorkerPool {
         const id = ++this.#nextId;
         const done = new Promise<string | undefined>((resolve) => member.acks.set(id, resolve));
         member.worker.postMessage(make(id));
-        return withTimeout(done, WORKER_GRACE_MS).catch(() => undefined);
+        return withTimeout(done, WORKER_GRACE_MS).catch((error: Error) => error.message);
       }),
     );
     return answers.filter((error) => error !== undefined);
