@@ -50,6 +50,8 @@ export interface Refusal {
   error?: "invalid_token" | "insufficient_scope";
   /** For a 429: milliseconds until the address may try again. */
   retryMs?: number;
+  /** For a 403: the name of the token that lacked the scope (the access log's user). */
+  user?: string;
 }
 
 /** Options of an {@linkcode AccessGate}. */
@@ -133,8 +135,8 @@ export class AccessGate {
   }
 
   /**
-   * The verdict on a request that needs `need`, made by a connection from
-   * `address` holding `credential` (undefined: none presented).
+   * The verdict on a request that needs `need`, made by a connection holding
+   * `credential` (undefined: none presented).
    */
   judge(credential: Credential | undefined, need: Need): Verdict {
     const table = this.#tokens;
@@ -151,7 +153,13 @@ export class AccessGate {
     }
     if (need === "admin" && grant.scope !== "admin") {
       const message = "this needs an admin token";
-      return { allowed: false, status: 403, message, error: "insufficient_scope" };
+      return {
+        allowed: false,
+        status: 403,
+        message,
+        error: "insufficient_scope",
+        user: grant.name,
+      };
     }
     return { allowed: true, grant };
   }

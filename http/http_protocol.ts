@@ -191,7 +191,7 @@ export class HttpProtocol implements ConnectionProtocol {
       }
     }
     const verdict = gate.judge(credential, need);
-    session.user = verdict.allowed ? verdict.grant?.name : undefined;
+    session.user = verdict.allowed ? verdict.grant?.name : verdict.user;
     return verdict;
   }
 
@@ -326,7 +326,7 @@ export class HttpProtocol implements ConnectionProtocol {
     let answer: Answer | undefined;
     try {
       try {
-        if (refusal) record.path = head.path;
+        if (refusal) record.path = loggedTarget(head.path);
         answer = refusal ? refusalAnswer(refusal) : await this.#route(head, record);
       } catch (error) {
         answer = textAnswer(...this.#describe(error));
@@ -701,6 +701,20 @@ function refusalAnswer(refusal: Refusal): Answer {
     answer.fields.push(["WWW-Authenticate", `Bearer realm="tcpcache"${error}`]);
   }
   return answer;
+}
+
+/**
+ * A refused request's target as the access log shows answered ones: a
+ * file's path decoded (the log encodes it), the server's own pages as they
+ * are.
+ */
+function loggedTarget(target: string): string {
+  if (target.startsWith("/-/")) return target;
+  try {
+    return target === "/" ? "" : percentDecode(target.slice(1));
+  } catch {
+    return target; // not decodable: the raw target, encoded by the log
+  }
 }
 
 /** The token of an `Authorization: Bearer TOKEN` field; undefined for another scheme. */

@@ -328,7 +328,7 @@ export class TcpProtocol implements ConnectionProtocol {
    */
   #allowed(session: TcpSession, request: ProtocolRequest): Verdict {
     const verdict = this.engine.gate.judge(session.credential, needOf(request));
-    session.user = verdict.allowed ? verdict.grant?.name : undefined;
+    session.user = verdict.allowed ? verdict.grant?.name : verdict.user;
     return verdict;
   }
 
