@@ -194,7 +194,12 @@ export async function connect(options: ConnectOptions = {}): Promise<TcpCacheCli
       // this error, not a broken first request.
       await (conn as Deno.TlsConn).handshake().catch((error) => {
         conn.close();
-        throw new Error(`TLS handshake failed: ${(error as Error).message}`, { cause: error });
+        const message = (error as Error).message;
+        // A plain server's first bytes are not a TLS record.
+        const hint = /corrupt message|InvalidContentType/.test(message)
+          ? " (does this port speak TLS?)"
+          : "";
+        throw new Error(`TLS handshake failed: ${message}${hint}`, { cause: error });
       });
     }
   } catch (error) {

@@ -90,6 +90,14 @@ Deno.test({
           ConnectionError,
         );
       });
+      await withServer(tree, {}, async ({ port }) => {
+        await assert.rejects(
+          connect({ host: "localhost", port, caCerts: [certs.ca.cert] }),
+          (error: Error) =>
+            error instanceof ConnectionError && /does this port speak TLS\?/.test(error.message),
+          "TLS against a plain port: a clear error, no fallback",
+        );
+      });
       await serve(certs.expired, async (port) => {
         await assert.rejects(
           connect({ host: "localhost", port, caCerts: [certs.ca.cert] }),
