@@ -329,3 +329,26 @@ Deno.test({
       });
     }),
 });
+
+Deno.test({
+  name:
+    "TLS: a silent client refused as busy is closed within a second, and does not hold up close()",
+  ignore,
+  fn: () =>
+    withCertificates(async (certs) => {
+      const tls = { cert: certs.leaf.cert, key: certs.leaf.key };
+      await withServer(tree, { tls, maxConnections: 1 }, async ({ port, server }) => {
+        const busy = await connect({ host: "localhost", port, caCerts: [certs.ca.cert] });
+        await busy.ping();
+        const silent = await Deno.connect({ hostname: "127.0.0.1", port });
+        assert.ok(await closedWithin(silent, 5000), "refused: closed after its second");
+        const lingering = await Deno.connect({ hostname: "127.0.0.1", port });
+        const started = performance.now();
+        busy.close();
+        await server.close(); // withServer closes it again: a no-op
+        assert.ok(performance.now() - started < 5000, "close() did not wait for the silent client");
+        lingering.close();
+        assert.equal((await server.stats()).connections.rejected, 2);
+      });
+    }),
+});
