@@ -279,11 +279,20 @@ export function startBareTcp(dir: string, workers: number): Promise<Server> {
   return startReady(spawn(name, Deno.execPath(), args, true));
 }
 
-function nginxConfig(dir: string, files: string, port: number): string {
+/**
+ * nginx's config for the benches: the common settings (no access log,
+ * `sendfile`, long keep-alive), `workers` worker processes, and `servers`:
+ * the server blocks, with any http-level directives they share.
+ */
+export function nginxConfig(
+  dir: string,
+  servers: string,
+  workers: number | "auto" = "auto",
+): string {
   const user = Deno.uid() === 0 ? "user root;\n" : "";
   return `daemon off;
 master_process on;
-worker_processes auto;
+worker_processes ${workers};
 ${user}pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
 worker_rlimit_nofile 20000;
@@ -300,12 +309,7 @@ http {
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  server {
-    listen ${HOST}:${port};
-    root ${files};
-    location / { }
-  }
-}
+${servers}}
 `;
 }
 
@@ -315,7 +319,9 @@ export async function startNginx(nginx: string, dir: string, files: string): Pro
   const port = probe.addr.port;
   probe.close();
   await Deno.mkdir(dir, { recursive: true });
-  await Deno.writeTextFile(`${dir}/nginx.conf`, nginxConfig(dir, files, port));
+  const block =
+    `  server {\n    listen ${HOST}:${port};\n    root ${files};\n    location / { }\n  }\n`;
+  await Deno.writeTextFile(`${dir}/nginx.conf`, nginxConfig(dir, block));
   const server = spawn("nginx", nginx, [
     "-p",
     dir,

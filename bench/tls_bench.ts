@@ -49,6 +49,7 @@ import {
   findExecutable,
   HOST,
   log,
+  nginxConfig,
   processTree,
   readyPorts,
   REPO,
@@ -322,39 +323,13 @@ interface NginxPorts {
 }
 
 /**
- * bench/processes.ts's nginx config (not exported there) with `workers`
- * worker processes and two TLS servers on the certificate: one as nginx
- * ships (TLS 1.3 session tickets on, so clients resume), one with tickets
- * and the session cache off, so that every handshake is a full one.
+ * The servers of the bench's nginx (bench/processes.ts's config around them)
+ * on the certificate: HTTPS as nginx ships (TLS 1.3 session tickets on, so
+ * clients resume), HTTPS with tickets and the session cache off (every
+ * handshake a full one), and plain HTTP.
  */
-function nginxConfig(
-  dir: string,
-  files: string,
-  certificate: Certificate,
-  workers: number,
-  ports: NginxPorts,
-): string {
-  const user = Deno.uid() === 0 ? "user root;\n" : "";
-  return `daemon off;
-master_process on;
-worker_processes ${workers};
-${user}pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  keepalive_timeout 65;
-  default_type application/octet-stream;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  ssl_certificate ${certificate.cert};
+function nginxServers(files: string, certificate: Certificate, ports: NginxPorts): string {
+  return `  ssl_certificate ${certificate.cert};
   ssl_certificate_key ${certificate.key};
   ssl_protocols TLSv1.2 TLSv1.3;
   root ${files};
@@ -369,11 +344,10 @@ http {
   server {
     listen ${HOST}:${ports.plain};
   }
-}
 `;
 }
 
-/** Starts nginx with {@linkcode nginxConfig}; ready once every port accepts a connection. */
+/** Starts nginx with {@linkcode nginxServers}; ready once every port accepts a connection. */
 async function startTlsNginx(
   nginx: string,
   root: string,
@@ -386,7 +360,7 @@ async function startTlsNginx(
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(
     `${dir}/nginx.conf`,
-    nginxConfig(dir, `${root}/files`, certificate, workers, ports),
+    nginxConfig(dir, nginxServers(`${root}/files`, certificate, ports), workers),
   );
   const args = ["-p", dir, "-c", `${dir}/nginx.conf`, "-e", `${dir}/error.log`];
   const child = track(
