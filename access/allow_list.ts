@@ -51,9 +51,13 @@ export class AllowList {
   admits(address: string): boolean {
     const bytes = parseAddress(address) ?? undefined;
     if (!bytes) return false;
-    const v4 = bytes.length === 16 && isV4Mapped(bytes) ? bytes.subarray(12) : undefined;
+    // An IPv4 client and its IPv4-mapped IPv6 form are one client, whichever
+    // form the listener reports and whichever form the network was written in.
+    const other = bytes.length === 16
+      ? (isV4Mapped(bytes) ? bytes.subarray(12) : undefined)
+      : mapped(bytes);
     for (const network of this.#networks) {
-      if (matches(network, bytes) || (v4 && matches(network, v4))) return true;
+      if (matches(network, bytes) || (other && matches(network, other))) return true;
     }
     return false;
   }
@@ -68,7 +72,7 @@ function parseNetwork(entry: string): Network {
   let prefix = bits;
   if (slash >= 0) {
     const prefixText = entry.slice(slash + 1);
-    prefix = /^[0-9]{1,3}$/.test(prefixText) ? Number(prefixText) : NaN;
+    prefix = /^(0|[1-9][0-9]{0,2})$/.test(prefixText) ? Number(prefixText) : NaN;
     if (!(prefix <= bits)) {
       throw new SyntaxError(`--allow: "${entry}" has a prefix length outside 0-${bits}`);
     }
@@ -87,6 +91,14 @@ function matches(network: Network, address: Uint8Array): boolean {
   if (rest === 0) return true;
   const mask = (0xff00 >> rest) & 0xff;
   return (address[whole] & mask) === network.bytes[whole];
+}
+
+/** `::ffff:a.b.c.d` for the IPv4 address `bytes`. */
+function mapped(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(16);
+  out.set([0xff, 0xff], 10);
+  out.set(bytes, 12);
+  return out;
 }
 
 function isV4Mapped(bytes: Uint8Array): boolean {

@@ -10,9 +10,13 @@ Deno.test("AllowList: IPv4 and IPv6 networks, single hosts, and IPv4-mapped IPv6
   for (const address of ["10.2.0.1", "192.168.7.10", "::2", "fd00:ac::1", "127.0.0.1", "bogus"]) {
     assert.ok(!list.admits(address), address);
   }
-  // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d.
+  // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d, and a
+  // network may be written that way for an IPv4 listener's clients.
   assert.ok(list.admits("::ffff:10.1.2.3"));
   assert.ok(!list.admits("::ffff:10.2.2.3"));
+  const mappedList = AllowList.parse("::ffff:127.0.0.1");
+  assert.ok(mappedList.admits("127.0.0.1"));
+  assert.ok(!mappedList.admits("127.0.0.2"));
 });
 
 Deno.test("AllowList: prefixes that do not end on a byte, and host bits below the prefix", () => {
@@ -38,6 +42,7 @@ Deno.test("AllowList: a malformed entry is an error that names it", () => {
       ["1:2:3:4:5:6:7:8:9", /not an IPv4 or IPv6/],
       ["1::2::3", /not an IPv4 or IPv6/],
       ["10.0.0.0/8x", /prefix length/],
+      ["10.0.0.0/08", /prefix length/],
       ["010.0.0.1", /not an IPv4 or IPv6/],
       ["example.com", /not an IPv4 or IPv6/],
     ] as const
