@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { AccessConfig } from "../server/access_setup.ts";
+import type { AccessReload } from "../server/access_setup.ts";
 
 /** Where the certificate, its key and the tokens are read from. */
 export interface AccessPaths {
@@ -22,8 +22,8 @@ export interface AccessPaths {
  *
  * @throws {Error} naming the file that cannot be read.
  */
-export async function readAccessFiles(paths: AccessPaths): Promise<Omit<AccessConfig, "allow">> {
-  const config: Omit<AccessConfig, "allow"> = {};
+export async function readAccessFiles(paths: AccessPaths): Promise<AccessReload> {
+  const config: AccessReload = {};
   if (paths.tlsCert !== undefined && paths.tlsKey !== undefined) {
     config.tls = {
       cert: await readFile(paths.tlsCert, "--tls-cert"),
