@@ -7,6 +7,7 @@
  */
 
 import { AccessLog } from "./access_log.ts";
+import { LogFile } from "./log_file.ts";
 import { parseArgs } from "node:util";
 import { DEFAULTS } from "../defaults.ts";
 import type { PolicyName } from "../policies/policy.ts";
@@ -17,6 +18,7 @@ import {
   SAMPLE_DIR,
   type ServerHandle,
   type ServerOptions,
+  type ServerStats,
   startServer,
 } from "../server/start_server.ts";
 import { sharedPortsAvailable, TlsConfigError } from "../server/listeners.ts";
@@ -94,6 +96,10 @@ Options:
                         per line, re-read on SIGHUP; STATS, LIST, PURGE and /-/* need
                         an admin token (docs/network.md)
   --log-format F        text or json: one line per request on stdout (default: text)
+  --access-log FILE     the access log to FILE instead of stdout, appended to, reopened
+                        on SIGHUP (rename it, then SIGHUP: the logrotate convention)
+  --pid-file FILE       write the process id to FILE once listening; removed at exit
+                        (SIGHUP reloads, SIGUSR1 prints a one-line state summary on stderr)
   -q, --quiet           no per-request lines (the ready lines and errors stay)
   --debug               report failures with their stack traces
   -h, --help            show this help
@@ -121,17 +127,24 @@ export async function serverMain(args: string[]): Promise<number> {
     return 2;
   }
   const { options, logFormat, quiet, accessPaths } = invocation;
+  let logFile: LogFile | undefined;
   try {
+    if (invocation.accessLogPath !== undefined && !quiet) {
+      logFile = LogFile.open(invocation.accessLogPath);
+    }
     // Unreadable or unusable files are a wrong invocation: one line, exit 2.
     const files = await readAccessFiles(accessPaths);
     options.tls = files.tls;
     options.authTokens = files.tokens;
     checkAccessConfig({ tokens: options.authTokens, allow: options.allow });
   } catch (error) {
+    logFile?.close();
     console.error(`tcpcache: ${(error as Error).message}`);
     return 2;
   }
-  const accessLog = quiet ? undefined : new AccessLog();
+  const accessLog = quiet
+    ? undefined
+    : new AccessLog({ write: logFile && ((text) => logFile.write(text)) });
   let server: ServerHandle;
   try {
     server = await startServer({
@@ -141,30 +154,68 @@ export async function serverMain(args: string[]): Promise<number> {
   } catch (error) {
     const message = options.debug ? (error as Error).stack : (error as Error).message;
     console.error(`tcpcache: ${message}`);
+    logFile?.close();
     // A certificate that cannot be used is a wrong invocation, like an unreadable one.
     return error instanceof TlsConfigError ? 2 : 1;
+  }
+  const pidFile = invocation.pidFile;
+  if (pidFile !== undefined) {
+    try {
+      Deno.writeTextFileSync(pidFile, `${Deno.pid}\n`);
+    } catch (error) {
+      console.error(`tcpcache: cannot write the pid file ${pidFile}: ${(error as Error).message}`);
+      await server.close();
+      logFile?.close();
+      return 1;
+    }
   }
   // Handlers first: a supervisor may signal as soon as it reads the line.
   const stopped = Promise.withResolvers<void>();
   const stop = () => stopped.resolve();
-  // SIGHUP writes what the access log holds, re-reads the certificate and
-  // the tokens, and the server goes on.
-  const flushLog = async () => {
+  // SIGHUP writes what the access log holds, reopens its file, re-reads the
+  // tokens and the certificate, and the server goes on.
+  const reload = async () => {
     await server.flushLogs(); // the workers' lines first
-    accessLog?.flush();
+    accessLog?.flush(); // into the file as it was named until now
+    if (logFile) {
+      try {
+        logFile.reopen();
+        console.error(`tcpcache: SIGHUP: reopened the access log ${invocation.accessLogPath}`);
+      } catch (error) {
+        console.error(`tcpcache: SIGHUP: kept the access log open: ${(error as Error).message}`);
+      }
+    }
     await reloadAccess(server, accessPaths);
   };
+  const summarize = async () => console.error(`tcpcache: ${stateSummary(await server.stats())}`);
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  Deno.addSignalListener("SIGHUP", flushLog);
+  Deno.addSignalListener("SIGHUP", reload);
+  Deno.addSignalListener("SIGUSR1", summarize);
   console.log(banner(server, options, logFormat));
   await stopped.promise;
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
   await server.close();
-  Deno.removeSignalListener("SIGHUP", flushLog);
+  Deno.removeSignalListener("SIGHUP", reload);
+  Deno.removeSignalListener("SIGUSR1", summarize);
   accessLog?.flush(); // the answers in progress at the stop are logged too
+  logFile?.close();
+  if (pidFile !== undefined) Deno.removeSync(pidFile);
   return 0;
+}
+
+/** SIGUSR1's line: what an operator checks first, from `STATS`. */
+export function stateSummary(stats: ServerStats): string {
+  const { cache, connections, access, origin } = stats;
+  const errors = Object.values(stats.errors).reduce((sum, n) => sum + n, 0);
+  return `state: uptime ${Math.round(stats.uptimeMs / 1000)} s, requests ${stats.requests} ` +
+    `(hits ${stats.hits}, misses ${stats.misses}, bypasses ${stats.bypasses}, errors ${errors}), ` +
+    `connections ${connections.open} open (tcp) + ${stats.protocols.http.connections} (http), ` +
+    `cache ${formatBytes(cache.used)} of ${formatBytes(cache.capacity)} in ${cache.entries} ` +
+    `entries (${cache.policy}, ${stats.evictions} evicted), origin breaker ${origin.breaker.state}, ` +
+    `threads ${stats.threads.length}, tls ${access.tls ? "on" : "off"}, denied ${access.denied}, ` +
+    `auth failures ${access.authFailures}`;
 }
 
 /**
@@ -233,6 +284,10 @@ interface ServerInvocation {
   quiet: boolean;
   /** The files of the certificate, its key and the tokens (read once parsed). */
   accessPaths: AccessPaths;
+  /** `--access-log`: the access log's file, instead of stdout. */
+  accessLogPath?: string;
+  /** `--pid-file`: where the process id goes once the server listens. */
+  pidFile?: string;
 }
 
 function parseServerArgs(args: string[]): ServerInvocation | "help" {
@@ -269,6 +324,8 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
       allow: { type: "string" },
       "auth-tokens": { type: "string" },
       "log-format": { type: "string", default: "text" },
+      "access-log": { type: "string" },
+      "pid-file": { type: "string" },
       quiet: { type: "boolean", short: "q", default: false },
       debug: { type: "boolean", default: false },
       help: { type: "boolean", short: "h" },
@@ -295,7 +352,14 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
     throw new UsageError("give --tls-cert and --tls-key together");
   }
   options.allow = values.allow;
-  return { options, logFormat, quiet: values.quiet, accessPaths };
+  return {
+    options,
+    logFormat,
+    quiet: values.quiet,
+    accessPaths,
+    accessLogPath: values["access-log"],
+    pidFile: values["pid-file"],
+  };
 }
 
 function serverOptions(values: Record<string, string | boolean | undefined>): ServerOptions {

@@ -1,0 +1,84 @@
+/**
+ * The server's signals and files for service managers, over a real
+ * subprocess: `--access-log FILE` reopened on SIGHUP (the logrotate
+ * convention), `--pid-file`, and SIGUSR1's state summary.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { connect } from "../../client.ts";
+import { eventually, waitForOutput } from "../helpers.ts";
+
+const SERVER = fileURLToPath(new URL("../../server.ts", import.meta.url));
+
+Deno.test("--access-log is reopened on SIGHUP; --pid-file lives while the server does; SIGUSR1 sums up", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tcpcache-signals-" });
+  await Deno.mkdir(`${dir}/files`);
+  await Deno.writeTextFile(`${dir}/files/a.txt`, "alpha\n");
+  const log = `${dir}/access.log`;
+  const pidFile = `${dir}/tcpcache.pid`;
+  const server = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", SERVER, "--port", "0", "--workers", "2", "--dir", `${dir}/files`]
+      .concat(["--cache-dir", `${dir}/cache`, "--access-log", log, "--pid-file", pidFile]),
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const stderr = server.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  const nextLine = async () => (await stderr.read()).value ?? "";
+  try {
+    const [, port] = await waitForOutput(server, server.stdout, /listening on [^ ]+:([0-9]+)/);
+    assert.equal((await Deno.readTextFile(pidFile)).trim(), String(server.pid));
+    const get = async (times: number) => {
+      const client = await connect({ port: Number(port) });
+      for (let i = 0; i < times; i++) await client.get("a.txt");
+      client.close();
+    };
+    await get(3);
+    await Deno.rename(log, `${log}.1`);
+    server.kill("SIGHUP");
+    assert.match(await nextLine(), /SIGHUP: reopened the access log .*access\.log/);
+    await get(2);
+    server.kill("SIGUSR1");
+    assert.match(
+      await nextLine(),
+      /^tcpcache: state: uptime [0-9]+ s, requests 5 \(hits 4, misses 1, bypasses 0, errors 0\), .*threads 2, tls off/,
+    );
+    const lines = async (path: string) =>
+      (await Deno.readTextFile(path)).split("\n").filter((line) => line !== "");
+    // The batch written before the reopen went to the renamed file; the later ones to the new.
+    assert.equal((await lines(`${log}.1`)).length, 3);
+    server.kill("SIGTERM");
+    assert.equal((await server.status).code, 0);
+    const after = await lines(log);
+    assert.equal(after.length, 2, after.join("\n"));
+    for (const line of after) assert.match(line, / GET a\.txt OK [0-9]+ [0-9.]+ hit - -$/);
+    await eventually(
+      async () => !(await Deno.stat(pidFile).then(() => true, () => false)),
+      "the pid file removed",
+    );
+  } finally {
+    try {
+      server.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await server.status;
+    await stderr.cancel().catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("an access log that cannot be opened is one line and exit 2", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", SERVER, "--port", "0", "--access-log", "/nonexistent-dir/access.log"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 2);
+  assert.match(stderr, /cannot open the access log \/nonexistent-dir\/access\.log/);
+  assert.equal(stderr.trim().split("\n").length, 1);
+});
