@@ -36,6 +36,12 @@ export const DEFAULTS = {
   memoryEntryLimit: 64 * 1024,
   /** Connections served at once; more get `ERR 503`. */
   maxConnections: 1024,
+  /**
+   * The least default of connections at once from one address; the default
+   * is a quarter of the connections, and never less than this
+   * (`connectionsPerAddress`).
+   */
+  minConnectionsPerAddress: 64,
   /** Time to send a request line (or an HTTP head) before `408`. */
   idleTimeoutMs: 60_000,
   /** Time a client may take no bytes before it is dropped. */
@@ -74,3 +80,13 @@ export const DEFAULTS = {
   /** The connections a client's `get` opens at once. */
   parallel: 1,
 } as const;
+
+/**
+ * The default of connections at once from one address: a quarter of
+ * `maxConnections` (one client cannot take the slots of everyone else), and
+ * at least `DEFAULTS.minConnectionsPerAddress`, so that a small limit is
+ * not split further.
+ */
+export function connectionsPerAddress(maxConnections: number): number {
+  return Math.max(DEFAULTS.minConnectionsPerAddress, Math.floor(maxConnections / 4));
+}

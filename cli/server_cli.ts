@@ -67,6 +67,9 @@ Options:
   Object.keys(POLICIES).join(", ")
 } (default: ${DEFAULTS.policy})
   --max-connections N   connections served at once; more get ERR 503 (default: ${DEFAULTS.maxConnections})
+  --max-connections-per-address N
+                        connections at once from one address; more get ERR 503 (default: a
+                        quarter of --max-connections, at least ${DEFAULTS.minConnectionsPerAddress})
   --idle-timeout SECS   time to send a request line before ERR 408 (default: ${
   seconds(DEFAULTS.idleTimeoutMs)
 })
@@ -312,6 +315,7 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
       "cache-size": { type: "string" },
       policy: { type: "string" },
       "max-connections": { type: "string" },
+      "max-connections-per-address": { type: "string" },
       "idle-timeout": { type: "string" },
       "send-timeout": { type: "string" },
       "shutdown-timeout": { type: "string" },
@@ -378,6 +382,10 @@ function serverOptions(values: Record<string, string | boolean | undefined>): Se
     maxConnections: optional(
       text("max-connections"),
       (v) => parseInteger("--max-connections", v, 1e9, 1),
+    ),
+    maxConnectionsPerAddress: optional(
+      text("max-connections-per-address"),
+      (v) => parseInteger("--max-connections-per-address", v, 1e9, 1),
     ),
     idleTimeoutMs: optional(text("idle-timeout"), (v) => parseSeconds("--idle-timeout", v)),
     sendTimeoutMs: optional(text("send-timeout"), (v) => parseSeconds("--send-timeout", v)),

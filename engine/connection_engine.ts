@@ -138,6 +138,8 @@ export class ConnectionEngine {
   #slots: ConnectionSlots | undefined;
   #events: Pick<EngineOptions, "onRefused" | "onSendTimeout" | "onDenied" | "onHandshake">;
   #connections = new Set<Promise<void>>();
+  /** Open connections by client address (see `Limits.maxConnectionsPerAddress`). */
+  #perAddress = new Map<string, number>();
   #sessions = new Set<Session>();
   #closing = false;
   #sweeper: ReturnType<typeof setInterval>;
@@ -212,6 +214,12 @@ export class ConnectionEngine {
       // begun the handshake on its own by now: docs/network.md.)
       if (!this.#admitted(conn)) continue;
       this.#counts.total++;
+      const address = (conn.remoteAddr as Deno.NetAddr).hostname;
+      const fromAddress = this.#perAddress.get(address) ?? 0;
+      if (fromAddress >= this.#limits.maxConnectionsPerAddress) {
+        this.#track(this.#refuse(conn, "server busy: too many connections from your address"));
+        continue;
+      }
       if (this.#slots?.short()) {
         // Refused quickly: the descriptor is what the process lacks.
         this.#track(this.#refuse(conn, OUT_OF_DESCRIPTORS, SHORTAGE_LINGER_MS));
@@ -222,6 +230,7 @@ export class ConnectionEngine {
         continue;
       }
       this.#counts.open++;
+      this.#perAddress.set(address, fromAddress + 1);
       this.#track(this.#serveConnection(conn));
     }
     await Promise.all(this.#connections);
@@ -333,6 +342,9 @@ export class ConnectionEngine {
       this.#sessions.delete(session);
       closeConn(conn, session.handshaking);
       this.#counts.open--;
+      const left = this.#perAddress.get(hostname)! - 1;
+      if (left === 0) this.#perAddress.delete(hostname);
+      else this.#perAddress.set(hostname, left);
       this.#slots?.release();
     }
   }

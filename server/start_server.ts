@@ -9,7 +9,7 @@
  */
 
 import { FileCache } from "../cache.ts";
-import { DEFAULTS } from "../defaults.ts";
+import { connectionsPerAddress, DEFAULTS } from "../defaults.ts";
 import type { PolicyFactory, PolicyName } from "../policies/policy.ts";
 import { ConnectionSlots, slotMemory } from "../engine/connection_slots.ts";
 import { DirectoryOrigin } from "../origin/directory.ts";
@@ -96,6 +96,14 @@ export interface ServerOptions {
    * @default {DEFAULTS.maxConnections}
    */
   maxConnections?: number;
+  /**
+   * Connections at once from one client address, per port; past it, new
+   * ones from that address get `ERR 503` (HTTP `503`). With worker threads
+   * each thread allows its share (the kernel spreads a client's connections
+   * over them), so the whole server allows about this many.
+   * @default {connectionsPerAddress(maxConnections)}
+   */
+  maxConnectionsPerAddress?: number;
   /**
    * Milliseconds a client has to send a complete request line, counted from
    * when the server is ready for it; past it, `ERR 408` and close.
@@ -283,8 +291,12 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     directory?.close();
     throw error;
   }
+  const maxConnections = options.maxConnections ?? DEFAULTS.maxConnections;
   const limits: Limits = {
-    maxConnections: options.maxConnections ?? DEFAULTS.maxConnections,
+    maxConnections,
+    maxConnectionsPerAddress: Math.ceil(
+      (options.maxConnectionsPerAddress ?? connectionsPerAddress(maxConnections)) / workers,
+    ),
     idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
     sendTimeoutMs: options.sendTimeoutMs ?? DEFAULTS.sendTimeoutMs,
     onError,
@@ -372,6 +384,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
           reportHits: cache.policy !== "fifo",
           limits: {
             maxConnections: limits.maxConnections,
+            maxConnectionsPerAddress: limits.maxConnectionsPerAddress,
             idleTimeoutMs: limits.idleTimeoutMs,
             sendTimeoutMs: limits.sendTimeoutMs,
           },

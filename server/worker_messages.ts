@@ -13,6 +13,7 @@ import { type ErrorCode, RequestError } from "../protocol.ts";
 import type { S3OriginOptions } from "../origin/s3.ts";
 import type { RequestRecord, ThreadCounters } from "../service/counters.ts";
 import type { LogFormat } from "../service/access_line.ts";
+import type { Limits } from "../service/file_service.ts";
 import type { AccessConfig, AccessReload } from "./access_setup.ts";
 
 /** The listeners whose connection limits are shared: TCP first, then HTTP. */
@@ -39,7 +40,7 @@ export interface WorkerConfig {
   /** Whether hits are reported to the main thread (false where the policy ignores them: FIFO). */
   reportHits: boolean;
   /** The connection limit (shared through `slots`) and the timeouts. */
-  limits: { maxConnections: number; idleTimeoutMs: number; sendTimeoutMs: number };
+  limits: Omit<Limits, "onError" | "onRequest">;
   /** Open files at once, per thread. */
   maxOpenFiles: number;
   /** This thread's share of the large buffers' budget. */

@@ -189,6 +189,11 @@ export class TruncatedBodyError extends Error {}
 export interface Limits {
   /** Connections at once (TCP and HTTP counted apart); past it, 503. */
   maxConnections: number;
+  /**
+   * Connections at once from one address, per listener and thread (the
+   * server's limit split between its threads); past it, 503.
+   */
+  maxConnectionsPerAddress: number;
   /** Milliseconds a client has to send a request. */
   idleTimeoutMs: number;
   /** Milliseconds a client may go without taking a byte of a response. */

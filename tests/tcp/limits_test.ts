@@ -350,3 +350,36 @@ Deno.test("SIGTERM: transfers in progress finish, stalled ones are cut at the sh
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("--max-connections-per-address: one address past its share gets 503, others are served", async () => {
+  await withServer(
+    { "a.txt": "alpha" },
+    { maxConnectionsPerAddress: 3, httpPort: 0 },
+    async ({ port, server }) => {
+      const held: RawConnection[] = [];
+      try {
+        for (let i = 0; i < 3; i++) {
+          const conn = await RawConnection.open(port);
+          held.push(conn);
+          assert.ok((await conn.request("PING")).ok);
+        }
+        const refused = await RawConnection.open(port);
+        const answer = await refused.response();
+        assert.equal(answer.line, "ERR 503 server busy: too many connections from your address");
+        assert.ok(await refused.closedByServer());
+        refused.close();
+        // HTTP counts its own connections: the same address is served there.
+        const http = await fetch(`http://127.0.0.1:${server.httpAddr!.port}/a.txt`);
+        assert.equal(await http.text(), "alpha");
+        held.pop()!.close();
+        await eventually(async () => (await server.stats()).connections.open === 2, "one closed");
+        const again = await RawConnection.open(port);
+        assert.ok((await again.request("PING")).ok, "a freed place is usable again");
+        again.close();
+        assert.equal((await server.stats()).connections.rejected, 1);
+      } finally {
+        for (const conn of held) conn.close();
+      }
+    },
+  );
+});
