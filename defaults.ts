@@ -38,7 +38,7 @@ export const DEFAULTS = {
   maxConnections: 1024,
   /**
    * The least default of connections at once from one address; the default
-   * is a quarter of the connections, and never less than this
+   * is half the connections, and never less than this
    * (`connectionsPerAddress`).
    */
   minConnectionsPerAddress: 64,
@@ -82,11 +82,12 @@ export const DEFAULTS = {
 } as const;
 
 /**
- * The default of connections at once from one address: a quarter of
- * `maxConnections` (one client cannot take the slots of everyone else), and
- * at least `DEFAULTS.minConnectionsPerAddress`, so that a small limit is
- * not split further.
+ * The default of connections at once from one address: half of
+ * `maxConnections` (one client cannot take the slots of everyone else, and a
+ * load driver on one machine still opens hundreds), and at least
+ * `DEFAULTS.minConnectionsPerAddress`, so that a small limit is not split
+ * further.
  */
 export function connectionsPerAddress(maxConnections: number): number {
-  return Math.max(DEFAULTS.minConnectionsPerAddress, Math.floor(maxConnections / 4));
+  return Math.max(DEFAULTS.minConnectionsPerAddress, Math.floor(maxConnections / 2));
 }
