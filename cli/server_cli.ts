@@ -68,7 +68,7 @@ Options:
 } (default: ${DEFAULTS.policy})
   --max-connections N   connections served at once; more get ERR 503 (default: ${DEFAULTS.maxConnections})
   --max-connections-per-address N
-                        connections at once from one address; more get ERR 503 (default: a
+                        connections at once from one address; more get ERR 503 (default:
                         half of --max-connections, at least ${DEFAULTS.minConnectionsPerAddress})
   --idle-timeout SECS   time to send a request line before ERR 408 (default: ${
   seconds(DEFAULTS.idleTimeoutMs)
