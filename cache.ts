@@ -96,6 +96,13 @@ export interface FileCacheOptions {
    * @default {console.error}
    */
   onWarning?: (message: string) => void;
+  /**
+   * Fail when the directory cannot be created or written, instead of
+   * opening a cache that holds nothing (see {@linkcode FileCache.unavailable}).
+   * A directory that holds files tcpcache did not make always fails.
+   * @default {true}
+   */
+  requireDirectory?: boolean;
 }
 
 /** The cache's size figures, as `STATS` and `LIST` report them. */
@@ -112,6 +119,8 @@ export interface CacheFigures {
   memory: number;
   /** Entries evicted to make room. */
   evictions: number;
+  /** Why the cache holds nothing, when its directory could not be used at start. */
+  unavailable?: string;
 }
 
 /** A change to the cache's entries, as {@linkcode FileCache.observe} reports it. */
@@ -172,6 +181,8 @@ export class FileCache implements CacheView {
   #onWarning: (message: string) => void;
   #observers: ((change: CacheChange) => void)[] = [];
 
+  #unavailable: string | undefined;
+
   private constructor(options: FileCacheOptions, capacity: number, policy: EvictionPolicy) {
     this.dir = options.dir;
     this.capacity = capacity;
@@ -201,8 +212,26 @@ export class FileCache implements CacheView {
       throw new RangeError(`invalid cache capacity: ${capacity}`);
     }
     const makePolicy = policyFactory(options.policy ?? DEFAULTS.policy);
-    await prepareDirectory(options.dir);
+    try {
+      await prepareDirectory(options.dir);
+    } catch (error) {
+      if (!(error instanceof UnusableDirectoryError) || (options.requireDirectory ?? true)) {
+        throw error;
+      }
+      // Served without a cache: capacity 0 admits nothing, so nothing is written.
+      const cache = new FileCache(options, 0, makePolicy(0));
+      cache.#unavailable = error.message;
+      return cache;
+    }
     return new FileCache(options, capacity, makePolicy(capacity));
+  }
+
+  /**
+   * Why the cache holds nothing, when its directory could not be created or
+   * written at start (`requireDirectory: false`); undefined for a working cache.
+   */
+  get unavailable(): string | undefined {
+    return this.#unavailable;
   }
 
   /** The eviction policy's name. */
@@ -268,6 +297,7 @@ export class FileCache implements CacheView {
       policy: this.policy,
       memory: this.memoryUsed,
       evictions: this.evictions,
+      ...(this.#unavailable === undefined ? {} : { unavailable: this.#unavailable }),
     };
   }
 
@@ -493,23 +523,35 @@ async function prepareDirectory(dir: string): Promise<void> {
   try {
     for await (const entry of Deno.readDir(dir)) names.push(entry.name);
   } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) {
-      throw new Error(`cannot use cache directory ${dir}: ${(error as Error).message}`);
-    }
-    await Deno.mkdir(dir, { recursive: true });
+    if (!(error instanceof Deno.errors.NotFound)) throw new UnusableDirectoryError(dir, error);
+    await Deno.mkdir(dir, { recursive: true }).catch((error) => {
+      throw new UnusableDirectoryError(dir, error);
+    });
   }
   if (names.length > 0 && !names.includes(CACHE_MARKER)) {
     throw new Error(
       `refusing to use cache directory ${dir}: it is not empty and was not created by tcpcache (no ${CACHE_MARKER} file in it)`,
     );
   }
-  for (const name of names) {
-    if (name !== CACHE_MARKER) await Deno.remove(`${dir}/${name}`, { recursive: true });
+  try {
+    for (const name of names) {
+      if (name !== CACHE_MARKER) await Deno.remove(`${dir}/${name}`, { recursive: true });
+    }
+    await Deno.writeTextFile(
+      `${dir}/${CACHE_MARKER}`,
+      "This directory is a tcpcache cache. The server empties it at every start.\n",
+    );
+  } catch (error) {
+    throw new UnusableDirectoryError(dir, error);
   }
-  await Deno.writeTextFile(
-    `${dir}/${CACHE_MARKER}`,
-    "This directory is a tcpcache cache. The server empties it at every start.\n",
-  );
+}
+
+/** A cache directory that cannot be read, created or written (not one that is someone else's). */
+class UnusableDirectoryError extends Error {
+  constructor(dir: string, cause: unknown) {
+    super(`cannot use cache directory ${dir}: ${(cause as Error).message}`, { cause });
+    this.name = "UnusableDirectoryError";
+  }
 }
 
 /** The factory `policy` names; a name from outside the type is checked here. */

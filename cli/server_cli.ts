@@ -61,6 +61,8 @@ Options:
   --http-port PORT      also serve HTTP/1.1 on this port (curl, browsers, Prometheus;
                         status page at /-/); off by default
   --cache-dir DIR       cache directory, created empty at start (default: ${DEFAULTS.cacheDir})
+  --require-cache       refuse to start when the cache directory cannot be created or
+                        written (default: start without a cache, and say so loudly)
   --cache-size SIZE     cache capacity: bytes or K, KiB, M, MiB, G, GiB, KB, MB, GB
                         (default: ${formatBytes(DEFAULTS.cacheSize)})
   --policy NAME         eviction policy: ${
@@ -316,6 +318,7 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
       policy: { type: "string" },
       "max-connections": { type: "string" },
       "max-connections-per-address": { type: "string" },
+      "require-cache": { type: "boolean", default: false },
       "idle-timeout": { type: "string" },
       "send-timeout": { type: "string" },
       "shutdown-timeout": { type: "string" },
@@ -375,6 +378,7 @@ function serverOptions(values: Record<string, string | boolean | undefined>): Se
     port: optional(text("port"), (v) => parseInteger("--port", v, 65535)),
     httpPort: optional(text("http-port"), (v) => parseInteger("--http-port", v, 65535)),
     cacheDir: text("cache-dir"),
+    requireCache: values["require-cache"] === true,
     cacheSize: optional(text("cache-size"), parseSize),
     memoryBudget: optional(text("memory-cache"), parseSize),
     changeWatch: !values["no-change-watch"],

@@ -256,7 +256,11 @@ async function resolvePath(path: string): Promise<string> {
   try {
     return await Deno.realPath(path);
   } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    // Missing, or below a file (a cache directory that cannot be made): the
+    // path it would have.
+    const missing = error instanceof Deno.errors.NotFound ||
+      error instanceof Deno.errors.NotADirectory;
+    if (!missing) throw error;
     const trimmed = path.replace(/\/+$/, "");
     const slash = trimmed.lastIndexOf("/");
     const parent = slash < 0 ? "." : slash === 0 ? "/" : trimmed.slice(0, slash);

@@ -97,6 +97,14 @@ export interface ServerOptions {
    */
   maxConnections?: number;
   /**
+   * Refuse to start when the cache directory cannot be created or written;
+   * otherwise the server starts without a cache (every GET read from the
+   * origin), says so on `onError`, and `STATS.cache.unavailable` says why.
+   * A directory that holds files tcpcache did not make always refuses.
+   * @default {false}
+   */
+  requireCache?: boolean;
+  /**
    * Connections at once from one client address, per port; past it, new
    * ones from that address get `ERR 503` (HTTP `503`). With worker threads
    * each thread allows its share (the kernel spreads a client's connections
@@ -314,7 +322,14 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
       policy: options.policy,
       memoryBudget: options.memoryBudget,
       onWarning: onError,
+      requireDirectory: options.requireCache ?? false,
     });
+    if (cache.unavailable) {
+      onError(
+        `${cache.unavailable}: SERVING WITHOUT A CACHE, every request reads the origin ` +
+          "(--require-cache refuses to start instead)",
+      );
+    }
   } catch (error) {
     // Clients that reached a port meanwhile see it closed.
     listener.close();

@@ -68,7 +68,15 @@ export interface ServerStats {
     http: { requests: number; connections: number; active: number };
   };
   /** `memory`: bytes of small entries also held in memory. */
-  cache: { capacity: number; used: number; entries: number; policy: string; memory: number };
+  cache: {
+    capacity: number;
+    used: number;
+    entries: number;
+    policy: string;
+    memory: number;
+    /** Why the cache holds nothing: its directory could not be used at start. */
+    unavailable?: string;
+  };
   /** How a file's freshness is checked (see `Origin.freshness`). */
   freshness: "watch" | "stat";
   /** The origin's shield: lifetimes, stale answers, health (see {@linkcode OriginFigures}). */
@@ -506,6 +514,7 @@ export class FileService {
         entries: cache.entries,
         policy: cache.policy,
         memory: cache.memory,
+        ...(cache.unavailable === undefined ? {} : { unavailable: cache.unavailable }),
       },
       freshness: this.origin.freshness ?? "stat",
       origin: originFigures(c, shield),
@@ -599,7 +608,8 @@ export class FileService {
         entry = undefined;
       }
       if (!entry) {
-        if (!whole || stat.size > this.cache.capacity) break;
+        // A cache of no bytes (its directory unusable) admits nothing, empty files included.
+        if (!whole || stat.size > this.cache.capacity || this.cache.capacity === 0) break;
         entry = await this.#fill(path, stat);
         if (!entry) break;
         outcome = "miss";

@@ -718,3 +718,41 @@ test("an entry whose cache file vanished is dropped and fetched again", async ()
     }
   });
 });
+
+test("a cache directory that cannot be created: the server serves without a cache and says so; requireCache refuses", async () => {
+  const root = await Deno.makeTempDir({ prefix: "tcpcache-test-" });
+  await Deno.writeTextFile(`${root}/hello.txt`, hello);
+  await Deno.writeTextFile(`${root}/not-a-dir`, "a file where the cache's parent should be\n");
+  const cacheDir = `${root}/not-a-dir/cache`;
+  try {
+    await assert.rejects(
+      startServer({ dir: root, cacheDir, port: 0, requireCache: true, ...transportOptions() }),
+      /cannot use cache directory .*not-a-dir\/cache/,
+    );
+    const errors: string[] = [];
+    const server = await startServer({
+      dir: root,
+      cacheDir,
+      port: 0,
+      onError: (line) => errors.push(line),
+      ...transportOptions(),
+    });
+    try {
+      assert.match(errors.join("\n"), /SERVING WITHOUT A CACHE/);
+      const client = await connectTo(server.addr.port);
+      for (let i = 0; i < 2; i++) {
+        const result = await client.get("hello.txt");
+        assert.equal(result.cache, "bypass");
+        assert.equal(new TextDecoder().decode(result.bytes), hello);
+      }
+      const stats = await client.stats() as unknown as ServerStats;
+      assert.match(stats.cache.unavailable ?? "", /cannot use cache directory/);
+      assert.deepEqual([stats.cache.capacity, stats.bypasses, stats.misses], [0, 2, 0]);
+      client.close();
+    } finally {
+      await server.close();
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
