@@ -37,6 +37,11 @@ export const DEFAULTS = {
   /** Connections served at once; more get `ERR 503`. */
   maxConnections: 1024,
   /**
+   * Directory listings (`FILES`, HTTP directory pages) read from the origin
+   * at once, per thread; more wait their turn.
+   */
+  maxListings: 4,
+  /**
    * The least default of connections at once from one address; the default
    * is half the connections, and never less than this
    * (`connectionsPerAddress`).

@@ -83,6 +83,8 @@ Options:
   seconds(DEFAULTS.shutdownTimeoutMs)
 })
   --max-open-files N    files open at once, per thread; more requests wait (default: ${DEFAULTS.maxOpenFiles})
+  --max-listings N      directory listings (FILES, HTTP directory pages) read at once, per
+                        thread; more wait their turn (default: ${DEFAULTS.maxListings})
   --workers N           threads that serve, all sharing one cache (default: the number of
                         cores, ${navigator.hardwareConcurrency} here; 1 when Deno runs without --unstable-net)
   --no-change-watch     stat a --dir file on every request instead of watching the
@@ -323,6 +325,7 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
       "send-timeout": { type: "string" },
       "shutdown-timeout": { type: "string" },
       "max-open-files": { type: "string" },
+      "max-listings": { type: "string" },
       workers: { type: "string" },
       "memory-cache": { type: "string" },
       "no-change-watch": { type: "boolean", default: false },
@@ -397,6 +400,7 @@ function serverOptions(values: Record<string, string | boolean | undefined>): Se
       text("shutdown-timeout"),
       (v) => parseSeconds("--shutdown-timeout", v),
     ),
+    maxListings: optional(text("max-listings"), (v) => parseInteger("--max-listings", v, 1e6, 1)),
     maxOpenFiles: optional(
       text("max-open-files"),
       (v) => parseInteger("--max-open-files", v, 1e6, 1),

@@ -137,6 +137,12 @@ export interface ServerOptions {
    */
   maxOpenFiles?: number;
   /**
+   * Directory listings (`FILES`, HTTP directory pages) read from the origin
+   * at once, per thread; further ones wait their turn.
+   * @default {DEFAULTS.maxListings}
+   */
+  maxListings?: number;
+  /**
    * Watch `dir` for changes (Linux inotify) and trust a file's stat until
    * one is reported, so that a hit needs no stat; false: stat every request.
    * Either way a changed file is never served stale (docs/server.md).
@@ -351,7 +357,14 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     connectionWaitMs: DEFAULTS.originTimeoutMs,
   };
   const shield = new ShieldedOrigin(origin, { ...shieldOptions, breakerShared });
-  const files = new FileService(cache, shield, { maxOpenFiles, onError, debug, largeChunkBudget });
+  const maxListings = options.maxListings ?? DEFAULTS.maxListings;
+  const files = new FileService(cache, shield, {
+    maxOpenFiles,
+    maxListings,
+    onError,
+    debug,
+    largeChunkBudget,
+  });
   // With worker threads, each port's connection limit is counted in memory
   // that every thread shares: TCP in the first cell, HTTP in the second.
   const slotCells = shared ? slotMemory(SLOT_LISTENERS, workers) : undefined;
@@ -404,6 +417,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
             sendTimeoutMs: limits.sendTimeoutMs,
           },
           maxOpenFiles,
+          maxListings,
           largeChunkBudget,
           logRequests: options.onRequest !== undefined,
           logFormat: options.accessLog?.format,

@@ -144,6 +144,7 @@ async function start(config: WorkerConfig, replica: CacheReplica): Promise<Runni
   const onError = (message: string) => post({ type: "error", message });
   const service = new FileService(replica, origin, {
     maxOpenFiles: config.maxOpenFiles,
+    maxListings: config.maxListings,
     largeChunkBudget: config.largeChunkBudget,
     onError,
     debug: config.debug,

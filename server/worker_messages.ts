@@ -43,6 +43,8 @@ export interface WorkerConfig {
   limits: Omit<Limits, "onError" | "onRequest">;
   /** Open files at once, per thread. */
   maxOpenFiles: number;
+  /** Directory listings at once, per thread. */
+  maxListings: number;
   /** This thread's share of the large buffers' budget. */
   largeChunkBudget: number;
   /** Whether answered requests are sent to the main thread (its `onRequest`). */

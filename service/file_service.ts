@@ -29,6 +29,7 @@ import {
 } from "../origin/origin.ts";
 import { type ErrorCode, purgeCovers, RequestError } from "../protocol.ts";
 import { Semaphore } from "../util/semaphore.ts";
+import { DEFAULTS } from "../defaults.ts";
 import { idleShieldFigures, ShieldedOrigin, type ShieldFigures } from "../origin/shield.ts";
 import { VERSION } from "../version.ts";
 
@@ -234,6 +235,12 @@ export interface ServiceOptions {
    * @default {LARGE_CHUNK_BUDGET}
    */
   largeChunkBudget?: number;
+  /**
+   * Directory listings read from the origin at once (a directory of 100,000
+   * files takes seconds and tens of MB to list); more wait their turn.
+   * @default {DEFAULTS.maxListings}
+   */
+  maxListings?: number;
 }
 
 /**
@@ -332,6 +339,7 @@ export class FileService {
   #options: ServiceOptions;
   #started = Date.now();
   #files: Semaphore;
+  #listings: Semaphore;
   #counts = zeroCounts();
   #errors: Record<string, number> = {};
   #byProtocol: Record<ProtocolName, RequestCounts> = { tcp: {}, http: {} };
@@ -360,6 +368,7 @@ export class FileService {
     this.origin = origin;
     this.#options = options;
     this.#files = new Semaphore(options.maxOpenFiles);
+    this.#listings = new Semaphore(options.maxListings ?? DEFAULTS.maxListings);
     this.#largeChunkBudget = options.largeChunkBudget ?? LARGE_CHUNK_BUDGET;
   }
 
@@ -550,9 +559,13 @@ export class FileService {
     return sumCounters(await this.threads(), RECENT_REQUESTS);
   }
 
-  /** The `FILES` answer: a directory of the origin. */
+  /**
+   * The `FILES` answer: a directory of the origin, read while holding one of
+   * the `maxListings` turns, so that clients asking for huge directories
+   * cannot have the server list them all at once.
+   */
   async files(path: string): Promise<{ path: string; entries: OriginDirEntry[] }> {
-    return { path, entries: await this.origin.list(path) };
+    return { path, entries: await this.#listings.with(1, () => this.origin.list(path)) };
   }
 
   /** The `STAT` answer: an origin file, and whether a fresh copy is cached. */

@@ -952,3 +952,49 @@ Deno.test("FileService: a 1 MiB answer goes in one piece, head first, while larg
     assert.deepEqual(sizes, [head.length + MiB]);
   });
 });
+
+Deno.test("FileService: at most maxListings directory listings at once; the others wait their turn", async () => {
+  const root = await Deno.makeTempDir({ prefix: "tcpcache-service-" });
+  try {
+    await writeTree(`${root}/files`, { "a.txt": "alpha", "b/c.txt": "charlie" });
+    const cache = await FileCache.open({ dir: `${root}/cache` });
+    const origin = await DirectoryOrigin.open(`${root}/files`);
+    const list = origin.list.bind(origin);
+    let running = 0;
+    let most = 0;
+    const turns: (() => void)[] = [];
+    origin.list = async (path: string) => {
+      running++;
+      most = Math.max(most, running);
+      await new Promise<void>((resolve) => turns.push(resolve));
+      try {
+        return await list(path);
+      } finally {
+        running--;
+      }
+    };
+    const service = new FileService(cache, origin, {
+      maxOpenFiles: 8,
+      maxListings: 2,
+      onError: () => {},
+      debug: false,
+    });
+    const listings = Array.from({ length: 6 }, () => service.files(""));
+    for (let released = 0; released < 6; released++) {
+      // Once `released` have finished, the next two are in the origin; the rest wait.
+      const reached = Math.min(released + 2, 6);
+      for (let i = 0; i < 200 && (turns.length < reached || running !== reached - released); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      assert.equal(turns.length, reached, "no listing let through early");
+      assert.equal(running, reached - released);
+      turns[released]();
+    }
+    for (const listing of await Promise.all(listings)) {
+      assert.deepEqual(listing.entries.map((entry) => entry.name), ["a.txt", "b"]);
+    }
+    assert.equal(most, 2);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
