@@ -23,6 +23,8 @@ export interface Credential {
   table: TokenTable;
   /** What it grants; undefined when it matched no token. */
   grant: TokenGrant | undefined;
+  /** The verdict that allows its requests, made once (asked on every request). */
+  allowed?: Verdict;
 }
 
 /** What a request needs: any valid token (`read`) or an admin one. */
@@ -146,6 +148,7 @@ export class AccessGate {
       // The tokens were replaced: the one held is checked again (not counted as a guess).
       credential.table = table;
       credential.grant = table.check(credential.token);
+      credential.allowed = undefined;
     }
     const grant = credential.grant;
     if (!grant) {
@@ -161,7 +164,7 @@ export class AccessGate {
         user: grant.name,
       };
     }
-    return { allowed: true, grant };
+    return credential.allowed ??= { allowed: true, grant };
   }
 }
 

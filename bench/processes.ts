@@ -107,7 +107,8 @@ function collectLines(stream: ReadableStream<Uint8Array>, into: string[]): void 
  * The ready line: `listening on 127.0.0.1:PORT`, and for tcpcache with an
  * HTTP front end `, HTTP on http://127.0.0.1:HPORT/` after it.
  */
-const READY = /listening on 127\.0\.0\.1:([0-9]+)(?:, HTTP on http:\/\/[^\s/]+:([0-9]+)\/)?/;
+const READY =
+  /listening on 127\.0\.0\.1:([0-9]+)(?: \(TLS\))?(?:, HTTP on https?:\/\/[^\s/]+:([0-9]+)\/)?/;
 
 /** The ports a server's ready line announced. */
 export interface ReadyPorts {
@@ -234,6 +235,8 @@ export interface TcpcacheOptions {
    * @default {1}
    */
   workers?: number;
+  /** Serve over TLS with this certificate and key (file paths, PEM). */
+  tls?: { cert: string; key: string };
 }
 
 /** Runs server.ts directly with the Deno running the bench (no npx wrapper, so the PID is real). */
@@ -248,6 +251,7 @@ export function startTcpcache(
     .concat(["--cache-size", cacheSize, "--host", HOST, "--port", "0"])
     .concat(["--quiet", "--max-connections", "4000", "--workers", String(workers)]);
   if (options.httpPort !== undefined) args.push("--http-port", String(options.httpPort));
+  if (options.tls) args.push("--tls-cert", options.tls.cert, "--tls-key", options.tls.key);
   const name = workers === 1 ? "tcpcache" : "tcpcache-workers";
   return startReady(spawn(name, Deno.execPath(), args, true));
 }

@@ -51,10 +51,9 @@ import {
   log,
   nginxConfig,
   processTree,
-  readyPorts,
-  REPO,
   run,
   type Server,
+  startTcpcache,
   STARTUP_MS,
   stopServer,
   track,
@@ -75,8 +74,6 @@ import { runWrk, writeWrkScript, type WrkResult } from "./wrk.ts";
 const WARMUP_S = 1;
 /** Reconnections of the resumption probe, per TLS server. */
 const PROBE_RECONNECTS = 16;
-/** How long the bench waits for a running test suite to end before each phase. */
-const QUIET_WAIT_MS = 600_000;
 /**
  * Delayed-ACK timeouts per 100 answers from which a row counts as stalled:
  * plain HTTP, with TCP_NODELAY, has none.
@@ -267,54 +264,6 @@ function freePorts(count: number): number[] {
   return ports;
 }
 
-/**
- * Runs server.ts with bench/processes.ts's `startTcpcache` flags and an HTTP
- * port, over TLS when `certificate` is given: `startTcpcache` has no TLS
- * option, and its ready-line pattern reads no `https://` port, so the HTTP
- * port is chosen here. Resolves once the ready line is out.
- */
-async function startTcpcacheHttp(
-  root: string,
-  workers: number,
-  certificate?: Certificate,
-): Promise<Server> {
-  const [httpPort] = freePorts(1);
-  const cacheDir = `${root}/cache-${certificate ? "tls" : "plain"}-${workers}`;
-  const args = ["run", "-A", "--unstable-net", `${REPO}/server.ts`, "--dir", `${root}/files`]
-    .concat(["--cache-dir", cacheDir, "--cache-size", "256MiB", "--host", HOST, "--port", "0"])
-    .concat(["--quiet", "--max-connections", "4000", "--workers", String(workers)])
-    .concat(["--http-port", String(httpPort)]);
-  if (certificate) args.push("--tls-cert", certificate.cert, "--tls-key", certificate.key);
-  const child = track(
-    new Deno.Command(Deno.execPath(), {
-      args,
-      cwd: REPO,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn(),
-  );
-  const server: Server = {
-    name: workers === 1 ? "tcpcache" : "tcpcache-workers",
-    protocol: "http",
-    port: 0,
-    httpPort,
-    pid: child.pid,
-    child,
-    stderr: [],
-    exited: false,
-  };
-  child.status.then(() => server.exited = true);
-  try {
-    server.port = (await readyPorts(child)).port;
-    return server;
-  } catch (error) {
-    await stopServer(server);
-    const what = certificate ? "tcpcache with TLS" : "tcpcache";
-    throw new Error(`${what} did not start: ${(error as Error).message}`);
-  }
-}
-
 /** nginx's three ports: HTTPS as nginx ships, HTTPS without resumption, plain HTTP. */
 interface NginxPorts {
   tls: number;
@@ -402,8 +351,14 @@ async function startServers(
   ctx: Context,
   workers: number,
 ): Promise<{ endpoints: Endpoints; servers: Server[] }> {
-  const tls = await startTcpcacheHttp(ctx.root, workers, ctx.certificate);
-  const plain = await startTcpcacheHttp(ctx.root, workers);
+  const tcpcache = (name: string, tls?: Certificate) =>
+    startTcpcache(`${ctx.root}/files`, `${ctx.root}/cache-${name}-${workers}`, "256MiB", {
+      httpPort: 0,
+      workers,
+      tls,
+    });
+  const tls = await tcpcache("tls", ctx.certificate);
+  const plain = await tcpcache("plain");
   const nginx = await startTlsNginx(ctx.nginx, ctx.root, ctx.certificate, workers);
   const endpoint = (
     key: EndpointKey,
@@ -601,7 +556,6 @@ async function measure(
  * its endpoints in turn. Resolves with every round's measurements.
  */
 async function phase(ctx: Context, workers: number): Promise<Measurement[]> {
-  await waitForQuiet();
   const { endpoints, servers } = await startServers(ctx, workers);
   try {
     for (const endpoint of Object.values(endpoints)) await fetchAndCompare(ctx, endpoint);
@@ -625,21 +579,6 @@ async function phase(ctx: Context, workers: number): Promise<Measurement[]> {
   } finally {
     for (const server of servers) await stopServer(server);
   }
-}
-
-/**
- * Waits, up to {@linkcode QUIET_WAIT_MS}, while a test suite (`deno test`)
- * runs on the machine: it would take the cores the figures need.
- */
-async function waitForQuiet(): Promise<void> {
-  const pollMs = 10_000;
-  for (let waited = 0; waited < QUIET_WAIT_MS; waited += pollMs) {
-    const { ok, out } = await run("pgrep", ["-f", "deno test"]);
-    if (!ok) return;
-    log(`a test suite is running (pid ${out.trim().split("\n").join(", ")}); waiting`);
-    await new Promise((resolve) => setTimeout(resolve, pollMs));
-  }
-  log(`a test suite still runs after ${QUIET_WAIT_MS / 60_000} min; measuring anyway`);
 }
 
 /** Answers or body megabytes per second. */

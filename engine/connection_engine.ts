@@ -29,6 +29,7 @@ import type { ConnectionSlots } from "./connection_slots.ts";
 import { isOutOfDescriptors, type Limits, sweepInterval } from "../service/file_service.ts";
 import type { AccessGate, Credential } from "../access/gate.ts";
 import { shutDown } from "./socket_control.ts";
+import { withTimeout } from "../util/timeout.ts";
 
 /** A listener the engine accepts from: plain TCP, or TLS (`--tls-cert`). */
 export type EngineListener = Deno.TcpListener | Deno.TlsListener;
@@ -455,7 +456,7 @@ export class ConnectionEngine {
     let handshaking = this.#tls;
     try {
       if (handshaking) {
-        await withTimeout((conn as Deno.TlsConn).handshake(), REFUSAL_HANDSHAKE_MS);
+        await withTimeout((conn as Deno.TlsConn).handshake(), REFUSAL_HANDSHAKE_MS, "handshake");
         handshaking = false;
       }
       await writeAll(conn, this.#protocol.busyAnswer(message));
@@ -495,15 +496,6 @@ const REFUSAL_HANDSHAKE_MS = 1000;
 function closeConn(conn: Deno.Conn, handshaking = false): void {
   if (handshaking) shutDown(conn);
   closeQuietly(conn);
-}
-
-/** `promise`, or a rejection after `ms`. */
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
 }
 
 /**

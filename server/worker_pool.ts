@@ -18,6 +18,7 @@ import type { FileService, RequestRecord } from "../service/file_service.ts";
 import type { ThreadCounters } from "../service/counters.ts";
 import type { ShieldedOrigin } from "../origin/shield.ts";
 import { releaseThread } from "../engine/connection_slots.ts";
+import { withTimeout } from "../util/timeout.ts";
 import type { AccessReload } from "./access_setup.ts";
 import {
   errorData,
@@ -40,6 +41,8 @@ export interface PoolHooks {
 
 /** How long a worker may take to start or to stop beyond its shutdown timeout. */
 const WORKER_GRACE_MS = 10_000;
+/** What a wait on a worker that did not answer in time fails with. */
+const WORKER_SILENT = `worker thread did not answer within ${WORKER_GRACE_MS / 1000} s`;
 
 /** One worker thread and what waits on it. */
 interface Member {
@@ -124,7 +127,7 @@ export class WorkerPool {
       const stopped = new Promise<void>((resolve) => member.stopped = resolve);
       member.worker.postMessage({ type: "stop", timeoutMs } satisfies ToWorker);
       // One that does not answer is terminated below all the same.
-      return withTimeout(stopped, timeoutMs + WORKER_GRACE_MS).catch(() => {});
+      return withTimeout(stopped, timeoutMs + WORKER_GRACE_MS, WORKER_SILENT).catch(() => {});
     }));
     for (const member of this.#members) this.#ended(member);
   }
@@ -154,7 +157,7 @@ export class WorkerPool {
       this.#ended(member);
     };
     worker.postMessage({ type: "start", config } satisfies ToWorker);
-    return withTimeout(promise, WORKER_GRACE_MS);
+    return withTimeout(promise, WORKER_GRACE_MS, WORKER_SILENT);
   }
 
   #receive(member: Member, message: FromWorker): void {
@@ -266,7 +269,9 @@ export class WorkerPool {
         const id = ++this.#nextId;
         const done = new Promise<string | undefined>((resolve) => member.acks.set(id, resolve));
         member.worker.postMessage(make(id));
-        return withTimeout(done, WORKER_GRACE_MS).catch((error: Error) => error.message);
+        return withTimeout(done, WORKER_GRACE_MS, WORKER_SILENT).catch((error: Error) =>
+          error.message
+        );
       }),
     );
     return answers.filter((error) => error !== undefined);
@@ -283,7 +288,7 @@ export class WorkerPool {
         member.counters.set(id, resolve);
       });
       member.worker.postMessage({ type: "counters", id } satisfies ToWorker);
-      return withTimeout(answer, WORKER_GRACE_MS).catch(() => {
+      return withTimeout(answer, WORKER_GRACE_MS, WORKER_SILENT).catch(() => {
         member.counters.delete(id);
         return undefined;
       });
@@ -317,13 +322,4 @@ export class WorkerPool {
 /** An entry without its bytes: what a listing or a fill's answer needs. */
 function withoutBytes(entry: CacheEntry): CacheEntry {
   return entry.bytes ? { ...entry, bytes: undefined } : entry;
-}
-
-/** `promise`, or a rejection after `ms`. */
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`worker thread did not answer in ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
 }

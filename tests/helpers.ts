@@ -259,6 +259,62 @@ export class RawConnection {
   }
 }
 
+/** `server.ts` run as a subprocess (see {@linkcode spawnServer}). */
+export interface SpawnedServer {
+  /** The process (signal it with `kill`). */
+  child: Deno.ChildProcess;
+  /** The TCP protocol's port, from the ready line. */
+  port: number;
+  /** The next whole line the server writes on stderr. */
+  nextErrorLine(): Promise<string>;
+  /** Stops the server (SIGTERM, else SIGKILL once it has gone) and resolves to its status. */
+  stop(): Promise<Deno.CommandStatus>;
+}
+
+/**
+ * Starts `server.ts` with `-A` and `args` (plus `--port 0`), and resolves
+ * once its ready line is out; the caller stops it with `stop()`.
+ */
+export async function spawnServer(args: string[]): Promise<SpawnedServer> {
+  const server = new URL("../server.ts", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", server, "--port", "0", ...args],
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  const nextErrorLine = async () => {
+    while (!pending.includes("\n")) {
+      const { value, done } = await stderr.read();
+      if (done) break;
+      pending += value;
+    }
+    const end = pending.indexOf("\n");
+    const line = end < 0 ? pending : pending.slice(0, end);
+    pending = end < 0 ? "" : pending.slice(end + 1);
+    return line;
+  };
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // exited already
+    }
+    const status = await child.status;
+    await stderr.cancel().catch(() => {});
+    return status;
+  };
+  try {
+    const [, port] = await waitForOutput(child, child.stdout, /listening on [^ ]+:([0-9]+)/);
+    return { child, port: Number(port), nextErrorLine, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
 /** The body of an `OK` response parsed as JSON. */
 export function json<T = Record<string, unknown>>(response: RawResponse): T {
   if (!response.ok) throw new Error(`expected OK, got: ${response.line}`);

@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { ClusterClient, connect, ConnectionError } from "../../client.ts";
-import type { RequestRecord } from "../../server.ts";
+import type { RequestRecord, TlsFiles } from "../../server.ts";
 import {
   makeCertificates,
   opensslAvailable,
@@ -26,11 +26,13 @@ const ADMIN = "admin-token-0123456789abcdef";
 const SERVER = fileURLToPath(new URL("../../server.ts", import.meta.url));
 const ignore = !opensslAvailable();
 
-/** Runs `test` with certificates made for it, removed afterwards. */
-async function withCertificates(test: (certs: TestCertificates) => Promise<void>): Promise<void> {
+/** Runs `test` with certificates made for it (and the valid leaf as a server's `tls`), removed afterwards. */
+async function withCertificates(
+  test: (certs: TestCertificates, tls: TlsFiles) => Promise<void>,
+): Promise<void> {
   const certs = await makeCertificates();
   try {
-    await test(certs);
+    await test(certs, { cert: certs.leaf.cert, key: certs.leaf.key });
   } finally {
     await certs.remove();
   }
@@ -119,8 +121,7 @@ Deno.test({
   name: "TLS: the command-line client exits 3 with the reason; --ca and TCPCACHE_CA verify",
   ignore,
   fn: () =>
-    withCertificates(async (certs) => {
-      const tls = { cert: certs.leaf.cert, key: certs.leaf.key };
+    withCertificates(async (certs, tls) => {
       await withServer(tree, { tls }, async ({ port, dir }) => {
         const at = ["--host", "localhost", "--port", String(port)];
         const good = await cli(
@@ -146,8 +147,7 @@ Deno.test({
   name: "TLS: openssl s_client and curl --cacert on both ports; TLS 1.2 and 1.3 only",
   ignore,
   fn: () =>
-    withCertificates(async (certs) => {
-      const tls = { cert: certs.leaf.cert, key: certs.leaf.key };
+    withCertificates(async (certs, tls) => {
       const records: RequestRecord[] = [];
       const options = {
         tls,
@@ -192,8 +192,7 @@ Deno.test({
   name: "TLS: a reload replaces the certificate on every thread; open connections carry on",
   ignore,
   fn: () =>
-    withCertificates(async (certs) => {
-      const tls = { cert: certs.leaf.cert, key: certs.leaf.key };
+    withCertificates(async (certs, tls) => {
       await withServer(tree, { tls, httpPort: 0, workers: 2 }, async ({ port, server }) => {
         const before = await presentedSerial(port, certs.ca.certFile);
         const open = await connect({ host: "localhost", port, caCerts: [certs.ca.cert] });
@@ -224,7 +223,7 @@ Deno.test({
     "TLS: a bad certificate at start is one line and exit 2; a plain client counts as a failed handshake",
   ignore,
   fn: () =>
-    withCertificates(async (certs) => {
+    withCertificates(async (certs, tls) => {
       const base = ["run", "-A", SERVER, "--port", "0", "--cache-dir", `${certs.dir}/cache`];
       for (
         const [cert, key, message] of [
@@ -242,7 +241,6 @@ Deno.test({
         assert.match(start.stderr, message as RegExp);
         assert.equal(start.stderr.trim().split("\n").length, 1, start.stderr);
       }
-      const tls = { cert: certs.leaf.cert, key: certs.leaf.key };
       await withServer(tree, { tls, httpPort: 0 }, async ({ port, server }) => {
         const plain = await Deno.connect({ hostname: "127.0.0.1", port });
         await plain.write(new TextEncoder().encode("PING\n"));
@@ -267,8 +265,7 @@ Deno.test({
   name: "TLS: the cluster client verifies every node and presents its token",
   ignore,
   fn: () =>
-    withCertificates(async (certs) => {
-      const tls = { cert: certs.leaf.cert, key: certs.leaf.key };
+    withCertificates(async (certs, tls) => {
       const options = { tls, authTokens: `${ADMIN} ops admin\n` };
       await withServer(tree, options, async (one) => {
         await withServer(tree, options, async (two) => {
@@ -315,8 +312,7 @@ Deno.test({
     "TLS: a client that never finishes its handshake is closed at the idle timeout; one the allow list refuses at once",
   ignore,
   fn: () =>
-    withCertificates(async (certs) => {
-      const tls = { cert: certs.leaf.cert, key: certs.leaf.key };
+    withCertificates(async (_certs, tls) => {
       await withServer(tree, { tls, idleTimeoutMs: 300 }, async ({ port, server }) => {
         const silent = await Deno.connect({ hostname: "127.0.0.1", port });
         assert.ok(await closedWithin(silent, 5000), "closed after the idle timeout");
@@ -335,8 +331,7 @@ Deno.test({
     "TLS: a silent client refused as busy is closed within a second, and does not hold up close()",
   ignore,
   fn: () =>
-    withCertificates(async (certs) => {
-      const tls = { cert: certs.leaf.cert, key: certs.leaf.key };
+    withCertificates(async (certs, tls) => {
       await withServer(tree, { tls, maxConnections: 1 }, async ({ port, server }) => {
         const busy = await connect({ host: "localhost", port, caCerts: [certs.ca.cert] });
         await busy.ping();

@@ -7,11 +7,10 @@
  */
 
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import type { RequestRecord } from "../../server.ts";
 import { connect, ServerError } from "../../client.ts";
 import { formatAccessLog } from "../../service/access_line.ts";
-import { json, RawConnection, waitForOutput, withServer } from "../helpers.ts";
+import { json, RawConnection, spawnServer, withServer } from "../helpers.ts";
 
 const READ = "read-token-0123456789abcdef";
 const ADMIN = "admin-token-0123456789abcdef";
@@ -165,41 +164,32 @@ Deno.test("SIGHUP re-reads the token file: a removed token stops working on open
   await Deno.writeTextFile(tokens, TOKENS);
   await Deno.mkdir(`${dir}/files`);
   await Deno.writeTextFile(`${dir}/files/hello.txt`, "hello\n");
-  const server = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", fileURLToPath(new URL("../../server.ts", import.meta.url))]
-      .concat(["--port", "0", "--workers", "2", "--dir", `${dir}/files`, "--quiet"])
-      .concat(["--cache-dir", `${dir}/cache`, "--auth-tokens", tokens]),
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  const errors = server.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  const nextError = async () => (await errors.read()).value ?? "";
+  const server = await spawnServer(
+    ["--workers", "2", "--dir", `${dir}/files`, "--quiet", "--cache-dir", `${dir}/cache`]
+      .concat(["--auth-tokens", tokens]),
+  );
   try {
-    const [, port] = await waitForOutput(server, server.stdout, /listening on [^ ]+:([0-9]+)/);
-    const alice = await RawConnection.open(Number(port));
+    const alice = await RawConnection.open(server.port);
     try {
       assert.equal((await alice.request(`AUTH ${READ}`)).line, "OK 0");
       const bob = "bob-token-0123456789abcdef";
       await Deno.writeTextFile(tokens, `${bob} bob\n${ADMIN} ops admin\n`);
-      server.kill("SIGHUP");
-      assert.match(await nextError(), /SIGHUP: reloaded the tokens/);
+      server.child.kill("SIGHUP");
+      assert.match(await server.nextErrorLine(), /SIGHUP: reloaded the tokens/);
       assert.equal((await alice.request("GET hello.txt")).line, "ERR 401 invalid token");
-      const client = await connect({ port: Number(port), token: bob });
+      const client = await connect({ port: server.port, token: bob });
       assert.equal(new TextDecoder().decode((await client.get("hello.txt")).bytes), "hello\n");
       // A file that does not parse changes nothing, and says so.
       await Deno.writeTextFile(tokens, "short\n");
-      server.kill("SIGHUP");
-      assert.match(await nextError(), /SIGHUP: kept the tokens in force: .*line 1/);
+      server.child.kill("SIGHUP");
+      assert.match(await server.nextErrorLine(), /SIGHUP: kept the tokens in force: .*line 1/);
       assert.equal((await client.stat("hello.txt")).size, 6, "bob's token still works");
       client.close();
     } finally {
       alice.close();
     }
   } finally {
-    server.kill("SIGTERM");
-    await server.status;
-    await errors.cancel().catch(() => {});
+    await server.stop();
     await Deno.remove(dir, { recursive: true });
   }
 });

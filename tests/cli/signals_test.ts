@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { connect } from "../../client.ts";
-import { eventually, waitForOutput } from "../helpers.ts";
+import { eventually, spawnServer } from "../helpers.ts";
 
 const SERVER = fileURLToPath(new URL("../../server.ts", import.meta.url));
 
@@ -19,39 +19,32 @@ Deno.test("--access-log is reopened on SIGHUP; --pid-file lives while the server
   await Deno.writeTextFile(`${dir}/files/a.txt`, "alpha\n");
   const log = `${dir}/access.log`;
   const pidFile = `${dir}/tcpcache.pid`;
-  const server = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", SERVER, "--port", "0", "--workers", "2", "--dir", `${dir}/files`]
-      .concat(["--cache-dir", `${dir}/cache`, "--access-log", log, "--pid-file", pidFile]),
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  const stderr = server.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  const nextLine = async () => (await stderr.read()).value ?? "";
+  const server = await spawnServer(
+    ["--workers", "2", "--dir", `${dir}/files`, "--cache-dir", `${dir}/cache`]
+      .concat(["--access-log", log, "--pid-file", pidFile]),
+  );
   try {
-    const [, port] = await waitForOutput(server, server.stdout, /listening on [^ ]+:([0-9]+)/);
-    assert.equal((await Deno.readTextFile(pidFile)).trim(), String(server.pid));
+    assert.equal((await Deno.readTextFile(pidFile)).trim(), String(server.child.pid));
     const get = async (times: number) => {
-      const client = await connect({ port: Number(port) });
+      const client = await connect({ port: server.port });
       for (let i = 0; i < times; i++) await client.get("a.txt");
       client.close();
     };
     await get(3);
     await Deno.rename(log, `${log}.1`);
-    server.kill("SIGHUP");
-    assert.match(await nextLine(), /SIGHUP: reopened the access log .*access\.log/);
+    server.child.kill("SIGHUP");
+    assert.match(await server.nextErrorLine(), /SIGHUP: reopened the access log .*access\.log/);
     await get(2);
-    server.kill("SIGUSR1");
+    server.child.kill("SIGUSR1");
     assert.match(
-      await nextLine(),
+      await server.nextErrorLine(),
       /^tcpcache: state: uptime [0-9]+ s, requests 5 \(hits 4, misses 1, bypasses 0, errors 0\), .*threads 2, tls off/,
     );
     const lines = async (path: string) =>
       (await Deno.readTextFile(path)).split("\n").filter((line) => line !== "");
     // The batch written before the reopen went to the renamed file; the later ones to the new.
     assert.equal((await lines(`${log}.1`)).length, 3);
-    server.kill("SIGTERM");
-    assert.equal((await server.status).code, 0);
+    assert.equal((await server.stop()).code, 0);
     const after = await lines(log);
     assert.equal(after.length, 2, after.join("\n"));
     for (const line of after) assert.match(line, / GET a\.txt OK [0-9]+ [0-9.]+ hit - -$/);
@@ -60,13 +53,7 @@ Deno.test("--access-log is reopened on SIGHUP; --pid-file lives while the server
       "the pid file removed",
     );
   } finally {
-    try {
-      server.kill("SIGKILL");
-    } catch {
-      // exited
-    }
-    await server.status;
-    await stderr.cancel().catch(() => {});
+    await server.stop();
     await Deno.remove(dir, { recursive: true });
   }
 });
