@@ -19,10 +19,21 @@ import { PolicyIndex } from "./policies/policy_index.ts";
 import { isPolicyName, POLICIES } from "./policies/registry.ts";
 import { Mutex } from "./util/mutex.ts";
 import { DEFAULTS } from "./defaults.ts";
+import {
+  isCacheFileName,
+  Journal,
+  JOURNAL_FILE,
+  type JournalContents,
+  type JournalEntry,
+  type JournalHeader,
+  readJournal,
+} from "./cache_disk/journal.ts";
+import { DiskRoom, isDiskFull } from "./cache_disk/disk_room.ts";
 
 export type { EvictionPolicy, PolicyFactory, PolicyName } from "./policies/policy.ts";
 export { PolicyIndex } from "./policies/policy_index.ts";
 export { POLICIES } from "./policies/registry.ts";
+export { JOURNAL_FILE } from "./cache_disk/journal.ts";
 import { OriginChangedError, type OriginStat } from "./origin/origin.ts";
 
 /** The name of the file that marks a directory as a tcpcache cache. */
@@ -103,6 +114,14 @@ export interface FileCacheOptions {
    * @default {true}
    */
   requireDirectory?: boolean;
+  /**
+   * Keep the entries a previous run left (`--keep-cache`): each is checked
+   * against the journal's record (size and sha256) before it is served, in
+   * the background after `open` returns or at its first request. Otherwise
+   * the directory is emptied, in the background too.
+   * @default {false}
+   */
+  keep?: boolean;
 }
 
 /** The cache's size figures, as `STATS` and `LIST` report them. */
@@ -121,6 +140,24 @@ export interface CacheFigures {
   evictions: number;
   /** Why the cache holds nothing, when its directory could not be used at start. */
   unavailable?: string;
+  /**
+   * The capacity in force: less than `capacity` while the disk holds less
+   * (see `degraded`).
+   */
+  effectiveCapacity: number;
+  /** Why the cache runs below its capacity (the disk filled up), while it does. */
+  degraded?: string;
+  /** Writes to the cache directory that failed (a full disk, an I/O error). */
+  writeFailures: number;
+  /** Entries of a previous run adopted (`--keep-cache`). */
+  adopted: number;
+  /** Entries of a previous run still waiting to be checked and adopted. */
+  adopting: number;
+  /**
+   * Bytes of a previous run's files not yet adopted or removed: counted
+   * against the capacity until the background housekeeping is done.
+   */
+  housekeepingBytes: number;
 }
 
 /** A change to the cache's entries, as {@linkcode FileCache.observe} reports it. */
@@ -152,6 +189,12 @@ export interface CacheView {
   figures(): Promise<CacheFigures>;
   /** The figures and the entries in eviction order, as of one moment. */
   listing(): Promise<CacheListing>;
+  /**
+   * Forgets entries of a previous run still waiting to be adopted: `path`,
+   * or with `prefix` every path that starts with it (see `purgeCovers`).
+   * Only the cache's owner has them.
+   */
+  forgetKept?(covers: (path: string) => boolean): Promise<number>;
 }
 
 /** The cache as `LIST` shows it: its figures and its entries, taken together. */
@@ -177,27 +220,66 @@ export class FileCache implements CacheView {
   #memoryEntryLimit: number;
   #evictions = 0;
   #sequence = 0;
-  #warned = new Set<string>();
+  /**
+   * This run's prefix of file names: a file of a previous run never has a
+   * name this run could give, so the background housekeeping can tell them
+   * apart without waiting for anything.
+   */
+  #run = `${Date.now().toString(36)}${Math.floor(Math.random() * 36 ** 4).toString(36)}`;
   #onWarning: (message: string) => void;
   #observers: ((change: CacheChange) => void)[] = [];
-
   #unavailable: string | undefined;
+  #journal: Journal | undefined;
+  /** Entries of a previous run, by path, waiting to be checked and adopted. */
+  #kept = new Map<string, JournalEntry>();
+  #adopted = 0;
+  /** Bytes of a previous run's files not yet adopted or removed (see {@linkcode housekept}). */
+  #oldBytes = 0;
+  /** True until the previous run's files are counted: no room can be promised before. */
+  #counting = false;
+  #closing = false;
+  #room: DiskRoom;
+  /** Resolves once the previous run's files are adopted or removed. */
+  readonly housekept: Promise<void>;
 
-  private constructor(options: FileCacheOptions, capacity: number, policy: EvictionPolicy) {
+  private constructor(
+    options: FileCacheOptions,
+    capacity: number,
+    policy: EvictionPolicy,
+    prepared?: PreparedDirectory,
+  ) {
     this.dir = options.dir;
     this.capacity = capacity;
     this.#index = new PolicyIndex(policy);
     this.#onWarning = options.onWarning ?? console.error;
     this.#memoryBudget = options.memoryBudget ?? DEFAULTS.memoryCache;
     this.#memoryEntryLimit = options.memoryEntryLimit ?? DEFAULTS.memoryEntryLimit;
+    this.#room = new DiskRoom(options.dir, capacity, this.#onWarning);
+    this.#journal = prepared?.journal;
+    // A record that could not be appended costs at most a kept entry at the next start.
+    if (this.#journal) this.#journal.onError = (error) => this.#cacheDirFailed(error);
+    if (!prepared?.marked) {
+      this.housekept = Promise.resolve(); // a new or empty directory: nothing left to tidy
+      return;
+    }
+    for (const entry of prepared.kept) this.#kept.set(entry.path, entry);
+    this.#counting = true;
+    this.housekept = this.#houseKeep().catch((error) => {
+      this.#counting = false;
+      this.#oldBytes = 0;
+      this.#onWarning(`cache directory ${this.dir}: housekeeping failed: ${error.message}`);
+    });
   }
 
   /**
-   * Prepares the cache directory and returns an empty cache.
+   * Prepares the cache directory and returns the cache, at once: what a
+   * previous run left is adopted or removed in the background (see
+   * {@linkcode housekept}), its bytes counted against the capacity until then.
    *
    * A missing directory is created; an empty one is adopted; one that holds
-   * the {@linkcode CACHE_MARKER} file is emptied. Any other directory is left
-   * untouched and the call fails.
+   * the {@linkcode CACHE_MARKER} file is emptied, or with `keep` its
+   * journal's entries are kept. Any other directory is left untouched and the
+   * call fails.
    *
    * @example
    * ```ts
@@ -212,8 +294,10 @@ export class FileCache implements CacheView {
       throw new RangeError(`invalid cache capacity: ${capacity}`);
     }
     const makePolicy = policyFactory(options.policy ?? DEFAULTS.policy);
+    const policy = makePolicy(capacity);
+    let prepared: PreparedDirectory;
     try {
-      await prepareDirectory(options.dir);
+      prepared = await prepareDirectory(options, { capacity, policy: policy.name });
     } catch (error) {
       if (!(error instanceof UnusableDirectoryError) || (options.requireDirectory ?? true)) {
         throw error;
@@ -223,7 +307,29 @@ export class FileCache implements CacheView {
       cache.#unavailable = error.message;
       return cache;
     }
-    return new FileCache(options, capacity, makePolicy(capacity));
+    return new FileCache(options, capacity, policy, prepared);
+  }
+
+  /**
+   * Stops the background housekeeping, rewrites the journal in the current
+   * eviction order (so that a restart with `keep` finds it exactly) and
+   * closes it. The cache must not be used afterwards.
+   */
+  async close(): Promise<void> {
+    this.#closing = true;
+    this.#room.close();
+    await this.housekept;
+    await this.#lock.run(() => {
+      this.#journal?.compact(this.#described());
+      this.#journal?.close();
+      this.#journal = undefined;
+    });
+  }
+
+  /** What the journal describes: the entries waiting to be adopted, then the index's. */
+  *#described(): Iterable<JournalEntry> {
+    yield* this.#kept.values();
+    yield* this.#index.ordered();
   }
 
   /**
@@ -298,7 +404,18 @@ export class FileCache implements CacheView {
       memory: this.memoryUsed,
       evictions: this.evictions,
       ...(this.#unavailable === undefined ? {} : { unavailable: this.#unavailable }),
+      effectiveCapacity: this.#limit,
+      ...(this.#room.degraded === undefined ? {} : { degraded: this.#room.degraded }),
+      writeFailures: this.#room.writeFailures,
+      adopted: this.#adopted,
+      adopting: this.#kept.size,
+      housekeepingBytes: this.#oldBytes,
     };
+  }
+
+  /** The bytes the cache may hold now: its capacity, or less while the disk is full. */
+  get #limit(): number {
+    return Math.min(this.capacity, this.#room.limit);
   }
 
   /**
@@ -331,6 +448,17 @@ export class FileCache implements CacheView {
       if (current && (entry === undefined || current === entry)) {
         await this.#drop(current);
       }
+      const kept = this.#kept.get(path);
+      if (kept && entry === undefined) await this.#discardKept(kept);
+    });
+  }
+
+  /** Forgets the previous run's entries that `covers` selects; resolves to how many. */
+  forgetKept(covers: (path: string) => boolean): Promise<number> {
+    return this.#lock.run(async () => {
+      const doomed = [...this.#kept.values()].filter((entry) => covers(entry.path));
+      for (const entry of doomed) await this.#discardKept(entry);
+      return doomed.length;
     });
   }
 
@@ -356,16 +484,36 @@ export class FileCache implements CacheView {
   fill(path: string, source: FillSource): Promise<CacheEntry | undefined> {
     const running = this.#inflight.get(path);
     if (running) return running;
-    const fill = this.#fill(path, source).finally(() => this.#inflight.delete(path));
+    const fill = this.#adoptOrFill(path, source).finally(() => this.#inflight.delete(path));
     this.#inflight.set(path, fill);
     return fill;
   }
 
+  /**
+   * A fill of a path the previous run left an entry of: that entry, if it is
+   * the version asked for and its file checks out; otherwise a fill.
+   */
+  async #adoptOrFill(path: string, source: FillSource): Promise<CacheEntry | undefined> {
+    const kept = this.#kept.get(path);
+    if (kept) {
+      const { validator, size } = source.stat;
+      if (kept.validator === validator && kept.size === size) {
+        const entry = await this.#adopt(kept);
+        if (entry) return entry;
+      } else {
+        await this.#lock.run(async () => {
+          if (this.#kept.get(path) === kept) await this.#discardKept(kept);
+        });
+      }
+    }
+    return await this.#fill(path, source);
+  }
+
   async #fill(path: string, source: FillSource): Promise<CacheEntry | undefined> {
     const { size } = source.stat;
-    if (size > this.capacity) return undefined;
+    if (size > this.#limit) return undefined;
     if (!await this.#lock.run(() => this.#reserve(path, size))) return undefined;
-    const file = `${++this.#sequence}`;
+    const file = `${this.#run}.${++this.#sequence}`;
     let copied: { sha256: string; bytes?: Uint8Array } | undefined;
     try {
       copied = await this.#copyIn(path, file, source);
@@ -450,18 +598,32 @@ export class FileCache implements CacheView {
    */
   async #reserve(path: string, size: number): Promise<boolean> {
     if (!this.#index.admits(path, size)) return false;
-    // Admissions in flight cannot be evicted: past them, there is no room.
-    if (this.#reserved + size > this.capacity) return false;
-    while (this.#index.used + this.#reserved + size > this.capacity) {
-      await this.#unlink(this.#index.evict()!);
-      this.#evictions++;
-    }
+    // Admissions in flight and a previous run's files cannot be evicted:
+    // past them, there is no room.
+    const limit = this.#limit;
+    if (this.#counting || this.#reserved + this.#oldBytes + size > limit) return false;
+    await this.#evictDownTo(limit - size);
     this.#reserved += size;
     return true;
   }
 
+  /** Evicts until the cache's bytes (entries, reservations, old files) are at most `bytes`. */
+  async #evictDownTo(bytes: number): Promise<void> {
+    while (this.#index.count > 0 && this.#index.used + this.#reserved + this.#oldBytes > bytes) {
+      await this.#unlink(this.#index.evict()!);
+      this.#evictions++;
+    }
+  }
+
   async #commit(entry: CacheEntry): Promise<void> {
     this.#reserved -= entry.size;
+    await this.#insert(entry);
+    this.#journal?.admitted(entry);
+    this.#compactIfDue();
+  }
+
+  /** Puts an entry whose file is in place into the index (replacing the path's entry). */
+  async #insert(entry: CacheEntry): Promise<void> {
     const previous = this.#index.remove(entry.path);
     if (previous) await this.#unlink(previous);
     if (entry.bytes && this.#memoryUsed + entry.size <= this.#memoryBudget) {
@@ -473,6 +635,10 @@ export class FileCache implements CacheView {
     this.#notify({ kind: "admit", entry });
   }
 
+  #compactIfDue(): void {
+    if (this.#journal?.wantsCompaction) this.#journal.compact(this.#described());
+  }
+
   async #drop(entry: CacheEntry): Promise<void> {
     this.#index.remove(entry.path);
     await this.#unlink(entry);
@@ -481,6 +647,7 @@ export class FileCache implements CacheView {
   /** Deletes a removed entry's file and memory copy (readers keep theirs). */
   async #unlink(entry: CacheEntry): Promise<void> {
     this.#notify({ kind: "drop", path: entry.path, file: entry.file });
+    this.#journal?.dropped(entry.file);
     if (entry.bytes) {
       this.#memoryUsed -= entry.size;
       entry.bytes = undefined;
@@ -488,16 +655,159 @@ export class FileCache implements CacheView {
     await Deno.remove(`${this.dir}/${entry.file}`).catch(() => {});
   }
 
-  /** Reports a cache-directory failure, once per kind of error. */
+  /**
+   * Counts a failed write to the cache directory and says so (at a bounded
+   * rate); on a full disk, shrinks the capacity in force to what the disk
+   * holds and evicts down to it, instead of refusing every fill from then
+   * on (see `cache_disk/disk_room.ts`).
+   */
   #cacheDirFailed(error: unknown): undefined {
-    const kind = error instanceof Error ? error.name : "Error";
-    if (!this.#warned.has(kind)) {
-      this.#warned.add(kind);
-      const message = error instanceof Error ? error.message : String(error);
-      this.#onWarning(`cache directory ${this.dir} failed (${message}); serving without caching`);
+    this.#room.failed(error);
+    if (isDiskFull(error)) {
+      this.#room.shrink(
+        () => this.#index.used + this.#reserved + this.#oldBytes,
+        (limit) => void this.#lock.run(() => this.#evictDownTo(limit)),
+      ).catch(() => {});
     }
     return undefined;
   }
+
+  /**
+   * The previous run's files: removes those that have no trustworthy record
+   * (their bytes counted against the capacity until removed), then checks
+   * and adopts the recorded entries in their recorded order, oldest (or
+   * next victim) first, so that the eviction order carries over.
+   */
+  async #houseKeep(): Promise<void> {
+    const recorded = new Map([...this.#kept.values()].map((entry) => [entry.file, entry]));
+    const found = new Set<JournalEntry>();
+    const doomed: { name: string; size: number }[] = [];
+    let seen = 0;
+    for await (const { name } of Deno.readDir(this.dir)) {
+      if (OWN_FILES.has(name) || name.startsWith(`${this.#run}.`)) continue;
+      if (++seen % HOUSEKEEPING_BATCH === 0) await yieldToRequests();
+      let size = 0;
+      try {
+        const stat = Deno.lstatSync(`${this.dir}/${name}`);
+        size = stat.isFile ? stat.size : 0;
+        const entry = recorded.get(name);
+        if (entry && stat.isFile && stat.size === entry.size && isCacheFileName(name)) {
+          found.add(entry);
+          continue;
+        }
+      } catch {
+        continue; // gone already
+      }
+      doomed.push({ name, size });
+    }
+    // Recorded entries without their file (or with another size) go; what
+    // is left counts against the capacity until adopted or removed.
+    await this.#lock.run(async () => {
+      let oldBytes = doomed.reduce((sum, { size }) => sum + size, 0);
+      for (const entry of [...this.#kept.values()]) {
+        if (found.has(entry)) oldBytes += entry.size;
+        else await this.#discardKept(entry, false);
+      }
+      this.#oldBytes = oldBytes;
+      this.#counting = false;
+    });
+    for (const [i, { name, size }] of doomed.entries()) {
+      if (i % HOUSEKEEPING_BATCH === 0) await yieldToRequests();
+      await Deno.remove(`${this.dir}/${name}`, { recursive: true }).catch(() => {});
+      this.#oldBytes -= size;
+    }
+    // A journal written under a larger capacity: its next victims go first.
+    await this.#lock.run(async () => {
+      for (const entry of this.#kept.values()) {
+        if (this.#oldBytes <= this.#limit) break;
+        await this.#discardKept(entry);
+      }
+    });
+    for (const entry of [...this.#kept.values()]) {
+      if (this.#closing) return;
+      if (this.#kept.get(entry.path) !== entry || this.#inflight.has(entry.path)) continue;
+      const adoption = this.#adopt(entry).finally(() => this.#inflight.delete(entry.path));
+      this.#inflight.set(entry.path, adoption);
+      await adoption;
+    }
+  }
+
+  /**
+   * Checks a previous run's entry against its record (its file's size and
+   * sha256) and adopts it; resolves to the entry, or to undefined when it
+   * did not check out (its file is then removed) or was taken meanwhile.
+   */
+  async #adopt(recorded: JournalEntry): Promise<CacheEntry | undefined> {
+    let checked: { sha256: string; bytes?: Uint8Array } | undefined;
+    try {
+      checked = await hashFile(
+        `${this.dir}/${recorded.file}`,
+        recorded.size,
+        this.#memoryEntryLimit,
+      );
+    } catch {
+      checked = undefined;
+    }
+    return await this.#lock.run(async () => {
+      if (this.#kept.get(recorded.path) !== recorded) return undefined;
+      if (checked?.sha256 !== recorded.sha256) {
+        await this.#discardKept(recorded);
+        return undefined;
+      }
+      this.#kept.delete(recorded.path);
+      this.#oldBytes -= recorded.size;
+      const entry: CacheEntry = { ...recorded, bytes: checked.bytes };
+      await this.#insert(entry);
+      this.#adopted++;
+      return entry;
+    });
+  }
+
+  /** Removes a previous run's entry that will not be adopted (under the lock). */
+  async #discardKept(entry: JournalEntry, counted = true): Promise<void> {
+    this.#kept.delete(entry.path);
+    this.#journal?.dropped(entry.file);
+    await Deno.remove(`${this.dir}/${entry.file}`).catch(() => {});
+    if (counted) this.#oldBytes -= entry.size;
+  }
+}
+
+/** The files of the cache directory that are not entries. */
+const OWN_FILES = new Set([CACHE_MARKER, JOURNAL_FILE, `${JOURNAL_FILE}.new`]);
+/** Old files handled between two yields to the event loop. */
+const HOUSEKEEPING_BATCH = 256;
+
+/** Lets requests waiting on the event loop run (a macrotask, so that I/O gets its turn). */
+function yieldToRequests(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/**
+ * The sha256 of a file expected to hold `size` bytes, and its bytes when
+ * it is small enough to keep in memory (in shared memory, as a fill keeps
+ * them). Throws when the file is shorter or longer.
+ */
+async function hashFile(
+  file: string,
+  size: number,
+  memoryLimit: number,
+): Promise<{ sha256: string; bytes?: Uint8Array }> {
+  const hash = createHash("sha256");
+  const bytes = size <= memoryLimit ? new Uint8Array(new SharedArrayBuffer(size)) : undefined;
+  using opened = await Deno.open(file, { read: true });
+  const buffer = bytes ?? new Uint8Array(Math.min(size, 1024 * 1024) + 1);
+  let total = 0;
+  for (;;) {
+    const target = bytes ? (total < size ? bytes.subarray(total) : new Uint8Array(1)) : buffer;
+    const n = await opened.read(target);
+    if (n === null) break;
+    total += n;
+    if (total > size) throw new Error(`${file} is longer than its record`);
+    if (!bytes) hash.update(buffer.subarray(0, n));
+  }
+  if (total !== size) throw new Error(`${file} is shorter than its record`);
+  if (bytes) hash.update(bytes);
+  return { sha256: hash.digest("hex"), bytes };
 }
 
 /**
@@ -518,32 +828,88 @@ export function openCacheFile(
   }
 }
 
-async function prepareDirectory(dir: string): Promise<void> {
-  const names: string[] = [];
+/** A cache directory ready for use: its new journal, and the entries a previous run left to keep. */
+interface PreparedDirectory {
+  journal: Journal;
+  kept: JournalEntry[];
+  /** True when the directory was a tcpcache cache already (it may hold a previous run's files). */
+  marked: boolean;
+}
+
+/**
+ * Checks that `options.dir` is a tcpcache cache directory (or makes one),
+ * reads the journal a previous run left when `options.keep` asks for its
+ * entries, and starts a new journal that describes them. Removing the
+ * previous run's other files is left to the background (see
+ * `FileCache.housekept`), so this takes a moment whatever the directory
+ * holds: the journal of 50,000 entries is read and rewritten in well under
+ * a second.
+ */
+function prepareDirectory(
+  options: FileCacheOptions,
+  header: JournalHeader,
+): Promise<PreparedDirectory> {
+  const { dir } = options;
+  const warn = options.onWarning ?? console.error;
+  let marked = false;
   try {
-    for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+    marked = Deno.statSync(`${dir}/${CACHE_MARKER}`).isFile;
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw new UnusableDirectoryError(dir, error);
-    await Deno.mkdir(dir, { recursive: true }).catch((error) => {
-      throw new UnusableDirectoryError(dir, error);
-    });
   }
-  if (names.length > 0 && !names.includes(CACHE_MARKER)) {
-    throw new Error(
-      `refusing to use cache directory ${dir}: it is not empty and was not created by tcpcache (no ${CACHE_MARKER} file in it)`,
-    );
-  }
-  try {
-    for (const name of names) {
-      if (name !== CACHE_MARKER) await Deno.remove(`${dir}/${name}`, { recursive: true });
+  if (!marked) {
+    let empty: boolean;
+    try {
+      empty = Deno.readDirSync(dir)[Symbol.iterator]().next().done ?? true;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw new UnusableDirectoryError(dir, error);
+      try {
+        Deno.mkdirSync(dir, { recursive: true });
+      } catch (error) {
+        throw new UnusableDirectoryError(dir, error);
+      }
+      empty = true;
     }
-    await Deno.writeTextFile(
-      `${dir}/${CACHE_MARKER}`,
-      "This directory is a tcpcache cache. The server empties it at every start.\n",
-    );
+    if (!empty) {
+      return Promise.reject(
+        new Error(
+          `refusing to use cache directory ${dir}: it is not empty and was not created by tcpcache (no ${CACHE_MARKER} file in it)`,
+        ),
+      );
+    }
+  }
+  let kept: JournalEntry[] = [];
+  try {
+    if (options.keep && marked) kept = keptEntries(readJournal(dir), header, dir, warn);
+    Deno.writeTextFileSync(`${dir}/${CACHE_MARKER}`, MARKER_TEXT);
+    return Promise.resolve({ journal: Journal.create(dir, header, kept), kept, marked });
   } catch (error) {
     throw new UnusableDirectoryError(dir, error);
   }
+}
+
+const MARKER_TEXT = "This directory is a tcpcache cache. The server empties it at every start, " +
+  "unless it runs with --keep-cache: then it keeps the entries its journal vouches for.\n";
+
+/** The journal's entries a restart keeps, saying what it found wrong with the journal. */
+function keptEntries(
+  contents: JournalContents,
+  header: JournalHeader,
+  dir: string,
+  warn: (message: string) => void,
+): JournalEntry[] {
+  const problems: string[] = [];
+  if (contents.untrusted) problems.push(`${contents.untrusted}: nothing kept`);
+  if (contents.damaged > 0) problems.push(`${contents.damaged} damaged records skipped`);
+  const was = contents.header;
+  if (was && (was.capacity !== header.capacity || was.policy !== header.policy)) {
+    problems.push(
+      `written for capacity ${was.capacity} with ${was.policy}, kept under ${header.capacity} ` +
+        `with ${header.policy} (its next victims go first while it does not fit; the order is the journal's)`,
+    );
+  }
+  if (problems.length > 0) warn(`cache directory ${dir}: --keep-cache: ${problems.join("; ")}`);
+  return contents.entries;
 }
 
 /** A cache directory that cannot be read, created or written (not one that is someone else's). */

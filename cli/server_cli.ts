@@ -60,7 +60,9 @@ Options:
   --port PORT           port to listen on, 0 for any free one (default: ${DEFAULTS.port})
   --http-port PORT      also serve HTTP/1.1 on this port (curl, browsers, Prometheus;
                         status page at /-/); off by default
-  --cache-dir DIR       cache directory, created empty at start (default: ${DEFAULTS.cacheDir})
+  --cache-dir DIR       cache directory, emptied at start in the background (default: ${DEFAULTS.cacheDir})
+  --keep-cache          keep the entries the previous run left (each checked against its
+                        journal record before it is served) instead of emptying the cache
   --require-cache       refuse to start when the cache directory cannot be created or
                         written (default: start without a cache, and say so loudly)
   --cache-size SIZE     cache capacity: bytes or K, KiB, M, MiB, G, GiB, KB, MB, GB
@@ -321,6 +323,7 @@ function parseServerArgs(args: string[]): ServerInvocation | "help" {
       "max-connections": { type: "string" },
       "max-connections-per-address": { type: "string" },
       "require-cache": { type: "boolean", default: false },
+      "keep-cache": { type: "boolean", default: false },
       "idle-timeout": { type: "string" },
       "send-timeout": { type: "string" },
       "shutdown-timeout": { type: "string" },
@@ -382,6 +385,7 @@ function serverOptions(values: Record<string, string | boolean | undefined>): Se
     httpPort: optional(text("http-port"), (v) => parseInteger("--http-port", v, 65535)),
     cacheDir: text("cache-dir"),
     requireCache: values["require-cache"] === true,
+    keepCache: values["keep-cache"] === true,
     cacheSize: optional(text("cache-size"), parseSize),
     memoryBudget: optional(text("memory-cache"), parseSize),
     changeWatch: !values["no-change-watch"],

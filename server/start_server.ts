@@ -105,6 +105,14 @@ export interface ServerOptions {
    */
   requireCache?: boolean;
   /**
+   * Keep the entries a previous run left in the cache directory (each
+   * checked against its journal record before it is served), instead of
+   * emptying it. Either way the ports open first and the previous run's
+   * files are adopted or removed in the background.
+   * @default {false}
+   */
+  keepCache?: boolean;
+  /**
    * Connections at once from one client address, per port; past it, new
    * ones from that address get `ERR 503` (HTTP `503`). With worker threads
    * each thread allows its share (the kernel spreads a client's connections
@@ -329,6 +337,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
       memoryBudget: options.memoryBudget,
       onWarning: onError,
       requireDirectory: options.requireCache ?? false,
+      keep: options.keepCache ?? false,
     });
     if (cache.unavailable) {
       onError(
@@ -393,6 +402,9 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     shield.close();
     directory?.close();
   };
+  const closeCache = async () => {
+    await cache.close().catch((error) => onError(`closing the cache: ${error.message}`));
+  };
   let pool: WorkerPool | undefined;
   if (shared) {
     try {
@@ -435,6 +447,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
       );
     } catch (error) {
       await stopHere();
+      await closeCache();
       throw new Error(`cannot start worker threads: ${(error as Error).message}`);
     }
   }
@@ -461,6 +474,8 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     },
     close: async () => {
       await Promise.all([pool?.stop(shutdownTimeoutMs), stopHere()]);
+      // Last: no thread admits or evicts any more, so the journal written now is the final word.
+      await closeCache();
     },
   };
 }

@@ -9,7 +9,7 @@
  */
 
 import { closeQuietly } from "../util/byte_reader.ts";
-import type { CacheEntry, CacheView, FillSource } from "../cache.ts";
+import type { CacheEntry, CacheFigures, CacheView, FillSource } from "../cache.ts";
 import { Histogram, type MetricsSnapshot, type RequestCounts } from "./metrics.ts";
 import {
   type CacheOutcome,
@@ -68,16 +68,8 @@ export interface ServerStats {
     tcp: { requests: number };
     http: { requests: number; connections: number; active: number };
   };
-  /** `memory`: bytes of small entries also held in memory. */
-  cache: {
-    capacity: number;
-    used: number;
-    entries: number;
-    policy: string;
-    memory: number;
-    /** Why the cache holds nothing: its directory could not be used at start. */
-    unavailable?: string;
-  };
+  /** The cache's figures (see `CacheFigures`), without its evictions (counted above). */
+  cache: Omit<CacheFigures, "evictions">;
   /** How a file's freshness is checked (see `Origin.freshness`). */
   freshness: "watch" | "stat";
   /** The origin's shield: lifetimes, stale answers, health (see {@linkcode OriginFigures}). */
@@ -144,6 +136,12 @@ function originFigures(counters: ThreadCounters, shield: ShieldFigures | undefin
     fresh: counters.freshAnswers,
     stale: counters.staleAnswers,
   };
+}
+
+/** The cache's figures as `STATS.cache` gives them: evictions are a top-level counter. */
+function withoutEvictions(figures: CacheFigures): Omit<CacheFigures, "evictions"> {
+  const { evictions: _, ...rest } = figures;
+  return rest;
 }
 
 /** A `GET` resolved to its bytes, ready to send. */
@@ -464,6 +462,9 @@ export class FileService {
       cacheCapacity: cache.capacity,
       cacheEntries: cache.entries,
       memoryUsed: cache.memory,
+      cacheEffectiveCapacity: cache.effectiveCapacity,
+      cacheWriteFailures: cache.writeFailures,
+      cacheAdopted: cache.adopted,
       open: { tcp: counters.connections.open, http: counters.http.connections },
       uptimeSeconds: (Date.now() - this.#started) / 1000,
       origin: {
@@ -517,14 +518,7 @@ export class FileService {
           active: c.http.active,
         },
       },
-      cache: {
-        capacity: cache.capacity,
-        used: cache.used,
-        entries: cache.entries,
-        policy: cache.policy,
-        memory: cache.memory,
-        ...(cache.unavailable === undefined ? {} : { unavailable: cache.unavailable }),
-      },
+      cache: withoutEvictions(cache),
       freshness: this.origin.freshness ?? "stat",
       origin: originFigures(c, shield),
       threads: threads.map((thread) => thread.requests),
@@ -650,7 +644,9 @@ export class FileService {
       ? (await this.cache.listing()).entries.filter((entry) => purgeCovers(entry.path, path, true))
       : [this.cache.lookup(path)].filter((entry) => entry !== undefined);
     for (const entry of doomed) await this.cache.remove(entry.path, entry);
-    return doomed.length;
+    // Entries a previous run left and not yet adopted go too: else they would come back.
+    const kept = await this.cache.forgetKept?.((kept) => purgeCovers(kept, path, prefix)) ?? 0;
+    return doomed.length + kept;
   }
 
   /**

@@ -72,6 +72,12 @@ export interface MetricsSnapshot {
   cacheCapacity: number;
   cacheEntries: number;
   memoryUsed: number;
+  /** The capacity in force: less than `cacheCapacity` while the disk is full. */
+  cacheEffectiveCapacity?: number;
+  /** Writes to the cache directory that failed. */
+  cacheWriteFailures?: number;
+  /** Entries of a previous run adopted at start (`--keep-cache`). */
+  cacheAdopted?: number;
   /** Open client connections, by protocol. */
   open: Record<string, number>;
   uptimeSeconds: number;
@@ -194,6 +200,18 @@ export function formatMetrics(snapshot: MetricsSnapshot): string {
       ],
     );
   }
+  counters.push(
+    [
+      "cache_write_failures",
+      "Writes to the cache directory that failed.",
+      snapshot.cacheWriteFailures ?? 0,
+    ],
+    [
+      "cache_adopted",
+      "Entries of a previous run adopted (--keep-cache).",
+      snapshot.cacheAdopted ?? 0,
+    ],
+  );
   for (const [name, help, value] of counters) {
     metric(`tcpcache_${name}_total`, "counter", help);
     lines.push(`tcpcache_${name}_total ${value}`);
@@ -201,6 +219,11 @@ export function formatMetrics(snapshot: MetricsSnapshot): string {
   const gauges: [string, string, number][] = [
     ["cache_used_bytes", "Bytes held by cache entries.", snapshot.cacheUsed],
     ["cache_capacity_bytes", "The cache's capacity.", snapshot.cacheCapacity],
+    [
+      "cache_effective_capacity_bytes",
+      "The capacity in force: less than the capacity while the cache's disk is full.",
+      snapshot.cacheEffectiveCapacity ?? snapshot.cacheCapacity,
+    ],
     ["cache_entries", "Entries in the cache.", snapshot.cacheEntries],
     ["cache_memory_bytes", "Bytes of small entries also held in memory.", snapshot.memoryUsed],
     ["uptime_seconds", "Seconds since the server started.", snapshot.uptimeSeconds],

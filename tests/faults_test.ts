@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { CACHE_MARKER, type FileCache } from "../cache.ts";
+import { CACHE_MARKER, type FileCache, JOURNAL_FILE } from "../cache.ts";
 import { connect, ConnectionError } from "../client.ts";
 import { DirectoryOrigin } from "../origin/directory.ts";
 import type { Origin } from "../origin/origin.ts";
@@ -29,7 +29,9 @@ async function assertCacheConsistent(cache: FileCache, dir: string): Promise<voi
   const entries = cache.entries();
   assert.equal(cache.used, entries.reduce((sum, e) => sum + e.size, 0));
   assert.ok(cache.used <= cache.capacity);
-  const names = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n !== CACHE_MARKER);
+  const names = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) =>
+    n !== CACHE_MARKER && n !== JOURNAL_FILE
+  );
   assert.deepEqual(names.sort(), entries.map((e) => e.file).sort(), "no stray or missing files");
   for (const entry of entries) {
     assert.equal(sha256(await Deno.readFile(`${dir}/${entry.file}`)), entry.sha256);
@@ -217,11 +219,11 @@ Deno.test("an origin file that changes between its stat and its open: 500, never
   }
 });
 
-/** Mounts a 1 MiB tmpfs, or says why it cannot (not root, no mount). */
-function tryMountTmpfs(dir: string): string | undefined {
+/** Mounts a tmpfs of `size`, or says why it cannot (not root, no mount). */
+function tryMountTmpfs(dir: string, size: string): string | undefined {
   try {
     const result = new Deno.Command("mount", {
-      args: ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir],
+      args: ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir],
       stderr: "piped",
     }).outputSync();
     if (result.success) return undefined;
@@ -231,48 +233,76 @@ function tryMountTmpfs(dir: string): string | undefined {
   }
 }
 
-Deno.test("a full cache disk: files are served uncached, nothing partial stays, logged once", async () => {
+Deno.test("a disk that fills before the cache: the cache shrinks to it, keeps evicting and admitting, says so, and grows back", async () => {
   const mountPoint = await Deno.makeTempDir();
-  const whyNot = tryMountTmpfs(mountPoint);
+  const whyNot = tryMountTmpfs(mountPoint, "4m");
   if (whyNot) {
     console.log(`skipped: cannot mount a small tmpfs to fill (${whyNot})`);
     await Deno.remove(mountPoint);
     return;
   }
   const cacheDir = `${mountPoint}/cache`;
-  const big = seededBytes(3 * MiB, 8);
-  const small = seededBytes(100_000, 9);
+  const files = Array.from({ length: 24 }, (_, i) => seededBytes(512 * 1024, 100 + i));
   try {
     const root = await Deno.makeTempDir();
-    await Deno.writeFile(`${root}/big.bin`, big);
-    await Deno.writeFile(`${root}/small.bin`, small);
+    for (const [i, bytes] of files.entries()) await Deno.writeFile(`${root}/f${i}.bin`, bytes);
     const { startServer } = await import("../server/start_server.ts");
     const errors: string[] = [];
     const server = await startServer({
       dir: root,
       cacheDir,
       port: 0,
-      cacheSize: 8 * MiB, // more than the 1 MiB disk holds
+      httpPort: 0,
+      cacheSize: 64 * MiB, // sixteen times what the 4 MiB disk holds
+      memoryBudget: 0,
       onError: (line) => errors.push(line),
     });
     try {
       const client = await connect({ port: server.addr.port });
+      const outcomes: string[] = [];
       try {
-        for (let i = 0; i < 3; i++) {
-          const result = await client.get("big.bin");
-          assert.equal(result.cache, "bypass");
-          assert.equal(sha256(result.bytes!), sha256(big));
+        // Twice over 12 MiB of files: the disk fills on the first pass.
+        for (let pass = 0; pass < 2; pass++) {
+          for (const [i, bytes] of files.entries()) {
+            const result = await client.get(`f${i}.bin`);
+            assert.equal(sha256(result.bytes!), sha256(bytes));
+            outcomes.push(result.cache!);
+          }
         }
-        const fits = await client.get("small.bin");
-        assert.equal(fits.cache, "miss", "what fits on the disk is still cached");
-        assert.equal(sha256(fits.bytes!), sha256(small));
       } finally {
         client.close();
       }
-      assert.equal(errors.length, 1, errors.join("\n"));
-      assert.match(errors[0], /No space left on device.*serving without caching/);
+      const stats = await server.stats();
+      assert.ok(stats.cache.writeFailures >= 1, "the failed write is counted");
+      assert.equal(stats.cache.degraded, "disk full");
+      assert.ok(stats.cache.effectiveCapacity < 4 * MiB, `${stats.cache.effectiveCapacity}`);
+      assert.ok(stats.evictions > 0, "the cache evicts to make room instead of freezing");
+      const lastPass = outcomes.slice(files.length);
+      assert.ok(
+        lastPass.filter((outcome) => outcome === "miss").length >= files.length / 2,
+        `the cache keeps admitting after the disk filled: ${lastPass.join(" ")}`,
+      );
+      assert.ok(server.cache.used <= stats.cache.effectiveCapacity);
+      const metrics = await (await fetch(`http://127.0.0.1:${server.httpAddr!.port}/-/metrics`))
+        .text();
+      assert.match(metrics, /^tcpcache_cache_write_failures_total [1-9]/m);
+      assert.match(metrics, /^tcpcache_cache_effective_capacity_bytes [0-9]+$/m);
+      assert.ok(
+        errors.some((line) => /disk full; the cache holds at most/.test(line)),
+        errors.join("\n"),
+      );
+      assert.ok(errors.length <= 3, `a bounded number of lines: ${errors.join("\n")}`);
       await assertCacheConsistent(server.cache, cacheDir);
-      assert.equal(server.cache.used, small.length);
+      // Space returns: within one recheck the whole capacity is back.
+      new Deno.Command("mount", { args: ["-o", "remount,size=128m", mountPoint] }).outputSync();
+      const deadline = Date.now() + 15_000;
+      while ((await server.stats()).cache.degraded !== undefined && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      const after = await server.stats();
+      assert.equal(after.cache.degraded, undefined);
+      assert.equal(after.cache.effectiveCapacity, 64 * MiB);
+      assert.ok(errors.some((line) => /has room again/.test(line)));
     } finally {
       await server.close();
       await Deno.remove(root, { recursive: true });

@@ -605,6 +605,11 @@ test("FILES, STAT and STATS answer with the documented JSON", async () => {
         entries: 1,
         policy: "fifo",
         memory: hello.length, // small: also held in memory
+        effectiveCapacity: 64 * MiB,
+        writeFailures: 0,
+        adopted: 0,
+        adopting: 0,
+        housekeepingBytes: 0,
       });
       assert.ok(counters.bytesSent > hello.length);
       assert.match(counters.version, /^[0-9]+\.[0-9]+\.[0-9]+/);
@@ -671,8 +676,10 @@ test("a cache directory inside the served directory is invisible to clients", as
       assert.deepEqual(files.entries.map((e) => e.name), ["a.txt"]);
       const marker = await conn.request("GET cache/.tcpcache");
       assert.ok(!marker.ok && marker.code === 403, marker.line);
-      const entry = await conn.request("GET cache/1");
+      const entry = await conn.request(`GET cache/${server.cache.entries()[0].file}`);
       assert.ok(!entry.ok && entry.code === 403, entry.line);
+      const journal = await conn.request("GET cache/journal");
+      assert.ok(!journal.ok && journal.code === 403, journal.line);
     } finally {
       conn.close();
     }

@@ -219,7 +219,7 @@ async function fetchWhole(
 async function cacheFiles(cacheDir: string): Promise<string[]> {
   const names: string[] = [];
   for await (const entry of Deno.readDir(cacheDir)) {
-    if (entry.name !== ".tcpcache") names.push(entry.name);
+    if (entry.name !== ".tcpcache" && entry.name !== "journal") names.push(entry.name);
   }
   return names.sort();
 }
@@ -276,6 +276,11 @@ Deno.test("FileService: a miss fills the cache from the origin, then hits are se
       entries: 1,
       policy: "fifo",
       memory: 0,
+      effectiveCapacity: t.cache.capacity,
+      writeFailures: 0,
+      adopted: 0,
+      adopting: 0,
+      housekeepingBytes: 0,
     });
   });
 });

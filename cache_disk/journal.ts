@@ -1,0 +1,317 @@
+/**
+ * The cache's journal: a record of its entries that a restart with
+ * `--keep-cache` can trust, or knows not to.
+ *
+ * One line per record, `<crc32 hex> <json>`, appended with one write each:
+ * a header (the capacity and policy it was written under), then an `a`
+ * (admitted) record per entry after its file is renamed into place and a
+ * `d` (dropped) record before its file is unlinked. Why an append-only log
+ * and not one index rewritten on every change: admissions and evictions
+ * come by the thousand, and an append costs one small write whatever the
+ * cache holds, where a rewrite costs the whole index. The log is compacted
+ * (rewritten in eviction order, under a temporary name, synced and renamed
+ * over) when it has grown to twice what it describes, and when the cache
+ * closes.
+ *
+ * What a kill -9 leaves: every write the process made is in the page cache,
+ * so the journal ends with the last whole record it wrote. A file renamed
+ * into place whose record never made it has no record, and is removed at
+ * the next start; a record whose file is gone is dropped. What a machine
+ * crash leaves: possibly a torn last record (its checksum fails: skipped),
+ * or records whose files lost their bytes; every entry is checked against
+ * its recorded size and sha256 before it is served, so such a file is
+ * removed, never served.
+ *
+ * @module
+ */
+
+import { crc32 } from "../util/crc32.ts";
+
+/** The journal's file name inside the cache directory. */
+export const JOURNAL_FILE = "journal";
+/** The version written in the header; a journal of another version is not read. */
+const JOURNAL_VERSION = 1;
+
+/** One cache entry as the journal records it. */
+export interface JournalEntry {
+  /** The protocol path it was fetched under. */
+  path: string;
+  /** Its size in bytes. */
+  size: number;
+  /** The origin file's mtime when it was copied, ms since the epoch. */
+  mtime: number;
+  /** The origin validator it was copied under. */
+  validator: string;
+  /** Hex sha256 of the whole file. */
+  sha256: string;
+  /** When it was admitted, ms since the epoch. */
+  admitted: number;
+  /** Its file name inside the cache directory. */
+  file: string;
+}
+
+/** What a journal was written under. */
+export interface JournalHeader {
+  /** The cache's capacity in bytes. */
+  capacity: number;
+  /** The eviction policy's name. */
+  policy: string;
+}
+
+/** A journal as read back at start. */
+export interface JournalContents {
+  /** Its header; undefined when the journal is missing or cannot be trusted at all. */
+  header?: JournalHeader;
+  /**
+   * The entries it describes, oldest admission first (after a compaction:
+   * in the eviction order of that moment, next victim first).
+   */
+  entries: JournalEntry[];
+  /** Records skipped: a failed checksum, a torn last line, a record that makes no sense. */
+  damaged: number;
+  /** Why nothing of it can be trusted, when that is so (no header, another version). */
+  untrusted?: string;
+}
+
+/** A cache file's name as tcpcache makes them: nothing else is ever opened or adopted. */
+const FILE_NAME = /^[0-9a-z]+\.[0-9]+$/;
+
+/** Reads the journal in `dir` (synchronously: it runs once, before the cache serves). */
+export function readJournal(dir: string): JournalContents {
+  let bytes: Uint8Array;
+  try {
+    bytes = Deno.readFileSync(`${dir}/${JOURNAL_FILE}`);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      return { entries: [], damaged: 0, untrusted: "no journal" };
+    }
+    throw error;
+  }
+  const decoder = new TextDecoder();
+  const byFile = new Map<string, JournalEntry>();
+  let header: JournalHeader | undefined;
+  let damaged = 0;
+  let start = 0;
+  while (start < bytes.length) {
+    let end = bytes.indexOf(0x0a, start);
+    if (end < 0) end = bytes.length; // a torn last line: its checksum decides
+    const record = parseRecord(bytes.subarray(start, end), decoder);
+    start = end + 1;
+    if (record === undefined) {
+      damaged++;
+    } else if ("v" in record) {
+      if (header !== undefined || record.v !== JOURNAL_VERSION) {
+        return {
+          entries: [],
+          damaged,
+          untrusted: `journal version ${record.v} is not ${JOURNAL_VERSION}`,
+        };
+      }
+      header = { capacity: record.capacity, policy: record.policy };
+    } else if (header === undefined) {
+      return { entries: [], damaged, untrusted: "journal has no header" };
+    } else if ("a" in record && isEntry(record.a)) {
+      byFile.delete(record.a.file); // re-added at the end: the order is the admission order
+      byFile.set(record.a.file, record.a);
+    } else if ("d" in record && typeof record.d === "string") {
+      byFile.delete(record.d);
+    } else {
+      damaged++;
+    }
+  }
+  if (header === undefined) return { entries: [], damaged, untrusted: "journal has no header" };
+  // A path admitted twice keeps its last entry (the earlier file is then unknown, and removed).
+  const byPath = new Map<string, JournalEntry>();
+  for (const entry of byFile.values()) {
+    byPath.delete(entry.path);
+    byPath.set(entry.path, entry);
+  }
+  return { header, entries: [...byPath.values()], damaged };
+}
+
+type JournalRecord =
+  | { v: number; capacity: number; policy: string }
+  | { a: JournalEntry }
+  | { d: string };
+
+function parseRecord(line: Uint8Array, decoder: TextDecoder): JournalRecord | undefined {
+  if (line.length < 10 || line[8] !== 0x20) return undefined;
+  const sum = Number.parseInt(decoder.decode(line.subarray(0, 8)), 16);
+  const body = line.subarray(9);
+  if (sum !== crc32(body)) return undefined;
+  try {
+    const record = JSON.parse(decoder.decode(body));
+    return record !== null && typeof record === "object" ? record : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function isEntry(value: unknown): value is JournalEntry {
+  const entry = value as JournalEntry;
+  return typeof entry === "object" && entry !== null &&
+    typeof entry.path === "string" && typeof entry.validator === "string" &&
+    typeof entry.sha256 === "string" && /^[0-9a-f]{64}$/.test(entry.sha256) &&
+    typeof entry.file === "string" && FILE_NAME.test(entry.file) &&
+    Number.isSafeInteger(entry.size) && entry.size >= 0 &&
+    Number.isFinite(entry.mtime) && Number.isFinite(entry.admitted);
+}
+
+/** True when `name` could be a cache file's name (see {@linkcode readJournal}). */
+export function isCacheFileName(name: string): boolean {
+  return FILE_NAME.test(name);
+}
+
+/** The journal being written: one record per admission and per removal. */
+export class Journal {
+  #dir: string;
+  #header: JournalHeader;
+  #file: Deno.FsFile;
+  #encoder = new TextEncoder();
+  #appended = 0;
+  #described = 0;
+  /**
+   * Hears of writes that fail (a full disk): the journal then lacks a
+   * record, which costs at most a kept entry at the next start, never a
+   * wrong one.
+   */
+  onError: (error: unknown) => void = () => {};
+
+  private constructor(dir: string, header: JournalHeader, file: Deno.FsFile, described: number) {
+    this.#dir = dir;
+    this.#header = header;
+    this.#file = file;
+    this.#described = described;
+  }
+
+  /**
+   * Writes a new journal describing `entries` (in order) over whatever
+   * `dir` held, and opens it for appending.
+   *
+   * @throws when the journal cannot be written (an unusable directory).
+   */
+  static create(dir: string, header: JournalHeader, entries: Iterable<JournalEntry>): Journal {
+    const count = writeWhole(dir, header, entries);
+    const file = Deno.openSync(`${dir}/${JOURNAL_FILE}`, { append: true });
+    return new Journal(dir, header, file, count);
+  }
+
+  /** Records an admission (after the entry's file is in place). */
+  admitted(entry: JournalEntry): void {
+    const { path, size, mtime, validator, sha256, admitted, file } = entry;
+    this.#append({ a: { path, size, mtime, validator, sha256, admitted, file } });
+    this.#described++;
+  }
+
+  /** Records a removal (before the entry's file is unlinked). */
+  dropped(file: string): void {
+    this.#append({ d: file });
+    this.#described--;
+  }
+
+  /**
+   * True when the journal has grown to twice the entries it describes (and
+   * past a thousand records): time to {@linkcode compact} it.
+   */
+  get wantsCompaction(): boolean {
+    return this.#appended > 1000 && this.#appended > 2 * this.#described;
+  }
+
+  /** Rewrites the journal to describe `entries` only, in that order. */
+  compact(entries: Iterable<JournalEntry>): void {
+    try {
+      this.#described = writeWhole(this.#dir, this.#header, entries);
+      this.#file.close();
+      this.#file = Deno.openSync(`${this.#dir}/${JOURNAL_FILE}`, { append: true });
+      this.#appended = 0;
+    } catch (error) {
+      this.onError(error);
+    }
+  }
+
+  /** Closes the journal file. */
+  close(): void {
+    this.#file.close();
+  }
+
+  #append(record: JournalRecord): void {
+    try {
+      this.#file.writeSync(encodeRecord(record, this.#encoder));
+      this.#appended++;
+    } catch (error) {
+      this.onError(error);
+    }
+  }
+}
+
+/** One record as a line: its checksum, a space, its JSON, a newline. */
+function encodeRecord(record: JournalRecord, encoder: TextEncoder): Uint8Array {
+  const body = encoder.encode(JSON.stringify(record));
+  const line = new Uint8Array(body.length + 10);
+  line.set(encoder.encode(crc32(body).toString(16).padStart(8, "0") + " "));
+  line.set(body, 9);
+  line[line.length - 1] = 0x0a;
+  return line;
+}
+
+/**
+ * Writes a whole journal under a temporary name, syncs it and renames it
+ * over the journal (then syncs the directory), so that even a machine crash
+ * leaves the old journal or the new one, never half of one. Returns the
+ * number of entries written.
+ */
+function writeWhole(dir: string, header: JournalHeader, entries: Iterable<JournalEntry>): number {
+  const encoder = new TextEncoder();
+  const temporary = `${dir}/${JOURNAL_FILE}.new`;
+  const lines: Uint8Array[] = [
+    encodeRecord({ v: JOURNAL_VERSION, capacity: header.capacity, policy: header.policy }, encoder),
+  ];
+  let count = 0;
+  for (const { path, size, mtime, validator, sha256, admitted, file } of entries) {
+    lines.push(
+      encodeRecord({ a: { path, size, mtime, validator, sha256, admitted, file } }, encoder),
+    );
+    count++;
+  }
+  const file = Deno.openSync(temporary, { write: true, create: true, truncate: true });
+  try {
+    let buffered: Uint8Array[] = [];
+    let bufferedBytes = 0;
+    const flush = () => {
+      const chunk = new Uint8Array(bufferedBytes);
+      let at = 0;
+      for (const line of buffered) (chunk.set(line, at), at += line.length);
+      for (let written = 0; written < chunk.length;) {
+        written += file.writeSync(chunk.subarray(written));
+      }
+      buffered = [];
+      bufferedBytes = 0;
+    };
+    for (const line of lines) {
+      buffered.push(line);
+      bufferedBytes += line.length;
+      if (bufferedBytes >= 1 << 20) flush();
+    }
+    flush();
+    file.syncSync();
+  } finally {
+    file.close();
+  }
+  Deno.renameSync(temporary, `${dir}/${JOURNAL_FILE}`);
+  syncDirectory(dir);
+  return count;
+}
+
+/** Makes a rename in `dir` durable (best effort: not every platform can open a directory). */
+function syncDirectory(dir: string): void {
+  try {
+    const handle = Deno.openSync(dir, { read: true });
+    try {
+      handle.syncSync();
+    } finally {
+      handle.close();
+    }
+  } catch {
+    // The rename stands in the page cache; only a machine crash could undo it.
+  }
+}
