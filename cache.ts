@@ -684,6 +684,7 @@ export class FileCache implements CacheView {
     const doomed: { name: string; size: number }[] = [];
     let seen = 0;
     for await (const { name } of Deno.readDir(this.dir)) {
+      if (this.#closing) break;
       if (OWN_FILES.has(name) || name.startsWith(`${this.#run}.`)) continue;
       if (++seen % HOUSEKEEPING_BATCH === 0) await yieldToRequests();
       let size = 0;
@@ -700,6 +701,7 @@ export class FileCache implements CacheView {
       }
       doomed.push({ name, size });
     }
+    if (this.#closing) return; // half a scan proves nothing about the kept entries
     // Recorded entries without their file (or with another size) go; what
     // is left counts against the capacity until adopted or removed.
     await this.#lock.run(async () => {
@@ -712,6 +714,7 @@ export class FileCache implements CacheView {
       this.#counting = false;
     });
     for (const [i, { name, size }] of doomed.entries()) {
+      if (this.#closing) return; // the next start removes the rest
       if (i % HOUSEKEEPING_BATCH === 0) await yieldToRequests();
       await Deno.remove(`${this.dir}/${name}`, { recursive: true }).catch(() => {});
       this.#oldBytes -= size;
@@ -719,7 +722,7 @@ export class FileCache implements CacheView {
     // A journal written under a larger capacity: its next victims go first.
     await this.#lock.run(async () => {
       for (const entry of this.#kept.values()) {
-        if (this.#oldBytes <= this.#limit) break;
+        if (this.#index.used + this.#reserved + this.#oldBytes <= this.#limit) break;
         await this.#discardKept(entry);
       }
     });

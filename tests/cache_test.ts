@@ -10,27 +10,7 @@ import type { EvictionPolicy, PolicyFactory, PolicyName } from "../policies/poli
 import { Mutex } from "../util/mutex.ts";
 import { OriginChangedError } from "../origin/origin.ts";
 import { FifoPolicy } from "../policies/fifo.ts";
-import { seededBytes, seededRandom, sha256 } from "./helpers.ts";
-
-/** A fill source over bytes in memory, counting how often it is read. */
-function memorySource(
-  bytes: Uint8Array,
-  options: { chunk?: number; version?: string; onChunk?: () => Promise<void> | void } = {},
-): FillSource & { reads: number } {
-  const chunk = options.chunk ?? 4096;
-  const source = {
-    reads: 0,
-    stat: { size: bytes.length, mtime: 1000, validator: options.version ?? `v${bytes.length}` },
-    read: async (sink: (chunk: Uint8Array) => Promise<void>) => {
-      source.reads++;
-      for (let i = 0; i < bytes.length; i += chunk) {
-        await options.onChunk?.();
-        await sink(bytes.subarray(i, i + chunk));
-      }
-    },
-  };
-  return source;
-}
+import { memorySource, seededBytes, seededRandom, sha256 } from "./helpers.ts";
 
 async function withCache(
   options: {

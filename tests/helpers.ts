@@ -14,6 +14,7 @@ import { type ServerHandle, type ServerOptions, startServer } from "../server.ts
 import { connect, type GetResult, type TcpCacheClient } from "../client.ts";
 import { makeCertificates, type TestCertificates } from "./access/certs.ts";
 import { fnv1a } from "../util/bytes_memo.ts";
+import type { FillSource } from "../cache.ts";
 
 /**
  * How the helpers reach a server: plain TCP, or TLS (a private CA's
@@ -401,4 +402,24 @@ export async function getOnce(port: number, path: string): Promise<GetResult> {
   } finally {
     client.close();
   }
+}
+
+/** A fill source over bytes in memory, counting how often it is read. */
+export function memorySource(
+  bytes: Uint8Array,
+  options: { chunk?: number; version?: string; onChunk?: () => Promise<void> | void } = {},
+): FillSource & { reads: number } {
+  const chunk = options.chunk ?? 4096;
+  const source = {
+    reads: 0,
+    stat: { size: bytes.length, mtime: 1000, validator: options.version ?? `v${bytes.length}` },
+    read: async (sink: (chunk: Uint8Array) => Promise<void>) => {
+      source.reads++;
+      for (let i = 0; i < bytes.length; i += chunk) {
+        await options.onChunk?.();
+        await sink(bytes.subarray(i, i + chunk));
+      }
+    },
+  };
+  return source;
 }
