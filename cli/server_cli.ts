@@ -222,9 +222,22 @@ export function stateSummary(stats: ServerStats): string {
     `(hits ${stats.hits}, misses ${stats.misses}, bypasses ${stats.bypasses}, errors ${errors}), ` +
     `connections ${connections.open} open (tcp) + ${stats.protocols.http.connections} (http), ` +
     `cache ${formatBytes(cache.used)} of ${formatBytes(cache.capacity)} in ${cache.entries} ` +
-    `entries (${cache.policy}, ${stats.evictions} evicted), origin breaker ${origin.breaker.state}, ` +
+    `entries (${cache.policy}, ${stats.evictions} evicted${cacheTrouble(cache)}), ` +
+    `origin breaker ${origin.breaker.state}, ` +
     `threads ${stats.threads.length}, tls ${access.tls ? "on" : "off"}, denied ${access.denied}, ` +
     `auth failures ${access.authFailures}`;
+}
+
+/** What is wrong with the cache, for the state line: nothing, most of the time. */
+function cacheTrouble(cache: ServerStats["cache"]): string {
+  const parts: string[] = [];
+  if (cache.unavailable) parts.push("UNAVAILABLE");
+  if (cache.degraded) {
+    parts.push(`${cache.degraded.toUpperCase()}: ${formatBytes(cache.effectiveCapacity)} in force`);
+  }
+  if (cache.writeFailures > 0) parts.push(`${cache.writeFailures} failed writes`);
+  if (cache.adopting > 0) parts.push(`${cache.adopting} kept entries still being checked`);
+  return parts.map((part) => `, ${part}`).join("");
 }
 
 /**

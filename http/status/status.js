@@ -43,6 +43,22 @@ function describeOrigin(origin) {
     `${origin.stale} stale answers, ${origin.inFlight} requests in flight`;
 }
 
+/** What is wrong with the cache directory, if anything: the first thing an operator must see. */
+function cacheState(cache) {
+  const problems = [];
+  if (cache.unavailable) problems.push(`no cache: ${cache.unavailable}`);
+  if (cache.degraded) {
+    problems.push(
+      `DEGRADED (${cache.degraded}): holding at most ${formatBytes(cache.effectiveCapacity)}`,
+    );
+  }
+  if (cache.writeFailures > 0) problems.push(`${cache.writeFailures} failed writes`);
+  if (cache.adopting > 0) {
+    problems.push(`${cache.adopting} entries of the previous run still being checked`);
+  }
+  return problems.join("; ");
+}
+
 function drawStats(stats) {
   const { capacity, used, entries, policy } = stats.cache;
   const share = capacity === 0 ? 0 : used / capacity;
@@ -51,6 +67,7 @@ function drawStats(stats) {
   document.getElementById("fill").textContent = `${formatBytes(used)} of ${
     formatBytes(capacity)
   } (${(share * 100).toFixed(1)}%), ${entries} entries, policy ${policy}`;
+  document.getElementById("cache-state").textContent = cacheState(stats.cache);
   const reads = stats.hits + stats.misses + stats.bypasses;
   document.getElementById("ratio").textContent = reads === 0
     ? "no reads yet"

@@ -187,6 +187,16 @@ Deno.test({
           `document.getElementById("origin").textContent`,
         );
         assert.match(origin, /^healthy; 0 answers within their lifetime/);
+        const state = await devtools.evaluate<string>(
+          `document.getElementById("cache-state").textContent`,
+        );
+        assert.equal(state, "", "a healthy cache shows no warning");
+        // What a full disk's STATS.cache looks like on the page (the disk-full test in
+        // tests/faults_test.ts checks that STATS says so).
+        const degraded = await devtools.evaluate<string>(
+          `cacheState({ degraded: "disk full", effectiveCapacity: 3 * 1048576, writeFailures: 2, adopting: 0 })`,
+        );
+        assert.equal(degraded, "DEGRADED (disk full): holding at most 3.0 MiB; 2 failed writes");
 
         const screenshot = Deno.env.get("TCPCACHE_SCREENSHOT");
         if (screenshot) {
