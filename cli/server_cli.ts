@@ -9,6 +9,7 @@
 import { AccessLog } from "./access_log.ts";
 import { LogFile } from "./log_file.ts";
 import { parseArgs } from "node:util";
+import inspector from "node:inspector";
 import { DEFAULTS } from "../defaults.ts";
 import type { PolicyName } from "../policies/policy.ts";
 import { isPolicyName, POLICIES } from "../policies/registry.ts";
@@ -108,7 +109,7 @@ Options:
   --access-log FILE     the access log to FILE instead of stdout, appended to, reopened
                         on SIGHUP (rename it, then SIGHUP: the logrotate convention)
   --pid-file FILE       write the process id to FILE once listening; removed at exit
-                        (SIGHUP reloads, SIGUSR1 prints a one-line state summary on stderr)
+                        (SIGHUP reloads, SIGUSR2 prints a one-line state summary on stderr)
   -q, --quiet           no per-request lines (the ready lines and errors stay)
   --debug               report failures with their stack traces
   -h, --help            show this help
@@ -197,24 +198,56 @@ export async function serverMain(args: string[]): Promise<number> {
     await reloadAccess(server, accessPaths);
   };
   const summarize = async () => console.error(`tcpcache: ${stateSummary(await server.stats())}`);
+  const closeInspector = inspectorCloser();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGHUP", reload);
-  Deno.addSignalListener("SIGUSR1", summarize);
+  Deno.addSignalListener("SIGUSR2", summarize);
+  Deno.addSignalListener("SIGUSR1", closeInspector);
   console.log(banner(server, options, logFormat));
   await stopped.promise;
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
   await server.close();
   Deno.removeSignalListener("SIGHUP", reload);
-  Deno.removeSignalListener("SIGUSR1", summarize);
+  Deno.removeSignalListener("SIGUSR2", summarize);
+  Deno.removeSignalListener("SIGUSR1", closeInspector);
   accessLog?.flush(); // the answers in progress at the stop are logged too
   logFile?.close();
   if (pidFile !== undefined) Deno.removeSync(pidFile);
   return 0;
 }
 
-/** SIGUSR1's line: what an operator checks first, from `STATS`. */
+/**
+ * SIGUSR1's handler. Deno (2.9.2 on) answers SIGUSR1 by opening the V8
+ * inspector on 127.0.0.1:9229, as Node does: a debugger any local user
+ * could attach to and run code in the server with. Unless the server was
+ * started with an inspector on purpose (`--inspect`), close it as soon as
+ * it appears and say where the state line went (SIGUSR2).
+ */
+function inspectorCloser(): () => void {
+  if (inspector.url() !== undefined) return () => {}; // started with --inspect: the operator's choice
+  return () => {
+    let checks = 0;
+    const timer = setInterval(() => {
+      if (inspector.url() !== undefined) {
+        inspector.close();
+        clearInterval(timer);
+        console.error(
+          "tcpcache: SIGUSR1: closed the debugger Deno opened on it (a way in for any local " +
+            "user); the state line is on SIGUSR2",
+        );
+      } else if (++checks >= INSPECTOR_CHECKS) {
+        clearInterval(timer);
+      }
+    }, 1);
+  };
+}
+
+/** How many times (about a millisecond apart) SIGUSR1's handler looks for the inspector. */
+const INSPECTOR_CHECKS = 1000;
+
+/** SIGUSR2's line: what an operator checks first, from `STATS`. */
 export function stateSummary(stats: ServerStats): string {
   const { cache, connections, access, origin } = stats;
   const errors = Object.values(stats.errors).reduce((sum, n) => sum + n, 0);

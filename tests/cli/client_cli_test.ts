@@ -617,6 +617,11 @@ Deno.test("stats and ping print the server's counters", async (t) => {
           "cache.entries": "1",
           "cache.policy": "fifo",
           "cache.memory": "600",
+          "cache.effectiveCapacity": "1000",
+          "cache.writeFailures": "0",
+          "cache.adopted": "0",
+          "cache.adopting": "0",
+          "cache.housekeepingBytes": "0",
           // Plain TCP, no allow list, no tokens: nothing refused.
           "access.tls": "false",
           "access.allow": "null",

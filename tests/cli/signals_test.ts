@@ -13,7 +13,7 @@ import { eventually, spawnServer } from "../helpers.ts";
 
 const SERVER = fileURLToPath(new URL("../../server.ts", import.meta.url));
 
-Deno.test("--access-log is reopened on SIGHUP; --pid-file lives while the server does; SIGUSR1 sums up", async () => {
+Deno.test("--access-log is reopened on SIGHUP; --pid-file lives while the server does; SIGUSR2 sums up", async () => {
   const dir = await Deno.makeTempDir({ prefix: "tcpcache-signals-" });
   await Deno.mkdir(`${dir}/files`);
   await Deno.writeTextFile(`${dir}/files/a.txt`, "alpha\n");
@@ -35,7 +35,7 @@ Deno.test("--access-log is reopened on SIGHUP; --pid-file lives while the server
     server.child.kill("SIGHUP");
     assert.match(await server.nextErrorLine(), /SIGHUP: reopened the access log .*access\.log/);
     await get(2);
-    server.child.kill("SIGUSR1");
+    server.child.kill("SIGUSR2");
     assert.match(
       await server.nextErrorLine(),
       /^tcpcache: state: uptime [0-9]+ s, requests 5 \(hits 4, misses 1, bypasses 0, errors 0\), .*threads 2, tls off/,
@@ -68,4 +68,40 @@ Deno.test("an access log that cannot be opened is one line and exit 2", async ()
   assert.equal(out.code, 2);
   assert.match(stderr, /cannot open the access log \/nonexistent-dir\/access\.log/);
   assert.equal(stderr.trim().split("\n").length, 1);
+});
+
+Deno.test("SIGUSR1: the debugger Deno opens on it is closed at once, and the server says so", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tcpcache-signals-" });
+  const server = await spawnServer(["--dir", dir, "--cache-dir", `${dir}/cache`]);
+  try {
+    // Deno installs its SIGUSR1 handler half a second after start.
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    server.child.kill("SIGUSR1");
+    let opened: string | undefined;
+    for (let i = 0; i < 4; i++) {
+      const line = await server.nextErrorLine();
+      opened ??= line.match(/^Debugger listening on ws:\/\/([0-9.]+):([0-9]+)\//)?.[2];
+      if (/Failed to start inspector|address already in use/i.test(line)) {
+        console.log(`skipped: Deno could not open its inspector here (${line})`);
+        return;
+      }
+      if (/SIGUSR1: closed the debugger Deno opened on it/.test(line)) {
+        assert.ok(opened, "Deno said it opened the inspector first");
+        await assert.rejects(
+          Deno.connect({ hostname: "127.0.0.1", port: Number(opened) }),
+          Deno.errors.ConnectionRefused,
+          "the inspector's port is closed",
+        );
+        // The server goes on serving.
+        const client = await connect({ port: server.port });
+        await client.ping();
+        client.close();
+        return;
+      }
+    }
+    assert.fail("the server never closed the inspector");
+  } finally {
+    await server.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
