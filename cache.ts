@@ -33,28 +33,18 @@ import { DiskRoom, isDiskFull } from "./cache_disk/disk_room.ts";
 export type { EvictionPolicy, PolicyFactory, PolicyName } from "./policies/policy.ts";
 export { PolicyIndex } from "./policies/policy_index.ts";
 export { POLICIES } from "./policies/registry.ts";
-export { JOURNAL_FILE } from "./cache_disk/journal.ts";
+export { JOURNAL_FILE, type JournalEntry } from "./cache_disk/journal.ts";
 import { OriginChangedError, type OriginStat } from "./origin/origin.ts";
 
 /** The name of the file that marks a directory as a tcpcache cache. */
 export const CACHE_MARKER = ".tcpcache";
 
-/** One file in the cache. */
-export interface CacheEntry {
-  /** The protocol path it was fetched under. */
-  path: string;
-  /** Its size in bytes. */
-  size: number;
-  /** The origin file's mtime when it was copied, ms since the epoch. */
-  mtime: number;
-  /** The origin validator it was copied under (see `OriginStat`). */
-  validator: string;
-  /** Hex sha256 digest of the whole file. */
-  sha256: string;
-  /** When it was admitted, ms since the epoch. */
-  admitted: number;
-  /** Its file name inside the cache directory. */
-  file: string;
+/**
+ * One file in the cache: what the journal records of it (path, size, mtime,
+ * validator, sha256, admission time, file name), and its bytes in memory
+ * when it is small.
+ */
+export interface CacheEntry extends JournalEntry {
   /**
    * The file's bytes in memory, for a small entry within the memory budget
    * (see `FileCacheOptions.memoryBudget`): a hit then needs no file open.

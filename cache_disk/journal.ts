@@ -32,7 +32,7 @@ export const JOURNAL_FILE = "journal";
 /** The version written in the header; a journal of another version is not read. */
 const JOURNAL_VERSION = 1;
 
-/** One cache entry as the journal records it. */
+/** One cache entry as the journal records it (a `CacheEntry` without its bytes). */
 export interface JournalEntry {
   /** The protocol path it was fetched under. */
   path: string;
@@ -40,7 +40,7 @@ export interface JournalEntry {
   size: number;
   /** The origin file's mtime when it was copied, ms since the epoch. */
   mtime: number;
-  /** The origin validator it was copied under. */
+  /** The origin validator it was copied under (see `OriginStat`). */
   validator: string;
   /** Hex sha256 of the whole file. */
   sha256: string;
