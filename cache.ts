@@ -626,7 +626,10 @@ export class FileCache implements CacheView {
   }
 
   #compactIfDue(): void {
-    if (this.#journal?.wantsCompaction) this.#journal.compact(this.#described());
+    // Not while kept entries wait: their place among the adopted ones is not known yet.
+    if (this.#kept.size === 0 && this.#journal?.wantsCompaction) {
+      this.#journal.compact(this.#described());
+    }
   }
 
   async #drop(entry: CacheEntry): Promise<void> {
