@@ -3,7 +3,8 @@
  * `--keep-cache` can trust, or knows not to.
  *
  * One line per record, `<crc32 hex> <json>`, appended with one write each:
- * a header (the capacity and policy it was written under), then an `a`
+ * a header (the capacity and policy it was written under; a run that keeps
+ * the journal appends its own header rather than rewrite it), then an `a`
  * (admitted) record per entry after its file is renamed into place and a
  * `d` (dropped) record before its file is unlinked. Why an append-only log
  * and not one index rewritten on every change: admissions and evictions
@@ -71,6 +72,10 @@ export interface JournalContents {
   damaged: number;
   /** Why nothing of it can be trusted, when that is so (no header, another version). */
   untrusted?: string;
+  /** The records it holds, damaged ones included (to know when it is worth compacting). */
+  records: number;
+  /** False when its last line is torn (no newline at the end): an append must start a new line. */
+  endsWhole: boolean;
 }
 
 /** A cache file's name as tcpcache makes them: nothing else is ever opened or adopted. */
@@ -83,7 +88,7 @@ export function readJournal(dir: string): JournalContents {
     bytes = Deno.readFileSync(`${dir}/${JOURNAL_FILE}`);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
-      return { entries: [], damaged: 0, untrusted: "no journal" };
+      return { entries: [], damaged: 0, untrusted: "no journal", records: 0, endsWhole: true };
     }
     throw error;
   }
@@ -91,8 +96,12 @@ export function readJournal(dir: string): JournalContents {
   const byFile = new Map<string, JournalEntry>();
   let header: JournalHeader | undefined;
   let damaged = 0;
+  let records = 0;
   let start = 0;
+  const endsWhole = bytes.length === 0 || bytes[bytes.length - 1] === 0x0a;
+  const untrusted = (why: string) => ({ entries: [], damaged, untrusted: why, records, endsWhole });
   while (start < bytes.length) {
+    records++;
     let end = bytes.indexOf(0x0a, start);
     if (end < 0) end = bytes.length; // a torn last line: its checksum decides
     const record = parseRecord(bytes.subarray(start, end), decoder);
@@ -100,16 +109,13 @@ export function readJournal(dir: string): JournalContents {
     if (record === undefined) {
       damaged++;
     } else if ("v" in record) {
-      if (header !== undefined || record.v !== JOURNAL_VERSION) {
-        return {
-          entries: [],
-          damaged,
-          untrusted: `journal version ${record.v} is not ${JOURNAL_VERSION}`,
-        };
+      if (record.v !== JOURNAL_VERSION) {
+        return untrusted(`journal version ${record.v} is not ${JOURNAL_VERSION}`);
       }
+      // A later header is a later run's, appended: the records go on.
       header = { capacity: record.capacity, policy: record.policy };
     } else if (header === undefined) {
-      return { entries: [], damaged, untrusted: "journal has no header" };
+      return untrusted("journal has no header");
     } else if ("a" in record && isEntry(record.a)) {
       byFile.delete(record.a.file); // re-added at the end: the order is the admission order
       byFile.set(record.a.file, record.a);
@@ -119,14 +125,14 @@ export function readJournal(dir: string): JournalContents {
       damaged++;
     }
   }
-  if (header === undefined) return { entries: [], damaged, untrusted: "journal has no header" };
+  if (header === undefined) return untrusted("journal has no header");
   // A path admitted twice keeps its last entry (the earlier file is then unknown, and removed).
   const byPath = new Map<string, JournalEntry>();
   for (const entry of byFile.values()) {
     byPath.delete(entry.path);
     byPath.set(entry.path, entry);
   }
-  return { header, entries: [...byPath.values()], damaged };
+  return { header, entries: [...byPath.values()], damaged, records, endsWhole };
 }
 
 type JournalRecord =
@@ -168,8 +174,10 @@ export class Journal {
   #header: JournalHeader;
   #file: Deno.FsFile;
   #encoder = new TextEncoder();
-  #appended = 0;
-  #described = 0;
+  /** Records in the file. */
+  #records: number;
+  /** Entries they describe. */
+  #described: number;
   /**
    * Hears of writes that fail (a full disk): the journal then lacks a
    * record, which costs at most a kept entry at the next start, never a
@@ -177,11 +185,17 @@ export class Journal {
    */
   onError: (error: unknown) => void = () => {};
 
-  private constructor(dir: string, header: JournalHeader, file: Deno.FsFile, described: number) {
+  private constructor(
+    dir: string,
+    header: JournalHeader,
+    file: Deno.FsFile,
+    counts: { records: number; described: number },
+  ) {
     this.#dir = dir;
     this.#header = header;
     this.#file = file;
-    this.#described = described;
+    this.#records = counts.records;
+    this.#described = counts.described;
   }
 
   /**
@@ -191,9 +205,35 @@ export class Journal {
    * @throws when the journal cannot be written (an unusable directory).
    */
   static create(dir: string, header: JournalHeader, entries: Iterable<JournalEntry>): Journal {
-    const count = writeWhole(dir, header, entries);
+    const described = writeWhole(dir, header, entries);
     const file = Deno.openSync(`${dir}/${JOURNAL_FILE}`, { append: true });
-    return new Journal(dir, header, file, count);
+    return new Journal(dir, header, file, { records: described + 1, described });
+  }
+
+  /**
+   * Goes on with the journal a previous run left (`contents`, as
+   * {@linkcode readJournal} read it), after a header of this run's own: a
+   * restart that keeps the cache appends one line instead of rewriting the
+   * whole journal before its ports may open.
+   *
+   * @throws when the journal cannot be written (an unusable directory).
+   */
+  static continue(dir: string, header: JournalHeader, contents: JournalContents): Journal {
+    const file = Deno.openSync(`${dir}/${JOURNAL_FILE}`, { append: true });
+    const journal = new Journal(dir, header, file, {
+      records: contents.records,
+      described: contents.entries.length,
+    });
+    try {
+      // After a torn last line, a line of its own: else the header would be torn too.
+      if (!contents.endsWhole) file.writeSync(new Uint8Array([0x0a]));
+      writeAllSync(file, encodeHeader(header, journal.#encoder));
+      journal.#records++;
+    } catch (error) {
+      file.close();
+      throw error;
+    }
+    return journal;
   }
 
   /** Records an admission (after the entry's file is in place). */
@@ -214,7 +254,7 @@ export class Journal {
    * past a thousand records): time to {@linkcode compact} it.
    */
   get wantsCompaction(): boolean {
-    return this.#appended > 1000 && this.#appended > 2 * this.#described;
+    return this.#records > 1000 && this.#records > 2 * this.#described + 1;
   }
 
   /** Rewrites the journal to describe `entries` only, in that order. */
@@ -223,7 +263,7 @@ export class Journal {
       this.#described = writeWhole(this.#dir, this.#header, entries);
       this.#file.close();
       this.#file = Deno.openSync(`${this.#dir}/${JOURNAL_FILE}`, { append: true });
-      this.#appended = 0;
+      this.#records = this.#described + 1;
     } catch (error) {
       this.onError(error);
     }
@@ -237,11 +277,19 @@ export class Journal {
   #append(record: JournalRecord): void {
     try {
       this.#file.writeSync(encodeRecord(record, this.#encoder));
-      this.#appended++;
+      this.#records++;
     } catch (error) {
       this.onError(error);
     }
   }
+}
+
+/** The header record of a run. */
+function encodeHeader(header: JournalHeader, encoder: TextEncoder): Uint8Array {
+  return encodeRecord(
+    { v: JOURNAL_VERSION, capacity: header.capacity, policy: header.policy },
+    encoder,
+  );
 }
 
 /** One record as a line: its checksum, a space, its JSON, a newline. */
@@ -263,9 +311,7 @@ function encodeRecord(record: JournalRecord, encoder: TextEncoder): Uint8Array {
 function writeWhole(dir: string, header: JournalHeader, entries: Iterable<JournalEntry>): number {
   const encoder = new TextEncoder();
   const temporary = `${dir}/${JOURNAL_FILE}.new`;
-  const lines: Uint8Array[] = [
-    encodeRecord({ v: JOURNAL_VERSION, capacity: header.capacity, policy: header.policy }, encoder),
-  ];
+  const lines: Uint8Array[] = [encodeHeader(header, encoder)];
   let count = 0;
   for (const { path, size, mtime, validator, sha256, admitted, file } of entries) {
     lines.push(
@@ -281,9 +327,7 @@ function writeWhole(dir: string, header: JournalHeader, entries: Iterable<Journa
       const chunk = new Uint8Array(bufferedBytes);
       let at = 0;
       for (const line of buffered) (chunk.set(line, at), at += line.length);
-      for (let written = 0; written < chunk.length;) {
-        written += file.writeSync(chunk.subarray(written));
-      }
+      writeAllSync(file, chunk);
       buffered = [];
       bufferedBytes = 0;
     };
@@ -300,6 +344,11 @@ function writeWhole(dir: string, header: JournalHeader, entries: Iterable<Journa
   Deno.renameSync(temporary, `${dir}/${JOURNAL_FILE}`);
   syncDirectory(dir);
   return count;
+}
+
+/** Writes all of `bytes` (a write to a regular file may take less than all). */
+function writeAllSync(file: Deno.FsFile, bytes: Uint8Array): void {
+  for (let written = 0; written < bytes.length;) written += file.writeSync(bytes.subarray(written));
 }
 
 /** Makes a rename in `dir` durable (best effort: not every platform can open a directory). */

@@ -226,7 +226,16 @@ export async function serverMain(args: string[]): Promise<number> {
  * it appears and say where the state line went (SIGUSR2).
  */
 function inspectorCloser(): () => void {
-  if (inspector.url() !== undefined) return () => {}; // started with --inspect: the operator's choice
+  try {
+    if (inspector.url() !== undefined) return () => {}; // started with --inspect: the operator's choice
+  } catch {
+    // Looking at the inspector needs --allow-sys.
+    return () =>
+      console.error(
+        "tcpcache: SIGUSR1 opens Deno's debugger on 127.0.0.1:9229, and without " +
+          "--allow-sys the server cannot close it: restart it; the state line is on SIGUSR2",
+      );
+  }
   return () => {
     let checks = 0;
     const timer = setInterval(() => {

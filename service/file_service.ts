@@ -619,7 +619,9 @@ export class FileService {
         if (!whole || stat.size > this.cache.capacity || this.cache.capacity === 0) break;
         entry = await this.#fill(path, stat);
         if (!entry) break;
-        outcome = "miss";
+        // An entry a previous run admitted (`--keep-cache`, adopted at this
+        // request) read nothing from the origin: a hit.
+        outcome = entry.admitted < this.#started ? "hit" : "miss";
         if (entry.validator !== stat.validator) continue; // joined an older fill
       }
       const served = await this.#openEntry(entry, outcome, { offset, length });

@@ -610,6 +610,7 @@ test("FILES, STAT and STATS answer with the documented JSON", async () => {
         adopted: 0,
         adopting: 0,
         housekeepingBytes: 0,
+        housekeeping: "done",
       });
       assert.ok(counters.bytesSent > hello.length);
       assert.match(counters.version, /^[0-9]+\.[0-9]+\.[0-9]+/);

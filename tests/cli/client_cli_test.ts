@@ -622,6 +622,7 @@ Deno.test("stats and ping print the server's counters", async (t) => {
           "cache.adopted": "0",
           "cache.adopting": "0",
           "cache.housekeepingBytes": "0",
+          "cache.housekeeping": "done",
           // Plain TCP, no allow list, no tokens: nothing refused.
           "access.tls": "false",
           "access.allow": "null",

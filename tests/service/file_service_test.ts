@@ -281,6 +281,7 @@ Deno.test("FileService: a miss fills the cache from the origin, then hits are se
       adopted: 0,
       adopting: 0,
       housekeepingBytes: 0,
+      housekeeping: "done",
     });
   });
 });
