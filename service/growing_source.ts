@@ -43,6 +43,7 @@ export class GrowingSource implements ByteSource {
   #origin: OriginFile | undefined;
   #options: GrowingSourceOptions;
   #position = 0;
+  #closed = false;
 
   /**
    * Reads `fill` through `file`, opened on its growing file (undefined when
@@ -68,6 +69,7 @@ export class GrowingSource implements ByteSource {
     if (into.length === 0) return 0;
     const progress = this.#progress;
     while (true) {
+      if (this.#closed) throw new Error(`the read of ${this.#fill.path} was closed`);
       const sequence = progress.sequence;
       this.#checkNotFailed();
       const written = progress.written;
@@ -81,6 +83,7 @@ export class GrowingSource implements ByteSource {
 
   /** Closes the cache file and the origin file, whichever are open. */
   close(): void {
+    this.#closed = true;
     this.#file?.close();
     this.#file = undefined;
     this.#origin?.close();

@@ -82,7 +82,9 @@ export class FillProgress {
   /** Resolves once anything changed after `sequence` (at once if it already has). */
   changed(sequence: number): Promise<void> {
     const waiting = Atomics.waitAsync(this.#words, SEQUENCE, sequence);
-    return waiting.async ? waiting.value.then(() => {}) : Promise.resolve();
+    if (!waiting.async) return Promise.resolve();
+    holdEventLoop(+1);
+    return waiting.value.then(() => holdEventLoop(-1));
   }
 
   /** The writer: `bytes` more are in the cache file. */
@@ -116,5 +118,24 @@ export class FillProgress {
   #announce(): void {
     Atomics.add(this.#words, SEQUENCE, 1);
     Atomics.notify(this.#words, SEQUENCE);
+  }
+}
+
+/** Waits in progress on this thread, and the timer that keeps the event loop alive for them. */
+let waits = 0;
+let keepAlive: ReturnType<typeof setInterval> | undefined;
+
+/**
+ * Counts a wait in or out. A pending `Atomics.waitAsync` does not keep
+ * Deno's event loop alive: with nothing else pending (the fill between its
+ * last write and its commit, say), the runtime would end with the wait
+ * unresolved. One idle timer per thread keeps it alive while any wait is.
+ */
+function holdEventLoop(change: 1 | -1): void {
+  waits += change;
+  if (waits > 0) keepAlive ??= setInterval(() => {}, 2 ** 30);
+  else {
+    clearInterval(keepAlive);
+    keepAlive = undefined;
   }
 }
