@@ -29,6 +29,7 @@ import {
   readJournal,
 } from "./cache_disk/journal.ts";
 import { DiskRoom, isDiskFull } from "./cache_disk/disk_room.ts";
+import { FillProgress } from "./util/fill_progress.ts";
 
 export type { EvictionPolicy, PolicyFactory, PolicyName } from "./policies/policy.ts";
 export { PolicyIndex } from "./policies/policy_index.ts";
@@ -62,6 +63,44 @@ export interface FillSource {
    * turns out not to match `stat` (changed while it was read).
    */
   read(sink: (chunk: Uint8Array) => Promise<void>): Promise<void>;
+  /**
+   * Requests may stream the file while it is copied in (see
+   * {@linkcode GrowingFill}): the fill then publishes its progress, and when
+   * the cache directory fails midway it reads on to the end of the source
+   * for the digest, those requests taking the rest from the origin.
+   * @default {false}
+   */
+  streamed?: boolean;
+}
+
+/**
+ * A fill in flight whose requests stream the file while it is copied in
+ * (`FillSource.streamed`): plain data, so that it can be posted to a
+ * worker thread.
+ */
+export interface GrowingFill {
+  /** The protocol path. */
+  path: string;
+  /** The file's size. */
+  size: number;
+  /** The origin file's mtime. */
+  mtime: number;
+  /** The origin validator being copied. */
+  validator: string;
+  /**
+   * The file's name in the cache directory: its bytes grow in `<file>.part`,
+   * which is renamed to `<file>` once complete (a descriptor opened on either
+   * reads the same bytes).
+   */
+  file: string;
+  /**
+   * The fill's progress in shared memory (see util/fill_progress.ts): the
+   * bytes written so far, whether the copy is done (and its sha256) or
+   * failed, and whether the cache file stopped growing. The state moves to
+   * done only once the entry is committed, or once it is known that it
+   * will not be (a cache-directory failure).
+   */
+  progress: SharedArrayBuffer;
 }
 
 /** Options of {@linkcode FileCache.open}. */
@@ -181,6 +220,10 @@ export interface CacheView {
   filling(path: string): boolean;
   /** Copies a file in (see {@linkcode FileCache.fill}). */
   fill(path: string, source: FillSource): Promise<CacheEntry | undefined>;
+  /** The growing file of the fill of `path` in flight (see {@linkcode FileCache.growing}). */
+  growing(path: string): Promise<GrowingFill | undefined> | undefined;
+  /** Opens a growing fill's file (see {@linkcode FileCache.openGrowing}). */
+  openGrowing(fill: GrowingFill): Promise<Deno.FsFile | undefined>;
   /** The size figures of the whole cache. */
   figures(): Promise<CacheFigures>;
   /** The figures and the entries in eviction order, as of one moment. */
@@ -209,6 +252,7 @@ export class FileCache implements CacheView {
   readonly capacity: number;
   #index: PolicyIndex<CacheEntry>;
   #inflight = new Map<string, Promise<CacheEntry | undefined>>();
+  #growing = new Map<string, Promise<GrowingFill | undefined>>();
   #lock = new Mutex();
   #reserved = 0;
   #memoryUsed = 0;
@@ -481,8 +525,14 @@ export class FileCache implements CacheView {
   fill(path: string, source: FillSource): Promise<CacheEntry | undefined> {
     const running = this.#inflight.get(path);
     if (running) return running;
-    const fill = this.#adoptOrFill(path, source).finally(() => this.#inflight.delete(path));
+    const growing = Promise.withResolvers<GrowingFill | undefined>();
+    const fill = this.#adoptOrFill(path, source, growing.resolve).finally(() => {
+      growing.resolve(undefined);
+      this.#inflight.delete(path);
+      this.#growing.delete(path);
+    });
     this.#inflight.set(path, fill);
+    this.#growing.set(path, growing.promise);
     return fill;
   }
 
@@ -490,7 +540,11 @@ export class FileCache implements CacheView {
    * A fill of a path the previous run left an entry of: that entry, if it is
    * the version asked for and its file checks out; otherwise a fill.
    */
-  async #adoptOrFill(path: string, source: FillSource): Promise<CacheEntry | undefined> {
+  async #adoptOrFill(
+    path: string,
+    source: FillSource,
+    started: (growing: GrowingFill) => void,
+  ): Promise<CacheEntry | undefined> {
     const kept = this.#kept.get(path);
     if (kept) {
       const { validator, size } = source.stat;
@@ -503,18 +557,55 @@ export class FileCache implements CacheView {
         });
       }
     }
-    return await this.#fill(path, source);
+    return await this.#fill(path, source, started);
   }
 
-  async #fill(path: string, source: FillSource): Promise<CacheEntry | undefined> {
+  /**
+   * The fill of `path` in flight, as the requests that stream it see it:
+   * resolves once its cache file exists (see {@linkcode GrowingFill}), or to
+   * undefined when it ends without one (not `FillSource.streamed`, not
+   * admitted, failed before its first byte). Undefined when no fill of
+   * `path` is in flight; ask right after {@linkcode fill}.
+   */
+  growing(path: string): Promise<GrowingFill | undefined> | undefined {
+    return this.#growing.get(path);
+  }
+
+  /**
+   * Opens a growing fill's file for reading: its partial file, or the
+   * complete one if it was renamed meanwhile; undefined when neither is
+   * there (the fill failed, or its entry was already evicted).
+   */
+  openGrowing(fill: GrowingFill): Promise<Deno.FsFile | undefined> {
+    return openGrowingFile(this.dir, fill);
+  }
+
+  async #fill(
+    path: string,
+    source: FillSource,
+    started: (growing: GrowingFill) => void,
+  ): Promise<CacheEntry | undefined> {
     const { size } = source.stat;
     if (size > this.#limit) return undefined;
     if (!await this.#lock.run(() => this.#reserve(path, size))) return undefined;
     const file = `${this.#run}.${++this.#sequence}`;
+    const progress = source.streamed ? new FillProgress() : undefined;
+    const publish = progress && (() =>
+      started({
+        path,
+        size,
+        mtime: source.stat.mtime,
+        validator: source.stat.validator,
+        file,
+        progress: progress.buffer,
+      }));
     let copied: { sha256: string; bytes?: Uint8Array } | undefined;
     try {
-      copied = await this.#copyIn(path, file, source);
+      copied = await this.#copyIn(path, file, source, progress, publish);
     } finally {
+      // Not done by now (an error, a failed cache directory before the end):
+      // the readers stop short. A fill done stays done.
+      if (!copied) progress?.fail();
       if (!copied) await this.#lock.run(() => this.#reserved -= size);
     }
     if (!copied) return undefined;
@@ -529,18 +620,26 @@ export class FileCache implements CacheView {
       bytes: copied.bytes,
     };
     await this.#lock.run(() => this.#commit(entry));
+    // Done once committed: a request after the last byte finds the entry.
+    progress?.finish(entry.sha256);
     return entry;
   }
 
   /**
    * Writes the source to `<file>.part`, hashing as it goes, and renames it to
    * `file` once the byte count matches. Resolves to undefined when the cache
-   * directory failed; rethrows the source's own errors.
+   * directory failed; rethrows the source's own errors. With `progress`
+   * (a streamed fill), each write is announced once it is done, and a
+   * failed cache directory does not stop the copy: it goes on hashing to
+   * the end, so that the readers, who take the rest from the origin, get
+   * the digest to check it against.
    */
   async #copyIn(
     path: string,
     file: string,
     source: FillSource,
+    progress?: FillProgress,
+    opened?: () => void,
   ): Promise<{ sha256: string; bytes?: Uint8Array } | undefined> {
     const { size } = source.stat;
     const partial = `${this.dir}/${file}.part`;
@@ -556,18 +655,26 @@ export class FileCache implements CacheView {
     } catch (error) {
       return this.#cacheDirFailed(error);
     }
+    opened?.();
     const hash = createHash("sha256");
     let count = 0;
     let diskError: unknown;
+    const written = (length: number) => progress?.advance(length);
+    const failed = (error: unknown) => {
+      diskError = error;
+      if (!progress) throw error;
+      progress.spill();
+      // Its bytes so far stay readable to those who opened it; the space goes now.
+      Deno.remove(partial).catch(() => {});
+    };
     try {
       await source.read(async (chunk) => {
         count += chunk.length;
         if (count > size) throw new OriginChangedError(path);
         // The write runs on Deno's I/O threads while this thread hashes.
-        const writing = writeAll(target, chunk).catch((error) => {
-          diskError = error;
-          throw error;
-        });
+        const writing = diskError === undefined
+          ? writeAll(target, chunk).then(() => written(chunk.length), failed)
+          : undefined;
         hash.update(chunk);
         bytes?.set(chunk, count - chunk.length);
         await writing;
@@ -580,13 +687,20 @@ export class FileCache implements CacheView {
       throw error;
     }
     target.close();
+    const sha256 = hash.digest("hex");
+    if (diskError !== undefined) {
+      progress!.finish(sha256);
+      return this.#cacheDirFailed(diskError);
+    }
     try {
       await Deno.rename(partial, `${this.dir}/${file}`);
     } catch (error) {
       await Deno.remove(partial).catch(() => {});
+      // Every byte is in the file the readers hold open: they can finish.
+      progress?.finish(sha256);
       return this.#cacheDirFailed(error);
     }
-    return { sha256: hash.digest("hex"), bytes };
+    return { sha256, bytes };
   }
 
   /**
@@ -667,7 +781,9 @@ export class FileCache implements CacheView {
     this.#room.failed(error);
     if (isDiskFull(error)) {
       this.#room.shrink(
-        () => this.#index.used + this.#reserved + this.#oldBytes,
+        // Not the reservations: a fill in flight has written only part of
+        // its bytes (and the one that failed, none that stay).
+        () => this.#index.used + this.#oldBytes,
         (limit) => void this.#lock.run(() => this.#evictDownTo(limit)),
       ).catch(() => {});
     }
@@ -847,6 +963,19 @@ export function openCacheFile(
     if (error instanceof Deno.errors.NotFound) return Promise.resolve(undefined);
     return Promise.reject(error);
   }
+}
+
+/** {@linkcode FileCache.openGrowing} for the cache directory `dir`. */
+export function openGrowingFile(dir: string, fill: GrowingFill): Promise<Deno.FsFile | undefined> {
+  // The partial file first: until the rename, only it exists; after, only the other.
+  for (const name of [`${fill.file}.part`, fill.file]) {
+    try {
+      return Promise.resolve(Deno.openSync(`${dir}/${name}`, { read: true }));
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) return Promise.reject(error);
+    }
+  }
+  return Promise.resolve(undefined);
 }
 
 /** A cache directory ready for use: its new journal, and the entries a previous run left to keep. */

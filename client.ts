@@ -31,6 +31,7 @@ export {
   leavesConnectionUsable,
   ResumeError,
   ServerError,
+  UnverifiedError,
 } from "./client/errors.ts";
 export { download, type DownloadOptions, type DownloadResult } from "./client/download.ts";
 export {

@@ -79,7 +79,7 @@ export class DiskRoom {
 
   /**
    * The disk is full: sets the limit to what it holds beside the cache's
-   * `held()` bytes, and keeps checking until it has room for the whole
+   * `held()` bytes (its entries' and old files', on disk now), and keeps checking until it has room for the whole
    * capacity again, calling `onLimit` whenever the limit changes. Resolves
    * to the new limit.
    */

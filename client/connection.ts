@@ -9,7 +9,7 @@
 import { createHash } from "node:crypto";
 import { ByteReader, writeAll } from "../util/byte_reader.ts";
 import { DEFAULTS } from "../defaults.ts";
-import { ConnectionError, IntegrityError, ServerError } from "./errors.ts";
+import { ConnectionError, IntegrityError, ServerError, UnverifiedError } from "./errors.ts";
 import { type Command, formatRequest, parseResponseHeader } from "../protocol.ts";
 
 /** Options of {@linkcode connect}. */
@@ -89,10 +89,18 @@ export interface GetResult {
   mtime: number;
   /** Where the server took the bytes from. */
   cache: "hit" | "miss" | "bypass";
-  /** The whole file's sha256, when the server knows it. */
+  /**
+   * The whole file's sha256, when the server knows it (for a streamed miss,
+   * once `STAT` has answered it: not yet in the header).
+   */
   sha256?: string;
   /** True when the whole file was received and matched `sha256`. */
   verified: boolean;
+  /**
+   * True for a miss the server sent while copying it into its cache
+   * (`streamed=1`): its sha256 came by `STAT` after the body.
+   */
+  streamed?: boolean;
   /**
    * True when the server sent a version past its freshness lifetime
    * (`stale=1`: it serves stale copies while revalidating, or while its
@@ -165,6 +173,37 @@ async function local(callback: () => unknown): Promise<void> {
   } catch (error) {
     throw new LocalFailure(error);
   }
+}
+
+/**
+ * Checks a streamed miss's bytes (their sha256, `actual`) against the digest
+ * `STAT` answers for the same version (same size and mtime), and resolves
+ * to it. No digest to check against is an error too: the bytes are never
+ * accepted unchecked.
+ *
+ * @throws {IntegrityError} when they differ.
+ * @throws {UnverifiedError} when `STAT` has no digest of this version.
+ */
+async function verifyStreamed(
+  path: string,
+  received: GetResult,
+  actual: string,
+  asked: Promise<FileStat>,
+): Promise<string> {
+  let stat: FileStat;
+  try {
+    stat = await asked;
+  } catch (error) {
+    if (!(error instanceof ServerError)) throw error;
+    throw new UnverifiedError(path, `STAT answered ${error.code} ${error.message}`);
+  }
+  if (stat.size !== received.size || stat.mtime !== received.mtime) {
+    throw new UnverifiedError(path, "it changed on the server right after it was sent");
+  }
+  if (!stat.sha256) throw new UnverifiedError(path, "the server has no sha256 of it");
+  if (stat.sha256 !== actual) throw new IntegrityError(path, stat.sha256, actual);
+  received.verified = true;
+  return stat.sha256;
 }
 
 /**
@@ -259,29 +298,41 @@ export class TcpCacheClient implements CacheClient {
 
   /**
    * Fetches a file or a byte range of it. A whole file is verified against
-   * the server's sha256 when it sends one.
+   * the server's sha256: the one in the header, or, for a miss the server
+   * streams while it copies it in (`streamed=1`), the one `STAT` answers
+   * right after the body, on this connection.
    *
    * @throws {ServerError} when the server answers an error (e.g. 404).
    * @throws {IntegrityError} when the bytes do not match the sha256.
+   * @throws {UnverifiedError} for a streamed miss whose sha256 the server
+   *   could not give (the file changed or vanished right after).
    * @throws whatever `sink` or `onHeader` throws; the connection is then
    *   closed, since the rest of the body was not read.
    */
-  get(path: string, options: GetOptions = {}): Promise<GetResult> {
+  async get(path: string, options: GetOptions = {}): Promise<GetResult> {
     const args: (string | number)[] = [path];
     if (options.offset !== undefined || options.length !== undefined) {
       args.push(options.offset ?? 0);
       if (options.length !== undefined) args.push(options.length);
     }
-    return this.#exchange("GET", args, async ({ length, fields }) => {
+    // A streamed miss's digest, asked as soon as its header is read: the
+    // answer follows the body (answers come in order). Awaited only once
+    // the GET's own answer is done, or the two would wait for each other.
+    let digest: { stat: Promise<FileStat>; actual?: string } | undefined;
+    const result = await this.#exchange("GET", args, async ({ length, fields }) => {
       const size = Number(fields.size ?? length);
       const offset = Number(fields.offset ?? 0);
       const whole = offset === 0 && length === size;
       const mtime = Number(fields.mtime ?? 0);
       const cache = fields.cache as GetResult["cache"];
+      if (whole && fields.streamed === "1" && !fields.sha256) {
+        digest = { stat: this.stat(path) };
+        digest.stat.catch(() => {}); // the GET's own failure is the one reported
+      }
       await local(() =>
         options.onHeader?.({ size, offset, length, mtime, cache, sha256: fields.sha256 })
       );
-      const hash = whole && fields.sha256 ? createHash("sha256") : undefined;
+      const hash = whole && (fields.sha256 || digest) ? createHash("sha256") : undefined;
       let bytes: Uint8Array | undefined;
       let filled = 0;
       if (!options.sink) bytes = new Uint8Array(length);
@@ -294,7 +345,9 @@ export class TcpCacheClient implements CacheClient {
           await local(() => options.sink!(chunk));
         }
       });
-      if (hash) {
+      if (hash && digest) {
+        digest.actual = hash.digest("hex");
+      } else if (hash) {
         const actual = hash.digest("hex");
         if (actual !== fields.sha256) throw new IntegrityError(path, fields.sha256, actual);
       }
@@ -312,6 +365,11 @@ export class TcpCacheClient implements CacheClient {
       if (fields.age !== undefined) result.ageSeconds = Number(fields.age);
       return result;
     });
+    if (digest) {
+      result.streamed = true;
+      result.sha256 = await verifyStreamed(path, result, digest.actual!, digest.stat);
+    }
+    return result;
   }
 
   /** The cache's contents, in eviction order. */

@@ -39,6 +39,22 @@ export class IntegrityError extends Error {
 }
 
 /**
+ * A streamed miss (the server sent it while copying it into its cache, with
+ * its sha256 to be asked after the body) whose sha256 the server could not
+ * give: the file changed or vanished on the server right after it was sent.
+ * The bytes may well be right, but they are not accepted unchecked; asking
+ * again gets the file as it is now. The connection stays usable.
+ */
+export class UnverifiedError extends IntegrityError {
+  /** Creates the error for `path`, saying why no digest could be had. */
+  constructor(path: string, reason: string) {
+    super(path, "", "");
+    this.message = `cannot verify ${path}: ${reason}; try again`;
+    this.name = "UnverifiedError";
+  }
+}
+
+/**
  * A download broke off in the middle of the body. The bytes that arrived are
  * kept in `partial`, so {@linkcode download} with `resume` can continue.
  */

@@ -25,7 +25,9 @@ import {
   type CacheListing,
   type CacheView,
   type FillSource,
+  type GrowingFill,
   openCacheFile,
+  openGrowingFile,
 } from "../cache.ts";
 import {
   type Answers,
@@ -48,6 +50,9 @@ export class CacheReplica implements CacheView {
   #dir: string;
   #entries = new Map<string, CacheEntry>();
   #fills = new Map<string, Promise<CacheEntry | undefined>>();
+  /** The growing file of each fill asked for, by path, and who waits for it, by question. */
+  #growing = new Map<string, Promise<GrowingFill | undefined>>();
+  #growingAnswers = new Map<number, (growing: GrowingFill | undefined) => void>();
   #questions = new Map<number, { resolve(value: unknown): void; reject(error: Error): void }>();
   #nextId = 0;
   #touched: string[] = [];
@@ -78,6 +83,14 @@ export class CacheReplica implements CacheView {
   /** Applies a removal the owner made (an entry replaced since is kept). */
   dropped(path: string, file: string): void {
     if (this.#entries.get(path)?.file === file) this.#entries.delete(path);
+  }
+
+  /**
+   * Applies the owner's word that the fill asked for as question `id` has
+   * a growing file (before its reply: messages arrive in order).
+   */
+  growingFill(id: number, growing: GrowingFill): void {
+    this.#growingAnswers.get(id)?.(growing);
   }
 
   /** Settles the question `id` with the owner's reply. */
@@ -132,16 +145,36 @@ export class CacheReplica implements CacheView {
   /**
    * Asks the owner to fill `path` from the origin as `source.stat`
    * describes it: the owner reads the origin itself (one fill of a path at
-   * a time, across every thread). The entry arrives before the answer.
+   * a time, across every thread). The entry arrives before the answer; the
+   * fill's growing file, when it has one, before both.
    */
   fill(path: string, source: FillSource): Promise<CacheEntry | undefined> {
     const running = this.#fills.get(path);
     if (running) return running;
-    const fill = this.ask({ ask: "fill", path, stat: source.stat })
+    const id = ++this.#nextId;
+    const growing = Promise.withResolvers<GrowingFill | undefined>();
+    this.#growingAnswers.set(id, growing.resolve);
+    const fill = this.#ask(id, { ask: "fill", path, stat: source.stat })
       .then((entry) => entry && (this.#entries.get(path) ?? entry))
-      .finally(() => this.#fills.delete(path));
+      .finally(() => {
+        growing.resolve(undefined);
+        this.#growingAnswers.delete(id);
+        this.#growing.delete(path);
+        this.#fills.delete(path);
+      });
     this.#fills.set(path, fill);
+    this.#growing.set(path, growing.promise);
     return fill;
+  }
+
+  /** The growing file of this worker's fill of `path` in flight, as the owner tells it. */
+  growing(path: string): Promise<GrowingFill | undefined> | undefined {
+    return this.#growing.get(path);
+  }
+
+  /** Opens a growing fill's file (see `FileCache.openGrowing`). */
+  openGrowing(fill: GrowingFill): Promise<Deno.FsFile | undefined> {
+    return openGrowingFile(this.#dir, fill);
   }
 
   /** The owner's figures. */
@@ -156,7 +189,10 @@ export class CacheReplica implements CacheView {
 
   /** Asks the owner a question and resolves to its answer. */
   ask<Q extends Question>(question: Q): Promise<Answers[Q["ask"]]> {
-    const id = ++this.#nextId;
+    return this.#ask(++this.#nextId, question);
+  }
+
+  #ask<Q extends Question>(id: number, question: Q): Promise<Answers[Q["ask"]]> {
     return new Promise((resolve, reject) => {
       this.#questions.set(id, { resolve: resolve as (value: unknown) => void, reject });
       this.#post({ type: "question", id, question });

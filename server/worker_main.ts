@@ -85,6 +85,9 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
     case "forget":
       running?.origin.forget(message.path, message.prefix);
       break;
+    case "growing":
+      replica?.growingFill(message.id, message.growing);
+      break;
     case "reply":
       replica?.replied(message.id, message.value, message.error);
       break;

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { CacheEntry, CacheFigures, CacheListing } from "../cache.ts";
+import type { CacheEntry, CacheFigures, CacheListing, GrowingFill } from "../cache.ts";
 import { OriginChangedError, type OriginDirEntry, type OriginStat } from "../origin/origin.ts";
 import type { ShieldFigures, ShieldOptions, StatAnswer } from "../origin/shield.ts";
 import { type ErrorCode, RequestError } from "../protocol.ts";
@@ -86,6 +86,8 @@ export type ToWorker =
   | { type: "drop"; path: string; file: string }
   | { type: "forget"; path: string; prefix: boolean }
   | { type: "reply"; id: number; value?: unknown; error?: ErrorData }
+  /** The fill asked for as question `id` has a growing file (its progress is shared memory). */
+  | { type: "growing"; id: number; growing: GrowingFill }
   | { type: "counters"; id: number }
   | { type: "flush"; id: number }
   | { type: "reload"; id: number; changes: AccessReload }

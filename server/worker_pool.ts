@@ -13,7 +13,7 @@
  * @module
  */
 
-import type { CacheEntry, FileCache } from "../cache.ts";
+import type { CacheEntry, FileCache, GrowingFill } from "../cache.ts";
 import type { FileService, RequestRecord } from "../service/file_service.ts";
 import type { ThreadCounters } from "../service/counters.ts";
 import type { ShieldedOrigin } from "../origin/shield.ts";
@@ -200,20 +200,29 @@ export class WorkerPool {
 
   async #answer(member: Member, id: number, question: Question): Promise<void> {
     let reply: ToWorker;
+    // A fill's growing file goes to the worker as soon as it exists, so that
+    // the worker streams the miss while it is copied in (before the reply).
+    const onGrowing = (growing: GrowingFill) => {
+      if (member.alive) {
+        member.worker.postMessage({ type: "growing", id, growing } satisfies ToWorker);
+      }
+    };
     try {
-      reply = { type: "reply", id, value: await this.#value(question) };
+      reply = { type: "reply", id, value: await this.#value(question, onGrowing) };
     } catch (error) {
       reply = { type: "reply", id, error: errorData(error) };
     }
     if (member.alive) member.worker.postMessage(reply);
   }
 
-  #value(question: Question): Promise<unknown> {
+  #value(question: Question, onGrowing: (growing: GrowingFill) => void): Promise<unknown> {
     switch (question.ask) {
       case "fill":
-        return this.#service.admit(question.path, question.stat).then((entry) =>
-          entry && withoutBytes(entry)
-        );
+        return this.#service.admit(
+          question.path,
+          question.stat,
+          (growing) => growing?.then((found) => found && onGrowing(found)),
+        ).then((entry) => entry && withoutBytes(entry));
       case "figures":
         return this.#cache.figures();
       case "listing":

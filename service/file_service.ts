@@ -9,7 +9,10 @@
  */
 
 import { closeQuietly } from "../util/byte_reader.ts";
-import type { CacheEntry, CacheFigures, CacheView, FillSource } from "../cache.ts";
+import type { CacheEntry, CacheFigures, CacheView, FillSource, GrowingFill } from "../cache.ts";
+import { FILL_FAILED, FillProgress } from "../util/fill_progress.ts";
+import { firstBytes, GrowingSource } from "./growing_source.ts";
+import { RecentDigests } from "./recent_digests.ts";
 import { Histogram, type MetricsSnapshot, type RequestCounts } from "./metrics.ts";
 import {
   type CacheOutcome,
@@ -155,6 +158,13 @@ export interface Served {
   validator: string;
   /** Hex sha256 of the whole file, when the cache knows it (hits and misses). */
   sha256?: string;
+  /**
+   * A whole-file miss sent while it is copied in (from
+   * {@linkcode STREAMED_MISS_FROM} bytes): its sha256 is not known yet, so
+   * the answer cannot carry it; the body's last bytes are held until it is,
+   * and `STAT` answers it after (docs/PROTOCOL.md).
+   */
+  streamed?: boolean;
   /** The first byte sent. */
   offset: number;
   /** The bytes sent. */
@@ -318,6 +328,17 @@ export const LARGE_BODY = 8 * 1024 * 1024;
 export const LARGE_CHUNK_BUDGET = 16 * 1024 * 1024;
 /** How many recent requests the status page can show. */
 const RECENT_REQUESTS = 50;
+/**
+ * Whole-file misses from this size on are sent while they are copied in
+ * (`streamed=1`), instead of once the copy is done. A smaller file is copied
+ * in a few milliseconds from a local disk and then goes out in one or a few
+ * writes with its sha256 in the header; from here on the wait for the copy
+ * grows with the file (20 s for 5 GiB), and the client's extra `STAT` is
+ * nothing beside it.
+ */
+export const STREAMED_MISS_FROM = LARGE_BODY;
+/** How many streamed misses' digests each thread remembers for `STAT` (see service/recent_digests.ts). */
+const RECENT_DIGESTS = 1024;
 
 /** What a fill that found another fill of its path in flight resolves to. */
 const JOIN_FILL = Symbol("join the fill in flight");
@@ -347,6 +368,7 @@ export class FileService {
   /** Bytes of large buffers handed out (see {@linkcode LARGE_CHUNK_BUDGET}). */
   #largeOut = 0;
   #largeChunkBudget: number;
+  #recentDigests = new RecentDigests(RECENT_DIGESTS);
 
   /**
    * The counters of every thread that serves, this one's included: with
@@ -562,28 +584,38 @@ export class FileService {
     return { path, entries: await this.#listings.with(1, () => this.origin.list(path)) };
   }
 
-  /** The `STAT` answer: an origin file, and whether a fresh copy is cached. */
+  /**
+   * The `STAT` answer: an origin file, whether a fresh copy is cached, and
+   * its sha256 when known (a fresh copy's, or that of a miss of this version
+   * streamed lately, cached or not: what a client checks a streamed miss
+   * against).
+   */
   async stat(path: string): Promise<Record<string, unknown>> {
-    const { size, mtime, sha256 } = await this.current(path);
-    return { path, size, mtime, cached: sha256 !== undefined, sha256: sha256 ?? null };
+    const { size, mtime, sha256, validator } = await this.current(path);
+    const cached = this.cache.lookup(path)?.validator === validator;
+    return { path, size, mtime, cached, sha256: sha256 ?? null };
   }
 
   /**
    * The version of `path` a `GET` would serve now, without opening it: its
-   * stat, and its sha256 when a fresh copy is cached (for conditional
-   * requests, answered without reading a byte).
+   * stat, and its sha256 when a fresh copy is cached or this thread
+   * streamed a miss of it lately (for conditional requests, answered
+   * without reading a byte, and for `STAT`).
    */
   async current(path: string): Promise<OriginStat & { sha256?: string }> {
     const stat = await this.#originStat(path);
     const entry = this.cache.lookup(path);
-    return entry?.validator === stat.validator ? { ...stat, sha256: entry.sha256 } : stat;
+    if (entry?.validator === stat.validator) return { ...stat, sha256: entry.sha256 };
+    const streamed = this.#recentDigests.get(path, stat.validator);
+    return streamed === undefined ? stat : { ...stat, sha256: streamed };
   }
 
   /**
    * Resolves a `GET` of `path` (or of a range of it): from the cache when a
    * fresh entry is there; otherwise fills the cache from the origin and
-   * serves the new entry; otherwise (too large, a range of an uncached
-   * file, no room) streams from the origin. The caller sends the bytes and
+   * serves the new entry (from {@linkcode STREAMED_MISS_FROM} bytes, while
+   * it is copied in); otherwise (too large, a range of an uncached file, no
+   * room) streams from the origin. The caller sends the bytes and
    * then calls `release()`. `known` is the origin's stat when the caller
    * has just taken it (see {@linkcode FileService.current}): one origin
    * round trip per request, not two.
@@ -617,7 +649,13 @@ export class FileService {
       if (!entry) {
         // A cache of no bytes (its directory unusable) admits nothing, empty files included.
         if (!whole || stat.size > this.cache.capacity || this.cache.capacity === 0) break;
-        entry = await this.#fill(path, stat);
+        if (stat.size >= STREAMED_MISS_FROM) {
+          const streamed = await this.#streamMiss(path, stat);
+          if (!("filled" in streamed)) return this.#withAge(streamed, stat);
+          entry = streamed.filled;
+        } else {
+          entry = await this.#fill(path, stat);
+        }
         if (!entry) break;
         // An entry a previous run admitted (`--keep-cache`, adopted at this
         // request) read nothing from the origin: a hit.
@@ -679,9 +717,15 @@ export class FileService {
    * Fills the cache with `path` as `stat` describes it, or joins the fill in
    * flight (single flight): for a worker thread's replica, whose own fills
    * come here. Resolves to the entry, or undefined when it was not admitted.
+   * `onGrowing` hears of the fill's growing file as
+   * {@linkcode CacheView.growing} gives it, when a fill is started or joined.
    */
-  admit(path: string, stat: OriginStat): Promise<CacheEntry | undefined> {
-    return this.#fill(path, stat);
+  admit(
+    path: string,
+    stat: OriginStat,
+    onGrowing?: (growing: Promise<GrowingFill | undefined> | undefined) => void,
+  ): Promise<CacheEntry | undefined> {
+    return this.#fill(path, stat, onGrowing);
   }
 
   /**
@@ -855,9 +899,19 @@ export class FileService {
   /**
    * Fills the cache from the origin. A fill holds two file permits (origin
    * and cache file); a request that joins a fill in flight holds none.
+   * `onGrowing` is told of the fill's growing file (see
+   * {@linkcode CacheView.growing}) when a fill is started or joined.
    */
-  async #fill(path: string, stat: OriginStat): Promise<CacheEntry | undefined> {
-    const fill = () => this.cache.fill(path, this.#originSource(path, stat));
+  async #fill(
+    path: string,
+    stat: OriginStat,
+    onGrowing?: (growing: Promise<GrowingFill | undefined> | undefined) => void,
+  ): Promise<CacheEntry | undefined> {
+    const fill = () => {
+      const filling = this.cache.fill(path, this.#originSource(path, stat));
+      onGrowing?.(this.cache.growing(path));
+      return filling;
+    };
     if (!this.cache.filling(path)) {
       const filled = await this.#files.with(2, async () => {
         // While this request waited for permits, another may have filled the
@@ -870,6 +924,68 @@ export class FileService {
       if (filled !== JOIN_FILL) return filled;
     }
     return await fill();
+  }
+
+  /**
+   * A whole-file miss sent while it is copied in: starts the fill (or joins
+   * the one in flight) and, once it has written its first bytes, reads its
+   * growing cache file (see service/growing_source.ts). Until then nothing
+   * is sent, so that a fill that fails at once is still a clean error. When
+   * there is nothing to stream (the fill found the entry, or is of another
+   * version, or ended before its file could be opened), resolves to what
+   * the fill resolves to, as {@linkcode #fill} does; its errors are thrown.
+   */
+  async #streamMiss(
+    path: string,
+    stat: OriginStat,
+  ): Promise<Served | { filled: CacheEntry | undefined }> {
+    const started = Promise.withResolvers<GrowingFill | undefined>();
+    const filled = this.#fill(
+      path,
+      stat,
+      (growing) => growing ? growing.then(started.resolve) : started.resolve(undefined),
+    );
+    // A fill that ends before a growing file was seen has none to stream.
+    filled.then(() => started.resolve(undefined), () => started.resolve(undefined));
+    const growing = await started.promise;
+    if (growing?.validator !== stat.validator) return { filled: await filled };
+    const progress = new FillProgress(growing.progress);
+    await firstBytes(progress);
+    // Failed before its first byte: the fill's error is this request's answer.
+    if (progress.state === FILL_FAILED) return { filled: await filled };
+    const releasePermit = await this.#files.acquire(1);
+    let file: Deno.FsFile | undefined;
+    try {
+      file = await this.cache.openGrowing(growing);
+    } catch (error) {
+      releasePermit();
+      throw error;
+    }
+    if (!file && !progress.spilled) {
+      // Done and already gone, or failed: the fill's outcome says which.
+      releasePermit();
+      return { filled: await filled };
+    }
+    // From here on the fill's failure reaches this request through its progress.
+    filled.catch(() => {});
+    this.#countServed(path, "miss");
+    const source = new GrowingSource(growing, file, {
+      openOrigin: (offset) => this.origin.open(path, { offset, length: stat.size - offset }),
+      countOrigin: (bytes) => this.#counts.bytesFromOrigin += bytes,
+      onDigest: (sha256) => this.#recentDigests.remember(path, stat.validator, sha256),
+    });
+    return {
+      path,
+      outcome: "miss",
+      size: stat.size,
+      mtime: stat.mtime,
+      validator: stat.validator,
+      offset: 0,
+      length: stat.size,
+      source,
+      streamed: true,
+      release: once(() => (source.close(), releasePermit())),
+    };
   }
 
   /** `served`, marked with the age (and staleness) of the stat it was chosen by. */
@@ -898,6 +1014,7 @@ export class FileService {
   #originSource(path: string, stat: OriginStat): FillSource {
     return {
       stat,
+      streamed: stat.size >= STREAMED_MISS_FROM,
       read: async (sink) => {
         const opened = await this.origin.open(path);
         const buffers = this.#takeBuffers(stat.size);

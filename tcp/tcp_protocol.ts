@@ -414,6 +414,8 @@ export class TcpProtocol implements ConnectionProtocol {
       cache: served.outcome,
     };
     if (served.sha256) fields.sha256 = served.sha256;
+    // Sent while it is copied in: the sha256 comes by STAT after the body.
+    if (served.streamed) fields.streamed = 1;
     // Behind a freshness lifetime: seconds since the origin confirmed this
     // version, and whether that is past its lifetime (docs/PROTOCOL.md).
     if (served.ageMs !== undefined) fields.age = Math.floor(served.ageMs / 1000);

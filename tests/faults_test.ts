@@ -9,6 +9,7 @@ import { CACHE_MARKER, type FileCache, JOURNAL_FILE } from "../cache.ts";
 import { connect, ConnectionError } from "../client.ts";
 import { DirectoryOrigin } from "../origin/directory.ts";
 import type { Origin } from "../origin/origin.ts";
+import { STREAMED_MISS_FROM } from "../service/file_service.ts";
 import {
   eventually,
   getOnce,
@@ -313,6 +314,61 @@ Deno.test("a disk that fills before the cache: the cache shrinks to it, keeps ev
   }
 });
 
+Deno.test("a full cache disk during a streamed miss: the rest comes from the origin, verified; nothing admitted, nothing partial stays", async () => {
+  const mountPoint = await Deno.makeTempDir();
+  const whyNot = tryMountTmpfs(mountPoint, "1m");
+  if (whyNot) {
+    console.log(`skipped: cannot mount a small tmpfs to fill (${whyNot})`);
+    await Deno.remove(mountPoint);
+    return;
+  }
+  const cacheDir = `${mountPoint}/cache`;
+  // Streamed (past STREAMED_MISS_FROM), and far more than the 1 MiB disk holds.
+  const big = seededBytes(STREAMED_MISS_FROM + MiB, 12);
+  try {
+    const root = await Deno.makeTempDir();
+    await Deno.writeFile(`${root}/big.bin`, big);
+    const { startServer } = await import("../server/start_server.ts");
+    const errors: string[] = [];
+    const server = await startServer({
+      dir: root,
+      cacheDir,
+      port: 0,
+      cacheSize: 2 * big.length,
+      onError: (line) => errors.push(line),
+    });
+    try {
+      const client = await connect({ port: server.addr.port });
+      try {
+        const result = await client.get("big.bin");
+        // The header went out before the disk filled: a miss, streamed, whole and checked.
+        assert.equal(result.cache, "miss");
+        assert.ok(result.streamed && result.verified);
+        assert.equal(sha256(result.bytes!), sha256(big));
+        // Then the cache knows the disk holds less than the file: streamed uncached.
+        const again = await client.get("big.bin");
+        assert.equal(again.cache, "bypass");
+        assert.equal(sha256(again.bytes!), sha256(big));
+      } finally {
+        client.close();
+      }
+      assert.equal(errors.length, 2, errors.join("\n"));
+      assert.match(errors[0], /a write failed: No space left on device/);
+      assert.match(errors[1], /disk full; the cache holds at most [0-9]+ of its/);
+      await assertCacheConsistent(server.cache, cacheDir);
+      assert.equal(server.cache.count, 0);
+      // The rest of each came from the origin a second time.
+      assert.ok((await server.stats()).bytesFromOrigin > 2 * big.length);
+    } finally {
+      await server.close();
+      await Deno.remove(root, { recursive: true });
+    }
+  } finally {
+    new Deno.Command("umount", { args: [mountPoint] }).outputSync();
+    await Deno.remove(mountPoint, { recursive: true });
+  }
+});
+
 Deno.test("a cache directory removed while serving: files are served uncached, logged once", async () => {
   const file = seededBytes(200_000, 10);
   await withServer({ "f.bin": file, "g.bin": file }, {}, async ({ port, cacheDir, errors }) => {
@@ -366,6 +422,51 @@ Deno.test("300 clients disconnecting at every stage leak no descriptor, task or 
     try {
       for (const [name, bytes] of Object.entries(files)) {
         const result = await client.get(name);
+        assert.equal(sha256(result.bytes!), sha256(bytes), name);
+      }
+    } finally {
+      client.close();
+    }
+  });
+});
+
+Deno.test("clients disconnecting from streamed misses at every stage leak no descriptor, wait or byte of accounting", async () => {
+  const files: Record<string, Uint8Array> = {};
+  for (let i = 0; i < 2; i++) {
+    files[`s${i}.bin`] = seededBytes(STREAMED_MISS_FROM + i * MiB, 30 + i);
+  }
+  // Room for one of them: each miss evicts the other.
+  const cacheSize = STREAMED_MISS_FROM + 2 * MiB;
+  await withServer(files, { cacheSize }, async ({ port, server, cacheDir }) => {
+    const baseline = openDescriptors();
+    const stages = ["after-request", "after-header", "mid-body"] as const;
+    for (let i = 0; i < 24; i++) {
+      const stage = stages[i % stages.length];
+      const conn = await RawConnection.open(port);
+      // A new version now and then: every stage meets fills too, not only hits.
+      const name = `s${i % 2}.bin`;
+      if (i % 4 === 0) await server.cache.remove(name);
+      try {
+        await conn.send(`GET ${name}\n`);
+        if (stage === "after-request") continue;
+        await conn.reader.readLine(1024);
+        if (stage === "mid-body") await conn.reader.readBody(300_000, () => {});
+      } finally {
+        conn.close();
+      }
+    }
+    await eventually(
+      async () => (await server.stats()).connections.open === 0,
+      "every connection to end",
+    );
+    await eventually(() => server.cache.reserved === 0, "fills in flight to finish");
+    await eventually(() => openDescriptors() <= baseline, `descriptors back to ${baseline}`);
+    await assertCacheConsistent(server.cache, cacheDir);
+    const client = await connect({ port });
+    try {
+      for (const [name, bytes] of Object.entries(files)) {
+        const result = await client.get(name);
+        assert.ok(result.verified, name);
         assert.equal(sha256(result.bytes!), sha256(bytes), name);
       }
     } finally {

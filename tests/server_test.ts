@@ -445,6 +445,11 @@ eachPolicy(
         async () => (await server.stats()).connections.open === 0,
         "connections to close",
       );
+      // A streamed miss's fill goes on after its readers left (8 MiB: streamed).
+      await eventually(
+        () => Promise.resolve(server.cache.lookup("big.bin") !== undefined),
+        "the fill to end",
+      );
       const client = await connectTo(port);
       try {
         const result = await client.get("big.bin");

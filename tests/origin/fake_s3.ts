@@ -23,6 +23,8 @@ export class FakeS3 {
     { bytes: Uint8Array; etag: string; modified: Date; headers: Record<string, string> }
   >();
   faults: Fault[] = [];
+  /** GET bodies of a key held after some bytes (see {@linkcode FakeS3.holdGet}). */
+  #holds = new Map<string, { after: number; until: Promise<boolean> }>();
   /** Entries per ListObjectsV2 page (S3's own is 1,000). */
   pageSize = 1000;
   requests: {
@@ -49,6 +51,18 @@ export class FakeS3 {
   put(key: string, bytes: Uint8Array, headers: Record<string, string> = {}): void {
     const etag = `"${sha256(bytes).slice(0, 32)}"`;
     this.objects.set(key, { bytes, etag, modified: new Date(), headers });
+  }
+
+  /**
+   * Holds the body of the next GET of `key` after `after` bytes, until
+   * `release()` sends the rest or `cut()` breaks it off (a store failing
+   * mid-object). HEADs and ranged GETs of the key pass.
+   */
+  holdGet(key: string, after: number): { release(): void; cut(): void } {
+    const { promise, resolve } = Promise.withResolvers<boolean>();
+    this.#holds.set(key, { after, until: promise });
+    stalls.add(() => resolve(true));
+    return { release: () => resolve(true), cut: () => resolve(false) };
   }
 
   /** Ends the stalled bodies (or shutting down would wait for them forever), then stops. */
@@ -106,6 +120,11 @@ export class FakeS3 {
     }
     headers.set("content-length", String(bytes.length));
     if (request.method === "HEAD") return new Response(null, { status, headers });
+    const hold = range ? undefined : this.#holds.get(key);
+    if (hold) {
+      this.#holds.delete(key);
+      return new Response(heldBody(bytes, hold.after, hold.until), { status, headers });
+    }
     if (fault && !("ignoreRange" in fault)) {
       return new Response(faultyBody(bytes, fault), { status, headers });
     }
@@ -149,6 +168,30 @@ function escapeXml(text: string): string {
 
 /** Ways to end the bodies that stall, for FakeS3.close. */
 const stalls = new Set<() => void>();
+
+/** A body that sends `after` bytes, then the rest once `until` is true, or breaks off if false. */
+function heldBody(
+  bytes: Uint8Array,
+  after: number,
+  until: Promise<boolean>,
+): ReadableStream<Uint8Array> {
+  let sent = false;
+  return new ReadableStream({
+    async pull(controller) {
+      if (!sent) {
+        sent = true;
+        controller.enqueue(bytes.slice(0, after));
+        return;
+      }
+      if (await until) {
+        controller.enqueue(bytes.slice(after));
+        controller.close();
+      } else {
+        controller.error(new Error("connection cut"));
+      }
+    },
+  });
+}
 
 /** A body that stalls (until the fake closes), or breaks off, after some bytes. */
 function faultyBody(bytes: Uint8Array, fault: Fault): ReadableStream<Uint8Array> {
