@@ -21,7 +21,8 @@
  *     removed.
  *  3. A disk that fills early: a 20 MiB tmpfs (mounted for the run: needs
  *     root; skipped otherwise) as the cache directory of a 64 MiB cache, 200
- *     files of 1 MiB asked `--requests` times in a seeded Zipf order (s 0.9):
+ *     files of 1 MiB asked `--requests` times in a seeded Zipf order (s 0.9),
+ *     whose popular files change halfway:
  *     the hit ratio (overall and over the second half), evictions, entries,
  *     and what STATS says of the disk.
  *
@@ -364,14 +365,21 @@ async function diskFillsEarly(work: string): Promise<string> {
   const cdf: number[] = [];
   weights.reduce((acc, w) => (cdf.push((acc + w) / sum), acc + w), 0);
   const random = seededRandom(5);
-  const rank = files.map((_, i) => i);
-  for (let i = rank.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [rank[i], rank[j]] = [rank[j], rank[i]];
-  }
-  const order = Array.from({ length: REQUESTS }, () => {
+  const shuffled = () => {
+    const rank = files.map((_, i) => i);
+    for (let i = rank.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [rank[i], rank[j]] = [rank[j], rank[i]];
+    }
+    return rank;
+  };
+  // Halfway the popular files change (another seeded order): a cache frozen
+  // by a full disk keeps the first half's favourites; one that adapts follows.
+  const ranks = [shuffled(), shuffled()];
+  const order = Array.from({ length: REQUESTS }, (_, i) => {
     const u = random();
     const k = cdf.findIndex((p) => p >= u);
+    const rank = ranks[i < REQUESTS / 2 ? 0 : 1];
     return files[rank[k === -1 ? files.length - 1 : k]][0];
   });
   const mount = `${work}/tmpfs`;
@@ -416,7 +424,7 @@ async function diskFillsEarly(work: string): Promise<string> {
   }
   await Deno.remove(origin, { recursive: true });
   return `### 3. A disk that fills early: a 20 MiB tmpfs, --cache-size 64MiB, 200 files of 1 MiB, ` +
-    `${REQUESTS} requests (Zipf s 0.9, seeded)\n\n` +
+    `${REQUESTS} requests (Zipf s 0.9, seeded; the popular files change halfway)\n\n` +
     "| server | hit ratio | hit ratio, 2nd half | evictions | entries | used (MiB) | effectiveCapacity (MiB) | degraded | writeFailures |\n" +
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + rows.join("\n") + "\n";
 }
