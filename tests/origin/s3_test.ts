@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { forbidsStale, parseS3Url, S3Origin, statedLifetime } from "../../origin/s3.ts";
-import { RequestError } from "../../protocol.ts";
+import { FILES_PAGE_LIMIT, RequestError } from "../../protocol.ts";
 import { startServer } from "../../server.ts";
 import { RawConnection, seededBytes, sha256 } from "../helpers.ts";
 import { FakeS3 } from "./fake_s3.ts";
@@ -22,6 +22,9 @@ function origin(fake: FakeS3, options: { timeoutMs?: number; retries?: number } 
     ...options,
   });
 }
+
+/** A page that holds every entry of the small listings here. */
+const WHOLE = { limit: FILES_PAGE_LIMIT };
 
 async function withFake(test: (fake: FakeS3) => Promise<void>): Promise<void> {
   const fake = new FakeS3();
@@ -115,15 +118,17 @@ Deno.test("S3Origin: stat, whole and ranged reads, listings, signed path-style r
     const empty = await s3.open("dir/a b.bin", { offset: 10, length: 0 });
     assert.equal(await empty.read(new Uint8Array(4)), null);
 
+    const top = await s3.list("", WHOLE);
+    assert.deepEqual(top.entries.map((e) => [e.name, e.type]), [["dir", "dir"], [
+      "top.txt",
+      "file",
+    ]]);
+    assert.equal(top.next, undefined);
     assert.deepEqual(
-      (await s3.list("")).map((e) => [e.name, e.type]),
-      [["dir", "dir"], ["top.txt", "file"]],
-    );
-    assert.deepEqual(
-      (await s3.list("dir")).map((e) => [e.name, e.type, e.size]),
+      (await s3.list("dir", WHOLE)).entries.map((e) => [e.name, e.type, e.size]),
       [["a b.bin", "file", 5000], ["sub", "dir", 0]],
     );
-    await assertProtocolError(s3.list("nothing"), 404, /not found: nothing/);
+    await assertProtocolError(s3.list("nothing", WHOLE), 404, /not found: nothing/);
     await assertProtocolError(s3.stat("missing.txt"), 404, /not found: missing\.txt/);
     assert.ok(fake.requests.every((r) => r.signed), "every request carries a SigV4 signature");
   });
@@ -136,8 +141,8 @@ Deno.test("S3Origin: listings across pages, and keys with XML's special characte
     for (const name of names) fake.put(`pre/fix/${name}`, new TextEncoder().encode(name));
     fake.put("pre/fix/sub/x.txt", new TextEncoder().encode("x"));
     const s3 = origin(fake);
-    const listed = await s3.list("");
-    assert.deepEqual(listed.map((e) => e.name), [...names, "sub"].sort());
+    const listed = await s3.list("", WHOLE);
+    assert.deepEqual(listed.entries.map((e) => e.name), [...names, "sub"].sort());
     const pages = fake.requests.filter((r) => r.key === "").length;
     assert.equal(pages, 3, "six entries, two a page");
     assert.equal((await s3.stat("a&b.txt")).size, "a&b.txt".length);
@@ -150,7 +155,7 @@ Deno.test("S3Origin: a listing that stalls is a 503 after the timeout, not retri
     const s3 = origin(fake, { timeoutMs: 150, retries: 1 });
     fake.faults.push({ stallAfter: 10 });
     const sent = fake.requests.length;
-    await assertProtocolError(s3.list(""), 503, /\(no answer within 150 ms\)$/);
+    await assertProtocolError(s3.list("", WHOLE), 503, /\(no answer within 150 ms\)$/);
     assert.equal(fake.requests.length, sent + 1);
 
     fake.faults.push({ ignoreRange: true });
