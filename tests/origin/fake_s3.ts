@@ -31,6 +31,8 @@ export class FakeS3 {
     range: string | null;
     ifNoneMatch: string | null;
     signed: boolean;
+    /** The query's parameters (a listing's `max-keys`, say). */
+    query: URLSearchParams;
   }[] = [];
   #server: Deno.HttpServer<Deno.NetAddr>;
 
@@ -68,6 +70,7 @@ export class FakeS3 {
       range: request.headers.get("range"),
       ifNoneMatch: request.headers.get("if-none-match"),
       signed: /^AWS4-HMAC-SHA256 Credential=KEY\//.test(request.headers.get("authorization") ?? ""),
+      query: url.searchParams,
     });
     const next = this.faults.shift();
     const fault = next && "pass" in next ? undefined : next;
