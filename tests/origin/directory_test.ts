@@ -245,6 +245,26 @@ Deno.test("DirectoryOrigin: the hide option makes a directory inside invisible",
   });
 });
 
+Deno.test("DirectoryOrigin: pages of a listing count names, shown or not; next is the last one", async () => {
+  const tree = { "a.txt": "a", ".cache/entry.bin": "cached", ".cache2/x.txt": "x", "b.txt": "b" };
+  await withTree(tree, async ({ root }) => {
+    await Deno.symlink("/", `${root}/.out`);
+    const origin = await DirectoryOrigin.open(root, { hide: `${root}/.cache` });
+    const pages: [string[], string | undefined][] = [];
+    let after: string | undefined;
+    do {
+      const page = await origin.list("", { after, limit: 3 });
+      pages.push([page.entries.map((entry) => entry.name), page.next]);
+      after = page.next;
+    } while (after !== undefined);
+    // In name order: .cache (hidden), .cache2, .out (a link out: not listed), a.txt, b.txt.
+    assert.deepEqual(pages, [
+      [[".cache2"], ".out"],
+      [["a.txt", "b.txt"], undefined],
+    ]);
+  });
+});
+
 Deno.test("DirectoryOrigin: a hidden directory created after open stays hidden", async () => {
   // startServer opens the origin with hide: cacheDir before FileCache creates
   // that directory, so this is the order in which a server meets it.
