@@ -242,8 +242,9 @@ export interface ServiceOptions {
    */
   largeChunkBudget?: number;
   /**
-   * Directory listings read from the origin at once (a directory of 100,000
-   * files takes seconds and tens of MB to list); more wait their turn.
+   * Pages of directory listings read from the origin at once (a page of
+   * 10,000 entries of a big directory takes a few hundred ms); more wait
+   * their turn.
    * @default {DEFAULTS.maxListings}
    */
   maxListings?: number;
