@@ -9,8 +9,8 @@
  * place in them by binary search instead of reading the directory again.
  * Paging through 100,000 entries read a million names without this (ten
  * pages), and made as many objects for the collector. They are kept packed
- * (one string and their offsets: 100,000 names of 16 characters in under
- * 2 MB, where as many strings took over 5), within a budget of characters.
+ * (one string and their offsets: 100,000 names of 15 characters in 1.7 MB,
+ * where as many strings take 4 MB or more), within a budget of characters.
  *
  * Kept names serve a page only while the directory's inode, mtime and
  * ctime are those read with them; they go once no page has asked for
@@ -159,6 +159,8 @@ export class DirectoryNames {
   }
 
   #keep(dir: string, kept: Kept): void {
+    // Two first pages read at once: the later read's names replace the earlier's.
+    this.#drop(dir);
     while (this.#kept.size > 0 && this.#keptUnits + kept.units > this.#maxUnits) {
       this.#drop(this.#kept.keys().next().value!);
     }

@@ -84,7 +84,7 @@ export interface OriginListWindow {
 
 /** One page of a directory's listing. */
 export interface OriginDirPage {
-  /** Entries in the byte order of their names' UTF-8 (origin/listing_page.ts). */
+  /** Entries in the byte order of their names' UTF-8 (`compareNames`, protocol.ts). */
   entries: OriginDirEntry[];
   /**
    * Present when more entries may follow: the name to read the next page
