@@ -17,6 +17,7 @@ export {
   type ConnectionSecurity,
   type ConnectOptions,
   type FileListing,
+  type FilesPage,
   type FileStat,
   type GetHeader,
   type GetOptions,

@@ -39,7 +39,9 @@ export {
   type Origin,
   OriginChangedError,
   type OriginDirEntry,
+  type OriginDirPage,
   type OriginFile,
+  type OriginListWindow,
   type OriginStat,
   type ShieldedStat,
 } from "./origin/origin.ts";

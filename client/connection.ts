@@ -10,7 +10,13 @@ import { createHash } from "node:crypto";
 import { ByteReader, writeAll } from "../util/byte_reader.ts";
 import { DEFAULTS } from "../defaults.ts";
 import { ConnectionError, IntegrityError, ServerError, UnverifiedError } from "./errors.ts";
-import { type Command, formatRequest, parseResponseHeader } from "../protocol.ts";
+import {
+  compareNames,
+  formatFilesRequest,
+  formatRequest,
+  type ListingWindow,
+  parseResponseHeader,
+} from "../protocol.ts";
 
 /** Options of {@linkcode connect}. */
 export interface ConnectOptions {
@@ -125,12 +131,21 @@ export interface CacheListing {
   entries: { path: string; size: number; admitted: number }[];
 }
 
-/** An answer to `FILES`. */
+/** A directory's listing, whole (see {@linkcode TcpCacheClient.files}). */
 export interface FileListing {
   /** The directory listed ("" for the served directory itself). */
   path: string;
-  /** Its files and subdirectories; `mtime` is ms since the epoch. */
+  /**
+   * Its files and subdirectories, in byte order of their names; `mtime` is
+   * ms since the epoch.
+   */
   entries: { name: string; type: "file" | "dir"; size: number; mtime: number }[];
+}
+
+/** One answer to `FILES`: a page of a listing (see {@linkcode TcpCacheClient.filesPage}). */
+export interface FilesPage extends FileListing {
+  /** Present when more entries follow: the `after` of the next page. */
+  next?: string;
 }
 
 /** An answer to `STAT`. */
@@ -268,7 +283,7 @@ export interface CacheClient {
   get(path: string, options?: GetOptions): Promise<GetResult>;
   /** The cache's entries, in eviction order. */
   list(): Promise<CacheListing>;
-  /** A directory of the served tree. */
+  /** A directory of the served tree, whole (every page of its listing). */
   files(dir?: string): Promise<FileListing>;
   /** A file's size, mtime and cache state. */
   stat(path: string): Promise<FileStat>;
@@ -319,7 +334,7 @@ export class TcpCacheClient implements CacheClient {
     // answer follows the body (answers come in order). Awaited only once
     // the GET's own answer is done, or the two would wait for each other.
     let digest: { stat: Promise<FileStat>; actual?: string } | undefined;
-    const result = await this.#exchange("GET", args, async ({ length, fields }) => {
+    const result = await this.#exchange(formatRequest("GET", args), async ({ length, fields }) => {
       const size = Number(fields.size ?? length);
       const offset = Number(fields.offset ?? 0);
       const whole = offset === 0 && length === size;
@@ -374,22 +389,53 @@ export class TcpCacheClient implements CacheClient {
 
   /** The cache's contents, in eviction order. */
   list(): Promise<CacheListing> {
-    return this.#json("LIST");
+    return this.#json(formatRequest("LIST"));
   }
 
-  /** The entries of a directory on the server ("" for the served directory). */
-  files(dir = ""): Promise<FileListing> {
-    return this.#json("FILES", dir === "" ? [] : [dir]);
+  /**
+   * The entries of a directory on the server ("" for the served directory),
+   * all of them: the server answers a page at a time (up to 10,000 entries
+   * each), and this asks for the next page until there is none.
+   *
+   * @throws {ServerError} when the server answers an error (e.g. 404).
+   * @throws {ConnectionError} when a page does not move past the one before.
+   */
+  async files(dir = ""): Promise<FileListing> {
+    const entries: FileListing["entries"] = [];
+    let page = await this.filesPage(dir);
+    entries.push(...page.entries);
+    while (page.next !== undefined) {
+      const after: string = page.next;
+      page = await this.filesPage(dir, { after });
+      entries.push(...page.entries);
+      // A server that sent the same page again would have this ask forever.
+      if (page.next !== undefined && compareNames(page.next, after) <= 0) {
+        throw new ConnectionError(`the server's listing of ${dir || "."} did not move on`);
+      }
+    }
+    return { path: page.path, entries };
+  }
+
+  /**
+   * One page of a directory's listing: at most `window.limit` entries
+   * (at most, and by default, 10,000) whose names follow `window.after`;
+   * `next`, when present, is the `after` of the page that follows.
+   *
+   * @throws {ServerError} when the server answers an error: 400 for a
+   *   window out of bounds, 404 for no such directory.
+   */
+  filesPage(dir = "", window: ListingWindow = {}): Promise<FilesPage> {
+    return this.#json(formatFilesRequest(dir, window));
   }
 
   /** A file's size, mtime, and whether (and with which sha256) it is cached. */
   stat(path: string): Promise<FileStat> {
-    return this.#json("STAT", [path]);
+    return this.#json(formatRequest("STAT", [path]));
   }
 
   /** The server's counters. */
   stats(): Promise<Stats> {
-    return this.#json("STATS");
+    return this.#json(formatRequest("STATS"));
   }
 
   /**
@@ -400,17 +446,17 @@ export class TcpCacheClient implements CacheClient {
    *   when this address made too many wrong attempts.
    */
   async authenticate(token: string): Promise<void> {
-    await this.#exchange("AUTH", [token], () => {});
+    await this.#exchange(formatRequest("AUTH", [token]), () => {});
   }
 
   /** Checks that the server answers. */
   async ping(): Promise<void> {
-    await this.#exchange("PING", [], () => {});
+    await this.#exchange(formatRequest("PING"), () => {});
   }
 
   /** Says goodbye (`QUIT`) and closes the connection. */
   async quit(): Promise<void> {
-    await this.#exchange("QUIT", [], () => {});
+    await this.#exchange(formatRequest("QUIT"), () => {});
     this.close();
   }
 
@@ -423,8 +469,9 @@ export class TcpCacheClient implements CacheClient {
     }
   }
 
-  #json<T>(command: Command, args: string[] = []): Promise<T> {
-    return this.#exchange(command, args, async ({ length }) => {
+  /** Sends `request` (a formatted line) and parses its answer's JSON body. */
+  #json<T>(request: string): Promise<T> {
+    return this.#exchange(request, async ({ length }) => {
       const body = new Uint8Array(length);
       let filled = 0;
       await this.#reader.readBody(length, (chunk) => {
@@ -440,11 +487,10 @@ export class TcpCacheClient implements CacheClient {
    * answer: writes and reads are two queues, so requests pipeline.
    */
   #exchange<T>(
-    command: Command,
-    args: (string | number)[],
+    request: string,
     readBody: (header: Header) => Promise<T> | T,
   ): Promise<T> {
-    const line = new TextEncoder().encode(formatRequest(command, args));
+    const line = new TextEncoder().encode(request);
     const written = this.#writes.then(() => writeAll(this.#conn, line));
     this.#writes = written.catch(() => {});
     const answered = this.#reads.then(async () => {

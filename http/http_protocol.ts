@@ -22,6 +22,7 @@
 import type { ConnectionEngine, ConnectionProtocol, Session } from "../engine/connection_engine.ts";
 import { entityTag, mediaType, notModified, parseRange, rangeStillValid } from "./headers.ts";
 import { listingPage } from "./pages.ts";
+import { listingWindow, nextPageQuery } from "./listing_query.ts";
 import {
   ALLOWED_METHODS,
   findHeadEnd,
@@ -396,7 +397,10 @@ export class HttpProtocol implements ConnectionProtocol {
       // A directory asked for without its slash: send the browser to it, so
       // that the relative links of its listing resolve.
       if (error instanceof RequestError && error.code === 404) {
-        const isDirectory = await this.#service.files(path).then(() => true, () => false);
+        const isDirectory = await this.#service.files(path, { limit: 1 }).then(
+          () => true,
+          () => false,
+        );
         if (isDirectory) {
           return {
             status: 301,
@@ -490,15 +494,23 @@ export class HttpProtocol implements ConnectionProtocol {
     return rendered;
   }
 
+  /**
+   * A page of a directory's listing, bounded as `FILES` is: `?after=` and
+   * `?limit=` choose it, and a page that is not the last links to the next
+   * (in the page, and in a `Link` field with `rel="next"`, RFC 8288).
+   */
   async #listing(dir: string, head: RequestHead): Promise<Answer> {
-    const { entries } = await this.#service.files(dir);
+    const window = listingWindow(head.target);
+    const listing = await this.#service.files(dir, window);
+    const next = listing.next === undefined ? undefined : nextPageQuery(listing.next, window);
     const accept = head.fields.get("accept") ?? "";
-    if (accept.includes("application/json") && !accept.includes("text/html")) {
-      return jsonAnswer({ path: dir, entries });
-    }
-    return textAnswer(200, listingPage(dir, entries), {
-      type: "text/html; charset=utf-8",
-    });
+    const answer = accept.includes("application/json") && !accept.includes("text/html")
+      ? jsonAnswer(listing)
+      : textAnswer(200, listingPage(dir, listing.entries, next), {
+        type: "text/html; charset=utf-8",
+      });
+    if (next !== undefined) answer.fields.push(["Link", `<${next}>; rel="next"`]);
+    return answer;
   }
 
   async #serverPage(pathname: string): Promise<Answer> {

@@ -7,6 +7,7 @@
 
 import type { OriginDirEntry } from "../origin/origin.ts";
 import { formatBytes } from "../util/units.ts";
+import { compareNames } from "../protocol.ts";
 
 /**
  * The listing's own style, inline: a link to the status page's stylesheet
@@ -18,7 +19,9 @@ const LISTING_STYLE = "body{font:14px system-ui,sans-serif;margin:2em}" +
 
 /**
  * A directory listing as a small HTML page: a link per entry (directories
- * first, each with a trailing slash), its size and modification time.
+ * first, each with a trailing slash; each kind in byte order of the names),
+ * its size and modification time. A page of a longer listing ends with a
+ * link to the next, `next` (a query).
  *
  * @example
  * ```ts
@@ -27,9 +30,9 @@ const LISTING_STYLE = "body{font:14px system-ui,sans-serif;margin:2em}" +
  *   .includes('href="a%20b.txt"'); // true
  * ```
  */
-export function listingPage(dir: string, entries: OriginDirEntry[]): string {
+export function listingPage(dir: string, entries: OriginDirEntry[], next?: string): string {
   const sorted = [...entries].sort((a, b) =>
-    a.type === b.type ? (a.name < b.name ? -1 : 1) : a.type === "dir" ? -1 : 1
+    a.type === b.type ? compareNames(a.name, b.name) : a.type === "dir" ? -1 : 1
   );
   const rows = sorted.map((entry) => {
     const name = entry.type === "dir" ? `${entry.name}/` : entry.name;
@@ -40,6 +43,10 @@ export function listingPage(dir: string, entries: OriginDirEntry[]): string {
       `<td class="n">${size}</td><td>${mtime}</td></tr>`;
   });
   const title = `/${dir}${dir === "" ? "" : "/"}`;
+  // Only a page's own entries are here: a listing of more links to the rest.
+  const nextLink = next === undefined
+    ? ""
+    : `\n<p><a rel="next" href="${escapeHtml(next)}">next page</a></p>`;
   const parent = dir === "" ? "" : `<tr><td><a href="../">../</a></td><td></td><td></td></tr>`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Index of ${escapeHtml(title)}</title>
@@ -47,7 +54,7 @@ export function listingPage(dir: string, entries: OriginDirEntry[]): string {
 <style>${LISTING_STYLE}</style></head>
 <body><h1>Index of ${escapeHtml(title)}</h1>
 <table class="listing"><thead><tr><th>Name</th><th class="n">Size</th><th>Modified (UTC)</th></tr></thead>
-<tbody>${parent}${rows.join("")}</tbody></table></body></html>
+<tbody>${parent}${rows.join("")}</tbody></table>${nextLink}</body></html>
 `;
 }
 

@@ -7,7 +7,16 @@
  */
 
 import { escapeControls, RequestError } from "../protocol.ts";
-import type { ByteRange, Origin, OriginDirEntry, OriginFile, OriginStat } from "./origin.ts";
+import type {
+  ByteRange,
+  Origin,
+  OriginDirEntry,
+  OriginDirPage,
+  OriginFile,
+  OriginListWindow,
+  OriginStat,
+} from "./origin.ts";
+import { DirectoryNames, type PageName } from "./directory_names.ts";
 import { ChangeWatch } from "./change_watch.ts";
 import { DEFAULTS } from "../defaults.ts";
 
@@ -28,6 +37,15 @@ export interface DirectoryOriginOptions {
   watchChanges?: boolean;
 }
 
+/** Entries of a listing's page stat'ed at once. */
+const LISTING_STATS_AT_ONCE = 8;
+/**
+ * Characters of the names of big directories kept between the pages of
+ * their listings (see directory_names.ts): 16 MiB of Latin-1 names (32 of
+ * others), a million names of 15 characters, or a hundred thousand of 160.
+ */
+const MAX_KEPT_UNITS = 16 * 1024 * 1024;
+
 /** Converts a `Deno.FileInfo` to the fields the protocol speaks of. */
 export function toOriginStat(info: Deno.FileInfo): OriginStat {
   const mtime = info.mtime?.getTime() ?? 0;
@@ -46,6 +64,7 @@ export class DirectoryOrigin implements Origin {
   #hide: string | undefined;
   #watch: ChangeWatch | undefined;
   #statsTaken = 0;
+  #names = new DirectoryNames(MAX_KEPT_UNITS);
 
   private constructor(root: string, hide: string | undefined, watch: ChangeWatch | undefined) {
     this.root = root;
@@ -66,10 +85,11 @@ export class DirectoryOrigin implements Origin {
     return this.#statsTaken;
   }
 
-  /** Stops watching for changes; the origin still serves, stat'ing every request. */
+  /** Stops watching for changes (the origin still serves, stat'ing every request), and forgets kept names. */
   close(): void {
     this.#watch?.close();
     this.#watch = undefined;
+    this.#names.clear();
   }
 
   /**
@@ -160,29 +180,45 @@ export class DirectoryOrigin implements Origin {
     }
   }
 
-  async list(path: string): Promise<OriginDirEntry[]> {
+  /**
+   * One page of a directory: only the page's entries are stat'ed (stat'ing
+   * every entry of 100,000 took seconds), and the names are read as
+   * `DirectoryNames` says (directory_names.ts).
+   */
+  async list(path: string, window: OriginListWindow): Promise<OriginDirPage> {
     const real = path === "" ? this.root : await this.#resolve(path);
-    const entries: OriginDirEntry[] = [];
-    try {
-      for await (const entry of Deno.readDir(real)) {
-        const listed = await this.#describe(real, entry.name);
-        if (listed) entries.push(listed);
+    const { names, more } = await this.#names.page(real, window).catch(mapFsError(path));
+    const described = new Array<OriginDirEntry | undefined>(names.length);
+    let taken = 0;
+    // A few stats at once: each is a round trip through Deno's blocking
+    // pool, and one at a time left the cores idle.
+    const describeNext = async () => {
+      while (taken < names.length) {
+        const at = taken++;
+        described[at] = await this.#describe(real, names[at]);
       }
-    } catch (error) {
-      mapFsError(path)(error);
-    }
-    return entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+    };
+    await Promise.all(Array.from({ length: LISTING_STATS_AT_ONCE }, describeNext));
+    const entries = described.filter((entry) => entry !== undefined);
+    return more ? { entries, next: names[names.length - 1].name } : { entries };
   }
 
   /** An entry as listed, or undefined when it must not be shown. */
-  async #describe(dir: string, name: string): Promise<OriginDirEntry | undefined> {
+  async #describe(dir: string, entry: PageName): Promise<OriginDirEntry | undefined> {
     try {
-      const real = await Deno.realPath(`${dir}/${name}`);
-      if (!this.#contains(real)) return undefined;
-      const info = await Deno.stat(real);
+      let at = `${dir}/${entry.name}`;
+      // The directory is a real path, so an entry that is no link is its
+      // own real path: lstat it (a link put there since the read is then
+      // seen, not followed). Only links are resolved and checked.
+      let info = entry.link ? undefined : await Deno.lstat(at);
+      if (!info || info.isSymlink) {
+        at = await Deno.realPath(at);
+        info = await Deno.stat(at);
+      }
+      if (!this.#contains(at)) return undefined;
       if (!info.isFile && !info.isDirectory) return undefined;
       return {
-        name,
+        name: entry.name,
         type: info.isFile ? "file" : "dir",
         size: info.isFile ? info.size : 0,
         mtime: info.mtime?.getTime() ?? 0,

@@ -74,6 +74,26 @@ export interface OriginDirEntry {
   mtime: number;
 }
 
+/** Which page of a directory's listing to read (see {@linkcode Origin.list}). */
+export interface OriginListWindow {
+  /** Only names after this one, in byte order; absent: from the first. */
+  after?: string;
+  /** At most this many entries. */
+  limit: number;
+}
+
+/** One page of a directory's listing. */
+export interface OriginDirPage {
+  /** Entries in the byte order of their names' UTF-8 (`compareNames`, protocol.ts). */
+  entries: OriginDirEntry[];
+  /**
+   * Present when more entries may follow: the name to read the next page
+   * after. It is where this page stopped, which need not be an entry shown
+   * (an entry that vanished meanwhile, or one that is never listed).
+   */
+  next?: string;
+}
+
 /** Bytes read in order, the way `Deno.FsFile.read` reads them. */
 export interface ByteSource {
   /** Reads into `into`; resolves to the count, or null at the end. */
@@ -138,6 +158,11 @@ export interface Origin {
    * starts with it), where anything is (origin/shield.ts): a purge.
    */
   forget?(path: string, prefix: boolean): void;
-  /** Lists a directory ("" is the served directory itself). */
-  list(path: string): Promise<OriginDirEntry[]>;
+  /**
+   * One page of a directory's listing ("" is the served directory itself):
+   * the first `window.limit` entries whose names follow `window.after`.
+   * Its cost is bounded by the page, not by the directory: a page of a
+   * huge directory holds and describes no more than its own entries.
+   */
+  list(path: string, window: OriginListWindow): Promise<OriginDirPage>;
 }

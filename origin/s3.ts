@@ -28,8 +28,17 @@
 
 import { DEFAULTS } from "../defaults.ts";
 import { AwsClient } from "aws4fetch";
-import type { ByteRange, Origin, OriginDirEntry, OriginFile, OriginStat } from "./origin.ts";
+import type {
+  ByteRange,
+  Origin,
+  OriginDirPage,
+  OriginFile,
+  OriginListWindow,
+  OriginStat,
+} from "./origin.ts";
 import { RequestError } from "../protocol.ts";
+import { listS3Page } from "./s3_listing.ts";
+import { text } from "./s3_xml.ts";
 
 /** Options of {@linkcode S3Origin}. */
 export interface S3OriginOptions {
@@ -213,33 +222,16 @@ export class S3Origin implements Origin {
     return new S3Body(response.body!, controller, stat, this.#timeoutMs, path);
   }
 
-  async list(path: string): Promise<OriginDirEntry[]> {
+  async list(path: string, window: OriginListWindow): Promise<OriginDirPage> {
     const prefix = this.location.prefix + (path === "" ? "" : `${path}/`);
-    const entries: OriginDirEntry[] = [];
-    let token: string | undefined;
-    do {
-      const query = new URLSearchParams({ "list-type": "2", prefix, delimiter: "/" });
-      if (token) query.set("continuation-token", token);
-      const { text: xml } = await this.#send("GET", undefined, { query, text: true });
-      for (const item of elements(xml, "Contents")) {
-        const name = (text(item, "Key") ?? "").slice(prefix.length);
-        if (!isListable(name)) continue; // a "folder" marker, or a name no path can reach
-        entries.push({
-          name,
-          type: "file",
-          size: Number(text(item, "Size") ?? 0),
-          mtime: Date.parse(text(item, "LastModified") ?? "") || 0,
-        });
-      }
-      for (const item of elements(xml, "CommonPrefixes")) {
-        const name = (text(item, "Prefix") ?? "").slice(prefix.length).replace(/\/$/, "");
-        if (isListable(name)) entries.push({ name, type: "dir", size: 0, mtime: 0 });
-      }
-      token = text(xml, "IsTruncated") === "true" ? text(xml, "NextContinuationToken") : undefined;
-    } while (token);
+    const ask = async (query: URLSearchParams) =>
+      (await this.#send("GET", undefined, { query, text: true })).text;
+    const page = await listS3Page(ask, prefix, window);
     // S3 has no directories: a prefix with nothing under it is not one.
-    if (entries.length === 0 && path !== "") throw new RequestError(404, `not found: ${path}`);
-    return entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+    if (page.entries.length === 0 && window.after === undefined && path !== "") {
+      throw new RequestError(404, `not found: ${path}`);
+    }
+    return page;
   }
 
   /**
@@ -486,30 +478,6 @@ function errorDetail(body: string): string {
 /** Percent-encodes a key for a URL path, keeping its slashes. */
 function encodeKey(key: string): string {
   return key.split("/").map(encodeURIComponent).join("/");
-}
-
-/** A name that a protocol path can reach: one segment, not `.` or `..`. */
-function isListable(name: string): boolean {
-  return name !== "" && name !== "." && name !== ".." && !name.includes("/");
-}
-
-/** The bodies of every `<tag>` element (S3's XML: flat, no attributes on these). */
-function elements(xml: string, tag: string): string[] {
-  return [...xml.matchAll(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, "g"))].map((m) => m[1]);
-}
-
-/** The text of the first `<tag>`, with XML's entities decoded. */
-function text(xml: string, tag: string): string | undefined {
-  const match = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml);
-  return match ? decodeEntities(match[1]) : undefined;
-}
-
-function decodeEntities(value: string): string {
-  return value.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|amp|lt|gt|quot|apos);/g, (_, entity: string) => {
-    if (entity.startsWith("#x")) return String.fromCodePoint(parseInt(entity.slice(2), 16));
-    if (entity.startsWith("#")) return String.fromCodePoint(Number(entity.slice(1)));
-    return { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" }[entity]!;
-  });
 }
 
 /** The wait before attempt `attempt` (1-based): doubling, with full jitter. */

@@ -35,8 +35,9 @@ import { Breaker, type BreakerFigures } from "./breaker.ts";
 import type {
   ByteRange,
   Origin,
-  OriginDirEntry,
+  OriginDirPage,
   OriginFile,
+  OriginListWindow,
   OriginStat,
   ShieldedStat,
 } from "./origin.ts";
@@ -325,14 +326,14 @@ export class ShieldedOrigin implements Origin {
     return await this.#ask(() => this.inner.open(path, range), "body");
   }
 
-  async list(path: string): Promise<OriginDirEntry[]> {
+  async list(path: string, window: OriginListWindow): Promise<OriginDirPage> {
     const missingUntil = this.#unlisted.get(path);
     if (missingUntil !== undefined && this.#now() < missingUntil) {
       this.#counts.negative++;
       throw new RequestError(404, `not found: ${path}`);
     }
     try {
-      return await this.#ask(() => this.inner.list(path), "untimed");
+      return await this.#ask(() => this.inner.list(path, window), "untimed");
     } catch (error) {
       const lifetimeMs = this.#options.negativeMaxAgeMs ?? 0;
       if (error instanceof RequestError && error.code === 404 && lifetimeMs > 0) {

@@ -14,8 +14,9 @@ import { breakerOpen } from "../origin/breaker.ts";
 import type {
   ByteRange,
   Origin,
-  OriginDirEntry,
+  OriginDirPage,
   OriginFile,
+  OriginListWindow,
   OriginStat,
   ShieldedStat,
 } from "../origin/origin.ts";
@@ -29,8 +30,8 @@ const MAX_ANSWERS = 100_000;
 export interface ShieldOwner {
   /** The shield's answer for a stat of `path`. */
   lookup(path: string): Promise<StatAnswer>;
-  /** The listing of `path`, through the shield. */
-  list(path: string): Promise<OriginDirEntry[]>;
+  /** A page of the listing of `path`, through the shield. */
+  list(path: string, window: OriginListWindow): Promise<OriginDirPage>;
 }
 
 /** The shielded origin as a worker thread uses it. */
@@ -96,8 +97,8 @@ export class ShieldClient implements Origin {
     return this.#inner.open(path, range);
   }
 
-  list(path: string): Promise<OriginDirEntry[]> {
-    return this.#owner.list(path);
+  list(path: string, window: OriginListWindow): Promise<OriginDirPage> {
+    return this.#owner.list(path, window);
   }
 
   forget(path: string, prefix: boolean): void {

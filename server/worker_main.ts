@@ -130,7 +130,7 @@ async function start(config: WorkerConfig, replica: CacheReplica): Promise<Runni
   const own = directory ? new ShieldedOrigin(directory, config.shield) : new S3Origin(config.s3!);
   const origin = new ShieldClient(own, {
     lookup: (path) => replica.ask({ ask: "stat", path }),
-    list: (path) => replica.ask({ ask: "list", path }),
+    list: (path, window) => replica.ask({ ask: "list", path, window }),
   }, config.breaker);
   const listeners: EngineListener[] = [];
   const { tls } = config.access;

@@ -7,7 +7,12 @@
  */
 
 import type { CacheEntry, CacheFigures, CacheListing, GrowingFill } from "../cache.ts";
-import { OriginChangedError, type OriginDirEntry, type OriginStat } from "../origin/origin.ts";
+import {
+  OriginChangedError,
+  type OriginDirPage,
+  type OriginListWindow,
+  type OriginStat,
+} from "../origin/origin.ts";
 import type { ShieldFigures, ShieldOptions, StatAnswer } from "../origin/shield.ts";
 import { type ErrorCode, RequestError } from "../protocol.ts";
 import type { S3OriginOptions } from "../origin/s3.ts";
@@ -100,7 +105,7 @@ export type Question =
   | { ask: "listing" }
   | { ask: "threads" }
   | { ask: "stat"; path: string }
-  | { ask: "list"; path: string }
+  | { ask: "list"; path: string; window: OriginListWindow }
   | { ask: "purge"; path: string; prefix: boolean }
   | { ask: "origin" };
 
@@ -111,7 +116,7 @@ export interface Answers {
   listing: CacheListing;
   threads: ThreadCounters[];
   stat: StatAnswer;
-  list: OriginDirEntry[];
+  list: OriginDirPage;
   purge: number;
   origin: ShieldFigures | undefined;
 }

@@ -235,7 +235,7 @@ export class WorkerPool {
       case "stat":
         return this.#shield.lookup(question.path);
       case "list":
-        return this.#shield.list(question.path);
+        return this.#shield.list(question.path, question.window);
       case "purge":
         return this.#service.purge(question.path, question.prefix);
       case "origin":

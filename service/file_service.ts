@@ -30,7 +30,13 @@ import {
   type OriginStat,
   type ShieldedStat,
 } from "../origin/origin.ts";
-import { type ErrorCode, purgeCovers, RequestError } from "../protocol.ts";
+import {
+  type ErrorCode,
+  FILES_PAGE_LIMIT,
+  type ListingWindow,
+  purgeCovers,
+  RequestError,
+} from "../protocol.ts";
 import { Semaphore } from "../util/semaphore.ts";
 import { DEFAULTS } from "../defaults.ts";
 import { idleShieldFigures, ShieldedOrigin, type ShieldFigures } from "../origin/shield.ts";
@@ -244,11 +250,22 @@ export interface ServiceOptions {
    */
   largeChunkBudget?: number;
   /**
-   * Directory listings read from the origin at once (a directory of 100,000
-   * files takes seconds and tens of MB to list); more wait their turn.
+   * Pages of directory listings read from the origin at once (a page of
+   * 10,000 entries of a big directory takes a few hundred ms); more wait
+   * their turn.
    * @default {DEFAULTS.maxListings}
    */
   maxListings?: number;
+}
+
+/** The `FILES` answer: one page of a directory's listing. */
+export interface FilesAnswer {
+  /** The directory, as asked ("" for the served directory). */
+  path: string;
+  /** The page's entries, in byte order of their names. */
+  entries: OriginDirEntry[];
+  /** Present when more entries follow: the `after` of the next page. */
+  next?: string;
 }
 
 /**
@@ -576,12 +593,22 @@ export class FileService {
   }
 
   /**
-   * The `FILES` answer: a directory of the origin, read while holding one of
-   * the `maxListings` turns, so that clients asking for huge directories
-   * cannot have the server list them all at once.
+   * The `FILES` answer: one page of a directory of the origin (at most
+   * {@linkcode FILES_PAGE_LIMIT} entries, and `next` where more follow),
+   * read while holding one of the `maxListings` turns, so that clients
+   * asking for huge directories cannot have the server list many at once.
    */
-  async files(path: string): Promise<{ path: string; entries: OriginDirEntry[] }> {
-    return { path, entries: await this.#listings.with(1, () => this.origin.list(path)) };
+  async files(path: string, window: ListingWindow = {}): Promise<FilesAnswer> {
+    const page = await this.#listings.with(1, () =>
+      this.origin.list(path, {
+        after: window.after,
+        limit: window.limit ?? FILES_PAGE_LIMIT,
+      }));
+    // `next` only when more follow: a listing that fits in one page is the
+    // JSON an older server sent, key for key.
+    return page.next === undefined
+      ? { path, entries: page.entries }
+      : { path, entries: page.entries, next: page.next };
   }
 
   /**

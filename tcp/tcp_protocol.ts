@@ -359,7 +359,7 @@ export class TcpProtocol implements ConnectionProtocol {
       case "LIST":
         return this.#service.listing();
       case "FILES":
-        return this.#service.files(request.path);
+        return this.#service.files(request.path, { after: request.after, limit: request.limit });
       case "STAT":
         return this.#service.stat(request.path);
       default:

@@ -47,7 +47,7 @@ function mutatingOrigin(real: DirectoryOrigin, mutate: (file: string) => Promise
   let mutated = false;
   return {
     stat: (path) => real.stat(path),
-    list: (path) => real.list(path),
+    list: (path, window) => real.list(path, window),
     open: async (path, range) => {
       const opened = await real.open(path, range);
       return {
@@ -192,7 +192,7 @@ Deno.test("an origin file that changes between its stat and its open: 500, never
     // The stat sees the 2 MiB version; the open finds it rewritten at 3 MiB.
     const origin: Origin = {
       stat: (path) => real.stat(path),
-      list: (path) => real.list(path),
+      list: (path, window) => real.list(path, window),
       open: async (path, range) => {
         await Deno.writeFile(`${root}/${path}`, grown);
         return await real.open(path, range);

@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
 import {
+  checkListingWindow,
   checkPath,
+  compareNames,
+  FILES_PAGE_LIMIT,
   formatError,
+  formatFilesRequest,
   formatOk,
   formatRequest,
   parseRequest,
@@ -94,6 +98,45 @@ Deno.test("parseRequest: FILES with and without a directory, STAT with a path", 
   assert.deepEqual(parseRequest(line("STAT docs/a.txt")), { command: "STAT", path: "docs/a.txt" });
 });
 
+Deno.test("parseRequest: FILES pages: a directory or `.`, a name to list after or `.`, a limit", () => {
+  const files = (text: string) => parseRequest(line(text));
+  assert.deepEqual(files("FILES ."), { command: "FILES", path: "" });
+  assert.deepEqual(files("FILES %2E"), { command: "FILES", path: "" }, "decoded first");
+  assert.deepEqual(files("FILES docs ."), { command: "FILES", path: "docs" });
+  assert.deepEqual(files("FILES . a%20b.txt"), { command: "FILES", path: "", after: "a b.txt" });
+  assert.deepEqual(files("FILES docs - 1"), {
+    command: "FILES",
+    path: "docs",
+    after: "-",
+    limit: 1,
+  });
+  assert.deepEqual(files("FILES . . 10000"), { command: "FILES", path: "", limit: 10000 });
+  assert.deepEqual(files("FILES . . %31"), { command: "FILES", path: "", limit: 1 }, "decoded");
+  assert.deepEqual(files("FILES d %2E%2E%2E 007"), {
+    command: "FILES",
+    path: "d",
+    after: "...",
+    limit: 7,
+  });
+});
+
+Deno.test("parseRequest: a FILES limit outside 1-10000 or an after that is no name is a 400", () => {
+  const LIMIT = /^FILES limit must be 1 to 10000, not \d+$/;
+  for (const limit of ["0", "00", "10001", "999999999999999"]) {
+    assert.throws(() => parseRequest(line(`FILES . . ${limit}`)), (error) => {
+      assert.ok(error instanceof RequestError && error.code === 400);
+      assert.match(error.message, LIMIT);
+      return true;
+    });
+  }
+  assertBadRequest("FILES . . -1", "not a number: -1");
+  assertBadRequest("FILES . . 1e3", "not a number: 1e3");
+  const NAME = "FILES after must be a name (no '/'), or '.' for the start";
+  for (const after of ["a/b", "a%2Fb", "%2F", "..", "%2E%2E", "%00", "a%00"]) {
+    assertBadRequest(`FILES . ${after}`, NAME);
+  }
+});
+
 Deno.test("parseRequest: commands are matched case-insensitively", () => {
   assert.equal(parseRequest(line("get a")).command, "GET");
   assert.equal(parseRequest(line("Get a")).command, "GET");
@@ -183,7 +226,7 @@ Deno.test("parseRequest: a wrong argument count is a 400 stating the arity", () 
   assertBadRequest("GET", "GET takes 1 to 3 arguments");
   assertBadRequest("GET a 1 2 3", "GET takes 1 to 3 arguments");
   assertBadRequest("LIST x", "LIST takes no arguments");
-  assertBadRequest("FILES a b", "FILES takes 0 to 1 arguments");
+  assertBadRequest("FILES a b c d", "FILES takes 0 to 3 arguments");
   assertBadRequest("STAT", "STAT takes 1 argument");
   assertBadRequest("STAT a b", "STAT takes 1 argument");
   assertBadRequest("STATS x", "STATS takes no arguments");
@@ -266,10 +309,14 @@ Deno.test("parseRequest: empty, . and .. segments in every position are a 400", 
   ];
   for (const command of ["GET", "STAT", "FILES"]) {
     for (const path of paths) {
+      // `FILES .` is the served directory (docs/PROTOCOL.md): no path, no 400.
+      if (command === "FILES" && path === ".") continue;
       for (const encoded of encodings(path)) assertBadRequest(`${command} ${encoded}`, SEGMENT);
     }
   }
   assertBadRequest("GET %2e%2e%2Fsecret 0 1", SEGMENT);
+  assertBadRequest("GET . 0 1", SEGMENT);
+  assertBadRequest("STAT %2E", SEGMENT);
 });
 
 Deno.test("parseRequest: an offset or length that is not plain digits is a 400", () => {
@@ -377,6 +424,64 @@ Deno.test("formatRequest output parses back to the same request for random paths
       offset,
       length,
     });
+  }
+});
+
+Deno.test("formatFilesRequest: the bare forms for a whole first page, `.` for what is left out", () => {
+  assert.equal(formatFilesRequest(""), "FILES\n");
+  assert.equal(formatFilesRequest("docs"), "FILES docs\n");
+  assert.equal(formatFilesRequest("", { after: "a b" }), "FILES . a%20b\n");
+  assert.equal(formatFilesRequest("", { limit: 5 }), "FILES . . 5\n");
+  assert.equal(formatFilesRequest("d/ü", { after: "-", limit: 2 }), "FILES d/%C3%BC - 2\n");
+  // Every form reads back as what it was made from.
+  for (
+    const [dir, window] of [["", {}], ["x", { after: "50%" }], ["", {
+      after: ".x",
+      limit: 1,
+    }]] as const
+  ) {
+    const parsed = parseRequest(line(formatFilesRequest(dir, window).slice(0, -1)));
+    assert.deepEqual(parsed, { command: "FILES", path: dir, ...window });
+  }
+});
+
+Deno.test("checkListingWindow: `.` and absent mean the start, limits 1 to FILES_PAGE_LIMIT", () => {
+  assert.deepEqual(checkListingWindow(undefined, undefined), {});
+  assert.deepEqual(checkListingWindow(".", 1), { limit: 1 });
+  assert.deepEqual(checkListingWindow("a", FILES_PAGE_LIMIT), { after: "a", limit: 10_000 });
+  assert.throws(() => checkListingWindow("", undefined), RequestError);
+  assert.throws(() => checkListingWindow(undefined, 1.5), RequestError);
+  assert.throws(() => checkListingWindow(undefined, FILES_PAGE_LIMIT + 1), RequestError);
+});
+
+Deno.test("compareNames: the byte order of UTF-8, where UTF-16's differs too", () => {
+  const utf8 = new TextEncoder();
+  const byBytes = (a: string, b: string) => {
+    const [x, y] = [utf8.encode(a), utf8.encode(b)];
+    for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+    return x.length - y.length;
+  };
+  // U+FF01 (3 bytes, EF BC 81) sorts before U+1F600 (4 bytes, F0 ...), though its
+  // UTF-16 unit is above the surrogate D83D: the case a string's own `<` gets wrong.
+  const names = ["\u{1F600}", "\uFF01", "b", "a", "ab", "", "\uFF01a", "\u{1F600}\uFF01", "é", "z"];
+  assert.deepEqual([...names].sort(compareNames), [...names].sort(byBytes));
+  assert.ok("\u{1F600}" < "\uFF01", "UTF-16 order says otherwise");
+  assert.ok(compareNames("\u{1F600}", "\uFF01") > 0);
+  const random = seededRandom(11);
+  const pool = [
+    "a",
+    "z",
+    "é",
+    "\uFF01",
+    "\uD7FF",
+    "\uE000",
+    "\u{10000}",
+    "\u{1F600}",
+    "\u{10FFFF}",
+  ];
+  for (let i = 0; i < 2000; i++) {
+    const [a, b] = [randomString(random, 4, pool), randomString(random, 4, pool)];
+    assert.equal(Math.sign(compareNames(a, b)), Math.sign(byBytes(a, b)), `${a} vs ${b}`);
   }
 });
 

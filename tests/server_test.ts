@@ -191,7 +191,7 @@ test("errors: 500 when the origin fails, and the connection stays usable", async
     const real = await DirectoryOrigin.open(root);
     const failing: Origin = {
       stat: (path) => real.stat(path),
-      list: (path) => real.list(path),
+      list: (path, window) => real.list(path, window),
       open: (path) =>
         path === "ok.txt" ? real.open(path) : Promise.reject(new Error("EIO: injected")),
     };

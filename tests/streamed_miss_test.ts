@@ -16,7 +16,7 @@ import { DirectoryOrigin } from "../origin/directory.ts";
 import { S3Origin } from "../origin/s3.ts";
 import { type ServerHandle, startServer } from "../server.ts";
 import { FakeS3 } from "./origin/fake_s3.ts";
-import type { ByteRange, Origin, OriginFile } from "../origin/origin.ts";
+import type { ByteRange, Origin, OriginFile, OriginListWindow } from "../origin/origin.ts";
 import { parseResponseHeader } from "../protocol.ts";
 import { STREAMED_MISS_FROM } from "../service/file_service.ts";
 import { withTimeout } from "../util/timeout.ts";
@@ -67,8 +67,8 @@ class ValveOrigin implements Origin {
     return this.real.stat(path);
   }
 
-  list(path: string) {
-    return this.real.list(path);
+  list(path: string, window: OriginListWindow) {
+    return this.real.list(path, window);
   }
 
   statNow(path: string) {

@@ -131,8 +131,11 @@ Example:
 
 Usage: tcpcache files [DIR] [--json]
 
+Every entry of DIR, in byte order of the names: the server answers 10,000 at
+a time, and every page is gathered.
+
 Options:
-  --json     the server's listing as it is: path, entries (name, type, size, mtime)
+  --json     the whole listing: path, entries (name, type, size, mtime)
 ${COMMON}
 
 Example:

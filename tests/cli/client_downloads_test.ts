@@ -648,6 +648,29 @@ Deno.test("--json prints machine-readable output on every command", async (t) =>
   });
 });
 
+Deno.test("files of a directory longer than a page: every entry, the pages gathered", async () => {
+  await withServer({}, {}, async ({ port, dir }) => {
+    await Deno.mkdir(`${dir}/many`);
+    const names = Array.from({ length: 10_005 }, (_, i) => `n${String(i).padStart(5, "0")}`);
+    for (const name of names) Deno.writeFileSync(`${dir}/many/${name}`, new Uint8Array());
+    await withTempDir(async (cwd) => {
+      const json = await cli(["--port", String(port), "files", "many", "--json"], cwd);
+      assert.equal(json.code, 0, json.stderr);
+      const listing = JSON.parse(json.stdout);
+      assert.deepEqual(Object.keys(listing), ["path", "entries"]);
+      assert.deepEqual(listing.entries.map((entry: { name: string }) => entry.name), names);
+      const table = await cli(["--port", String(port), "files", "many"], cwd);
+      assert.equal(table.code, 0, table.stderr);
+      assert.equal(
+        linesOf(table.stdout).length,
+        2 + names.length,
+        "the title, the header, a row each",
+      );
+      assert.match(table.stdout, / n10004\n$/);
+    });
+  });
+});
+
 Deno.test("--help for every command, with an example, from client.ts and mod.ts", async (t) => {
   await withTempDir(async (cwd) => {
     // Nothing listens there: help must not connect.

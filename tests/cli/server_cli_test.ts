@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { DEFAULTS } from "../../defaults.ts";
 import type { RequestRecord } from "../../server.ts";
+import type { OriginListWindow } from "../../origin/origin.ts";
 import { RawConnection, withServer } from "../helpers.ts";
 
 Deno.test("the access log: one record per request, with status, bytes and cache outcome", async () => {
@@ -49,7 +50,7 @@ Deno.test("--debug reports a failure with its stack; without it, one line", asyn
       const origin = {
         ...real,
         stat: (p: string) => real.stat(p),
-        list: (p: string) => real.list(p),
+        list: (p: string, window: OriginListWindow) => real.list(p, window),
         open: () => Promise.reject(new Error("EIO: injected")),
       };
       const errors: string[] = [];

@@ -370,6 +370,72 @@ Deno.test("directories: an HTML listing for browsers, JSON on request, a redirec
   });
 });
 
+Deno.test("directories: a listing is a page (?after=, ?limit=), at most 10,000 entries, linking to the next", async () => {
+  await withServer(tree, { httpPort: 0 }, async (server) => {
+    const names = Array.from({ length: 10_001 }, (_, i) => `n${String(i).padStart(5, "0")}`);
+    await Deno.mkdir(`${server.dir}/many`);
+    for (const name of names) Deno.writeFileSync(`${server.dir}/many/${name}`, new Uint8Array());
+    const asJson = ["-H", "Accept: application/json"];
+    const entriesOf = (result: CurlResult) => {
+      const page = JSON.parse(new TextDecoder().decode(result.body));
+      return { names: page.entries.map((e: { name: string }) => e.name), next: page.next };
+    };
+
+    // No client makes the server build a longer page than FILES does.
+    const whole = await curl(server, "/many/", asJson);
+    assert.equal(whole.status, 200);
+    const first = entriesOf(whole);
+    assert.deepEqual(first.names, names.slice(0, 10_000));
+    assert.equal(first.next, "n09999");
+    assert.equal(whole.headers.get("link"), '<?after=n09999>; rel="next"');
+    const html = new TextDecoder().decode((await curl(server, "/many/", ["--fail"])).body);
+    assert.equal(html.split("<tr><td>").length - 1, 10_001, "10,000 rows and the parent's");
+    assert.match(html, /<a rel="next" href="\?after=n09999">next page<\/a>/);
+    const last = await curl(server, "/many/?after=n09999", asJson);
+    assert.deepEqual(entriesOf(last), { names: ["n10000"], next: undefined });
+    assert.equal(last.headers.get("link"), null, "the last page links to no next one");
+
+    // Following the links of small pages, as a browser or wget does, gives every name once.
+    const seen: string[] = [];
+    for (let target: string | undefined = "/docs/?limit=1"; target !== undefined;) {
+      const page = await curl(server, target, ["--fail"]);
+      const text = new TextDecoder().decode(page.body);
+      seen.push(
+        ...[...text.matchAll(/<a href="([^"]+)">/g)].map((m) => m[1]).filter((h) => h !== "../"),
+      );
+      const link = /<a rel="next" href="([^"]+)">/.exec(text)?.[1];
+      assert.equal(link === undefined, page.headers.get("link") === null);
+      target = link === undefined ? undefined : `/docs/${link.replaceAll("&#38;", "&")}`;
+    }
+    assert.deepEqual(seen, ["a%20b.md", "sub/"]);
+    assert.deepEqual(entriesOf(await curl(server, "/docs/?after=a%20b.md&limit=5", asJson)), {
+      names: ["sub"],
+      next: undefined,
+    });
+    assert.deepEqual(
+      entriesOf(await curl(server, "/?limit=1&other=x", asJson)),
+      { names: ["big.bin"], next: "big.bin" },
+      "other parameters are ignored",
+    );
+
+    for (
+      const [query, message] of [
+        ["limit=0", "FILES limit must be 1 to 10000, not 0"],
+        ["limit=10001", "FILES limit must be 1 to 10000, not 10001"],
+        ["limit=x", "FILES limit must be a number, not x"],
+        ["after=a%2Fb", "FILES after must be a name (no '/'), or '.' for the start"],
+        ["after=", "FILES after must be a name (no '/'), or '.' for the start"],
+        ["after=%ZZ", "invalid percent escape"],
+        ["limit=1&limit=2", "limit given twice"],
+      ]
+    ) {
+      const refused = await curl(server, `/many/?${query}`);
+      assert.equal(refused.status, 400, query);
+      assert.equal(new TextDecoder().decode(refused.body), `${message}\n`, query);
+    }
+  });
+});
+
 Deno.test("the same path rules as TCP: traversal, encoded dots, symlinks out, methods", async () => {
   const outside = await Deno.makeTempDir();
   await Deno.writeTextFile(`${outside}/secret.txt`, "SECRET");

@@ -175,3 +175,12 @@ Deno.test("listingPage: an empty directory is a page with no rows", () => {
   );
   assert.match(page, /<\/html>\n$/);
 });
+
+Deno.test("listingPage: a page of a longer listing ends with its link to the next, escaped", () => {
+  const page = listingPage("d", [file("a.txt")], "?after=a.txt&limit=1");
+  assert.match(
+    page,
+    /<\/table>\n<p><a rel="next" href="\?after=a\.txt&#38;limit=1">next page<\/a><\/p>/,
+  );
+  assert.doesNotMatch(listingPage("d", [file("a.txt")]), /next page/, "the last page has none");
+});

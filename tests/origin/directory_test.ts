@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import { DirectoryOrigin, toOriginStat } from "../../origin/directory.ts";
 import type { OriginDirEntry } from "../../origin/origin.ts";
-import { RequestError } from "../../protocol.ts";
+import { FILES_PAGE_LIMIT, RequestError } from "../../protocol.ts";
 import { type Tree, writeTree } from "../helpers.ts";
+
+/** A page that holds every entry of the small directories listed here. */
+const WHOLE = { limit: FILES_PAGE_LIMIT };
 
 /** Paths of one test's temporary tree: `root` is served, `outer` holds it. */
 interface Dirs {
@@ -100,11 +103,15 @@ Deno.test("DirectoryOrigin: files in nested directories", async () => {
     const origin = await DirectoryOrigin.open(root);
     assert.equal((await origin.stat("d/e/f.txt")).size, 6);
     assert.equal(await readOpened(origin, "d/e/f.txt"), "nested");
-    assert.deepEqual(await origin.list("d"), [
-      { name: "e", type: "dir", size: 0, mtime: await mtimeOf(`${root}/d/e`) },
-      { name: "g.txt", type: "file", size: 1, mtime: await mtimeOf(`${root}/d/g.txt`) },
+    assert.deepEqual(await origin.list("d", WHOLE), {
+      entries: [
+        { name: "e", type: "dir", size: 0, mtime: await mtimeOf(`${root}/d/e`) },
+        { name: "g.txt", type: "file", size: 1, mtime: await mtimeOf(`${root}/d/g.txt`) },
+      ],
+    });
+    assert.deepEqual((await origin.list("d/e", WHOLE)).entries.map((entry) => entry.name), [
+      "f.txt",
     ]);
-    assert.deepEqual((await origin.list("d/e")).map((entry) => entry.name), ["f.txt"]);
   });
 });
 
@@ -124,8 +131,8 @@ Deno.test("DirectoryOrigin: a missing file is a 404, also below a file", async (
     await assertProtocolError(origin.open("nope.txt"), 404, "not found: nope.txt");
     await assertProtocolError(origin.stat("no/such/dir.txt"), 404, "not found: no/such/dir.txt");
     await assertProtocolError(origin.stat("a.txt/x"), 404, "not found: a.txt/x");
-    await assertProtocolError(origin.list("nope"), 404, "not found: nope");
-    await assertProtocolError(origin.list("a.txt"), 404, "not found: a.txt");
+    await assertProtocolError(origin.list("nope", WHOLE), 404, "not found: nope");
+    await assertProtocolError(origin.list("a.txt", WHOLE), 404, "not found: a.txt");
   });
 });
 
@@ -154,7 +161,7 @@ Deno.test("DirectoryOrigin: symlinks that lead outside the root are a 403", asyn
     await assertProtocolError(origin.open("absolute"), 403, outside("absolute"));
     await assertProtocolError(origin.stat("relative"), 403, outside("relative"));
     await assertProtocolError(origin.open("up/secret.txt"), 403, outside("up/secret.txt"));
-    await assertProtocolError(origin.list("up"), 403, outside("up"));
+    await assertProtocolError(origin.list("up", WHOLE), 403, outside("up"));
   });
 });
 
@@ -207,16 +214,18 @@ Deno.test("DirectoryOrigin: list sorts by name and shows only files and dirs ins
       type: "file" | "dir",
       size: number,
     ): Promise<OriginDirEntry> => ({ name, type, size, mtime: await mtimeOf(`${root}/${name}`) });
-    assert.deepEqual(await origin.list(""), [
-      await entry("C.txt", "file", 3),
-      await entry("a.txt", "file", 1),
-      await entry("b.txt", "file", 2),
-      await entry("d", "dir", 0),
-      await entry("dlink", "dir", 0),
-      await entry("link", "file", 1),
-      await entry("z", "file", 0),
-      await entry("é.txt", "file", 4),
-    ]);
+    assert.deepEqual(await origin.list("", WHOLE), {
+      entries: [
+        await entry("C.txt", "file", 3),
+        await entry("a.txt", "file", 1),
+        await entry("b.txt", "file", 2),
+        await entry("d", "dir", 0),
+        await entry("dlink", "dir", 0),
+        await entry("link", "file", 1),
+        await entry("z", "file", 0),
+        await entry("é.txt", "file", 4),
+      ],
+    });
   });
 });
 
@@ -225,14 +234,34 @@ Deno.test("DirectoryOrigin: the hide option makes a directory inside invisible",
   await withTree(tree, async ({ root }) => {
     await Deno.symlink(".cache/entry.bin", `${root}/into`);
     const origin = await DirectoryOrigin.open(root, { hide: `${root}/.cache` });
-    const names = (await origin.list("")).map((entry) => entry.name);
+    const names = (await origin.list("", WHOLE)).entries.map((entry) => entry.name);
     assert.deepEqual(names, [".cache2", "a.txt"]);
     const hidden = (path: string) => `outside the served directory: ${path}`;
     await assertProtocolError(origin.stat(".cache/entry.bin"), 403, hidden(".cache/entry.bin"));
     await assertProtocolError(origin.open(".cache/entry.bin"), 403, hidden(".cache/entry.bin"));
-    await assertProtocolError(origin.list(".cache"), 403, hidden(".cache"));
+    await assertProtocolError(origin.list(".cache", WHOLE), 403, hidden(".cache"));
     await assertProtocolError(origin.stat("into"), 403, hidden("into"));
     assert.equal((await origin.stat(".cache2/x.txt")).size, 1);
+  });
+});
+
+Deno.test("DirectoryOrigin: pages of a listing count names, shown or not; next is the last one", async () => {
+  const tree = { "a.txt": "a", ".cache/entry.bin": "cached", ".cache2/x.txt": "x", "b.txt": "b" };
+  await withTree(tree, async ({ root }) => {
+    await Deno.symlink("/", `${root}/.out`);
+    const origin = await DirectoryOrigin.open(root, { hide: `${root}/.cache` });
+    const pages: [string[], string | undefined][] = [];
+    let after: string | undefined;
+    do {
+      const page = await origin.list("", { after, limit: 3 });
+      pages.push([page.entries.map((entry) => entry.name), page.next]);
+      after = page.next;
+    } while (after !== undefined);
+    // In name order: .cache (hidden), .cache2, .out (a link out: not listed), a.txt, b.txt.
+    assert.deepEqual(pages, [
+      [[".cache2"], ".out"],
+      [["a.txt", "b.txt"], undefined],
+    ]);
   });
 });
 
@@ -242,7 +271,7 @@ Deno.test("DirectoryOrigin: a hidden directory created after open stays hidden",
   await withTree({ "a.txt": "a" }, async ({ root }) => {
     const origin = await DirectoryOrigin.open(root, { hide: `${root}/cache` });
     await writeTree(`${root}/cache`, { "entry.bin": "cached" });
-    assert.deepEqual((await origin.list("")).map((entry) => entry.name), ["a.txt"]);
+    assert.deepEqual((await origin.list("", WHOLE)).entries.map((entry) => entry.name), ["a.txt"]);
     await assertProtocolError(
       origin.stat("cache/entry.bin"),
       403,

@@ -33,6 +33,8 @@ export class FakeS3 {
     range: string | null;
     ifNoneMatch: string | null;
     signed: boolean;
+    /** The query's parameters (a listing's `max-keys`, say). */
+    query: URLSearchParams;
   }[] = [];
   #server: Deno.HttpServer<Deno.NetAddr>;
 
@@ -82,6 +84,7 @@ export class FakeS3 {
       range: request.headers.get("range"),
       ifNoneMatch: request.headers.get("if-none-match"),
       signed: /^AWS4-HMAC-SHA256 Credential=KEY\//.test(request.headers.get("authorization") ?? ""),
+      query: url.searchParams,
     });
     const next = this.faults.shift();
     const fault = next && "pass" in next ? undefined : next;
@@ -131,35 +134,62 @@ export class FakeS3 {
     return new Response(bytes.slice(), { status, headers });
   }
 
-  /** ListObjectsV2, paginated by `pageSize`; the continuation token is an index. */
+  /**
+   * ListObjectsV2 as S3 answers it: keys in the byte order of their UTF-8,
+   * those after `start-after` only, rolled up into common prefixes with
+   * `delimiter=/`; at most `max-keys` (and `pageSize`) items an answer, a
+   * common prefix counting as one. The continuation token is the last key
+   * or prefix sent.
+   */
   #list(query: URLSearchParams): string {
     const prefix = query.get("prefix") ?? "";
-    const items: string[] = [];
-    const dirs = new Set<string>();
-    for (const [key, object] of [...this.objects].sort(([a], [b]) => a < b ? -1 : 1)) {
-      if (!key.startsWith(prefix)) continue;
+    const startAfter = query.get("start-after") ?? "";
+    const token = query.get("continuation-token");
+    const maxKeys = Math.min(this.pageSize, Number(query.get("max-keys") ?? 1000));
+    const keys = [...this.objects.keys()]
+      .filter((key) => key.startsWith(prefix) && byteOrder(key, startAfter) > 0)
+      .sort(byteOrder);
+    const items: { key: string; xml: string }[] = [];
+    for (const key of keys) {
       const rest = key.slice(prefix.length);
-      const slash = rest.indexOf("/");
+      const slash = query.get("delimiter") === "/" ? rest.indexOf("/") : -1;
       if (slash >= 0) {
-        const dir = escapeXml(prefix + rest.slice(0, slash + 1));
-        if (!dirs.has(dir)) items.push(`<CommonPrefixes><Prefix>${dir}</Prefix></CommonPrefixes>`);
-        dirs.add(dir);
+        const dir = prefix + rest.slice(0, slash + 1);
+        if (items.at(-1)?.key === dir) continue; // its keys are together: the order is by key
+        items.push({
+          key: dir,
+          xml: `<CommonPrefixes><Prefix>${escapeXml(dir)}</Prefix></CommonPrefixes>`,
+        });
       } else {
-        items.push(
-          `<Contents><Key>${escapeXml(key)}</Key><Size>${object.bytes.length}</Size>` +
+        const object = this.objects.get(key)!;
+        items.push({
+          key,
+          xml: `<Contents><Key>${escapeXml(key)}</Key><Size>${object.bytes.length}</Size>` +
             `<LastModified>${object.modified.toISOString()}</LastModified></Contents>`,
-        );
+        });
       }
     }
-    const start = Number(query.get("continuation-token") ?? 0);
-    const page = items.slice(start, start + this.pageSize);
-    const more = start + this.pageSize < items.length;
+    const rest = token === null ? items : items.filter((item) => byteOrder(item.key, token) > 0);
+    const page = rest.slice(0, maxKeys);
+    const more = rest.length > page.length;
     const next = more
-      ? `<NextContinuationToken>${start + this.pageSize}</NextContinuationToken>`
+      ? `<NextContinuationToken>${escapeXml(page.at(-1)!.key)}</NextContinuationToken>`
       : "";
     return `<?xml version="1.0"?><ListBucketResult><IsTruncated>${more}</IsTruncated>${next}` +
-      `${page.join("")}</ListBucketResult>`;
+      `<KeyCount>${page.length}</KeyCount>${page.map((item) => item.xml).join("")}` +
+      `</ListBucketResult>`;
   }
+}
+
+const utf8 = new TextEncoder();
+
+/** The order of S3's keys: their UTF-8 bytes, compared one by one. */
+function byteOrder(a: string, b: string): number {
+  const [x, y] = [utf8.encode(a), utf8.encode(b)];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    if (x[i] !== y[i]) return x[i] - y[i];
+  }
+  return x.length - y.length;
 }
 
 function escapeXml(text: string): string {

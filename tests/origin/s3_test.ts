@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { forbidsStale, parseS3Url, S3Origin, statedLifetime } from "../../origin/s3.ts";
-import { RequestError } from "../../protocol.ts";
+import { FILES_PAGE_LIMIT, RequestError } from "../../protocol.ts";
 import { startServer } from "../../server.ts";
 import { RawConnection, seededBytes, sha256 } from "../helpers.ts";
 import { FakeS3 } from "./fake_s3.ts";
@@ -22,6 +22,9 @@ function origin(fake: FakeS3, options: { timeoutMs?: number; retries?: number } 
     ...options,
   });
 }
+
+/** A page that holds every entry of the small listings here. */
+const WHOLE = { limit: FILES_PAGE_LIMIT };
 
 async function withFake(test: (fake: FakeS3) => Promise<void>): Promise<void> {
   const fake = new FakeS3();
@@ -115,15 +118,17 @@ Deno.test("S3Origin: stat, whole and ranged reads, listings, signed path-style r
     const empty = await s3.open("dir/a b.bin", { offset: 10, length: 0 });
     assert.equal(await empty.read(new Uint8Array(4)), null);
 
+    const top = await s3.list("", WHOLE);
+    assert.deepEqual(top.entries.map((e) => [e.name, e.type]), [["dir", "dir"], [
+      "top.txt",
+      "file",
+    ]]);
+    assert.equal(top.next, undefined);
     assert.deepEqual(
-      (await s3.list("")).map((e) => [e.name, e.type]),
-      [["dir", "dir"], ["top.txt", "file"]],
-    );
-    assert.deepEqual(
-      (await s3.list("dir")).map((e) => [e.name, e.type, e.size]),
+      (await s3.list("dir", WHOLE)).entries.map((e) => [e.name, e.type, e.size]),
       [["a b.bin", "file", 5000], ["sub", "dir", 0]],
     );
-    await assertProtocolError(s3.list("nothing"), 404, /not found: nothing/);
+    await assertProtocolError(s3.list("nothing", WHOLE), 404, /not found: nothing/);
     await assertProtocolError(s3.stat("missing.txt"), 404, /not found: missing\.txt/);
     assert.ok(fake.requests.every((r) => r.signed), "every request carries a SigV4 signature");
   });
@@ -136,11 +141,112 @@ Deno.test("S3Origin: listings across pages, and keys with XML's special characte
     for (const name of names) fake.put(`pre/fix/${name}`, new TextEncoder().encode(name));
     fake.put("pre/fix/sub/x.txt", new TextEncoder().encode("x"));
     const s3 = origin(fake);
-    const listed = await s3.list("");
-    assert.deepEqual(listed.map((e) => e.name), [...names, "sub"].sort());
+    const listed = await s3.list("", WHOLE);
+    assert.deepEqual(listed.entries.map((e) => e.name), [...names, "sub"].sort());
     const pages = fake.requests.filter((r) => r.key === "").length;
     assert.equal(pages, 3, "six entries, two a page");
     assert.equal((await s3.stat("a&b.txt")).size, "a&b.txt".length);
+  });
+});
+
+/** UTF-8 byte order, independent of the code under test. */
+function byteOrder(a: string, b: string): number {
+  const [x, y] = [new TextEncoder().encode(a), new TextEncoder().encode(b)];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
+}
+
+/**
+ * Keys whose order as S3 lists them (a directory as its name and `/`) is not
+ * the listing's (by name): `m-00`...`m-59` come before the directory `m` in
+ * the store's order, after it in the listing's; a key and a directory share
+ * the name `a`; names past ASCII sort by their UTF-8 bytes.
+ */
+function trickyKeys(fake: FakeS3): { name: string; type: "file" | "dir" }[] {
+  const files = ["a", "a-b", "a.txt", "a0", "b", "c d", "é", "\uFF01", "\u{1F600}", "z"];
+  for (let i = 0; i < 60; i++) files.push(`m-${String(i).padStart(2, "0")}`);
+  const dirs = ["a", "a-b.d", "m", "m-00.d", "n", "\u{1F600}d"];
+  for (const name of files) fake.put(`pre/fix/${name}`, new TextEncoder().encode(name));
+  for (const name of dirs) fake.put(`pre/fix/${name}/inside.txt`, new TextEncoder().encode("x"));
+  fake.put("pre/fix/m/deeper/y.txt", new TextEncoder().encode("y"));
+  const entries = [
+    ...files.map((name) => ({ name, type: "file" as const })),
+    ...dirs.map((name) => ({ name, type: "dir" as const })),
+  ];
+  return entries.sort((a, b) => byteOrder(a.name, b.name) || (a.type === "file" ? -1 : 1));
+}
+
+Deno.test("S3Origin: pages by name with start-after and max-keys, directories the store sends late included", async () => {
+  await withFake(async (fake) => {
+    fake.pageSize = 7; // the store's answers hold 7 keys at most
+    const expected = trickyKeys(fake);
+    const s3 = origin(fake);
+    for (const limit of [1, 2, 3, 5, 10, 1000]) {
+      const listed: { name: string; type: string }[] = [];
+      let next: string | undefined;
+      let pages = 0;
+      do {
+        const page = await s3.list("", { after: next, limit });
+        pages++;
+        const pair = page.entries.length === 2 && page.entries[0].name === page.entries[1].name;
+        assert.ok(page.entries.length <= limit || (limit === 1 && pair), `limit ${limit}`);
+        listed.push(...page.entries.map(({ name, type }) => ({ name, type })));
+        if (page.next !== undefined) assert.equal(page.next, page.entries.at(-1)!.name);
+        next = page.next;
+        assert.ok(pages <= expected.length, "the pages move on");
+      } while (next !== undefined);
+      assert.deepEqual(listed, expected, `every entry once, in name order, limit ${limit}`);
+    }
+    // A page asks the store for what it needs, never the whole prefix.
+    for (const { query } of fake.requests) {
+      if (query.get("list-type") === "2") assert.ok(Number(query.get("max-keys")) <= 1000);
+    }
+    const before = fake.requests.length;
+    const page = await s3.list("", { limit: 3 });
+    assert.deepEqual(page.entries.map((e) => e.name), ["a", "a", "a-b"]);
+    const asked = fake.requests.slice(before);
+    assert.deepEqual(
+      asked.map((r) => r.query.get("max-keys")),
+      ["3", "1", "1"],
+      asked.map((r) => r.query.toString()).join("\n"),
+    );
+    assert.deepEqual(asked.slice(1).map((r) => r.query.get("prefix")), [
+      "pre/fix/a/",
+      "pre/fix/a-b/",
+    ], "the directories that may sort first");
+    // A later page of a prefix with nothing left is empty; only a first page can be a 404.
+    assert.deepEqual(await s3.list("nothing", { after: "x", limit: 5 }), { entries: [] });
+  });
+});
+
+Deno.test("through the server: FILES pages of an S3 prefix", async () => {
+  await withFake(async (fake) => {
+    fake.pageSize = 4;
+    const expected = trickyKeys(fake);
+    const root = await Deno.makeTempDir();
+    const server = await startServer({ port: 0, cacheDir: `${root}/cache`, origin: origin(fake) });
+    const conn = await RawConnection.open(server.addr.port);
+    try {
+      const listed: { name: string; type: string }[] = [];
+      let after = ".";
+      while (true) {
+        const answer = await conn.request(`FILES . ${after} 4`);
+        const page = JSON.parse(new TextDecoder().decode(answer.body));
+        listed.push(
+          ...page.entries.map(({ name, type }: { name: string; type: string }) => ({ name, type })),
+        );
+        if (page.next === undefined) break;
+        after = encodeURIComponent(page.next);
+      }
+      assert.deepEqual(listed, expected);
+      const whole = JSON.parse(new TextDecoder().decode((await conn.request("FILES")).body));
+      assert.equal(whole.next, undefined, "a prefix of 76 entries is one page");
+      assert.equal(whole.entries.length, expected.length);
+    } finally {
+      conn.close();
+      await server.close();
+      await Deno.remove(root, { recursive: true });
+    }
   });
 });
 
@@ -150,7 +256,7 @@ Deno.test("S3Origin: a listing that stalls is a 503 after the timeout, not retri
     const s3 = origin(fake, { timeoutMs: 150, retries: 1 });
     fake.faults.push({ stallAfter: 10 });
     const sent = fake.requests.length;
-    await assertProtocolError(s3.list(""), 503, /\(no answer within 150 ms\)$/);
+    await assertProtocolError(s3.list("", WHOLE), 503, /\(no answer within 150 ms\)$/);
     assert.equal(fake.requests.length, sent + 1);
 
     fake.faults.push({ ignoreRange: true });

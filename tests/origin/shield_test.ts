@@ -8,9 +8,12 @@
  */
 
 import assert from "node:assert/strict";
-import type { Origin, OriginDirEntry, OriginFile, OriginStat } from "../../origin/origin.ts";
+import type { Origin, OriginDirPage, OriginFile, OriginStat } from "../../origin/origin.ts";
 import { ShieldedOrigin, type ShieldOptions } from "../../origin/shield.ts";
 import { RequestError } from "../../protocol.ts";
+
+/** The page the tests ask a listing for. */
+const PAGE = { limit: 100 };
 
 /** An origin whose answers the test scripts, counting what it is asked. */
 class ScriptedOrigin implements Origin {
@@ -36,9 +39,9 @@ class ScriptedOrigin implements Origin {
     return this.#answer(() => etag === this.#stat().etag ? undefined : this.#file());
   }
 
-  list(_path: string): Promise<OriginDirEntry[]> {
+  list(_path: string): Promise<OriginDirPage> {
     this.calls.list++;
-    return this.#answer(() => []);
+    return this.#answer(() => ({ entries: [] }));
   }
 
   /** Lets the hung requests answer (as the mode is then). */
@@ -247,7 +250,7 @@ Deno.test("shield: a 404 is remembered for the negative lifetime, a missing list
   origin.mode = "missing";
   for (let i = 0; i < 5; i++) assert.equal(await code(shield.stat("gone")), 404);
   assert.equal(origin.calls.stat, 1);
-  for (let i = 0; i < 5; i++) assert.equal(await code(shield.list("gone")), 404);
+  for (let i = 0; i < 5; i++) assert.equal(await code(shield.list("gone", PAGE)), 404);
   assert.equal(origin.calls.list, 1);
   assert.equal(shield.figures().negative, 8);
   clock.now += 5_000;
@@ -358,17 +361,17 @@ Deno.test("shield: a purge while a revalidation is in flight: its answer reaches
 Deno.test("shield: a prefix purge forgets a remembered missing listing of the directory itself", async () => {
   const { origin, shield } = shielded({ negativeMaxAgeMs: 60_000 });
   origin.mode = "missing";
-  assert.equal(await code(shield.list("d")), 404);
+  assert.equal(await code(shield.list("d", PAGE)), 404);
   origin.mode = "up";
-  assert.equal(await code(shield.list("d")), 404, "remembered");
+  assert.equal(await code(shield.list("d", PAGE)), 404, "remembered");
   shield.forget("d/", true);
-  assert.deepEqual(await shield.list("d"), []);
+  assert.deepEqual(await shield.list("d", PAGE), { entries: [] });
 });
 
 Deno.test("shield: listings are not timed: slow ones do not open the breaker", async () => {
   const { origin, shield } = shielded({ breakerFailures: 3, stalePatienceMs: 20 });
   origin.mode = "hang";
-  const listings = Array.from({ length: 4 }, () => shield.list("big"));
+  const listings = Array.from({ length: 4 }, () => shield.list("big", PAGE));
   await new Promise((resolve) => setTimeout(resolve, 80));
   assert.equal(shield.breaker.state, "closed");
   origin.mode = "up";

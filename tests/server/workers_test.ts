@@ -155,6 +155,30 @@ Deno.test("workers: randomized load over both protocols keeps every byte right a
   });
 });
 
+Deno.test("workers: FILES pages from every thread (a worker asks the main thread for them)", async () => {
+  const tree = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`d/f${i}`, String(i)]));
+  await withServer(tree, { workers: WORKERS }, async ({ server, port }) => {
+    // Connections of their own: the kernel spreads them over both threads.
+    const pages = await Promise.all(Array.from({ length: 24 }, async (_, i) => {
+      const conn = await RawConnection.open(port);
+      try {
+        const after = i % 7 === 0 ? "." : `f${(i % 7) - 1}`;
+        const answer = await conn.request(`FILES d ${after} 3`);
+        return { after, page: JSON.parse(new TextDecoder().decode(answer.body)) };
+      } finally {
+        conn.close();
+      }
+    }));
+    for (const { after, page } of pages) {
+      const start = after === "." ? 0 : Number(after.slice(1)) + 1;
+      const names = Array.from({ length: Math.min(3, 7 - start) }, (_, i) => `f${start + i}`);
+      assert.deepEqual(page.entries.map((e: { name: string }) => e.name), names, after);
+      assert.equal(page.next, start + 3 < 7 ? names.at(-1) : undefined, after);
+    }
+    await assertEveryThreadServed(server);
+  });
+});
+
 Deno.test("workers: a changed file is served new by every thread", async () => {
   await withServer(
     { "c.txt": "version 0" },

@@ -12,8 +12,9 @@ import {
   type ByteSource,
   type Origin,
   OriginChangedError,
-  type OriginDirEntry,
+  type OriginDirPage,
   type OriginFile,
+  type OriginListWindow,
   type OriginStat,
 } from "../../origin/origin.ts";
 import { RequestError } from "../../protocol.ts";
@@ -115,8 +116,8 @@ class MemoryOrigin implements Origin {
     };
   }
 
-  list(): Promise<OriginDirEntry[]> {
-    return Promise.resolve([]);
+  list(): Promise<OriginDirPage> {
+    return Promise.resolve({ entries: [] });
   }
 }
 
@@ -969,12 +970,12 @@ Deno.test("FileService: at most maxListings directory listings at once; the othe
     let running = 0;
     let most = 0;
     const turns: (() => void)[] = [];
-    origin.list = async (path: string) => {
+    origin.list = async (path: string, window: OriginListWindow) => {
       running++;
       most = Math.max(most, running);
       await new Promise<void>((resolve) => turns.push(resolve));
       try {
-        return await list(path);
+        return await list(path, window);
       } finally {
         running--;
       }

@@ -121,7 +121,7 @@ function bytesWithoutLf(rng: Rng, length: number): Uint8Array {
 const ARITY: Record<string, [number, number]> = {
   GET: [1, 3],
   LIST: [0, 0],
-  FILES: [0, 1],
+  FILES: [0, 3],
   STAT: [1, 1],
   PURGE: [1, 1],
   STATS: [0, 0],
@@ -151,6 +151,12 @@ function contractPath(path: string): boolean {
 
 function contractNumber(text: string): number | null {
   return /^[0-9]{1,15}$/.test(text) ? Number(text) : null;
+}
+
+/** A name a FILES page may start after: one segment, never `.` or `..` (`.` is the start). */
+function contractName(text: string): boolean {
+  return text !== "" && text !== "." && text !== ".." && !text.includes("/") &&
+    !text.includes("\0");
 }
 
 /** What a request line (without its LF) means by the contract, or null for a 400. */
@@ -190,9 +196,25 @@ function contractModel(line: Uint8Array): ProtocolRequest | null {
         length: numbers[1] ?? undefined,
       };
     }
-    case "FILES":
-      if (args.length === 0) return { command, path: "" };
-      return contractPath(args[0]!) ? { command, path: args[0]! } : null;
+    case "FILES": {
+      // FILES [<dir> [<after> [<limit>]]], `.` meaning the served directory, then the start.
+      const [dir, after, limit] = args as (string | undefined)[];
+      const request: Extract<ProtocolRequest, { command: "FILES" }> = { command, path: "" };
+      if (dir !== undefined && dir !== ".") {
+        if (!contractPath(dir)) return null;
+        request.path = dir;
+      }
+      if (after !== undefined && after !== ".") {
+        if (!contractName(after)) return null;
+        request.after = after;
+      }
+      if (limit !== undefined) {
+        const number = contractNumber(limit);
+        if (number === null || number < 1 || number > 10_000) return null;
+        request.limit = number;
+      }
+      return request;
+    }
     case "STAT":
       return contractPath(args[0]!) ? { command, path: args[0]! } : null;
     case "PURGE": {
@@ -313,11 +335,14 @@ interface Generated {
 /** Paths and numbers for a request; the socket tests bias them to the served tree. */
 interface ArgSource {
   path(rng: Rng, command: "GET" | "STAT" | "FILES"): string;
+  /** A name for a FILES page to start after. */
+  name(rng: Rng): string;
   number(rng: Rng, path: string, which: "offset" | "length", offset: number): string;
 }
 
 const RANDOM_ARGS: ArgSource = {
   path: (rng) => randomPath(rng),
+  name: (rng) => randomSegment(rng),
   number: (rng) => randomDigits(rng),
 };
 
@@ -343,8 +368,19 @@ function generateRequest(rng: Rng, source: ArgSource, commands = COMMANDS): Gene
     }
     case "FILES": {
       if (rng.chance(0.3)) return { request: { command, path: "" }, args: [] };
-      const path = source.path(rng, "FILES");
-      return { request: { command, path }, args: [path] };
+      const path = rng.chance(0.2) ? "" : source.path(rng, "FILES");
+      const request: Extract<ProtocolRequest, { command: "FILES" }> = { command, path };
+      const args = [path === "" ? "." : path];
+      if (rng.chance(0.5)) {
+        const after = rng.chance(0.3) ? "." : source.name(rng);
+        if (after !== ".") request.after = after;
+        args.push(after);
+        if (rng.chance(0.5)) {
+          request.limit = rng.range(1, 10_000);
+          args.push(String(request.limit));
+        }
+      }
+      return { request, args: path === "" && args.length === 1 ? [] : args };
     }
     case "STAT": {
       const path = source.path(rng, "STAT");
@@ -369,8 +405,14 @@ function requestArgs(request: ProtocolRequest): (string | number)[] {
   switch (request.command) {
     case "GET":
       return [request.path, request.offset, request.length].filter((arg) => arg !== undefined);
-    case "FILES":
-      return request.path === "" ? [] : [request.path];
+    case "FILES": {
+      const window = request.after !== undefined || request.limit !== undefined;
+      if (request.path === "" && !window) return [];
+      const args: (string | number)[] = [request.path === "" ? "." : request.path];
+      if (window) args.push(request.after ?? ".");
+      if (request.limit !== undefined) args.push(request.limit);
+      return args;
+    }
     case "STAT":
     case "PURGE":
       return [request.path];
@@ -630,6 +672,11 @@ const DIR_PATHS = [...DIRS.keys()].filter((dir) => dir !== "");
 
 /** Arguments biased to the served tree, so that successes and 416s are common. */
 const TREE_ARGS: ArgSource = {
+  name(rng) {
+    if (rng.chance(0.25)) return randomSegment(rng);
+    const names = [...DIRS.values()].flatMap((entries) => [...entries.keys()]);
+    return rng.pick(names);
+  },
   path(rng, command) {
     if (rng.chance(0.25)) return randomPath(rng);
     if (command === "FILES" || rng.chance(0.1)) return rng.pick(DIR_PATHS);
@@ -704,6 +751,12 @@ function expectedAnswer(line: Uint8Array): Expected {
     case "FILES": {
       const dir = DIRS.get(request.path);
       if (!dir) return { kind: "error", code: 404 };
+      // The names after `after` in byte order, at most `limit` of them, and `next` when
+      // more follow. (The tree's names are all below U+D800, where `<` is byte order.)
+      const after = [...dir].map(([name, info]) => ({ name, ...info }))
+        .sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+        .filter((entry) => request.after === undefined || entry.name > request.after);
+      const page = after.slice(0, request.limit ?? 10_000);
       return {
         kind: "json",
         check(value, where) {
@@ -711,11 +764,12 @@ function expectedAnswer(line: Uint8Array): Expected {
           const entries = value.entries as { name: string; type: string; size: number }[];
           assert.deepEqual(
             entries.map(({ name, type, size }) => ({ name, type, size })),
-            [...dir].map(([name, info]) => ({ name, ...info })).sort((a, b) =>
-              a.name < b.name ? -1 : a.name > b.name ? 1 : 0
-            ),
+            page,
             where,
           );
+          const next = page.length < after.length ? page.at(-1)!.name : undefined;
+          assert.equal(value.next, next, where);
+          assert.equal("next" in value, next !== undefined, `${where}: next only when more follow`);
         },
       };
     }
