@@ -33,6 +33,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { seededRandom } from "../util/seeded_random.ts";
 import { connect, type TcpCacheClient } from "../client/connection.ts";
 import { Journal, type JournalEntry } from "../cache_disk/journal.ts";
 import { CACHE_MARKER, JOURNAL_FILE } from "../cache.ts";
@@ -141,17 +142,6 @@ async function start(server: string, args: string[]): Promise<Running> {
 
 async function cacheStats(client: TcpCacheClient): Promise<CacheStats> {
   return (await client.stats()).cache as unknown as CacheStats;
-}
-
-/** Seeded floats in [0, 1) (xorshift32), as tests/helpers.ts's `seededRandom`. */
-function seededRandom(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
 }
 
 /** `size` seeded bytes, made quickly (a seeded 64 KiB block, repeated with a counter). */

@@ -115,16 +115,7 @@ export function seededBytes(length: number, seed = 1): Uint8Array {
   return out;
 }
 
-/** A seeded random number generator returning floats in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
+export { seededRandom } from "../util/seeded_random.ts";
 
 /** Hex sha256 of `bytes`. */
 export function sha256(bytes: Uint8Array | string): string {
