@@ -189,10 +189,11 @@ export interface CacheFigures {
   housekeepingBytes: number;
   /**
    * Where the background housekeeping of a previous run's files is:
-   * `counting` them (no room is promised until it is done), `removing` the
-   * ones not kept, `adopting` the kept ones, or `done`.
+   * `loading` the journal (`keep`: a miss waits for it, to find its kept
+   * entry), `counting` the files (no room is promised until it is done),
+   * `removing` the ones not kept, `adopting` the kept ones, or `done`.
    */
-  housekeeping: "counting" | "removing" | "adopting" | "done";
+  housekeeping: "loading" | "counting" | "removing" | "adopting" | "done";
 }
 
 /** A change to the cache's entries, as {@linkcode FileCache.observe} reports it. */
@@ -281,6 +282,9 @@ export class FileCache implements CacheView {
   #room: DiskRoom;
   /** Resolves once the previous run's files are adopted or removed. */
   readonly housekept: Promise<void>;
+  /** Settled once the journal a kept cache was left with is read (or at once, without one). */
+  #loaded = Promise.withResolvers<void>();
+  #header: JournalHeader;
 
   private constructor(
     options: FileCacheOptions,
@@ -295,16 +299,17 @@ export class FileCache implements CacheView {
     this.#memoryBudget = options.memoryBudget ?? DEFAULTS.memoryCache;
     this.#memoryEntryLimit = options.memoryEntryLimit ?? DEFAULTS.memoryEntryLimit;
     this.#room = new DiskRoom(options.dir, capacity, this.#onWarning);
-    this.#journal = prepared?.journal;
-    // A record that could not be appended costs at most a kept entry at the next start.
-    if (this.#journal) this.#journal.onError = (error) => this.#cacheDirFailed(error);
+    this.#header = { capacity, policy: policy.name };
+    if (prepared?.journal) this.#useJournal(prepared.journal);
     if (!prepared?.marked) {
+      this.#loaded.resolve();
       this.housekept = Promise.resolve(); // a new or empty directory: nothing left to tidy
       return;
     }
-    for (const entry of prepared.kept) this.#kept.set(entry.path, entry);
-    this.#housekeeping = "counting";
+    if (prepared.journal) this.#loaded.resolve();
+    this.#housekeeping = prepared.journal ? "counting" : "loading";
     this.housekept = this.#houseKeep().catch((error) => {
+      this.#loaded.resolve();
       this.#housekeeping = "done";
       this.#oldBytes = 0;
       this.#onWarning(`cache directory ${this.dir}: housekeeping failed: ${error.message}`);
@@ -483,8 +488,9 @@ export class FileCache implements CacheView {
    * Removes the entry for `path` (its origin changed or vanished). With
    * `entry`, removes it only if it is still that entry.
    */
-  remove(path: string, entry?: CacheEntry): Promise<void> {
-    return this.#lock.run(async () => {
+  async remove(path: string, entry?: CacheEntry): Promise<void> {
+    if (entry === undefined) await this.#loaded.promise; // it may drop a kept entry
+    return await this.#lock.run(async () => {
       const current = this.#index.get(path);
       if (current && (entry === undefined || current === entry)) {
         await this.#drop(current);
@@ -495,8 +501,9 @@ export class FileCache implements CacheView {
   }
 
   /** Forgets the previous run's entries that `covers` selects; resolves to how many. */
-  forgetKept(covers: (path: string) => boolean): Promise<number> {
-    return this.#lock.run(async () => {
+  async forgetKept(covers: (path: string) => boolean): Promise<number> {
+    await this.#loaded.promise;
+    return await this.#lock.run(async () => {
       const doomed = [...this.#kept.values()].filter((entry) => covers(entry.path));
       for (const entry of doomed) await this.#discardKept(entry);
       return doomed.length;
@@ -545,6 +552,7 @@ export class FileCache implements CacheView {
     source: FillSource,
     started: (growing: GrowingFill) => void,
   ): Promise<CacheEntry | undefined> {
+    await this.#loaded.promise; // a kept entry of this path may be in the journal still unread
     const kept = this.#kept.get(path);
     if (kept) {
       const { validator, size } = source.stat;
@@ -712,7 +720,8 @@ export class FileCache implements CacheView {
     // Admissions in flight and a previous run's files cannot be evicted:
     // past them, there is no room.
     const limit = this.#limit;
-    if (this.#housekeeping === "counting" || this.#reserved + this.#oldBytes + size > limit) {
+    const counted = this.#housekeeping !== "loading" && this.#housekeeping !== "counting";
+    if (!counted || this.#reserved + this.#oldBytes + size > limit) {
       return false;
     }
     await this.#evictDownTo(limit - size);
@@ -797,6 +806,11 @@ export class FileCache implements CacheView {
    * next victim) first, so that the eviction order carries over.
    */
   async #houseKeep(): Promise<void> {
+    if (this.#housekeeping === "loading") {
+      await this.#loadJournal();
+      if (this.#closing) return;
+      this.#housekeeping = "counting";
+    }
     const recorded = new Map([...this.#kept.values()].map((entry) => [entry.file, entry]));
     const found = new Set<JournalEntry>();
     const doomed: { name: string; size: number }[] = [];
@@ -862,6 +876,41 @@ export class FileCache implements CacheView {
       await adoption;
     }
     this.#housekeeping = "done";
+  }
+
+  /**
+   * Reads the journal a kept cache was left with, in the background (13 MB
+   * for 55,000 entries: most of a second), and goes on with it; one that
+   * cannot be trusted is replaced by a new one, and nothing is kept.
+   */
+  async #loadJournal(): Promise<void> {
+    let contents: JournalContents;
+    try {
+      contents = await readJournal(this.dir, yieldToRequests);
+    } catch (error) {
+      const why = `journal unreadable (${(error as Error).message})`;
+      contents = { entries: [], damaged: 0, untrusted: why, records: 0, endsWhole: true };
+    }
+    reportJournal(contents, this.#header, this.dir, this.#onWarning);
+    try {
+      const trusted = contents.untrusted === undefined;
+      this.#useJournal(
+        trusted
+          ? Journal.continue(this.dir, this.#header, contents)
+          : Journal.create(this.dir, this.#header, []),
+      );
+      if (trusted) { for (const entry of contents.entries) this.#kept.set(entry.path, entry); }
+    } catch (error) {
+      // Without a journal the cache still serves; a restart then keeps nothing of this run.
+      this.#cacheDirFailed(error);
+    }
+    this.#loaded.resolve();
+  }
+
+  #useJournal(journal: Journal): void {
+    this.#journal = journal;
+    // A record that could not be appended costs at most a kept entry at the next start.
+    journal.onError = (error) => this.#cacheDirFailed(error);
   }
 
   /**
@@ -978,28 +1027,26 @@ export function openGrowingFile(dir: string, fill: GrowingFill): Promise<Deno.Fs
   return Promise.resolve(undefined);
 }
 
-/** A cache directory ready for use: its new journal, and the entries a previous run left to keep. */
+/** A cache directory ready for use. */
 interface PreparedDirectory {
-  journal: Journal;
-  kept: JournalEntry[];
+  /** Its new journal; undefined when a kept one is to be read (in the background). */
+  journal?: Journal;
   /** True when the directory was a tcpcache cache already (it may hold a previous run's files). */
   marked: boolean;
 }
 
 /**
- * Checks that `options.dir` is a tcpcache cache directory (or makes one),
- * reads the journal a previous run left when `options.keep` asks for its
- * entries, and goes on with that journal (or starts a new one). Removing
- * the previous run's other files is left to the background (see
- * `FileCache.housekept`), so this costs one read of the journal whatever
- * the directory holds (12 MB for 50,000 entries: a few hundred ms).
+ * Checks that `options.dir` is a tcpcache cache directory (or makes one) and
+ * starts a new journal, unless `options.keep` asks for the entries of the
+ * journal a previous run left: that one is read in the background (see
+ * `FileCache.housekept`), as the previous run's other files are removed.
+ * So this takes a moment whatever the directory holds.
  */
 function prepareDirectory(
   options: FileCacheOptions,
   header: JournalHeader,
 ): Promise<PreparedDirectory> {
   const { dir } = options;
-  const warn = options.onWarning ?? console.error;
   let marked = false;
   try {
     marked = Deno.statSync(`${dir}/${CACHE_MARKER}`).isFile;
@@ -1028,14 +1075,9 @@ function prepareDirectory(
     }
   }
   try {
-    const contents = options.keep && marked ? readJournal(dir) : undefined;
     Deno.writeTextFileSync(`${dir}/${CACHE_MARKER}`, MARKER_TEXT);
-    if (contents) reportJournal(contents, header, dir, warn);
-    if (contents && contents.untrusted === undefined) {
-      const journal = Journal.continue(dir, header, contents);
-      return Promise.resolve({ journal, kept: contents.entries, marked });
-    }
-    return Promise.resolve({ journal: Journal.create(dir, header, []), kept: [], marked });
+    if (options.keep && marked) return Promise.resolve({ marked });
+    return Promise.resolve({ journal: Journal.create(dir, header, []), marked });
   } catch (error) {
     throw new UnusableDirectoryError(dir, error);
   }

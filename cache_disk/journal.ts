@@ -81,11 +81,21 @@ export interface JournalContents {
 /** A cache file's name as tcpcache makes them: nothing else is ever opened or adopted. */
 const FILE_NAME = /^[0-9a-z]+\.[0-9]+$/;
 
-/** Reads the journal in `dir` (synchronously: it runs once, before the cache serves). */
-export function readJournal(dir: string): JournalContents {
+/** Records parsed between two calls of `readJournal`'s `pause`. */
+const RECORDS_BETWEEN_PAUSES = 4096;
+
+/**
+ * Reads the journal in `dir`, calling `pause` every few thousand records (a
+ * journal of a million entries takes seconds to check and parse: the
+ * caller's other work goes on meanwhile).
+ */
+export async function readJournal(
+  dir: string,
+  pause: () => Promise<void> = () => Promise.resolve(),
+): Promise<JournalContents> {
   let bytes: Uint8Array;
   try {
-    bytes = Deno.readFileSync(`${dir}/${JOURNAL_FILE}`);
+    bytes = await Deno.readFile(`${dir}/${JOURNAL_FILE}`);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
       return { entries: [], damaged: 0, untrusted: "no journal", records: 0, endsWhole: true };
@@ -101,7 +111,7 @@ export function readJournal(dir: string): JournalContents {
   const endsWhole = bytes.length === 0 || bytes[bytes.length - 1] === 0x0a;
   const untrusted = (why: string) => ({ entries: [], damaged, untrusted: why, records, endsWhole });
   while (start < bytes.length) {
-    records++;
+    if (++records % RECORDS_BETWEEN_PAUSES === 0) await pause();
     let end = bytes.indexOf(0x0a, start);
     if (end < 0) end = bytes.length; // a torn last line: its checksum decides
     const record = parseRecord(bytes.subarray(start, end), decoder);
