@@ -9,7 +9,7 @@
 import { AccessLog } from "./access_log.ts";
 import { LogFile } from "./log_file.ts";
 import { parseArgs } from "node:util";
-import inspector from "node:inspector";
+import { guardDebugSignal } from "./debug_signal.ts";
 import { DEFAULTS } from "../defaults.ts";
 import type { PolicyName } from "../policies/policy.ts";
 import { isPolicyName, POLICIES } from "../policies/registry.ts";
@@ -198,12 +198,11 @@ export async function serverMain(args: string[]): Promise<number> {
     await reloadAccess(server, accessPaths);
   };
   const summarize = async () => console.error(`tcpcache: ${stateSummary(await server.stats())}`);
-  const closeInspector = inspectorCloser();
+  const stopGuard = guardDebugSignal((line) => console.error(line));
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGHUP", reload);
   Deno.addSignalListener("SIGUSR2", summarize);
-  Deno.addSignalListener("SIGUSR1", closeInspector);
   console.log(banner(server, options, logFormat));
   await stopped.promise;
   Deno.removeSignalListener("SIGINT", stop);
@@ -211,50 +210,12 @@ export async function serverMain(args: string[]): Promise<number> {
   await server.close();
   Deno.removeSignalListener("SIGHUP", reload);
   Deno.removeSignalListener("SIGUSR2", summarize);
-  Deno.removeSignalListener("SIGUSR1", closeInspector);
+  stopGuard();
   accessLog?.flush(); // the answers in progress at the stop are logged too
   logFile?.close();
   if (pidFile !== undefined) Deno.removeSync(pidFile);
   return 0;
 }
-
-/**
- * SIGUSR1's handler. Deno (2.9.2 on) answers SIGUSR1 by opening the V8
- * inspector on 127.0.0.1:9229, as Node does: a debugger any local user
- * could attach to and run code in the server with. Unless the server was
- * started with an inspector on purpose (`--inspect`), close it as soon as
- * it appears and say where the state line went (SIGUSR2).
- */
-function inspectorCloser(): () => void {
-  try {
-    if (inspector.url() !== undefined) return () => {}; // started with --inspect: the operator's choice
-  } catch {
-    // Looking at the inspector needs --allow-sys.
-    return () =>
-      console.error(
-        "tcpcache: SIGUSR1 opens Deno's debugger on 127.0.0.1:9229, and without " +
-          "--allow-sys the server cannot close it: restart it; the state line is on SIGUSR2",
-      );
-  }
-  return () => {
-    let checks = 0;
-    const timer = setInterval(() => {
-      if (inspector.url() !== undefined) {
-        inspector.close();
-        clearInterval(timer);
-        console.error(
-          "tcpcache: SIGUSR1: closed the debugger Deno opened on it (a way in for any local " +
-            "user); the state line is on SIGUSR2",
-        );
-      } else if (++checks >= INSPECTOR_CHECKS) {
-        clearInterval(timer);
-      }
-    }, 1);
-  };
-}
-
-/** How many times (about a millisecond apart) SIGUSR1's handler looks for the inspector. */
-const INSPECTOR_CHECKS = 1000;
 
 /** SIGUSR2's line: what an operator checks first, from `STATS`. */
 export function stateSummary(stats: ServerStats): string {
