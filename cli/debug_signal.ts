@@ -11,7 +11,7 @@
  * begun, so the disposition is set again every quarter of a second; a
  * SIGUSR1 is then lost on the server, which is the point (its state line is
  * on SIGUSR2). Without FFI the best left is to close the inspector as soon
- * as it shows, and to say at start that SIGUSR1 must not be sent.
+ * as it shows, and say so (docs/operating.md warns not to send SIGUSR1).
  *
  * @module
  */
@@ -37,11 +37,6 @@ export function guardDebugSignal(warn: (line: string) => void): () => void {
   if (inspectorOpen()) return () => {};
   const ignoring = ignoreSignal();
   if (ignoring) return ignoring;
-  warn(
-    "tcpcache: without --allow-ffi the server cannot ignore SIGUSR1, on which Deno opens a " +
-      "debugger on 127.0.0.1:9229 (a way in for any local user): do not send it; the state " +
-      "line is on SIGUSR2",
-  );
   const close = () => closeInspectorSoon(warn);
   Deno.addSignalListener("SIGUSR1", close);
   return () => Deno.removeSignalListener("SIGUSR1", close);
@@ -99,7 +94,10 @@ function closeInspectorSoon(warn: (line: string) => void): void {
     if (open) {
       inspector.close();
       clearInterval(timer);
-      warn("tcpcache: SIGUSR1: closed the debugger Deno opened on it");
+      warn(
+        "tcpcache: SIGUSR1: closed the debugger Deno opened on it, a way in for any local " +
+          "user while it was open: run the server with --allow-ffi, and SIGUSR1 is ignored",
+      );
     } else if (++checks >= INSPECTOR_CHECKS) {
       clearInterval(timer);
     }
