@@ -306,8 +306,8 @@ export class FileCache implements CacheView {
       this.housekept = Promise.resolve(); // a new or empty directory: nothing left to tidy
       return;
     }
-    if (prepared.journal) this.#loaded.resolve();
-    this.#housekeeping = prepared.journal ? "counting" : "loading";
+    if (!prepared.readKept) this.#loaded.resolve();
+    this.#housekeeping = prepared.readKept ? "loading" : "counting";
     this.housekept = this.#houseKeep().catch((error) => {
       this.#loaded.resolve();
       this.#housekeeping = "done";
@@ -837,11 +837,14 @@ export class FileCache implements CacheView {
     if (this.#closing) return; // half a scan proves nothing about the kept entries
     // Recorded entries without their file (or with another size) go; what
     // is left counts against the capacity until adopted or removed.
-    await this.#lock.run(async () => {
+    await this.#lock.run(() => {
       let oldBytes = doomed.reduce((sum, { size }) => sum + size, 0);
       for (const entry of [...this.#kept.values()]) {
         if (found.has(entry)) oldBytes += entry.size;
-        else await this.#discardKept(entry, false);
+        // Gone, or of another size (then among the doomed): nothing to
+        // unlink or journal here (a record without its file is dropped at
+        // any start), so the lock is held for moments, not a file each.
+        else this.#kept.delete(entry.path);
       }
       this.#oldBytes = oldBytes;
       this.#housekeeping = "removing";
@@ -860,13 +863,7 @@ export class FileCache implements CacheView {
       this.#oldBytes -= size;
     }
     this.#housekeeping = "adopting";
-    // A journal written under a larger capacity: its next victims go first.
-    await this.#lock.run(async () => {
-      for (const entry of this.#kept.values()) {
-        if (this.#index.used + this.#reserved + this.#oldBytes <= this.#limit) break;
-        await this.#discardKept(entry);
-      }
-    });
+    this.#ensureJournal();
     for (const [i, entry] of [...this.#kept.values()].entries()) {
       if (this.#closing) return;
       if (i % HOUSEKEEPING_BATCH === 0) await yieldToRequests();
@@ -892,19 +889,43 @@ export class FileCache implements CacheView {
       contents = { entries: [], damaged: 0, untrusted: why, records: 0, endsWhole: true };
     }
     reportJournal(contents, this.#header, this.dir, this.#onWarning);
+    const trusted = contents.untrusted === undefined;
+    // A journal written under a larger capacity: its next victims go first,
+    // before any of them can be adopted (at a request, say).
+    let kept = trusted ? contents.entries : [];
+    let keptBytes = kept.reduce((sum, entry) => sum + entry.size, 0);
+    let dropped = 0;
+    while (dropped < kept.length && keptBytes > this.#limit) keptBytes -= kept[dropped++].size;
+    const unfit = kept.slice(0, dropped);
+    kept = kept.slice(dropped);
+    for (const entry of kept) this.#kept.set(entry.path, entry);
     try {
-      const trusted = contents.untrusted === undefined;
       this.#useJournal(
         trusted
           ? Journal.continue(this.dir, this.#header, contents)
           : Journal.create(this.dir, this.#header, []),
       );
-      if (trusted) { for (const entry of contents.entries) this.#kept.set(entry.path, entry); }
     } catch (error) {
-      // Without a journal the cache still serves; a restart then keeps nothing of this run.
+      // The kept entries stay good: each is checked against its record. A
+      // new journal is tried again once the old files are gone (#ensureJournal).
       this.#cacheDirFailed(error);
     }
+    // Unlinked by the removal of unknown files: none of them is in #kept any more.
+    for (const entry of unfit) this.#journal?.dropped(entry.file);
     this.#loaded.resolve();
+  }
+
+  /**
+   * A journal, if the cache has none (its directory was full when it was
+   * due): written now, describing what the cache holds and keeps.
+   */
+  #ensureJournal(): void {
+    if (this.#journal) return;
+    try {
+      this.#useJournal(Journal.create(this.dir, this.#header, this.#described()));
+    } catch (error) {
+      this.#cacheDirFailed(error); // a restart then keeps nothing of this run
+    }
   }
 
   #useJournal(journal: Journal): void {
@@ -921,6 +942,9 @@ export class FileCache implements CacheView {
   async #adopt(recorded: JournalEntry): Promise<CacheEntry | undefined> {
     let checked: { sha256: string; bytes?: Uint8Array } | undefined;
     try {
+      // Only a regular file of the recorded size is opened: a FIFO would block the open.
+      const stat = Deno.lstatSync(`${this.dir}/${recorded.file}`);
+      if (!stat.isFile || stat.size !== recorded.size) throw new Error("not the recorded file");
       checked = await hashFile(
         `${this.dir}/${recorded.file}`,
         recorded.size,
@@ -1029,10 +1053,12 @@ export function openGrowingFile(dir: string, fill: GrowingFill): Promise<Deno.Fs
 
 /** A cache directory ready for use. */
 interface PreparedDirectory {
-  /** Its new journal; undefined when a kept one is to be read (in the background). */
+  /** Its new journal: none yet when a kept one is to be read, or when the disk is full. */
   journal?: Journal;
   /** True when the directory was a tcpcache cache already (it may hold a previous run's files). */
   marked: boolean;
+  /** True when the journal a previous run left is to be read, for its entries (`keep`). */
+  readKept: boolean;
 }
 
 /**
@@ -1076,10 +1102,16 @@ function prepareDirectory(
   }
   try {
     Deno.writeTextFileSync(`${dir}/${CACHE_MARKER}`, MARKER_TEXT);
-    if (options.keep && marked) return Promise.resolve({ marked });
-    return Promise.resolve({ journal: Journal.create(dir, header, []), marked });
   } catch (error) {
     throw new UnusableDirectoryError(dir, error);
+  }
+  if (options.keep && marked) return Promise.resolve({ marked, readKept: true });
+  try {
+    return Promise.resolve({ journal: Journal.create(dir, header, []), marked, readKept: false });
+  } catch {
+    // A full disk, most likely, with the previous run's files on it: the
+    // cache starts without a journal, and writes one once they are gone.
+    return Promise.resolve({ marked, readKept: false });
   }
 }
 

@@ -81,8 +81,17 @@ export interface JournalContents {
 /** A cache file's name as tcpcache makes them: nothing else is ever opened or adopted. */
 const FILE_NAME = /^[0-9a-z]+\.[0-9]+$/;
 
-/** Records parsed between two calls of `readJournal`'s `pause`. */
+/** Records parsed between two calls of `readJournal`'s `pause`... */
 const RECORDS_BETWEEN_PAUSES = 4096;
+/** ...or bytes, whichever comes first. */
+const BYTES_BETWEEN_PAUSES = 4 * 1024 * 1024;
+/**
+ * The longest record read: a path is at most 8 KiB (the request line's
+ * bound), so a longer line is damage, skipped without checking it.
+ */
+const MAX_RECORD = 64 * 1024;
+/** The largest journal read (about five million entries): a larger one is not trusted. */
+const MAX_JOURNAL = 1024 * 1024 * 1024;
 
 /**
  * Reads the journal in `dir`, calling `pause` every few thousand records (a
@@ -95,6 +104,11 @@ export async function readJournal(
 ): Promise<JournalContents> {
   let bytes: Uint8Array;
   try {
+    // Only a regular file of a sane size: a FIFO would never end, a symbolic
+    // link would lead the appends elsewhere, /dev/zero would fill memory.
+    const stat = await Deno.lstat(`${dir}/${JOURNAL_FILE}`);
+    if (!stat.isFile) throw new Error("the journal is not a regular file");
+    if (stat.size > MAX_JOURNAL) throw new Error(`the journal is larger than ${MAX_JOURNAL} bytes`);
     bytes = await Deno.readFile(`${dir}/${JOURNAL_FILE}`);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
@@ -110,8 +124,12 @@ export async function readJournal(
   let start = 0;
   const endsWhole = bytes.length === 0 || bytes[bytes.length - 1] === 0x0a;
   const untrusted = (why: string) => ({ entries: [], damaged, untrusted: why, records, endsWhole });
+  let pausedAt = 0;
   while (start < bytes.length) {
-    if (++records % RECORDS_BETWEEN_PAUSES === 0) await pause();
+    if (++records % RECORDS_BETWEEN_PAUSES === 0 || start - pausedAt > BYTES_BETWEEN_PAUSES) {
+      pausedAt = start;
+      await pause();
+    }
     let end = bytes.indexOf(0x0a, start);
     if (end < 0) end = bytes.length; // a torn last line: its checksum decides
     const record = parseRecord(bytes.subarray(start, end), decoder);
@@ -151,7 +169,7 @@ type JournalRecord =
   | { d: string };
 
 function parseRecord(line: Uint8Array, decoder: TextDecoder): JournalRecord | undefined {
-  if (line.length < 10 || line[8] !== 0x20) return undefined;
+  if (line.length < 10 || line.length > MAX_RECORD || line[8] !== 0x20) return undefined;
   const sum = Number.parseInt(decoder.decode(line.subarray(0, 8)), 16);
   const body = line.subarray(9);
   if (sum !== crc32(body)) return undefined;
@@ -329,7 +347,14 @@ function writeWhole(dir: string, header: JournalHeader, entries: Iterable<Journa
     );
     count++;
   }
-  const file = Deno.openSync(temporary, { write: true, create: true, truncate: true });
+  // A new file, never one found there: a symbolic link left in its place
+  // would have the journal written wherever it leads.
+  try {
+    Deno.removeSync(temporary);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const file = Deno.openSync(temporary, { write: true, createNew: true });
   try {
     let buffered: Uint8Array[] = [];
     let bufferedBytes = 0;

@@ -254,3 +254,69 @@ Deno.test("purging a kept entry before it is adopted forgets it", async () => {
     await cleanUp(dir);
   }
 });
+
+Deno.test("keep: a journal that is a FIFO or a symbolic link is not read (nothing hangs, nothing outside is written)", async () => {
+  const { dir } = await filledCache(3);
+  const outside = `${dir}/../outside.txt`;
+  try {
+    Deno.writeTextFileSync(outside, "not a journal\n");
+    for (const make of ["fifo", "symlink"] as const) {
+      Deno.removeSync(`${dir}/${JOURNAL_FILE}`);
+      if (make === "fifo") {
+        new Deno.Command("mkfifo", { args: [`${dir}/${JOURNAL_FILE}`] }).outputSync();
+      } else {
+        Deno.symlinkSync(outside, `${dir}/${JOURNAL_FILE}`);
+      }
+      const { cache, warnings } = await reopen(dir);
+      assert.equal(cache.count, 0, make);
+      assert.match(warnings.join("\n"), /the journal is not a regular file\): nothing kept/, make);
+      assert.equal(
+        Deno.lstatSync(`${dir}/${JOURNAL_FILE}`).isFile,
+        true,
+        "a new journal in its place",
+      );
+      await cache.close();
+    }
+    assert.equal(Deno.readTextFileSync(outside), "not a journal\n", "the link's target untouched");
+  } finally {
+    await cleanUp(dir);
+  }
+});
+
+Deno.test("keep: a kept file replaced by a FIFO is removed, never opened (a request does not hang)", async () => {
+  const { dir, entries, bytes } = await filledCache(3);
+  try {
+    Deno.removeSync(`${dir}/${entries[1].file}`);
+    new Deno.Command("mkfifo", { args: [`${dir}/${entries[1].file}`] }).outputSync();
+    const cache = await FileCache.open({ dir, capacity: 64 * KiB, keep: true });
+    const path = entries[1].path;
+    // Answered (a bypass while the old files are counted, or a fill): not stuck on the FIFO.
+    const refilled = await cache.fill(path, memorySource(bytes.get(path)!, { version: "v1" }));
+    if (refilled) assert.equal(refilled.sha256, sha256(bytes.get(path)!));
+    await cache.housekept;
+    assert.ok(!namesIn(dir).includes(entries[1].file), "the FIFO is removed");
+    assert.equal(cache.count, refilled ? 3 : 2);
+    await cache.close();
+  } finally {
+    await cleanUp(dir);
+  }
+});
+
+Deno.test("keep: kept entries beyond a smaller capacity go before any is adopted, even at a request", async () => {
+  const { dir, entries, bytes } = await filledCache(20, { capacity: 64 * KiB });
+  try {
+    const cache = await FileCache.open({ dir, capacity: 8 * KiB, keep: true });
+    // Requests for every kept path at once, before the background gets to them.
+    const filled = await Promise.all(
+      entries.map((entry, i) =>
+        cache.fill(entry.path, memorySource(bytes.get(entry.path)!, { version: `v${i}` }))
+      ),
+    );
+    await cache.housekept;
+    assert.ok(cache.used <= 8 * KiB, `used ${cache.used} within the capacity`);
+    assert.ok(filled.filter((entry) => entry !== undefined).length >= 8);
+    await cache.close();
+  } finally {
+    await cleanUp(dir);
+  }
+});
