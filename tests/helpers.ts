@@ -414,3 +414,14 @@ export function memorySource(
   };
   return source;
 }
+
+/** The bytes of `parts`, one after the other. */
+export function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}

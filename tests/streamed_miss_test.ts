@@ -20,7 +20,7 @@ import type { ByteRange, Origin, OriginFile, OriginListWindow } from "../origin/
 import { parseResponseHeader } from "../protocol.ts";
 import { STREAMED_MISS_FROM } from "../service/file_service.ts";
 import { withTimeout } from "../util/timeout.ts";
-import { seededBytes, sha256, type TestServer, withServer } from "./helpers.ts";
+import { concat, seededBytes, sha256, type TestServer, withServer } from "./helpers.ts";
 
 const MiB = 1024 * 1024;
 /** Large enough to be streamed, and many origin reads long (256 KiB each). */
@@ -185,16 +185,6 @@ class RawReader {
   }
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
 /** The names in the cache directory, the marker left out. */
 function cacheFiles(cacheDir: string): string[] {
   return [...Deno.readDirSync(cacheDir)].map((entry) => entry.name)
@@ -241,7 +231,7 @@ Deno.test("a streamed miss: the first bytes arrive while the origin is still hel
       assert.equal(server.cache.count, 0);
       valve.release();
       const rest = await raw.body(BIG.length - first.length);
-      assert.equal(sha256(concat([first, rest])), sha256(BIG));
+      assert.equal(sha256(concat(first, rest)), sha256(BIG));
       // The last bytes were held until the entry was committed.
       assert.equal(server.cache.count, 1);
       // The connection goes on; STAT answers the digest of what was sent.

@@ -27,7 +27,7 @@ import {
   sweepInterval,
   TruncatedBodyError,
 } from "../../service/file_service.ts";
-import { seededBytes, sha256, type Tree, writeTree } from "../helpers.ts";
+import { concat, seededBytes, sha256, type Tree, writeTree } from "../helpers.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -123,16 +123,6 @@ class MemoryOrigin implements Origin {
 
 function statOf(file: { bytes: Uint8Array; version: number }): OriginStat {
   return { size: file.bytes.length, mtime: 1_700_000_000_000, validator: `v${file.version}` };
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 /** A service under test, its parts, and what it reported. */

@@ -26,6 +26,7 @@ import {
   RequestError,
 } from "../../protocol.ts";
 import {
+  concat,
   json,
   RawConnection,
   type RawResponse,
@@ -89,19 +90,9 @@ function escapeByte(byte: number, lower: boolean): string {
   return lower ? text.toLowerCase() : text;
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
 /** Lines joined, each followed by its LF. */
 function joinLines(lines: Uint8Array[]): Uint8Array {
-  return concat(lines.flatMap((line) => [line, Uint8Array.of(0x0a)]));
+  return concat(...lines.flatMap((line) => [line, Uint8Array.of(0x0a)]));
 }
 
 /** Random bytes without an LF (an LF becomes a byte picked again). */
@@ -985,7 +976,7 @@ function garbageStream(rng: Rng, kind: GarbageKind): Uint8Array {
       parts.push(line, end);
       length += line.length + end.length;
     }
-    return concat(parts);
+    return concat(...parts);
   }
   const stream = new Uint8Array(size);
   for (let i = 0; i < size; i++) stream[i] = rng.int(256);
