@@ -29,16 +29,22 @@ import {
   readJournal,
 } from "./cache_disk/journal.ts";
 import { DiskRoom, isDiskFull } from "./cache_disk/disk_room.ts";
+import {
+  CACHE_MARKER,
+  hashFile,
+  type PreparedDirectory,
+  prepareDirectory,
+  reportJournal,
+  UnusableDirectoryError,
+} from "./cache_disk/directory.ts";
 import { FillProgress } from "./util/fill_progress.ts";
 
 export type { EvictionPolicy, PolicyFactory, PolicyName } from "./policies/policy.ts";
 export { PolicyIndex } from "./policies/policy_index.ts";
 export { POLICIES } from "./policies/registry.ts";
 export { JOURNAL_FILE, type JournalEntry } from "./cache_disk/journal.ts";
+export { CACHE_MARKER } from "./cache_disk/directory.ts";
 import { OriginChangedError, type OriginStat } from "./origin/origin.ts";
-
-/** The name of the file that marks a directory as a tcpcache cache. */
-export const CACHE_MARKER = ".tcpcache";
 
 /**
  * One file in the cache: what the journal records of it (path, size, mtime,
@@ -342,7 +348,8 @@ export class FileCache implements CacheView {
     const policy = makePolicy(capacity);
     let prepared: PreparedDirectory;
     try {
-      prepared = await prepareDirectory(options, { capacity, policy: policy.name });
+      const header = { capacity, policy: policy.name };
+      prepared = await prepareDirectory(options.dir, options.keep ?? false, header);
     } catch (error) {
       if (!(error instanceof UnusableDirectoryError) || (options.requireDirectory ?? true)) {
         throw error;
@@ -988,39 +995,6 @@ function yieldToRequests(): Promise<void> {
 }
 
 /**
- * The sha256 of a file expected to hold `size` bytes, and its bytes when
- * it is small enough to keep in memory (in shared memory, as a fill keeps
- * them). Throws when the file is shorter or longer.
- */
-async function hashFile(
-  file: string,
-  size: number,
-  memoryLimit: number,
-): Promise<{ sha256: string; bytes?: Uint8Array }> {
-  const hash = createHash("sha256");
-  const bytes = size <= memoryLimit ? new Uint8Array(new SharedArrayBuffer(size)) : undefined;
-  // A small file is read here, synchronously, as hits read cache files: a
-  // hand-off to Deno's blocking pool per file would cost more than the read
-  // (50,000 small entries took 7 s to adopt that way).
-  using opened = bytes
-    ? Deno.openSync(file, { read: true })
-    : await Deno.open(file, { read: true });
-  const buffer = bytes ?? new Uint8Array(Math.min(size, 1024 * 1024) + 1);
-  let total = 0;
-  for (;;) {
-    const target = bytes ? (total < size ? bytes.subarray(total) : new Uint8Array(1)) : buffer;
-    const n = bytes ? opened.readSync(target) : await opened.read(target);
-    if (n === null) break;
-    total += n;
-    if (total > size) throw new Error(`${file} is longer than its record`);
-    if (!bytes) hash.update(buffer.subarray(0, n));
-  }
-  if (total !== size) throw new Error(`${file} is shorter than its record`);
-  if (bytes) hash.update(bytes);
-  return { sha256: hash.digest("hex"), bytes };
-}
-
-/**
  * Opens the file of `entry` in the cache directory `dir` for reading;
  * undefined when it is gone (the entry was evicted meanwhile). The open is
  * synchronous, like the reads of cache files (see `FileService`): the
@@ -1049,101 +1023,6 @@ export function openGrowingFile(dir: string, fill: GrowingFill): Promise<Deno.Fs
     }
   }
   return Promise.resolve(undefined);
-}
-
-/** A cache directory ready for use. */
-interface PreparedDirectory {
-  /** Its new journal: none yet when a kept one is to be read, or when the disk is full. */
-  journal?: Journal;
-  /** True when the directory was a tcpcache cache already (it may hold a previous run's files). */
-  marked: boolean;
-  /** True when the journal a previous run left is to be read, for its entries (`keep`). */
-  readKept: boolean;
-}
-
-/**
- * Checks that `options.dir` is a tcpcache cache directory (or makes one) and
- * starts a new journal, unless `options.keep` asks for the entries of the
- * journal a previous run left: that one is read in the background (see
- * `FileCache.housekept`), as the previous run's other files are removed.
- * So this takes a moment whatever the directory holds.
- */
-function prepareDirectory(
-  options: FileCacheOptions,
-  header: JournalHeader,
-): Promise<PreparedDirectory> {
-  const { dir } = options;
-  let marked = false;
-  try {
-    marked = Deno.statSync(`${dir}/${CACHE_MARKER}`).isFile;
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw new UnusableDirectoryError(dir, error);
-  }
-  if (!marked) {
-    let empty: boolean;
-    try {
-      empty = Deno.readDirSync(dir)[Symbol.iterator]().next().done ?? true;
-    } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw new UnusableDirectoryError(dir, error);
-      try {
-        Deno.mkdirSync(dir, { recursive: true });
-      } catch (error) {
-        throw new UnusableDirectoryError(dir, error);
-      }
-      empty = true;
-    }
-    if (!empty) {
-      return Promise.reject(
-        new Error(
-          `refusing to use cache directory ${dir}: it is not empty and was not created by tcpcache (no ${CACHE_MARKER} file in it)`,
-        ),
-      );
-    }
-  }
-  try {
-    Deno.writeTextFileSync(`${dir}/${CACHE_MARKER}`, MARKER_TEXT);
-  } catch (error) {
-    throw new UnusableDirectoryError(dir, error);
-  }
-  if (options.keep && marked) return Promise.resolve({ marked, readKept: true });
-  try {
-    return Promise.resolve({ journal: Journal.create(dir, header, []), marked, readKept: false });
-  } catch {
-    // A full disk, most likely, with the previous run's files on it: the
-    // cache starts without a journal, and writes one once they are gone.
-    return Promise.resolve({ marked, readKept: false });
-  }
-}
-
-const MARKER_TEXT = "This directory is a tcpcache cache. The server empties it at every start, " +
-  "unless it runs with --keep-cache: then it keeps the entries its journal vouches for.\n";
-
-/** Says what a restart that keeps the cache found wrong with the journal, if anything. */
-function reportJournal(
-  contents: JournalContents,
-  header: JournalHeader,
-  dir: string,
-  warn: (message: string) => void,
-): void {
-  const problems: string[] = [];
-  if (contents.untrusted) problems.push(`${contents.untrusted}: nothing kept`);
-  if (contents.damaged > 0) problems.push(`${contents.damaged} damaged records skipped`);
-  const was = contents.header;
-  if (was && (was.capacity !== header.capacity || was.policy !== header.policy)) {
-    problems.push(
-      `written for capacity ${was.capacity} with ${was.policy}, kept under ${header.capacity} ` +
-        `with ${header.policy} (its next victims go first while it does not fit; the order is the journal's)`,
-    );
-  }
-  if (problems.length > 0) warn(`cache directory ${dir}: --keep-cache: ${problems.join("; ")}`);
-}
-
-/** A cache directory that cannot be read, created or written (not one that is someone else's). */
-class UnusableDirectoryError extends Error {
-  constructor(dir: string, cause: unknown) {
-    super(`cannot use cache directory ${dir}: ${(cause as Error).message}`, { cause });
-    this.name = "UnusableDirectoryError";
-  }
 }
 
 /** The factory `policy` names; a name from outside the type is checked here. */
