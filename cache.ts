@@ -18,6 +18,7 @@ import type { EvictionPolicy, PolicyFactory, PolicyName } from "./policies/polic
 import { PolicyIndex } from "./policies/policy_index.ts";
 import { isPolicyName, POLICIES } from "./policies/registry.ts";
 import { Mutex } from "./util/mutex.ts";
+import { nextTurn } from "./util/next_turn.ts";
 import { DEFAULTS } from "./defaults.ts";
 import {
   isCacheFileName,
@@ -825,7 +826,7 @@ export class FileCache implements CacheView {
     for await (const { name } of Deno.readDir(this.dir)) {
       if (this.#closing) break;
       if (OWN_FILES.has(name) || name.startsWith(`${this.#run}.`)) continue;
-      if (++seen % HOUSEKEEPING_BATCH === 0) await yieldToRequests();
+      if (++seen % HOUSEKEEPING_BATCH === 0) await nextTurn();
       let size = 0;
       try {
         const stat = Deno.lstatSync(`${this.dir}/${name}`);
@@ -861,7 +862,7 @@ export class FileCache implements CacheView {
     // files took tens of seconds that way, under load).
     for (const [i, { name, size }] of doomed.entries()) {
       if (this.#closing) return; // the next start removes the rest
-      if (i % HOUSEKEEPING_BATCH === 0) await yieldToRequests();
+      if (i % HOUSEKEEPING_BATCH === 0) await nextTurn();
       try {
         Deno.removeSync(`${this.dir}/${name}`, { recursive: true });
       } catch {
@@ -873,7 +874,7 @@ export class FileCache implements CacheView {
     this.#ensureJournal();
     for (const [i, entry] of [...this.#kept.values()].entries()) {
       if (this.#closing) return;
-      if (i % HOUSEKEEPING_BATCH === 0) await yieldToRequests();
+      if (i % HOUSEKEEPING_BATCH === 0) await nextTurn();
       if (this.#kept.get(entry.path) !== entry || this.#inflight.has(entry.path)) continue;
       const adoption = this.#adopt(entry).finally(() => this.#inflight.delete(entry.path));
       this.#inflight.set(entry.path, adoption);
@@ -890,7 +891,7 @@ export class FileCache implements CacheView {
   async #loadJournal(): Promise<void> {
     let contents: JournalContents;
     try {
-      contents = await readJournal(this.dir, yieldToRequests);
+      contents = await readJournal(this.dir, nextTurn);
     } catch (error) {
       const why = `journal unreadable (${(error as Error).message})`;
       contents = { entries: [], damaged: 0, untrusted: why, records: 0, endsWhole: true };
@@ -988,11 +989,6 @@ export class FileCache implements CacheView {
 const OWN_FILES = new Set([CACHE_MARKER, JOURNAL_FILE, `${JOURNAL_FILE}.new`]);
 /** Old files handled between two yields to the event loop. */
 const HOUSEKEEPING_BATCH = 256;
-
-/** Lets requests waiting on the event loop run (a macrotask, so that I/O gets its turn). */
-function yieldToRequests(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
-}
 
 /**
  * Opens the file of `entry` in the cache directory `dir` for reading;

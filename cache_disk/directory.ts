@@ -118,24 +118,25 @@ export async function hashFile(
   memoryLimit: number,
 ): Promise<{ sha256: string; bytes?: Uint8Array }> {
   const hash = createHash("sha256");
-  const bytes = size <= memoryLimit ? new Uint8Array(new SharedArrayBuffer(size)) : undefined;
-  // A small file is read here, synchronously, as hits read cache files: a
-  // hand-off to Deno's blocking pool per file would cost more than the read
-  // (50,000 small entries took 7 s to adopt that way).
-  using opened = bytes
-    ? Deno.openSync(file, { read: true })
-    : await Deno.open(file, { read: true });
-  const buffer = bytes ?? new Uint8Array(Math.min(size, 1024 * 1024) + 1);
   let total = 0;
-  for (;;) {
-    const target = bytes ? (total < size ? bytes.subarray(total) : new Uint8Array(1)) : buffer;
-    const n = bytes ? opened.readSync(target) : await opened.read(target);
-    if (n === null) break;
-    total += n;
-    if (total > size) throw new Error(`${file} is longer than its record`);
-    if (!bytes) hash.update(buffer.subarray(0, n));
+  let bytes: Uint8Array | undefined;
+  if (size <= memoryLimit) {
+    // Read here, synchronously, as hits read cache files: a hand-off to
+    // Deno's blocking pool per file would cost more than the read (50,000
+    // small entries took 7 s to adopt that way).
+    const read = Deno.readFileSync(file);
+    total = read.length;
+    hash.update(read);
+    bytes = new Uint8Array(new SharedArrayBuffer(read.length));
+    bytes.set(read);
+  } else {
+    using opened = await Deno.open(file, { read: true });
+    const buffer = new Uint8Array(1024 * 1024);
+    for (let n; (n = await opened.read(buffer)) !== null && total <= size;) {
+      total += n;
+      hash.update(buffer.subarray(0, n));
+    }
   }
-  if (total !== size) throw new Error(`${file} is shorter than its record`);
-  if (bytes) hash.update(bytes);
+  if (total !== size) throw new Error(`${file} does not hold the ${size} bytes of its record`);
   return { sha256: hash.digest("hex"), bytes };
 }

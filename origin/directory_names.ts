@@ -24,6 +24,7 @@
 
 import { compareNames } from "../protocol.ts";
 import { PageSelection } from "./listing_page.ts";
+import { nextTurn } from "../util/next_turn.ts";
 
 /** A name of a page, and whether it is a symbolic link (which alone needs resolving). */
 export interface PageName {
@@ -246,8 +247,4 @@ async function merge(a: string[], b: string[]): Promise<string[]> {
     if (k % RUN === 0) await nextTurn();
   }
   return out;
-}
-
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
 }

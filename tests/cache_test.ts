@@ -1,16 +1,10 @@
 import assert from "node:assert/strict";
-import {
-  CACHE_MARKER,
-  type CacheEntry,
-  FileCache,
-  type FillSource,
-  JOURNAL_FILE,
-} from "../cache.ts";
+import { CACHE_MARKER, type CacheEntry, FileCache, type FillSource } from "../cache.ts";
 import type { EvictionPolicy, PolicyFactory, PolicyName } from "../policies/policy.ts";
 import { Mutex } from "../util/mutex.ts";
 import { OriginChangedError } from "../origin/origin.ts";
 import { FifoPolicy } from "../policies/fifo.ts";
-import { memorySource, seededBytes, seededRandom, sha256 } from "./helpers.ts";
+import { cacheFileNames, memorySource, seededBytes, seededRandom, sha256 } from "./helpers.ts";
 
 async function withCache(
   options: {
@@ -29,13 +23,10 @@ async function withCache(
   }
 }
 
-/** The cache directory's files other than the marker, name → size. */
+/** The cache directory's files other than its bookkeeping, name → size. */
 async function filesIn(dir: string): Promise<Map<string, number>> {
   const files = new Map<string, number>();
-  for await (const entry of Deno.readDir(dir)) {
-    if (entry.name === CACHE_MARKER || entry.name === JOURNAL_FILE) continue;
-    files.set(entry.name, (await Deno.stat(`${dir}/${entry.name}`)).size);
-  }
+  for (const name of cacheFileNames(dir)) files.set(name, (await Deno.stat(`${dir}/${name}`)).size);
   return files;
 }
 

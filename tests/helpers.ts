@@ -14,7 +14,7 @@ import { type ServerHandle, type ServerOptions, startServer } from "../server.ts
 import { connect, type GetResult, type TcpCacheClient } from "../client.ts";
 import { makeCertificates, type TestCertificates } from "./access/certs.ts";
 import { fnv1a } from "../util/bytes_memo.ts";
-import type { FillSource } from "../cache.ts";
+import { CACHE_MARKER, type FillSource, JOURNAL_FILE } from "../cache.ts";
 
 /**
  * How the helpers reach a server: plain TCP, or TLS (a private CA's
@@ -424,4 +424,13 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
     at += part.length;
   }
   return out;
+}
+
+/**
+ * The names in a cache directory other than its bookkeeping (the marker and
+ * the journal), sorted: the entries' files, and any stray or partial one.
+ */
+export function cacheFileNames(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].map((entry) => entry.name)
+    .filter((name) => name !== CACHE_MARKER && name !== JOURNAL_FILE).sort();
 }

@@ -10,7 +10,6 @@
  */
 
 import assert from "node:assert/strict";
-import { CACHE_MARKER, JOURNAL_FILE } from "../cache.ts";
 import { connect, ConnectionError, IntegrityError } from "../client.ts";
 import { DirectoryOrigin } from "../origin/directory.ts";
 import { S3Origin } from "../origin/s3.ts";
@@ -20,7 +19,14 @@ import type { ByteRange, Origin, OriginFile, OriginListWindow } from "../origin/
 import { parseResponseHeader } from "../protocol.ts";
 import { STREAMED_MISS_FROM } from "../service/file_service.ts";
 import { withTimeout } from "../util/timeout.ts";
-import { concat, seededBytes, sha256, type TestServer, withServer } from "./helpers.ts";
+import {
+  cacheFileNames,
+  concat,
+  seededBytes,
+  sha256,
+  type TestServer,
+  withServer,
+} from "./helpers.ts";
 
 const MiB = 1024 * 1024;
 /** Large enough to be streamed, and many origin reads long (256 KiB each). */
@@ -185,12 +191,6 @@ class RawReader {
   }
 }
 
-/** The names in the cache directory, the marker left out. */
-function cacheFiles(cacheDir: string): string[] {
-  return [...Deno.readDirSync(cacheDir)].map((entry) => entry.name)
-    .filter((name) => name !== CACHE_MARKER && name !== JOURNAL_FILE).sort();
-}
-
 /** A client's GET that tells when its first body bytes have arrived. */
 async function startGet(port: number, path: string) {
   const client = await connect({ host: "127.0.0.1", port });
@@ -246,7 +246,7 @@ Deno.test("a streamed miss: the first bytes arrive while the origin is still hel
     }
     const [entry] = server.cache.entries();
     assert.equal(entry.sha256, sha256(BIG));
-    assert.deepEqual(cacheFiles(cacheDir), [entry.file], "no partial file stays");
+    assert.deepEqual(cacheFileNames(cacheDir), [entry.file], "no partial file stays");
     // A hit now, with its sha256 in the header as ever.
     const again = await connect({ port });
     try {
@@ -310,7 +310,7 @@ Deno.test("the origin failing mid-fill: every client's body ends short, nothing 
     }
     assert.equal(server.cache.count, 0, "nothing admitted");
     assert.equal(server.cache.reserved, 0, "no reservation left");
-    assert.deepEqual(cacheFiles(cacheDir), [], "the partial file is gone");
+    assert.deepEqual(cacheFileNames(cacheDir), [], "the partial file is gone");
     assert.ok(
       errors.some((line) => /response cut short: .*origin failed/.test(line)),
       errors.join(),
@@ -334,7 +334,7 @@ Deno.test("a streamed miss whose cache file was corrupted under it: the client's
     const a = await startGet(port, "big.bin");
     await a.firstBytes;
     // The first bytes of the growing file go bad on disk, after A read them.
-    const [partial] = cacheFiles(cacheDir);
+    const [partial] = cacheFileNames(cacheDir);
     assert.match(partial, /\.part$/);
     const file = await Deno.open(`${cacheDir}/${partial}`, { write: true });
     await file.write(new Uint8Array(64).fill(0xee));
@@ -479,6 +479,6 @@ Deno.test("workers: the store failing mid-object cuts every client short, on bot
     for (const requests of stats.threads) assert.ok(requests > 0, `threads: ${stats.threads}`);
     assert.equal(server.cache.count, 0);
     assert.equal(server.cache.reserved, 0);
-    assert.deepEqual(cacheFiles(cacheDir), []);
+    assert.deepEqual(cacheFileNames(cacheDir), []);
   });
 });

@@ -4,8 +4,8 @@
  * kill -9 runs against a real server are in tests/server/restart_test.ts.
  */
 import assert from "node:assert/strict";
-import { CACHE_MARKER, type CacheEntry, FileCache, JOURNAL_FILE } from "../../cache.ts";
-import { memorySource, seededBytes, sha256 } from "../helpers.ts";
+import { type CacheEntry, FileCache, JOURNAL_FILE } from "../../cache.ts";
+import { cacheFileNames, memorySource, seededBytes, sha256 } from "../helpers.ts";
 
 const KiB = 1024;
 
@@ -46,11 +46,6 @@ async function reopen(
   return { cache, warnings };
 }
 
-function namesIn(dir: string): string[] {
-  return [...Deno.readDirSync(dir)].map((e) => e.name)
-    .filter((name) => name !== CACHE_MARKER && name !== JOURNAL_FILE).sort();
-}
-
 async function cleanUp(dir: string): Promise<void> {
   await Deno.remove(`${dir}/..`, { recursive: true });
 }
@@ -64,7 +59,11 @@ Deno.test("keep: a cache left without closing (kill -9) is adopted whole, in its
     const { cache, warnings } = await reopen(dir);
     assert.deepEqual(warnings, []);
     assert.deepEqual(cache.entries().map((e) => e.path), entries.map((e) => e.path));
-    assert.deepEqual(namesIn(dir), entries.map((e) => e.file).sort(), "unrecorded files removed");
+    assert.deepEqual(
+      cacheFileNames(dir),
+      entries.map((e) => e.file).sort(),
+      "unrecorded files removed",
+    );
     const figures = await cache.figures();
     assert.equal(figures.adopted, 20);
     assert.equal(figures.adopting, 0);
@@ -96,7 +95,7 @@ Deno.test("keep: a request for a kept entry not yet adopted adopts it without re
     assert.equal(refilled?.sha256, sha256(seededBytes(KiB, 77)));
     assert.equal(cache.lookup("f2")?.validator, "v2-new");
     assert.equal(cache.count, 3);
-    assert.equal(namesIn(dir).length, 3, "the old version's file is gone");
+    assert.equal(cacheFileNames(dir).length, 3, "the old version's file is gone");
     await cache.close();
   } finally {
     await cleanUp(dir);
@@ -113,7 +112,7 @@ Deno.test("keep: a file whose bytes changed behind the journal's back is removed
     const { cache } = await reopen(dir);
     assert.equal(cache.lookup(victim.path), undefined);
     assert.equal(cache.count, 3);
-    assert.ok(!namesIn(dir).includes(victim.file));
+    assert.ok(!cacheFileNames(dir).includes(victim.file));
     await cache.close();
   } finally {
     await cleanUp(dir);
@@ -128,7 +127,7 @@ Deno.test("keep: a torn last record is skipped and said; the records before it a
     const { cache, warnings } = await reopen(dir);
     assert.equal(cache.count, 4);
     assert.equal(cache.lookup(entries[4].path), undefined, "its record was torn: its file goes");
-    assert.deepEqual(namesIn(dir), entries.slice(0, 4).map((e) => e.file).sort());
+    assert.deepEqual(cacheFileNames(dir), entries.slice(0, 4).map((e) => e.file).sort());
     assert.match(warnings.join("\n"), /1 damaged records skipped/);
     await cache.close();
   } finally {
@@ -166,7 +165,7 @@ Deno.test("keep: a journal without a valid header (or another version) is not tr
     Deno.writeTextFileSync(`${dir}/${JOURNAL_FILE}`, lines.slice(1).join("\n"));
     const { cache, warnings } = await reopen(dir);
     assert.equal(cache.count, 0);
-    assert.deepEqual(namesIn(dir), []);
+    assert.deepEqual(cacheFileNames(dir), []);
     assert.match(warnings.join("\n"), /journal has no header: nothing kept/);
     await cache.close();
   } finally {
@@ -184,7 +183,7 @@ Deno.test("keep: a journal from a larger capacity keeps what fits, dropping its 
     );
     assert.deepEqual(cache.entries().map((e) => e.path), entries.slice(12).map((e) => e.path));
     assert.equal(cache.used, 8 * KiB);
-    assert.equal(namesIn(dir).length, 8);
+    assert.equal(cacheFileNames(dir).length, 8);
     await cache.close();
   } finally {
     await cleanUp(dir);
@@ -215,7 +214,7 @@ Deno.test("without keep: the old files are removed in the background, counted ag
     const early = await cache.fill("new", memorySource(seededBytes(KiB)));
     assert.equal(early, undefined, "no room is promised before the old files are counted");
     await cache.housekept;
-    assert.deepEqual(namesIn(dir), []);
+    assert.deepEqual(cacheFileNames(dir), []);
     assert.equal((await cache.figures()).housekeepingBytes, 0);
     assert.ok(await cache.fill("new", memorySource(seededBytes(KiB))));
     await cache.close();
@@ -294,7 +293,7 @@ Deno.test("keep: a kept file replaced by a FIFO is removed, never opened (a requ
     const refilled = await cache.fill(path, memorySource(bytes.get(path)!, { version: "v1" }));
     if (refilled) assert.equal(refilled.sha256, sha256(bytes.get(path)!));
     await cache.housekept;
-    assert.ok(!namesIn(dir).includes(entries[1].file), "the FIFO is removed");
+    assert.ok(!cacheFileNames(dir).includes(entries[1].file), "the FIFO is removed");
     assert.equal(cache.count, refilled ? 3 : 2);
     await cache.close();
   } finally {

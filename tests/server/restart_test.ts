@@ -19,6 +19,7 @@ import { CACHE_MARKER, JOURNAL_FILE } from "../../cache.ts";
 import { Journal, type JournalEntry, readJournal } from "../../cache_disk/journal.ts";
 import { toOriginStat } from "../../origin/directory.ts";
 import {
+  cacheFileNames,
   json,
   RawConnection,
   seededBytes,
@@ -30,7 +31,6 @@ import {
 const MiB = 1024 * 1024;
 const SERVER = new URL("../../server.ts", import.meta.url).pathname;
 /** The files of the cache directory that are not entries. */
-const OWN_FILES = new Set([CACHE_MARKER, JOURNAL_FILE]);
 
 /** A file of the origin and what the test knows of it. */
 interface OriginFile {
@@ -162,12 +162,6 @@ async function bytesFromOrigin(client: TcpCacheClient): Promise<number> {
   return (await client.stats()).bytesFromOrigin as number;
 }
 
-/** The names in the cache directory that are not its own files, sorted. */
-function entryFiles(cacheDir: string): string[] {
-  return [...Deno.readDirSync(cacheDir)].map((e) => e.name).filter((n) => !OWN_FILES.has(n))
-    .sort();
-}
-
 /**
  * Writes `count` seeded files below `dir`, from a few bytes to 3 MiB
  * (log-uniform, a few empty or tiny), in ten subdirectories.
@@ -197,7 +191,7 @@ async function vouchedFor(cacheDir: string, context: string): Promise<JournalEnt
   const journal = await readJournal(cacheDir);
   assert.equal(journal.untrusted, undefined, `${context}: the journal is trusted`);
   assert.equal(journal.damaged, 0, `${context}: a kill -9 leaves no damaged record`);
-  const files = new Set(entryFiles(cacheDir));
+  const files = new Set(cacheFileNames(cacheDir));
   for (const entry of journal.entries) {
     assert.ok(files.has(entry.file), `${context}: ${entry.file} of ${entry.path} is there`);
   }
@@ -277,7 +271,7 @@ async function killDuringFills(
   }
 
   // What the killed run left: its journal must be whole (every record one write).
-  const left = entryFiles(cacheDir);
+  const left = cacheFileNames(cacheDir);
   let vouched = await vouchedFor(cacheDir, `${context}, killed while filling`);
   const recordedFiles = new Set(vouched.map((entry) => entry.file));
 
@@ -329,7 +323,7 @@ async function killDuringFills(
       assert.equal(entry.size, byPath.get(entry.path)!.size, `${context}: ${entry.path}'s size`);
     }
     // The directory holds the entries' files and the server's own, nothing else.
-    const names = entryFiles(cacheDir);
+    const names = cacheFileNames(cacheDir);
     assert.deepEqual(names.filter((name) => name.endsWith(".part")), [], `${context}: .part`);
     assert.equal(names.length, listing.entries.length, `${context}: files ${names.join(" ")}`);
     assert.deepEqual(
@@ -509,7 +503,7 @@ Deno.test("50,000 entries: the port answers before their adoption finishes (--ke
               assert.equal(sha256(result.bytes!), entry.sha256, entry.path);
             }
             assert.equal(await bytesFromOrigin(client), origin1, "hits read no origin bytes");
-            assert.equal(entryFiles(cacheDir).length, COUNT);
+            assert.equal(cacheFileNames(cacheDir).length, COUNT);
           } finally {
             client.close();
           }
@@ -522,7 +516,7 @@ Deno.test("50,000 entries: the port answers before their adoption finishes (--ke
     await t.step(
       "(c) default mode: the port answers at once, the files go in the background",
       async () => {
-        assert.equal(entryFiles(cacheDir).length, COUNT, "the kept run left its entries");
+        assert.equal(cacheFileNames(cacheDir).length, COUNT, "the kept run left its entries");
         const port = freePort();
         const spawned = performance.now();
         const server = await launch(args(cacheDir), port, false);
@@ -546,7 +540,7 @@ Deno.test("50,000 entries: the port answers before their adoption finishes (--ke
                 counted = Math.max(counted, cache.housekeepingBytes);
                 // The directory is read once STATS says done (reading 50,000 names every
                 // few ms would slow the removal it waits for).
-                return cache.housekeeping === "done" && entryFiles(cacheDir).length === 0;
+                return cache.housekeeping === "done" && cacheFileNames(cacheDir).length === 0;
               },
               90_000,
               () => `the removal of ${COUNT} files; stderr: ${server.stderr()}`,
@@ -601,7 +595,7 @@ Deno.test({
       const server = await launch(["--dir", `${root}/files`, "--cache-dir", cacheDir], port, false);
       try {
         const first = await probe(port, spawned);
-        const waiting = entryFiles(cacheDir).length;
+        const waiting = cacheFileNames(cacheDir).length;
         assert.ok(
           first.cache.housekeeping !== "done" || waiting === 0,
           `housekeeping ${first.cache.housekeeping} with ${waiting} old files waiting`,

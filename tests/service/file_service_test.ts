@@ -27,7 +27,7 @@ import {
   sweepInterval,
   TruncatedBodyError,
 } from "../../service/file_service.ts";
-import { concat, seededBytes, sha256, type Tree, writeTree } from "../helpers.ts";
+import { cacheFileNames, concat, seededBytes, sha256, type Tree, writeTree } from "../helpers.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -206,15 +206,6 @@ async function fetchWhole(
   return { served, bytes: await body(service, served) };
 }
 
-/** The names in the cache directory other than its marker. */
-async function cacheFiles(cacheDir: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const entry of Deno.readDir(cacheDir)) {
-    if (entry.name !== ".tcpcache" && entry.name !== "journal") names.push(entry.name);
-  }
-  return names.sort();
-}
-
 /** The error `promise` rejects with (failing when it resolves). */
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
   try {
@@ -248,7 +239,7 @@ Deno.test("FileService: a miss fills the cache from the origin, then hits are se
     assert.deepEqual(miss.bytes, content);
     assert.equal(t.cache.count, 1);
     assert.equal(t.cache.used, content.length);
-    assert.equal((await cacheFiles(t.cacheDir)).length, 1);
+    assert.equal((await cacheFileNames(t.cacheDir)).length, 1);
 
     // The origin is still asked for its stat, but the bytes come from the cache.
     const hit = await fetchWhole(t.service, "docs/big.bin");
@@ -362,7 +353,7 @@ Deno.test("FileService: a file larger than the cache is a bypass, served whole a
       }
       assert.equal(t.cache.count, 0);
       assert.equal(t.cache.used, 0);
-      assert.deepEqual(await cacheFiles(t.cacheDir), []);
+      assert.deepEqual(await cacheFileNames(t.cacheDir), []);
       // A file that fits is still admitted beside it.
       assert.equal((await fetchWhole(t.service, "small.bin")).served.outcome, "miss");
       const stats = await t.service.stats();
@@ -452,7 +443,7 @@ Deno.test("FileService: the origin's refusals: 404 for missing files and directo
       const linked = await fetchWhole(t.service, "link-in.txt");
       assert.equal(new TextDecoder().decode(linked.bytes), "top\n");
       assert.deepEqual(t.cache.entries().map((entry) => entry.path), ["link-in.txt"]);
-      assert.equal((await cacheFiles(t.cacheDir)).length, 1);
+      assert.equal((await cacheFileNames(t.cacheDir)).length, 1);
       assert.deepEqual(t.errors, [], "refusals are not server failures");
       const stats = await t.service.stats();
       assert.equal(stats.hits + stats.misses + stats.bypasses, 1, "a refusal counts no outcome");
@@ -470,7 +461,7 @@ Deno.test("FileService: a cached file deleted at the origin answers 404 and leav
     await assert.rejects(t.service.open("gone.txt"), { code: 404 });
     assert.equal(t.cache.lookup("gone.txt"), undefined);
     assert.equal(t.cache.used, 0);
-    assert.deepEqual(await cacheFiles(t.cacheDir), [], "its cache file is unlinked");
+    assert.deepEqual(await cacheFileNames(t.cacheDir), [], "its cache file is unlinked");
   });
 });
 
@@ -489,7 +480,7 @@ Deno.test("FileService: a file changed on disk is served fresh, never stale", as
     assert.equal(second.served.sha256, sha256("version two, longer\n"));
     assert.equal(t.cache.count, 1, "the new copy replaced the old one");
     assert.equal(t.cache.used, "version two, longer\n".length);
-    assert.equal((await cacheFiles(t.cacheDir)).length, 1);
+    assert.equal((await cacheFileNames(t.cacheDir)).length, 1);
     assert.equal((await fetchWhole(t.service, "doc.txt")).served.outcome, "hit");
   });
 });
@@ -548,7 +539,7 @@ Deno.test("FileService: an origin read error is a 500, reported once, and leaves
     assert.equal(t.cache.used, 0);
     assert.equal(t.cache.reserved, 0);
     assert.equal(t.cache.filling("bad.bin"), false);
-    assert.deepEqual(await cacheFiles(t.cacheDir), [], "no cache file and no .part left");
+    assert.deepEqual(await cacheFileNames(t.cacheDir), [], "no cache file and no .part left");
     const stats = await t.service.stats();
     assert.equal(stats.hits + stats.misses + stats.bypasses, 0);
 
@@ -580,7 +571,7 @@ Deno.test("FileService: a file that changes while it is read is a 500 'try again
       assert.deepEqual(t.errors, [], `${what}: an expected race, not reported as a failure`);
       assert.equal(t.cache.count, 0, what);
       assert.equal(t.cache.reserved, 0, what);
-      assert.deepEqual(await cacheFiles(t.cacheDir), [], what);
+      assert.deepEqual(await cacheFileNames(t.cacheDir), [], what);
       assert.equal(origin.closes, origin.opens, `${what}: every origin file closed`);
     });
   }
@@ -741,7 +732,7 @@ Deno.test("FileService: eviction makes room, in FIFO order, and is counted", asy
       ["b.bin", "c.bin"],
     );
     assert.equal((await t.service.stats()).evictions, 1);
-    assert.equal((await cacheFiles(t.cacheDir)).length, 2, "the evicted file is unlinked");
+    assert.equal((await cacheFileNames(t.cacheDir)).length, 2, "the evicted file is unlinked");
     assert.equal((await fetchWhole(t.service, "a.bin")).served.outcome, "miss");
   });
 });
